@@ -1,0 +1,9 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DimooError } from '../src/errors.js';
+
+test('DimooError carries its code', () => {
+  const e = new DimooError('bad', 'E_X');
+  assert.equal(e.code, 'E_X');
+  assert.ok(e instanceof Error);
+});
