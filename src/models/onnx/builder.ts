@@ -81,10 +81,10 @@ export class GraphBuilder {
 
   constructor(readonly graphName = 'dimoo') {}
 
+  /** A new unique name (not yet claimed). */
   private fresh(hint: string): string {
     let n = `${hint}_${this.counter++}`;
     while (this.usedNames.has(n)) n = `${hint}_${this.counter++}`;
-    this.usedNames.add(n);
     return n;
   }
 
@@ -164,7 +164,7 @@ export class GraphBuilder {
   // ---- ops -------------------------------------------------------------
 
   private node(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
-    const outs = Array.from({ length: nOut }, () => this.fresh(op.toLowerCase()));
+    const outs = Array.from({ length: nOut }, () => this.claim(this.fresh(op.toLowerCase())));
     this.nodes.push({
       op_type: op,
       domain,
