@@ -258,6 +258,13 @@ export class GraphBuilder {
     if (opts.pads) a.pads = opts.pads;
     return this.one('Conv', b ? [x, w, b] : [x, w], a);
   }
+  /**
+   * InstanceNormalization over every axis after the second: x [N, C, ...] normalised per (n, c),
+   * then * scale[c] + bias[c]. GroupNorm is this on x reshaped to [N, groups, -1].
+   */
+  instanceNorm(x: Value, scale: Value, bias: Value, eps: number): Value {
+    return this.one('InstanceNormalization', [x, scale, bias], { epsilon: { float: eps } });
+  }
   /** Constant zero padding; pads = [x1_begin, x2_begin, ..., x1_end, x2_end, ...]. */
   pad(x: Value, pads: number[]): Value { return this.one('Pad', [x, this.constI64(pads)], { mode: 'constant' }); }
   /** Nearest-neighbour upsampling by integer factors (PyTorch F.interpolate(mode='nearest') semantics). */
