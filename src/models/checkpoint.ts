@@ -82,8 +82,13 @@ export function expectedTensors(c: LladaConfig): ExpectedTensor[] {
   add('ln_f.weight', [d], dO);
   if (c.normBias) add('ln_f.bias', [d], dO + ', bias_for_layer_norm/include_bias');
   if (!c.weightTying) {
-    add('ff_out.weight', [c.embeddingSize, d], `embedding_size=${c.embeddingSize}, d_model=${d}, weight_tying=false`);
-    if (c.includeBias) add('ff_out.bias', [c.embeddingSize], `embedding_size=${c.embeddingSize}, include_bias`);
+    add(
+      'ff_out.weight',
+      [c.embeddingSize, d],
+      `embedding_size=${c.embeddingSize}, d_model=${d}, weight_tying=false`,
+    );
+    if (c.includeBias)
+      add('ff_out.bias', [c.embeddingSize], `embedding_size=${c.embeddingSize}, include_bias`);
   }
   return out;
 }
@@ -119,17 +124,27 @@ export function readIndex(file: string): { weightMap: Map<string, string>; total
   const weightMap = new Map<string, string>();
   for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
     if (typeof shard !== 'string' || shard.length === 0) {
-      throw new DimooError(`${file}: weight_map["${name}"] must be a shard file name, got ${JSON.stringify(shard)}`, E);
+      throw new DimooError(
+        `${file}: weight_map["${name}"] must be a shard file name, got ${JSON.stringify(shard)}`,
+        E,
+      );
     }
     // Shards must live in the checkpoint folder itself; refuse paths that escape it.
     if (path.isAbsolute(shard) || shard.split(/[\\/]/).includes('..') || /[\\/]/.test(shard)) {
-      throw new DimooError(`${file}: weight_map["${name}"] = "${shard}" is not a plain file name in the checkpoint folder`, E);
+      throw new DimooError(
+        `${file}: weight_map["${name}"] = "${shard}" is not a plain file name in the checkpoint folder`,
+        E,
+      );
     }
     weightMap.set(name, shard);
   }
   const meta = (j as Record<string, unknown>).metadata;
   let totalSize: number | undefined;
-  if (meta && typeof meta === 'object' && typeof (meta as Record<string, unknown>).total_size === 'number') {
+  if (
+    meta &&
+    typeof meta === 'object' &&
+    typeof (meta as Record<string, unknown>).total_size === 'number'
+  ) {
     totalSize = (meta as Record<string, unknown>).total_size as number;
   }
   return { weightMap, totalSize };
@@ -145,7 +160,11 @@ function listSome(names: string[], n = 5): string {
 }
 
 /** Loads the weight table from model.safetensors or from the index + shards. */
-export function loadWeightTable(dir: string): { weights: Map<string, TensorInfo>; files: string[]; indexPath?: string } {
+export function loadWeightTable(dir: string): {
+  weights: Map<string, TensorInfo>;
+  files: string[];
+  indexPath?: string;
+} {
   const single = path.join(dir, SINGLE_FILE);
   const indexPath = path.join(dir, INDEX_FILE);
   // Same preference as transformers: a single file wins over an index.
@@ -175,15 +194,22 @@ export function loadWeightTable(dir: string): { weights: Map<string, TensorInfo>
     const f = shards.get(shard)!;
     const t = f.tensors.get(name);
     if (!t) {
-      throw new DimooError(`${indexPath}: maps tensor "${name}" to shard "${shard}", but ${f.path} has no such tensor`, E);
+      throw new DimooError(
+        `${indexPath}: maps tensor "${name}" to shard "${shard}", but ${f.path} has no such tensor`,
+        E,
+      );
     }
     weights.set(name, t);
   }
-  return { weights, files: [...shards.values()].map((s) => s.path), indexPath };
+  return { weights, files: [...shards.values()].map((s) => s.path).sort(), indexPath };
 }
 
 /** Compares weights with what the config implies; throws on the first kind of mismatch found. */
-export function validateWeights(config: LladaConfig, weights: Map<string, TensorInfo>, where: string): void {
+export function validateWeights(
+  config: LladaConfig,
+  weights: Map<string, TensorInfo>,
+  where: string,
+): void {
   const expected = expectedTensors(config);
   const want = new Map(expected.map((e) => [e.name, e]));
   const missing = expected.filter((e) => !weights.has(e.name)).map((e) => e.name);
@@ -228,14 +254,16 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
   if (!st.isDirectory()) throw new DimooError(`${root}: checkpoint path is not a folder`, E);
   const configPath = path.join(root, 'config.json');
-  if (!exists(configPath)) throw new DimooError(`${configPath}: missing (every checkpoint needs config.json)`, E);
+  if (!exists(configPath))
+    throw new DimooError(`${configPath}: missing (every checkpoint needs config.json)`, E);
   const config = loadLladaConfig(configPath);
 
   const { weights, files: weightFiles, indexPath } = loadWeightTable(root);
   validateWeights(config, weights, indexPath ?? weightFiles[0]!);
 
   const tokenizerPath = path.join(root, 'tokenizer.json');
-  if (!exists(tokenizerPath)) throw new DimooError(`${tokenizerPath}: missing (the text tokenizer is required)`, E);
+  if (!exists(tokenizerPath))
+    throw new DimooError(`${tokenizerPath}: missing (the text tokenizer is required)`, E);
   const opt = (name: string): string | undefined => {
     const p = path.join(root, name);
     return exists(p) ? p : undefined;
@@ -251,7 +279,9 @@ export function openCheckpoint(dir: string): Checkpoint {
     ...(indexPath ? [indexPath] : []),
     ...weightFiles,
     tokenizerPath,
-    ...[tokenizerConfigPath, specialTokensMapPath, generationConfigPath].filter((p): p is string => !!p),
+    ...[tokenizerConfigPath, specialTokensMapPath, generationConfigPath].filter(
+      (p): p is string => !!p,
+    ),
   ];
   return {
     dir: root,

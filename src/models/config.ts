@@ -84,7 +84,8 @@ export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaCon
   const oneOf = <T extends string>(f: string, allowed: T, dflt?: T): T => {
     const v = has(f) ? r[f] : dflt;
     if (v === undefined) throw bad(f, `is required ("${allowed}")`);
-    if (v !== allowed) throw bad(f, `= ${JSON.stringify(v)} is unsupported (only "${allowed}" is implemented)`);
+    if (v !== allowed)
+      throw bad(f, `= ${JSON.stringify(v)} is unsupported (only "${allowed}" is implemented)`);
     return allowed;
   };
   const mustBe = (f: string, want: boolean, dflt: boolean, why: string): void => {
@@ -101,13 +102,18 @@ export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaCon
   if (bool('multi_query_attention', false)) {
     nKvHeads = 1;
     if (has('n_kv_heads') && r.n_kv_heads !== 1) {
-      throw bad('n_kv_heads', `= ${JSON.stringify(r.n_kv_heads)} contradicts multi_query_attention = true (which means 1)`);
+      throw bad(
+        'n_kv_heads',
+        `= ${JSON.stringify(r.n_kv_heads)} contradicts multi_query_attention = true (which means 1)`,
+      );
     }
   } else {
     nKvHeads = optPosInt('n_kv_heads') ?? nHeads;
   }
-  if (dModel % nHeads !== 0) throw bad('d_model', `= ${dModel} is not divisible by n_heads = ${nHeads}`);
-  if (nHeads % nKvHeads !== 0) throw bad('n_heads', `= ${nHeads} is not divisible by n_kv_heads = ${nKvHeads}`);
+  if (dModel % nHeads !== 0)
+    throw bad('d_model', `= ${dModel} is not divisible by n_heads = ${nHeads}`);
+  if (nHeads % nKvHeads !== 0)
+    throw bad('n_heads', `= ${nHeads} is not divisible by n_kv_heads = ${nKvHeads}`);
 
   let mlpHiddenSize: number;
   if (has('mlp_hidden_size')) {
@@ -115,7 +121,10 @@ export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaCon
   } else {
     const ratio = r.mlp_ratio;
     if (typeof ratio !== 'number' || !(ratio > 0)) {
-      throw bad('mlp_hidden_size', 'is missing and mlp_ratio is not a positive number to derive it from');
+      throw bad(
+        'mlp_hidden_size',
+        'is missing and mlp_ratio is not a positive number to derive it from',
+      );
     }
     mlpHiddenSize = ratio * dModel;
     if (!Number.isSafeInteger(mlpHiddenSize)) {
@@ -140,7 +149,10 @@ export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaCon
     throw bad('scale_logits', '= true is unsupported (logit scaling is not implemented)');
   }
   if (has('block_group_size') && posInt('block_group_size') !== 1) {
-    throw bad('block_group_size', `= ${JSON.stringify(r.block_group_size)} is unsupported (only 1)`);
+    throw bad(
+      'block_group_size',
+      `= ${JSON.stringify(r.block_group_size)} is unsupported (only 1)`,
+    );
   }
 
   const includeBias = bool('include_bias', false);
@@ -177,7 +189,8 @@ export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaCon
     ['eos_token_id', cfg.eosTokenId],
     ['pad_token_id', cfg.padTokenId],
   ] as const) {
-    if (v >= embeddingSize) throw bad(f, `= ${v} is outside the vocabulary (embedding_size ${embeddingSize})`);
+    if (v >= embeddingSize)
+      throw bad(f, `= ${v} is outside the vocabulary (embedding_size ${embeddingSize})`);
   }
   return cfg;
 }
@@ -212,7 +225,9 @@ export function countParameters(c: LladaConfig): {
   const b = (on: boolean, n: number): number => (on ? n : 0);
   const qkvBias = c.includeBias || c.includeQkvBias;
   const perLayer =
-    d * d + 2 * kv * d + d * d + // q, k, v, attn_out
+    d * d +
+    2 * kv * d +
+    d * d + // q, k, v, attn_out
     3 * d * c.mlpHiddenSize + // ff_proj, up_proj, ff_out
     2 * d + // attn_norm, ff_norm
     b(qkvBias, d + 2 * kv) +
@@ -222,5 +237,12 @@ export function countParameters(c: LladaConfig): {
   const head = c.weightTying ? 0 : c.embeddingSize * d + b(c.includeBias, c.embeddingSize);
   const finalNorm = d + b(c.normBias, d);
   const layers = perLayer * c.nLayers;
-  return { total: embedding + head + layers + finalNorm, embedding, head, perLayer, layers, finalNorm };
+  return {
+    total: embedding + head + layers + finalNorm,
+    embedding,
+    head,
+    perLayer,
+    layers,
+    finalNorm,
+  };
 }

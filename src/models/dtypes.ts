@@ -49,7 +49,8 @@ function u32View(a: Float32Array): Uint32Array {
 
 function allocOrCheck(n: number, dst: Float32Array | undefined, what: string): Float32Array {
   if (!dst) return new Float32Array(n);
-  if (dst.length < n) throw new RangeError(`${what}: destination holds ${dst.length} < ${n} values`);
+  if (dst.length < n)
+    throw new RangeError(`${what}: destination holds ${dst.length} < ${n} values`);
   return dst;
 }
 

@@ -69,7 +69,10 @@ export function resolveSizes(
   let base: RandomModelSizes;
   if (typeof spec === 'string') {
     if (!isPresetName(spec)) {
-      throw new DimooError(`unknown random checkpoint preset "${spec}" (known: ${Object.keys(PRESETS).join(', ')})`, 'E_PARAM');
+      throw new DimooError(
+        `unknown random checkpoint preset "${spec}" (known: ${Object.keys(PRESETS).join(', ')})`,
+        'E_PARAM',
+      );
     }
     base = PRESETS[spec];
   } else {
@@ -137,10 +140,19 @@ export function buildLladaConfigJson(s: RandomModelSizes): Record<string, unknow
 
 /** Python's json prints whole floats as "500000.0"; keep that look for float-typed fields. */
 function configText(obj: Record<string, unknown>): string {
-  const floats = new Set(['alibi_bias_max', 'attention_dropout', 'embedding_dropout', 'init_std', 'residual_dropout', 'rope_theta', 'rms_norm_eps']);
+  const floats = new Set([
+    'alibi_bias_max',
+    'attention_dropout',
+    'embedding_dropout',
+    'init_std',
+    'residual_dropout',
+    'rope_theta',
+    'rms_norm_eps',
+  ]);
   return (
-    JSON.stringify(obj, null, 2).replace(/^(\s*"([a-z_]+)": )(-?\d+)(,?)$/gm, (m, pre, key, num, comma) =>
-      floats.has(key) ? `${pre}${num}.0${comma}` : m,
+    JSON.stringify(obj, null, 2).replace(
+      /^(\s*"([a-z_]+)": )(-?\d+)(,?)$/gm,
+      (m, pre, key, num, comma) => (floats.has(key) ? `${pre}${num}.0${comma}` : m),
     ) + '\n'
   );
 }
@@ -230,7 +242,8 @@ function getNormalPool(): Float64Array {
   return pool;
 }
 
-export type InitKind = { kind: 'normal'; std: number } | { kind: 'uniform'; lo: number; hi: number };
+export type InitKind =
+  { kind: 'normal'; std: number } | { kind: 'uniform'; lo: number; hi: number };
 
 /**
  * Init per tensor, mirroring the golden checkpoint's scales: unit-variance
@@ -242,9 +255,11 @@ export function initFor(name: string, c: LladaConfig): InitKind {
   const d = c.dModel;
   const leaf = name.split('.').slice(-2).join('.');
   if (name.endsWith('.bias')) return { kind: 'normal', std: 0.02 };
-  if (/_norm\.weight$|^model\.transformer\.ln_f\.weight$/.test(name)) return { kind: 'uniform', lo: 0.6, hi: 1.4 };
+  if (/_norm\.weight$|^model\.transformer\.ln_f\.weight$/.test(name))
+    return { kind: 'uniform', lo: 0.6, hi: 1.4 };
   if (name === 'model.transformer.wte.weight') return { kind: 'normal', std: 1 };
-  if (name === 'model.transformer.ff_out.weight') return { kind: 'normal', std: 2.5 / Math.sqrt(d) };
+  if (name === 'model.transformer.ff_out.weight')
+    return { kind: 'normal', std: 2.5 / Math.sqrt(d) };
   switch (leaf) {
     case 'q_proj.weight':
     case 'k_proj.weight':
@@ -299,7 +314,10 @@ export interface PlannedTensor {
 }
 
 /** Greedy, in model order: start a new shard when the next tensor would overflow. */
-export function planShards(tensors: readonly PlannedTensor[], maxShardBytes: number): PlannedTensor[][] {
+export function planShards(
+  tensors: readonly PlannedTensor[],
+  maxShardBytes: number,
+): PlannedTensor[][] {
   const shards: PlannedTensor[][] = [];
   let cur: PlannedTensor[] = [];
   let size = 0;
@@ -363,7 +381,8 @@ export async function writeRandomCheckpoint(
   const seed = options.seed ?? 0;
   const maxShard =
     options.maxShardBytes ?? (typeof spec === 'string' ? DEFAULT_SHARD_BYTES[spec] : 2 * GiB);
-  if (!(maxShard > 0)) throw new DimooError(`maxShardBytes must be positive, got ${maxShard}`, 'E_PARAM');
+  if (!(maxShard > 0))
+    throw new DimooError(`maxShardBytes must be positive, got ${maxShard}`, 'E_PARAM');
 
   fs.mkdirSync(root, { recursive: true });
   const planned = expectedTensors(config).map((t) => ({
@@ -376,7 +395,8 @@ export async function writeRandomCheckpoint(
 
   // Leftovers from an earlier run would shadow (model.safetensors) or clutter the new files.
   for (const f of fs.readdirSync(root)) {
-    if (f === SINGLE_FILE || (STALE_SHARD.test(f) && !names.includes(f))) fs.rmSync(path.join(root, f));
+    if (f === SINGLE_FILE || (STALE_SHARD.test(f) && !names.includes(f)))
+      fs.rmSync(path.join(root, f));
   }
 
   atomicWriteFileSync(configPath, configText(configJson), { fsync: false });
@@ -387,7 +407,11 @@ export async function writeRandomCheckpoint(
     pad_token_id: 126081,
     transformers_version: '4.46.2',
   };
-  atomicWriteFileSync(path.join(root, 'generation_config.json'), JSON.stringify(gen, null, 2) + '\n', { fsync: false });
+  atomicWriteFileSync(
+    path.join(root, 'generation_config.json'),
+    JSON.stringify(gen, null, 2) + '\n',
+    { fsync: false },
+  );
   writeTokenizerFiles(root);
 
   const totalSize = planned.reduce((s, t) => s + t.bytes, 0);
@@ -399,7 +423,11 @@ export async function writeRandomCheckpoint(
     writeSafetensors(
       file,
       shards[i]!.map((t) => {
-        const produce = bf16Producer(numel(t.shape), initFor(t.name, config), tensorSeed(seed, t.name));
+        const produce = bf16Producer(
+          numel(t.shape),
+          initFor(t.name, config),
+          tensorSeed(seed, t.name),
+        );
         return {
           name: t.name,
           dtype: 'BF16' as const,
@@ -431,5 +459,12 @@ export async function writeRandomCheckpoint(
     fs.mkdirSync(vqDir, { recursive: true });
     await options.writeVq(vqDir);
   }
-  return { dir: root, config, sizes, shardFiles, totalSize, parameters: countParameters(config).total };
+  return {
+    dir: root,
+    config,
+    sizes,
+    shardFiles,
+    totalSize,
+    parameters: countParameters(config).total,
+  };
 }

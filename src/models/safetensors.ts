@@ -85,7 +85,12 @@ export type AnyTypedArray =
   | BigUint64Array;
 
 /** Typed view over an (aligned) ArrayBuffer for a dtype; 16-bit floats stay raw bits. */
-export function typedView(dtype: Dtype, buf: ArrayBuffer, byteOffset: number, length: number): AnyTypedArray {
+export function typedView(
+  dtype: Dtype,
+  buf: ArrayBuffer,
+  byteOffset: number,
+  length: number,
+): AnyTypedArray {
   switch (dtype) {
     case 'BOOL':
     case 'U8':
@@ -149,17 +154,26 @@ export class SafetensorsFile {
     try {
       const size = fs.fstatSync(fd).size;
       if (size < 8) {
-        throw new DimooError(`${p}: file is ${size} bytes, too short for a safetensors header (needs at least 8)`, E);
+        throw new DimooError(
+          `${p}: file is ${size} bytes, too short for a safetensors header (needs at least 8)`,
+          E,
+        );
       }
       const lenBuf = Buffer.alloc(8);
       readFullySync(fd, lenBuf, 0, p);
       const n64 = lenBuf.readBigUInt64LE(0);
       if (n64 > BigInt(MAX_HEADER_BYTES)) {
-        throw new DimooError(`${p}: header length ${n64} is absurd (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`, E);
+        throw new DimooError(
+          `${p}: header length ${n64} is absurd (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`,
+          E,
+        );
       }
       const n = Number(n64);
       if (8 + n > size) {
-        throw new DimooError(`${p}: header length ${n} goes beyond the end of the file (${size} bytes); file truncated?`, E);
+        throw new DimooError(
+          `${p}: header length ${n} goes beyond the end of the file (${size} bytes); file truncated?`,
+          E,
+        );
       }
       const hbuf = Buffer.alloc(n);
       readFullySync(fd, hbuf, 8, p);
@@ -175,7 +189,12 @@ export class SafetensorsFile {
     }
   }
 
-  private static fromHeader(p: string, header: unknown, dataStart: number, size: number): SafetensorsFile {
+  private static fromHeader(
+    p: string,
+    header: unknown,
+    dataStart: number,
+    size: number,
+  ): SafetensorsFile {
     if (typeof header !== 'object' || header === null || Array.isArray(header)) {
       throw new DimooError(`${p}: header must be a JSON object`, E);
     }
@@ -191,7 +210,10 @@ export class SafetensorsFile {
         }
         for (const [k, s] of Object.entries(v as Record<string, unknown>)) {
           if (typeof s !== 'string') {
-            throw new DimooError(`${p}: __metadata__ entry "${k}" must be a string, got ${JSON.stringify(s)}`, E);
+            throw new DimooError(
+              `${p}: __metadata__ entry "${k}" must be a string, got ${JSON.stringify(s)}`,
+              E,
+            );
           }
           metadata[k] = s;
         }
@@ -211,11 +233,22 @@ export class SafetensorsFile {
       const dtype = ent.dtype;
       const shape = ent.shape;
       if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
-        throw new DimooError(`${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, E);
+        throw new DimooError(
+          `${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`,
+          E,
+        );
       }
       const offs = ent.data_offsets;
-      if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isNonNegInt) || offs[0] > offs[1]) {
-        throw new DimooError(`${where}: data_offsets must be [begin, end] integers with begin <= end, got ${JSON.stringify(offs)}`, E);
+      if (
+        !Array.isArray(offs) ||
+        offs.length !== 2 ||
+        !offs.every(isNonNegInt) ||
+        offs[0] > offs[1]
+      ) {
+        throw new DimooError(
+          `${where}: data_offsets must be [begin, end] integers with begin <= end, got ${JSON.stringify(offs)}`,
+          E,
+        );
       }
       const [begin, end] = offs as [number, number];
       const expected = numel(shape as number[]) * dtypeSize(dtype);
@@ -304,7 +337,10 @@ export class SafetensorsFile {
   readIntegers(name: string): number[] {
     const t = this.info(name);
     if (!isIntDtype(t.dtype) && t.dtype !== 'BOOL') {
-      throw new DimooError(`${this.path}: tensor "${name}" is ${t.dtype}, expected an integer dtype`, E);
+      throw new DimooError(
+        `${this.path}: tensor "${name}" is ${t.dtype}, expected an integer dtype`,
+        E,
+      );
     }
     const a = this.readTyped(name);
     const out: number[] = new Array(a.length);
@@ -312,7 +348,10 @@ export class SafetensorsFile {
       const v = a[i]!;
       if (typeof v === 'bigint') {
         if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
-          throw new DimooError(`${this.path}: tensor "${name}" element ${i} = ${v} exceeds 2^53`, E);
+          throw new DimooError(
+            `${this.path}: tensor "${name}" element ${i} = ${v} exceeds 2^53`,
+            E,
+          );
         }
         out[i] = Number(v);
       } else {
@@ -324,7 +363,11 @@ export class SafetensorsFile {
 }
 
 /** Positioned read of part of a tensor; the result owns its own ArrayBuffer (aligned at 0). */
-export function readTensorBytes(t: TensorInfo, byteStart = 0, byteLength = t.byteLength - byteStart): Buffer {
+export function readTensorBytes(
+  t: TensorInfo,
+  byteStart = 0,
+  byteLength = t.byteLength - byteStart,
+): Buffer {
   if (byteStart < 0 || byteLength < 0 || byteStart + byteLength > t.byteLength) {
     throw new DimooError(
       `${t.file}: tensor "${t.name}": byte range [${byteStart}, ${byteStart + byteLength}) outside its ${t.byteLength} bytes`,
@@ -337,7 +380,10 @@ export function readTensorBytes(t: TensorInfo, byteStart = 0, byteLength = t.byt
   try {
     fd = fs.openSync(t.file, 'r');
   } catch (e) {
-    throw new DimooError(`${t.file}: cannot open to read tensor "${t.name}" (${(e as Error).message})`, E);
+    throw new DimooError(
+      `${t.file}: cannot open to read tensor "${t.name}" (${(e as Error).message})`,
+      E,
+    );
   }
   try {
     readFullySync(fd, out, t.byteOffset + byteStart, t.file);
@@ -352,7 +398,10 @@ export function readTensorFloat32(t: TensorInfo, start = 0, count?: number): Flo
   const total = numel(t.shape);
   const n = count ?? total - start;
   if (start < 0 || n < 0 || start + n > total) {
-    throw new DimooError(`${t.file}: tensor "${t.name}": element range [${start}, ${start + n}) outside its ${total} elements`, E);
+    throw new DimooError(
+      `${t.file}: tensor "${t.name}": element range [${start}, ${start + n}) outside its ${total} elements`,
+      E,
+    );
   }
   const size = dtypeSize(t.dtype);
   const read = (): ArrayBuffer => readTensorBytes(t, start * size, n * size).buffer as ArrayBuffer;
@@ -366,7 +415,10 @@ export function readTensorFloat32(t: TensorInfo, start = 0, count?: number): Flo
     case 'F64':
       return Float32Array.from(new Float64Array(read(), 0, n));
     default:
-      throw new DimooError(`${t.file}: tensor "${t.name}" is ${t.dtype}, not a float dtype (BF16, F16, F32, F64)`, E);
+      throw new DimooError(
+        `${t.file}: tensor "${t.name}" is ${t.dtype}, not a float dtype (BF16, F16, F32, F64)`,
+        E,
+      );
   }
 }
 
@@ -402,10 +454,16 @@ export function buildHeader(
       throw new DimooError(`safetensors writer: duplicate tensor name "${e.name}"`, E);
     }
     if (!isDtype(e.dtype)) {
-      throw new DimooError(`safetensors writer: tensor "${e.name}" has unknown dtype ${JSON.stringify(e.dtype)}`, E);
+      throw new DimooError(
+        `safetensors writer: tensor "${e.name}" has unknown dtype ${JSON.stringify(e.dtype)}`,
+        E,
+      );
     }
     if (!e.shape.every(isNonNegInt)) {
-      throw new DimooError(`safetensors writer: tensor "${e.name}" has invalid shape ${JSON.stringify(e.shape)}`, E);
+      throw new DimooError(
+        `safetensors writer: tensor "${e.name}" has invalid shape ${JSON.stringify(e.shape)}`,
+        E,
+      );
     }
     const len = numel(e.shape) * dtypeSize(e.dtype);
     offsets.push([pos, pos + len]);
@@ -451,7 +509,10 @@ export function writeSafetensors(
       const write = (chunk: Uint8Array): void => {
         got += chunk.byteLength;
         if (got > want) {
-          throw new DimooError(`${file}: tensor "${e.name}": producer wrote more than its ${want} bytes`, E);
+          throw new DimooError(
+            `${file}: tensor "${e.name}": producer wrote more than its ${want} bytes`,
+            E,
+          );
         }
         if (chunk.byteLength >= STAGE_BYTES / 4) {
           flush();
