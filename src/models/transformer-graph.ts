@@ -93,7 +93,8 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const rmsNorm = (x: Value, weightName: string): Value => {
     const ms = g.reduceMean(g.mul(x, x), [-1]);
     const normed = g.mul(x, g.reciprocal(g.sqrt(g.add(ms, eps))));
-    return g.mul(normed, f32(weightName));
+    const scaled = g.mul(normed, f32(weightName));
+    return c.normBias ? g.add(scaled, f32(weightName.replace(/\.weight$/, '.bias'))) : scaled;
   };
 
   // rotate-half RoPE on [heads, N, hd] with cos/sin [N, hd] broadcast over heads.
