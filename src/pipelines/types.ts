@@ -1,0 +1,213 @@
+/**
+ * Public parameter and result types of every DiMOO task. The CLI, the server
+ * and the worker-thread proxy all speak these.
+ */
+
+/** 8-bit RGB pixels, row-major, 3 bytes per pixel. */
+export interface RgbImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/**
+ * An image's VQ token grid: `height`/`width` are PIXEL sizes (multiples of the
+ * VQ downsampling factor, 16), `codes` the codebook indices (0..8191),
+ * row-major, (height/16)*(width/16) of them. The JSON file format of
+ * `--tokens-out` / `--image-tokens`.
+ */
+export interface TokenGrid {
+  height: number;
+  width: number;
+  codes: number[];
+}
+
+/** Where an input image comes from. */
+export type ImageInput = { path: string } | { rgb: RgbImage } | { tokens: TokenGrid };
+
+export interface ProgressEvent {
+  task: TaskName;
+  /** 1-based step just finished, out of `total`. */
+  step: number;
+  total: number;
+  /** Image tasks: cells still masked after this step. */
+  masked?: number;
+  /** Understanding: block index (0-based). */
+  block?: number;
+  /** Image tasks: current codes, -1 where still masked (row-major grid). */
+  previewCodes?: Int32Array;
+  gridH?: number;
+  gridW?: number;
+  /** Understanding: text committed so far. */
+  text?: string;
+  /** Milliseconds this step took. */
+  ms: number;
+}
+
+export interface RunOptions {
+  onProgress?: (e: ProgressEvent) => void;
+  signal?: AbortSignal;
+  /** Ask for `previewCodes` in progress events (costs a copy per step). */
+  preview?: boolean;
+}
+
+export type TaskName = 'generate' | 'edit' | 'inpaint' | 'outpaint' | 'retouch' | 'understand';
+
+/** MaskGIT sampling knobs shared by all image tasks (names follow the original's flags). */
+export interface ImageSamplingParams {
+  /** Number of MaskGIT steps (original: 64). */
+  timesteps?: number;
+  /** Text classifier-free guidance scale (t2i default 4.0, i2i 2.5). */
+  cfgScale?: number;
+  /** 0 = greedy (argmax); the original's scripts default to 1.0. */
+  temperature?: number;
+  /** Seed of our PRNG (Gumbel noise); same seed, same image on any machine. */
+  seed?: number;
+  /** ML-Cache (max-logit cache). */
+  useCache?: boolean;
+  cacheRatio?: number;
+  warmupRatio?: number;
+  refreshInterval?: number;
+}
+
+export interface GenerateParams extends ImageSamplingParams {
+  prompt: string;
+  /** Pixels, multiples of 16 (default 1024). */
+  width?: number;
+  height?: number;
+}
+
+export type EditType =
+  | 'edit_add'
+  | 'edit_remove'
+  | 'edit_replace'
+  | 'edit_background'
+  | 'edit_text_transfer'
+  | 'subject_driven'
+  | 'canny_control'
+  | 'hed_control'
+  | 'depth_control'
+  | 'openpose_control'
+  | 'canny_pred'
+  | 'hed_pred'
+  | 'depth_pred'
+  | 'openpose_pred'
+  | 'image_ref_transfer'
+  | 'multi_view';
+
+export interface EditParams extends ImageSamplingParams {
+  prompt: string;
+  editType: EditType;
+  image: ImageInput;
+  /** Second image for image_ref_transfer (the style reference). */
+  refImage?: ImageInput;
+  /** Image guidance scale (default 4.0). */
+  cfgImg?: number;
+}
+
+/** Which cells to regenerate. */
+export type MaskSpec =
+  /** The original's centred rectangle, as fractions of the image. */
+  | { kind: 'ratio'; hRatio: number; wRatio: number }
+  /** A PNG mask file: transparent (or white, for opaque masks) = regenerate. */
+  | { kind: 'png'; path: string }
+  /** Rectangles in pixels of the image. */
+  | { kind: 'rects'; rects: { x: number; y: number; width: number; height: number }[] }
+  /** One flag per grid cell, row-major (1 = regenerate). */
+  | { kind: 'cells'; cells: ArrayLike<number> };
+
+export interface PaintParams extends ImageSamplingParams {
+  prompt: string;
+  image: ImageInput;
+  /** Default for inpaint: ratio 1.0 x 0.2 (the original's defaults); outpaint inverts the mask. */
+  mask?: MaskSpec;
+  /** Grow the masked region by this many cells. */
+  dilate?: number;
+}
+
+export interface RetouchParams extends ImageSamplingParams {
+  /** What the marked regions should show (default: empty prompt). */
+  prompt?: string;
+  image: ImageInput;
+  mask: MaskSpec;
+  dilate?: number;
+}
+
+export interface ImageResult {
+  /** Pixel size of the generated image. */
+  width: number;
+  height: number;
+  gridH: number;
+  gridW: number;
+  /** Output token grid (codebook indices), row-major. */
+  codes: number[];
+  /** Decoded pixels, when the checkpoint has a VQ-VAE. */
+  image?: RgbImage;
+  /** Conditional prompt ids as fed to the model (image cells masked). */
+  promptIds: number[];
+  codeStart: number;
+  /** Milliseconds per sampling step. */
+  stepMs: number[];
+}
+
+export interface UnderstandParams {
+  question: string;
+  image: ImageInput;
+  /** Total answer tokens (original: 1024). */
+  genLength?: number;
+  blockLength?: number;
+  steps?: number;
+  temperature?: number;
+  cfgScale?: number;
+  remasking?: 'low_confidence' | 'random';
+  seed?: number;
+  /** Stop once an end-of-answer token is committed in a finished block (default true). */
+  earlyStop?: boolean;
+  /** Reproduce inference_mmu.py's double newline insertion (a bug; off by default). */
+  scriptLayout?: boolean;
+  /** Reuse prompt+image K/V within a block (faster; may differ slightly). */
+  useCache?: boolean;
+}
+
+export interface UnderstandResult {
+  text: string;
+  /** Answer token ids (the generated region). */
+  ids: number[];
+  promptIds: number[];
+  codeStart: number;
+  stepMs: number[];
+}
+
+export interface EncodeOptions {
+  /** Area budget of the original's aspect-ratio crop (default 1024 for understanding, 512 for editing); 'none' keeps the size (must be a multiple of 16). */
+  crop?: 256 | 512 | 1024 | 'none';
+}
+
+/** Everything a loaded DiMOO offers; implemented in-process (`Dimoo`) and over a worker thread (`WorkerDimoo`). */
+export interface DimooApi {
+  generate(p: GenerateParams, o?: RunOptions): Promise<ImageResult>;
+  edit(p: EditParams, o?: RunOptions): Promise<ImageResult>;
+  inpaint(p: PaintParams, o?: RunOptions): Promise<ImageResult>;
+  outpaint(p: PaintParams, o?: RunOptions): Promise<ImageResult>;
+  retouch(p: RetouchParams, o?: RunOptions): Promise<ImageResult>;
+  understand(p: UnderstandParams, o?: RunOptions): Promise<UnderstandResult>;
+  encodeImage(input: ImageInput, opts?: EncodeOptions): Promise<TokenGrid>;
+  decodeTokens(grid: TokenGrid): Promise<RgbImage>;
+  /** Model facts for /v1/models, inspect, etc. */
+  info(): ModelInfo;
+  dispose(): Promise<void>;
+}
+
+export interface ModelInfo {
+  dir: string;
+  name: string;
+  hasVq: boolean;
+  /** VQ downsampling factor (16). */
+  vqScale: number;
+  device: 'cpu' | 'webgpu';
+}
+
+export interface LoadOptions {
+  threads?: number;
+  device?: 'cpu' | 'webgpu';
+}
