@@ -1,0 +1,147 @@
+/**
+ * The MaskGIT loop shared by every image task (text-to-image, image-to-image,
+ * inpainting, outpainting, retouching): they differ only in the conditional
+ * prefix, the unconditional branches, the guidance formula and which grid
+ * cells start masked.
+ *
+ * Sequence layout (as the original): cond = prefix + [<answer>, <IMAGE>] +
+ * rows (each followed by end-of-line) + [</IMAGE>, </answer>]; code_start =
+ * prefix.length + 2; every unconditional branch is its own prefix + the same
+ * tail x[code_start-2:], rebuilt from the current grid at each step.
+ */
+import { DimooError } from '../errors.js';
+import { ModelStream } from '../models/ml-cache.js';
+import type { SpecialTokens } from '../models/special-tokens.js';
+import type { Transformer } from '../models/transformer.js';
+import { MaskGitState, MASKED } from '../samplers/maskgit.js';
+import { recomputePositions } from '../samplers/mlcache.js';
+import { Prng } from '../samplers/prng.js';
+import { cacheRefreshSchedule } from '../samplers/schedule.js';
+import type { ProgressEvent, RunOptions, TaskName } from './types.js';
+
+export interface ResolvedSampling {
+  timesteps: number;
+  temperature: number;
+  seed: number;
+  useCache: boolean;
+  cacheRatio: number;
+  warmupRatio: number;
+  refreshInterval: number;
+}
+
+export interface ImageJob {
+  task: TaskName;
+  /** x[:code_start-2] of the conditional sequence. */
+  condPrefix: number[];
+  /** Prefixes of the unconditional branches (empty: no guidance). */
+  uncondPrefixes: number[][];
+  /** Combines [cond, ...uncond] image logits (same row order) into guided logits. */
+  guide?: (cond: Float32Array, unconds: Float32Array[]) => Float32Array;
+  /** Initial grid, row-major: a code, or MASKED (-1) for cells to generate. */
+  cells: Int32Array;
+  gridH: number;
+  gridW: number;
+  sampling: ResolvedSampling;
+}
+
+export interface ImageJobResult {
+  codes: Int32Array;
+  promptIds: number[];
+  codeStart: number;
+  stepMs: number[];
+  state: MaskGitState;
+}
+
+export interface EngineDeps {
+  model: Transformer;
+  special: SpecialTokens;
+}
+
+/** Token ids of the tail x[code_start-2:] for a grid. */
+export function imageTail(cells: ArrayLike<number>, gridH: number, gridW: number, sp: SpecialTokens): number[] {
+  const out: number[] = [sp.answerStart, sp.imageStart];
+  for (let r = 0; r < gridH; r++) {
+    for (let c = 0; c < gridW; c++) {
+      const v = cells[r * gridW + c]!;
+      out.push(v === MASKED ? sp.mask : sp.imageOffset + v);
+    }
+    out.push(sp.newline);
+  }
+  out.push(sp.imageEnd, sp.answerEnd);
+  return out;
+}
+
+/** Position of cell i inside the tail. */
+function tailOffset(cell: number, gridW: number): number {
+  return 2 + Math.floor(cell / gridW) * (gridW + 1) + (cell % gridW);
+}
+
+export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOptions = {}): Promise<ImageJobResult> {
+  const { model, special } = deps;
+  const s = job.sampling;
+  const V = model.imageVocabSize;
+  const state = new MaskGitState({
+    cells: job.cells,
+    timesteps: s.timesteps,
+    temperature: s.temperature,
+    rng: s.temperature > 0 ? new Prng(s.seed) : undefined,
+    codebookSize: V,
+  });
+  const prefixes = [job.condPrefix, ...(job.guide ? job.uncondPrefixes : [])];
+  const streams = prefixes.map(() => new ModelStream(model, s.useCache));
+  const refresh = cacheRefreshSchedule(s.timesteps, {
+    useCache: s.useCache,
+    warmupRatio: s.warmupRatio,
+    refreshInterval: s.refreshInterval,
+  });
+  let compute: (Int32Array | null)[] = prefixes.map(() => null);
+  const codeStart = job.condPrefix.length + 2;
+  const promptIds = [...job.condPrefix, ...imageTail(job.cells, job.gridH, job.gridW, special)];
+  const stepMs: number[] = [];
+
+  while (!state.done) {
+    opts.signal?.throwIfAborted();
+    const t0 = performance.now();
+    const step = state.stepIndex;
+    const cells = state.maskedCells();
+    const tail = imageTail(state.codes(), job.gridH, job.gridW, special);
+    const full = refresh[step]!;
+    if (s.useCache && step > 0 && full) streams.forEach((st) => st.reset());
+    const branchLogits: Float32Array[] = [];
+    for (let b = 0; b < prefixes.length; b++) {
+      const prefix = prefixes[b]!;
+      const seq = prefix.concat(tail);
+      const rows = Array.from(cells, (cell) => prefix.length + tailOffset(cell, job.gridW));
+      const st = streams[b]!;
+      const res = full || !st.hasCache ? await st.full(seq, rows) : await st.partial(seq, compute[b]!, rows);
+      branchLogits.push(res.imageLogits);
+      if (s.useCache && step < s.timesteps - 1 && !refresh[step + 1]) {
+        compute[b] = recomputePositions(res.rowMax!, s.cacheRatio);
+      }
+    }
+    if (!s.useCache) compute = prefixes.map(() => null);
+    const guided = job.guide ? job.guide(branchLogits[0]!, branchLogits.slice(1)) : branchLogits[0]!;
+    if (guided.length !== cells.length * V) throw new Error('internal: guided logits have the wrong size');
+    state.step(guided);
+    const ms = performance.now() - t0;
+    stepMs.push(ms);
+    if (opts.onProgress) {
+      const ev: ProgressEvent = {
+        task: job.task,
+        step: step + 1,
+        total: s.timesteps,
+        masked: state.maskedCells().length,
+        gridH: job.gridH,
+        gridW: job.gridW,
+        ms,
+      };
+      if (opts.preview) ev.previewCodes = state.codes();
+      opts.onProgress(ev);
+    }
+  }
+  const codes = state.codes();
+  for (let i = 0; i < codes.length; i++) {
+    if (codes[i] === MASKED) throw new DimooError('internal: decoding ended with masked cells', 'E_INTERNAL');
+  }
+  return { codes, promptIds, codeStart, stepMs, state };
+}
