@@ -73,6 +73,68 @@ export class ModelStream {
     if (!this.caching || !this.filled) throw new Error('ModelStream.partial needs a filled cache');
     const L = this.seqLen;
     if (ids.length !== L) throw new Error(`ModelStream.partial: sequence length changed (${ids.length} != ${L})`);
+    const computeIds = Array.from(compute, (p) => ids[p]!);
+    const rows = Array.from({ length: compute.length }, (_, i) => i);
+    const r = await this.model.forward({
+      ids: computeIds,
+      positions: compute,
+      past: this.pastExcept(compute),
+      imageRows: rows,
+      rowmaxRows: rows,
+      wantKv: true,
+    });
+    const V = this.model.imageVocabSize;
+    this.storeKv(compute, r.newK!, r.newV!);
+    const img = r.imageLogits!;
+    for (let i = 0; i < compute.length; i++) {
+      const p = compute[i]!;
+      this.rowMax[p] = r.imageRowMax![i]!;
+      this.imageLogitRows.set(p, img.subarray(i * V, (i + 1) * V));
+    }
+    return { imageLogits: this.gatherLogits(imageRows), rowMax: this.rowMax };
+  }
+
+  /**
+   * Text decoding: computes every position, returns full-vocabulary logits at
+   * `logitRows` (positions) and, when caching, keeps every position's K/V.
+   */
+  async fullText(ids: ArrayLike<number>, logitRows: ArrayLike<number>): Promise<Float32Array> {
+    const r = await this.model.forward({ ids, logitRows, wantKv: this.caching });
+    if (this.caching) {
+      this.seqLen = ids.length;
+      this.k = r.newK!;
+      this.v = r.newV!;
+      this.filled = true;
+    }
+    return r.logits ?? new Float32Array(0);
+  }
+
+  /**
+   * Text decoding with a cache: recomputes `compute` positions (ascending)
+   * against the cached K/V of all others; `logitRows` must be among them.
+   */
+  async partialText(ids: ArrayLike<number>, compute: ArrayLike<number>, logitRows: ArrayLike<number>): Promise<Float32Array> {
+    if (!this.caching || !this.filled) throw new Error('ModelStream.partialText needs a filled cache');
+    const index = new Map<number, number>();
+    for (let i = 0; i < compute.length; i++) index.set(compute[i]!, i);
+    const rows = Array.from(logitRows, (p) => {
+      const i = index.get(p);
+      if (i === undefined) throw new Error(`partialText: logit row ${p} is not recomputed`);
+      return i;
+    });
+    const r = await this.model.forward({
+      ids: Array.from(compute, (p) => ids[p]!),
+      positions: compute,
+      past: this.pastExcept(compute),
+      logitRows: rows,
+      wantKv: true,
+    });
+    this.storeKv(compute, r.newK!, r.newV!);
+    return r.logits ?? new Float32Array(0);
+  }
+
+  private pastExcept(compute: ArrayLike<number>): { positions: number[]; k: Float32Array[]; v: Float32Array[] } {
+    const L = this.seqLen;
     const kvDim = this.model.kvDim;
     const isComputed = new Uint8Array(L);
     for (let i = 0; i < compute.length; i++) isComputed[compute[i]!] = 1;
@@ -86,33 +148,20 @@ export class ModelStream {
       }
       return out;
     };
-    const computeIds = Array.from(compute, (p) => ids[p]!);
-    const rows = Array.from({ length: compute.length }, (_, i) => i);
-    const r = await this.model.forward({
-      ids: computeIds,
-      positions: compute,
-      past: { positions: pastPos, k: this.k.map(gatherRows), v: this.v.map(gatherRows) },
-      imageRows: rows,
-      rowmaxRows: rows,
-      wantKv: true,
-    });
-    const V = this.model.imageVocabSize;
+    return { positions: pastPos, k: this.k.map(gatherRows), v: this.v.map(gatherRows) };
+  }
+
+  private storeKv(compute: ArrayLike<number>, newK: Float32Array[], newV: Float32Array[]): void {
+    const kvDim = this.model.kvDim;
     for (let layer = 0; layer < this.k.length; layer++) {
-      const nk = r.newK![layer]!;
-      const nv = r.newV![layer]!;
+      const nk = newK[layer]!;
+      const nv = newV[layer]!;
       for (let i = 0; i < compute.length; i++) {
         const p = compute[i]!;
         this.k[layer]!.set(nk.subarray(i * kvDim, (i + 1) * kvDim), p * kvDim);
         this.v[layer]!.set(nv.subarray(i * kvDim, (i + 1) * kvDim), p * kvDim);
       }
     }
-    const img = r.imageLogits!;
-    for (let i = 0; i < compute.length; i++) {
-      const p = compute[i]!;
-      this.rowMax[p] = r.imageRowMax![i]!;
-      this.imageLogitRows.set(p, img.subarray(i * V, (i + 1) * V));
-    }
-    return { imageLogits: this.gatherLogits(imageRows), rowMax: this.rowMax };
   }
 
   private gatherLogits(rows: ArrayLike<number>): Float32Array {
