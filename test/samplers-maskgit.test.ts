@@ -21,7 +21,10 @@ test('greedy step: argmax codes, softmax probs, k lowest-confidence rows re-mask
   assert.deepEqual(Array.from(r.codes), [3, 0, 7, 5]);
   const p = (h: number): number => f(Math.exp(h) / (Math.exp(h) + 7));
   assert.deepEqual(Array.from(r.probs), [p(4), p(1), p(6), p(2)]);
-  assert.deepEqual(Array.from(r.confidence), [p(4), p(1), p(6), p(2)].map((x) => f(Math.log(x))));
+  assert.deepEqual(
+    Array.from(r.confidence),
+    [p(4), p(1), p(6), p(2)].map((x) => f(Math.log(x))),
+  );
   // two lowest confidences: rows 1 and 3
   assert.deepEqual(Array.from(r.remask), [0, 1, 0, 1]);
   assert.equal(r.k, 2);
@@ -64,7 +67,11 @@ test('MaskGitState decodes a grid in T steps, keeping known cells (inpainting)',
     const m = Array.from(st.maskedCells());
     seen.push(m);
     // Cell i wants code i, confidence increasing with the cell index.
-    const logits = peaked(V, m, m.map((i) => 1 + i));
+    const logits = peaked(
+      V,
+      m,
+      m.map((i) => 1 + i),
+    );
     const rec = st.step(logits);
     assert.equal(rec.maskedBefore, m.length);
     assert.equal(rec.remaskK, Math.min(rec.keepNSchedule, m.length - 1));
@@ -72,7 +79,10 @@ test('MaskGitState decodes a grid in T steps, keeping known cells (inpainting)',
   assert.equal(st.stepIndex <= 4, true);
   assert.deepEqual(seen[0], [1, 2, 4, 5, 6]);
   // keep_n for n=5, T=4: floor(5*cos(pi/8))=4, floor(5*cos(pi/4))=3, floor(5*cos(3pi/8))=1, 0
-  assert.deepEqual(st.records.map((r) => r.keepNSchedule), [4, 3, 1, 0].slice(0, st.records.length));
+  assert.deepEqual(
+    st.records.map((r) => r.keepNSchedule),
+    [4, 3, 1, 0].slice(0, st.records.length),
+  );
   // Lowest-index (least confident) cells are re-masked first.
   assert.deepEqual(Array.from(st.records[0]!.remasked), [1, 2, 4, 5]);
   assert.deepEqual(Array.from(st.codes()), [5, 1, 2, 7, 4, 5, 6, 9]);
@@ -82,7 +92,12 @@ test('MaskGitState decodes a grid in T steps, keeping known cells (inpainting)',
 test('MaskGitState with temperature is seeded and reproducible', () => {
   const V = 32;
   const run = (seed: number): number[] => {
-    const st = MaskGitState.allMasked(6, { timesteps: 3, codebookSize: V, temperature: 1, rng: new Prng(seed) });
+    const st = MaskGitState.allMasked(6, {
+      timesteps: 3,
+      codebookSize: V,
+      temperature: 1,
+      rng: new Prng(seed),
+    });
     while (!st.done) {
       const n = st.maskedCells().length;
       st.step(new Float32Array(n * V)); // flat logits: codes come from the noise only

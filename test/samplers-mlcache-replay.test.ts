@@ -22,7 +22,14 @@ interface StepRec {
   uncond_recomputed_positions: number[] | null;
 }
 interface MlCacheCase {
-  params: { cfg_scale: number; timesteps: number; cache_ratio: number; warmup_ratio: number; refresh_interval: number; codebook_size: number };
+  params: {
+    cfg_scale: number;
+    timesteps: number;
+    cache_ratio: number;
+    warmup_ratio: number;
+    refresh_interval: number;
+    codebook_size: number;
+  };
   prompt_ids: number[];
   uncon_ids: number[];
   code_start: number;
@@ -44,9 +51,15 @@ test('ML-Cache t2i 64x48 cfg4: replay reproduces every step record and the final
   const { cfg_scale: cfg, timesteps: T, cache_ratio: ratio, codebook_size: V } = g.params;
   const H = g.grid_h;
   const W = g.grid_w;
-  const cellPos = Array.from({ length: H * W }, (_, i) => g.code_start + Math.floor(i / W) * (W + 1) + (i % W));
+  const cellPos = Array.from(
+    { length: H * W },
+    (_, i) => g.code_start + Math.floor(i / W) * (W + 1) + (i % W),
+  );
   const toUncond = (p: number): number => p - (g.code_start - 2) + g.uncon_ids.length;
-  const refresh = cacheRefreshSchedule(T, { warmupRatio: g.params.warmup_ratio, refreshInterval: g.params.refresh_interval });
+  const refresh = cacheRefreshSchedule(T, {
+    warmupRatio: g.params.warmup_ratio,
+    refreshInterval: g.params.refresh_interval,
+  });
 
   const state = MaskGitState.allMasked(H * W, { timesteps: T, codebookSize: V });
   const seq = [...g.prompt_ids];
@@ -81,7 +94,10 @@ test('ML-Cache t2i 64x48 cfg4: replay reproduces every step record and the final
       assert.deepEqual(uncondPos, rec.uncond_recomputed_positions, `uncond recompute at step ${s}`);
       assert.deepEqual(condPos, g.model_calls[call]!.to_compute_positions);
       assert.deepEqual(Array.from(c.ints(`${condName}.to_compute_mask`)), Array.from(condMaskNext));
-      assert.deepEqual(Array.from(c.ints(`${uncondName}.to_compute_mask`)), Array.from(uncondMaskNext));
+      assert.deepEqual(
+        Array.from(c.ints(`${uncondName}.to_compute_mask`)),
+        Array.from(uncondMaskNext),
+      );
     }
 
     const cond = c.f32(`${condName}.image_logits_masked_rows`);
@@ -94,7 +110,10 @@ test('ML-Cache t2i 64x48 cfg4: replay reproduces every step record and the final
     assert.equal(out.remasked.length, rec.remask_k);
     assert.deepEqual(Array.from(out.sampledCodes), rec.sampled_code, `codes at step ${s}`);
     out.sampledProbs.forEach((p, i) =>
-      assert.ok(Math.abs(p - rec.sampled_prob[i]!) <= 1e-4, `prob ${i} at step ${s}: ${p} vs ${rec.sampled_prob[i]}`),
+      assert.ok(
+        Math.abs(p - rec.sampled_prob[i]!) <= 1e-4,
+        `prob ${i} at step ${s}: ${p} vs ${rec.sampled_prob[i]}`,
+      ),
     );
 
     // Masks for the next step, when that step is partial.
@@ -116,7 +135,10 @@ test('ML-Cache t2i 64x48 cfg4: replay reproduces every step record and the final
   assert.ok(state.done);
   assert.equal(call, g.model_calls.length);
   assert.deepEqual(seq, g.final_sequence);
-  assert.deepEqual(Array.from(state.codes(), (v) => v + OFFSET), g.vq_tokens);
+  assert.deepEqual(
+    Array.from(state.codes(), (v) => v + OFFSET),
+    g.vq_tokens,
+  );
 });
 
 test('torchQuantile: linear interpolation in float32 like torch.quantile', () => {
@@ -128,9 +150,15 @@ test('torchQuantile: linear interpolation in float32 like torch.quantile', () =>
   // q=0.1 -> rank f32(0.1)*7 = 0.7 (w >= 0.5 branch): 1 + 0.7*(1-1) = 1
   assert.equal(torchQuantile(v, 0.1), 1);
   // q = 0.3: rank 2.1 -> 2 + 0.1*(3-2), rounded in float32
-  assert.equal(torchQuantile(v, 0.3), Math.fround(2 + Math.fround(Math.fround(Math.fround(Math.fround(0.3) * 7) - 2) * 1)));
+  assert.equal(
+    torchQuantile(v, 0.3),
+    Math.fround(2 + Math.fround(Math.fround(Math.fround(Math.fround(0.3) * 7) - 2) * 1)),
+  );
   assert.ok(Number.isNaN(torchQuantile(Float32Array.from([1, NaN]), 0.5)));
   // positions at or below the threshold, including ties
-  assert.deepEqual(Array.from(recomputePositions(Float32Array.from([5, 1, 3, 3, 7]), 0.5)), [1, 2, 3]);
+  assert.deepEqual(
+    Array.from(recomputePositions(Float32Array.from([5, 1, 3, 3, 7]), 0.5)),
+    [1, 2, 3],
+  );
   assert.throws(() => recomputeMask(v, 1.5), /cacheRatio/);
 });

@@ -6,12 +6,18 @@ import { DimooError } from '../src/errors.js';
 test('xoshiro128** core matches the reference sequence for state (1, 2, 3, 4)', () => {
   const p = Prng.fromState(1, 2, 3, 4);
   const got = Array.from({ length: 8 }, () => p.nextUint32());
-  assert.deepEqual(got, [11520, 0, 5927040, 70819200, 2031721883, 1637235492, 1287239034, 3734860849]);
+  assert.deepEqual(
+    got,
+    [11520, 0, 5927040, 70819200, 2031721883, 1637235492, 1287239034, 3734860849],
+  );
 });
 
 test('seeded streams are pinned (same numbers on every machine)', () => {
   const p = new Prng(42);
-  assert.deepEqual([p.nextUint32(), p.nextUint32(), p.nextUint32()], [2121865826, 2993806264, 1342924406]);
+  assert.deepEqual(
+    [p.nextUint32(), p.nextUint32(), p.nextUint32()],
+    [2121865826, 2993806264, 1342924406],
+  );
   assert.equal(p.uniform(), 0.25377705279129226);
   assert.equal(new Prng(2 ** 40 + 3).nextUint32(), 3609777551);
   // fork(label) is the same stream as constructing with that label, and does not advance the parent

@@ -44,12 +44,30 @@ test('cosF32 reproduces SLEEF cosf_u10 where correct rounding differs', () => {
   // (argument bits, SLEEF result bits) from libsleef 3.5 Sleef_cosf8_u10avx2 on
   // schedule arguments f32(f32(pi/2) * f32((s+1)/T)); Math.fround(Math.cos(x)) differs on each.
   const table: Array<[number, number]> = [
-    [0x3f8f9d9d, 0x3ede2600], [0x3e162dcf, 0x3f7d4076], [0x3eacd62c, 0x3f718d44], [0x3f162815, 0x3f553607],
-    [0x3e043b6e, 0x3f7dde57], [0x3f84a4bc, 0x3f0269d3], [0x3eaedf1b, 0x3f713683], [0x3eb75c0b, 0x3f6fc223],
-    [0x3f9e43a4, 0x3ea804d8], [0x3f8dfe6b, 0x3ee3f9b5], [0x3ec23180, 0x3f6dce5c], [0x3e8f4138, 0x3f760b74],
-    [0x3ec18535, 0x3f6dee34], [0x3e892329, 0x3f76df31], [0x3e756f65, 0x3f78ae8c], [0x3ea71041, 0x3f727e12],
-    [0x3e97b069, 0x3f74d8c8], [0x3ed763af, 0x3f69adf3], [0x3f6fedb2, 0x3f178f4b], [0x3f831a4f, 0x3f050e35],
-    [0x3f8586f4, 0x3f00e3b4], [0x3e861ce9, 0x3f77448b], [0x3e6c0651, 0x3f793ad5], [0x3c108293, 0x3f7ffd74],
+    [0x3f8f9d9d, 0x3ede2600],
+    [0x3e162dcf, 0x3f7d4076],
+    [0x3eacd62c, 0x3f718d44],
+    [0x3f162815, 0x3f553607],
+    [0x3e043b6e, 0x3f7dde57],
+    [0x3f84a4bc, 0x3f0269d3],
+    [0x3eaedf1b, 0x3f713683],
+    [0x3eb75c0b, 0x3f6fc223],
+    [0x3f9e43a4, 0x3ea804d8],
+    [0x3f8dfe6b, 0x3ee3f9b5],
+    [0x3ec23180, 0x3f6dce5c],
+    [0x3e8f4138, 0x3f760b74],
+    [0x3ec18535, 0x3f6dee34],
+    [0x3e892329, 0x3f76df31],
+    [0x3e756f65, 0x3f78ae8c],
+    [0x3ea71041, 0x3f727e12],
+    [0x3e97b069, 0x3f74d8c8],
+    [0x3ed763af, 0x3f69adf3],
+    [0x3f6fedb2, 0x3f178f4b],
+    [0x3f831a4f, 0x3f050e35],
+    [0x3f8586f4, 0x3f00e3b4],
+    [0x3e861ce9, 0x3f77448b],
+    [0x3e6c0651, 0x3f793ad5],
+    [0x3c108293, 0x3f7ffd74],
   ];
   const buf = new DataView(new ArrayBuffer(4));
   const fromBits = (b: number): number => {
@@ -98,18 +116,33 @@ test('cache refresh steps match golden', () => {
     const T = Number(m[1]);
     const opts = { warmupRatio: Number(m[2]), refreshInterval: Number(m[3]) };
     assert.deepEqual(cacheRefreshSchedule(T, opts), values, key);
-    values.forEach((v, s) => assert.equal(isCacheRefreshStep(s, T, opts.warmupRatio, opts.refreshInterval), v));
+    values.forEach((v, s) =>
+      assert.equal(isCacheRefreshStep(s, T, opts.warmupRatio, opts.refreshInterval), v),
+    );
   }
-  assert.deepEqual(cacheRefreshSchedule(6, { useCache: false, warmupRatio: 0, refreshInterval: 4 }), Array(6).fill(true));
+  assert.deepEqual(
+    cacheRefreshSchedule(6, { useCache: false, warmupRatio: 0, refreshInterval: 4 }),
+    Array(6).fill(true),
+  );
   assert.equal(isCacheRefreshStep(3, 8, 0.25, 2, false), true);
   // The golden ML-Cache cases: refresh at 0,1,2,4,6.
   assert.deepEqual(cacheRefreshSchedule(8, { warmupRatio: 0.25, refreshInterval: 2 }), [
-    true, true, true, false, true, false, true, false,
+    true,
+    true,
+    true,
+    false,
+    true,
+    false,
+    true,
+    false,
   ]);
 });
 
 test('schedule parameter errors name the parameter', () => {
-  assert.throws(() => keepMaskedCount(10, 8, 8), (e: unknown) => e instanceof DimooError && /step/.test(e.message));
+  assert.throws(
+    () => keepMaskedCount(10, 8, 8),
+    (e: unknown) => e instanceof DimooError && /step/.test(e.message),
+  );
   assert.throws(() => keepMaskedCount(-1, 0, 8), /initialMasked/);
   assert.throws(() => numTransferTokens(4, 0), /steps/);
   assert.throws(() => isCacheRefreshStep(0, 8, 1.5, 2), /warmupRatio/);

@@ -11,7 +11,11 @@ const EOS = 126081;
 const V = 64; // small vocabulary for synthetic tests (ids < V)
 
 /** Rows for `positions`: row i peaked at want(pos).token with height want(pos).h. */
-function rows(positions: Int32Array, width: number, want: (p: number) => { token: number; h: number }): Float32Array {
+function rows(
+  positions: Int32Array,
+  width: number,
+  want: (p: number) => { token: number; h: number },
+): Float32Array {
   const out = new Float32Array(positions.length * width);
   positions.forEach((p, r) => {
     const { token, h } = want(p);
@@ -25,19 +29,38 @@ function seq(prompt: number[], gen: number): number[] {
 }
 
 test('k most confident masked positions are committed, block by block', () => {
-  const s = new BlockwiseTextSampler({ sequence: seq([1, 2, 3], 8), codeStart: 4, genLength: 8, blockLength: 4, steps: 4, earlyStop: false });
+  const s = new BlockwiseTextSampler({
+    sequence: seq([1, 2, 3], 8),
+    codeStart: 4,
+    genLength: 8,
+    blockLength: 4,
+    steps: 4,
+    earlyStop: false,
+  });
   assert.equal(s.stepsPerBlock, 2);
   // Confidence grows with the position; token = position.
   const first = s.positionsNeedingLogits();
   assert.deepEqual(Array.from(first), [4, 5, 6, 7]); // only the first block competes
   const r0 = s.step(rows(first, V, (p) => ({ token: p, h: p })));
-  assert.deepEqual(r0, { block: 0, step: 0, k: 2, selectedPositions: [6, 7], selectedTokens: [6, 7] });
+  assert.deepEqual(r0, {
+    block: 0,
+    step: 0,
+    k: 2,
+    selectedPositions: [6, 7],
+    selectedTokens: [6, 7],
+  });
   const r1 = s.step(rows(s.positionsNeedingLogits(), V, (p) => ({ token: p, h: p })));
   assert.deepEqual(r1.selectedPositions, [4, 5]);
   assert.deepEqual(Array.from(s.positionsNeedingLogits()), [8, 9, 10, 11]);
   // Block 1: make the later positions least confident this time.
   const r2 = s.step(rows(s.positionsNeedingLogits(), V, (p) => ({ token: 20 + p, h: 20 - p })));
-  assert.deepEqual(r2, { block: 1, step: 0, k: 2, selectedPositions: [8, 9], selectedTokens: [28, 29] });
+  assert.deepEqual(r2, {
+    block: 1,
+    step: 0,
+    k: 2,
+    selectedPositions: [8, 9],
+    selectedTokens: [28, 29],
+  });
   s.step(rows(s.positionsNeedingLogits(), V, () => ({ token: 1, h: 3 })));
   assert.equal(s.done, true);
   assert.equal(s.earlyStopped, false);
@@ -47,7 +70,14 @@ test('k most confident masked positions are committed, block by block', () => {
 });
 
 test('positions beyond the current block never compete, even with high confidence', () => {
-  const s = new BlockwiseTextSampler({ sequence: seq([1], 4), codeStart: 2, genLength: 4, blockLength: 2, steps: 4, earlyStop: false });
+  const s = new BlockwiseTextSampler({
+    sequence: seq([1], 4),
+    codeStart: 2,
+    genLength: 4,
+    blockLength: 2,
+    steps: 4,
+    earlyStop: false,
+  });
   const pos = s.positionsNeedingLogits();
   assert.deepEqual(Array.from(pos), [2, 3]);
   assert.throws(() => s.step(new Float32Array(3 * V + 1)), /logits/);
@@ -57,7 +87,13 @@ test('positions beyond the current block never compete, even with high confidenc
 
 test('confidence ties go to the lower position; zero-k steps are skipped', () => {
   // 3 masks over 4 steps: transfer [1, 1, 1, 0] -> 3 steps
-  const s = new BlockwiseTextSampler({ sequence: seq([1], 3), codeStart: 2, genLength: 3, blockLength: 3, steps: 4 });
+  const s = new BlockwiseTextSampler({
+    sequence: seq([1], 3),
+    codeStart: 2,
+    genLength: 3,
+    blockLength: 3,
+    steps: 4,
+  });
   let n = 0;
   while (!s.done) {
     const r = s.step(rows(s.positionsNeedingLogits(), V, () => ({ token: 5, h: 2 })));
@@ -70,8 +106,18 @@ test('confidence ties go to the lower position; zero-k steps are skipped', () =>
 
 test('early stop after a finished block that committed </answer> (default on)', () => {
   const mk = (earlyStop: boolean): BlockwiseTextSampler =>
-    new BlockwiseTextSampler({ sequence: seq([1, 2], 8), codeStart: 3, genLength: 8, blockLength: 4, steps: 4, earlyStop });
-  const want = (p: number): { token: number; h: number } => ({ token: p === 5 ? EOA : 7, h: 10 - p });
+    new BlockwiseTextSampler({
+      sequence: seq([1, 2], 8),
+      codeStart: 3,
+      genLength: 8,
+      blockLength: 4,
+      steps: 4,
+      earlyStop,
+    });
+  const want = (p: number): { token: number; h: number } => ({
+    token: p === 5 ? EOA : 7,
+    h: 10 - p,
+  });
   const on = mk(true);
   // block 0 takes 2 steps; </answer> lands at position 5
   on.step(rows(on.positionsNeedingLogits(), 126400, want));
@@ -82,7 +128,10 @@ test('early stop after a finished block that committed </answer> (default on)', 
   assert.deepEqual(on.generatedIds(), [7, 7, EOA, 7, MASK, MASK, MASK, MASK]);
   assert.deepEqual(on.answerIds(), [7, 7]);
   assert.deepEqual(Array.from(on.positionsNeedingLogits()), []);
-  assert.throws(() => on.step(new Float32Array(V)), (e: unknown) => e instanceof DimooError);
+  assert.throws(
+    () => on.step(new Float32Array(V)),
+    (e: unknown) => e instanceof DimooError,
+  );
 
   const off = mk(false);
   while (!off.done) off.step(rows(off.positionsNeedingLogits(), 126400, want));
@@ -93,9 +142,19 @@ test('early stop after a finished block that committed </answer> (default on)', 
 
 test('early stop also fires on end-of-text, but not while an earlier position is undecided', () => {
   // Block 0 commits the mask id itself at position 3 (it stays masked) and EOS at 4.
-  const s = new BlockwiseTextSampler({ sequence: seq([1, 2], 4), codeStart: 3, genLength: 4, blockLength: 2, steps: 4 });
+  const s = new BlockwiseTextSampler({
+    sequence: seq([1, 2], 4),
+    codeStart: 3,
+    genLength: 4,
+    blockLength: 2,
+    steps: 4,
+  });
   const width = 126400;
-  const r0 = s.step(rows(s.positionsNeedingLogits(), width, (p) => (p === 3 ? { token: MASK, h: 2 } : { token: EOS, h: 9 })));
+  const r0 = s.step(
+    rows(s.positionsNeedingLogits(), width, (p) =>
+      p === 3 ? { token: MASK, h: 2 } : { token: EOS, h: 9 },
+    ),
+  );
   assert.deepEqual(r0.selectedPositions, [4]);
   const r1 = s.step(rows(s.positionsNeedingLogits(), width, () => ({ token: MASK, h: 9 })));
   assert.deepEqual(r1.selectedTokens, [MASK]);
@@ -110,7 +169,14 @@ test('early stop also fires on end-of-text, but not while an earlier position is
 });
 
 test('CFG: unconditional sequence masks the initial non-mask tokens; guidance changes the choice', () => {
-  const s = new BlockwiseTextSampler({ sequence: seq([1, 2], 2), codeStart: 3, genLength: 2, blockLength: 2, steps: 1, cfgScale: 1 });
+  const s = new BlockwiseTextSampler({
+    sequence: seq([1, 2], 2),
+    codeStart: 3,
+    genLength: 2,
+    blockLength: 2,
+    steps: 1,
+    cfgScale: 1,
+  });
   assert.deepEqual(Array.from(s.uncondSequence()), [MASK, MASK, MASK, MASK, MASK, MASK]);
   const pos = s.positionsNeedingLogits();
   const cond = rows(pos, V, () => ({ token: 3, h: 2 }));
@@ -148,7 +214,10 @@ test('parameter validation names the parameter', () => {
   assert.throws(() => new BlockwiseTextSampler({ ...base, steps: 3 }), /steps/);
   assert.throws(() => new BlockwiseTextSampler({ ...base, codeStart: 5 }), /codeStart/);
   assert.throws(() => new BlockwiseTextSampler({ ...base, temperature: 1 }), /rng/);
-  assert.throws(() => new BlockwiseTextSampler({ ...base, remasking: 'top' as never }), /remasking/);
+  assert.throws(
+    () => new BlockwiseTextSampler({ ...base, remasking: 'top' as never }),
+    /remasking/,
+  );
   assert.throws(() => new BlockwiseTextSampler({ ...base, cfgScale: -1 }), /cfgScale/);
 });
 
@@ -159,7 +228,13 @@ interface MmuCase {
   sequence_per_call: number[][];
   answer_ids: number[];
   params: { gen_length: number; block_length: number; steps: number };
-  per_step: Array<{ block: number; step: number; k: number; selected_positions: number[]; selected_tokens: number[] }>;
+  per_step: Array<{
+    block: number;
+    step: number;
+    k: number;
+    selected_positions: number[];
+    selected_tokens: number[];
+  }>;
 }
 
 for (const name of ['mmu_single_breaks', 'mmu_script_layout']) {
@@ -180,10 +255,23 @@ for (const name of ['mmu_single_breaks', 'mmu_script_layout']) {
       assert.deepEqual(s.position, { block: rec.block, step: rec.step });
       const pos = s.positionsNeedingLogits();
       const blockEnd = g.code_start + (rec.block + 1) * g.params.block_length;
-      assert.deepEqual(Array.from(pos), g.sequence_per_call[i]!.flatMap((t, p) => (t === MASK && p < blockEnd ? [p] : [])));
+      assert.deepEqual(
+        Array.from(pos),
+        g.sequence_per_call[i]!.flatMap((t, p) => (t === MASK && p < blockEnd ? [p] : [])),
+      );
       const chosen = new Map(rec.selected_positions.map((p, j) => [p, rec.selected_tokens[j]!]));
-      const out = s.step(rows(pos, width, (p) => (chosen.has(p) ? { token: chosen.get(p)!, h: 12 } : { token: 17, h: 3 })));
-      assert.deepEqual(out, { block: rec.block, step: rec.step, k: rec.k, selectedPositions: rec.selected_positions, selectedTokens: rec.selected_tokens });
+      const out = s.step(
+        rows(pos, width, (p) =>
+          chosen.has(p) ? { token: chosen.get(p)!, h: 12 } : { token: 17, h: 3 },
+        ),
+      );
+      assert.deepEqual(out, {
+        block: rec.block,
+        step: rec.step,
+        k: rec.k,
+        selectedPositions: rec.selected_positions,
+        selectedTokens: rec.selected_tokens,
+      });
     });
     assert.equal(s.done, true);
     assert.deepEqual(Array.from(s.sequence()), g.final_sequence);

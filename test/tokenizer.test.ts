@@ -15,7 +15,12 @@ import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 import { DimooError } from '../src/errors.js';
 
 interface Tokenization {
-  encode: Array<{ text: string; ids: number[]; ids_no_special: number[]; tokens_no_special: string[] }>;
+  encode: Array<{
+    text: string;
+    ids: number[];
+    ids_no_special: number[];
+    tokens_no_special: string[];
+  }>;
   decode: Array<{ ids: number[]; skip_special_tokens: boolean; text: string }>;
 }
 
@@ -37,7 +42,11 @@ test('decode matches golden tokenization.json exactly', async () => {
   const tok = TextTokenizer.fromFile(tokFile);
   const g = readGoldenJson<Tokenization>('tokenization.json');
   for (const d of g.decode) {
-    assert.equal(await tok.decode(d.ids, { skipSpecialTokens: d.skip_special_tokens }), d.text, JSON.stringify(d.ids));
+    assert.equal(
+      await tok.decode(d.ids, { skipSpecialTokens: d.skip_special_tokens }),
+      d.text,
+      JSON.stringify(d.ids),
+    );
   }
   await assert.rejects(tok.decode([1, -2]), /ids\[1\]/);
 });
@@ -54,7 +63,8 @@ test('missing or corrupt tokenizer files give a DimooError naming the file', () 
     fs.writeFileSync(bad, '{"version": "1.0", "model": ');
     assert.throws(
       () => TextTokenizer.fromFile(bad),
-      (e: unknown) => e instanceof DimooError && e.message.includes(bad) && e.code === 'E_TOKENIZER',
+      (e: unknown) =>
+        e instanceof DimooError && e.message.includes(bad) && e.code === 'E_TOKENIZER',
     );
     assert.throws(() => TextTokenizer.fromFile(dir), /not a file/);
   } finally {
@@ -68,10 +78,16 @@ test('special tokens resolve from the golden tokenizer and config to the origina
   assert.equal(tok.tokenToId('<|mdm_mask|>'), 126336);
   assert.equal(tok.idToToken(126349), '<IMAGE>');
   assert.equal(tok.tokenToId('no-such-token'), undefined);
-  const t = resolveSpecialTokens(tok, { maskTokenId: 126336, eosTokenId: 126081, embeddingSize: 134548 });
+  const t = resolveSpecialTokens(tok, {
+    maskTokenId: 126336,
+    eosTokenId: 126081,
+    embeddingSize: 134548,
+  });
   assert.deepEqual(t, { ...DEFAULT_SPECIAL_TOKENS });
   // config.py constants, as recorded in prompts.json
-  const cfg = readGoldenJson<{ special_tokens_config_py: Record<string, number> }>('prompts.json').special_tokens_config_py;
+  const cfg = readGoldenJson<{ special_tokens_config_py: Record<string, number> }>(
+    'prompts.json',
+  ).special_tokens_config_py;
   assert.equal(t.mask, cfg.mask_token);
   assert.equal(t.newline, cfg.newline_token);
   assert.equal(t.imageOffset, cfg.image_token_offset);
@@ -81,12 +97,19 @@ test('special tokens resolve from the golden tokenizer and config to the origina
   assert.equal(t.eoi, cfg.eoi);
   assert.equal(t.uncondition, cfg.uncondition);
   // without a tokenizer: config and defaults; without anything: defaults
-  assert.deepEqual(resolveSpecialTokens(undefined, { maskTokenId: 5, embeddingSize: 126400 + 8 }, { codebookSize: 8 }), {
-    ...DEFAULT_SPECIAL_TOKENS,
-    mask: 5,
-    imageOffset: 126400,
-    codebookSize: 8,
-  });
+  assert.deepEqual(
+    resolveSpecialTokens(
+      undefined,
+      { maskTokenId: 5, embeddingSize: 126400 + 8 },
+      { codebookSize: 8 },
+    ),
+    {
+      ...DEFAULT_SPECIAL_TOKENS,
+      mask: 5,
+      imageOffset: 126400,
+      codebookSize: 8,
+    },
+  );
   assert.deepEqual(resolveSpecialTokens(), { ...DEFAULT_SPECIAL_TOKENS });
 });
 
@@ -99,7 +122,10 @@ test('special-token inconsistencies are reported', () => {
     (e: unknown) => e instanceof DimooError && /mask_token_id/.test(e.message),
   );
   assert.throws(() => resolveSpecialTokens(undefined, { embeddingSize: 100 }), /embedding_size/);
-  assert.throws(() => resolveSpecialTokens(undefined, { embeddingSize: 126000 + 8192 }), /image-code range/);
+  assert.throws(
+    () => resolveSpecialTokens(undefined, { embeddingSize: 126000 + 8192 }),
+    /image-code range/,
+  );
 });
 
 test('image token helpers', () => {

@@ -157,19 +157,31 @@ export function resolveSpecialTokens(
 }
 
 /** Token id of image code `code`. */
-export function imageTokenId(code: number, t: Pick<SpecialTokens, 'imageOffset'> = DEFAULT_SPECIAL_TOKENS): number {
+export function imageTokenId(
+  code: number,
+  t: Pick<SpecialTokens, 'imageOffset'> = DEFAULT_SPECIAL_TOKENS,
+): number {
   return t.imageOffset + code;
 }
 
 /** Whether `id` is an image-code token. */
-export function isImageToken(id: number, t: Pick<SpecialTokens, 'imageOffset' | 'codebookSize'> = DEFAULT_SPECIAL_TOKENS): boolean {
+export function isImageToken(
+  id: number,
+  t: Pick<SpecialTokens, 'imageOffset' | 'codebookSize'> = DEFAULT_SPECIAL_TOKENS,
+): boolean {
   return id >= t.imageOffset && id < t.imageOffset + t.codebookSize;
 }
 
 /** Image code of token `id` (DimooError if it is not an image token). */
-export function codeOfToken(id: number, t: Pick<SpecialTokens, 'imageOffset' | 'codebookSize'> = DEFAULT_SPECIAL_TOKENS): number {
+export function codeOfToken(
+  id: number,
+  t: Pick<SpecialTokens, 'imageOffset' | 'codebookSize'> = DEFAULT_SPECIAL_TOKENS,
+): number {
   if (!isImageToken(id, t)) {
-    throw new DimooError(`token ${id} is not an image token [${t.imageOffset}, ${t.imageOffset + t.codebookSize})`, 'E_PARAM');
+    throw new DimooError(
+      `token ${id} is not an image token [${t.imageOffset}, ${t.imageOffset + t.codebookSize})`,
+      'E_PARAM',
+    );
   }
   return id - t.imageOffset;
 }

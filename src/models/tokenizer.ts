@@ -49,9 +49,15 @@ export class TextTokenizer {
     return new TextTokenizer(tok, p);
   }
 
-  async encodeWithTokens(text: string, opts: EncodeOptions = {}): Promise<{ ids: number[]; tokens: string[] }> {
-    if (typeof text !== 'string') throw new DimooError(`text to encode must be a string, got ${typeof text}`, 'E_PARAM');
-    const enc = await this.tok.encode(text, null, { addSpecialTokens: opts.addSpecialTokens ?? true });
+  async encodeWithTokens(
+    text: string,
+    opts: EncodeOptions = {},
+  ): Promise<{ ids: number[]; tokens: string[] }> {
+    if (typeof text !== 'string')
+      throw new DimooError(`text to encode must be a string, got ${typeof text}`, 'E_PARAM');
+    const enc = await this.tok.encode(text, null, {
+      addSpecialTokens: opts.addSpecialTokens ?? true,
+    });
     return { ids: enc.getIds(), tokens: enc.getTokens() };
   }
 
@@ -64,7 +70,10 @@ export class TextTokenizer {
     list.forEach((id, i) => {
       // The binding takes u32 ids; anything else is a caller bug worth naming.
       if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) {
-        throw new DimooError(`ids[${i}] must be a non-negative integer token id, got ${id}`, 'E_PARAM');
+        throw new DimooError(
+          `ids[${i}] must be a non-negative integer token id, got ${id}`,
+          'E_PARAM',
+        );
       }
     });
     return this.tok.decode(list, opts.skipSpecialTokens ?? false);

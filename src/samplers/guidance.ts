@@ -22,10 +22,15 @@ import { DimooError } from '../errors.js';
 const f32 = Math.fround;
 
 function checkScale(s: number, name: string): void {
-  if (!Number.isFinite(s)) throw new DimooError(`${name} must be a finite number, got ${s}`, 'E_PARAM');
+  if (!Number.isFinite(s))
+    throw new DimooError(`${name} must be a finite number, got ${s}`, 'E_PARAM');
 }
 
-function checkLengths(name: string, ref: Float32Array, ...others: Array<[string, Float32Array]>): void {
+function checkLengths(
+  name: string,
+  ref: Float32Array,
+  ...others: Array<[string, Float32Array]>
+): void {
   for (const [n, a] of others) {
     if (a.length !== ref.length) {
       throw new DimooError(`${n} has ${a.length} values but ${name} has ${ref.length}`, 'E_PARAM');
@@ -62,7 +67,13 @@ export function guideImageToImage(
 ): Float32Array {
   checkScale(textScale, 'cfgScale');
   checkScale(imageScale, 'cfgImg');
-  checkLengths('cond', cond, ['uncondText', uncondText], ['uncondImage', uncondImage], ['out', out]);
+  checkLengths(
+    'cond',
+    cond,
+    ['uncondText', uncondText],
+    ['uncondImage', uncondImage],
+    ['out', out],
+  );
   const st = f32(textScale);
   const si = f32(imageScale);
   for (let i = 0; i < cond.length; i++) {

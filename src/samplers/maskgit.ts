@@ -84,7 +84,12 @@ function argmaxRow(logits: Float32Array, base: number, vocab: number): number {
 }
 
 /** Float32 softmax probability of column `c` of a row (max-subtracted, summed in double). */
-export function softmaxProbF32(logits: Float32Array, base: number, vocab: number, c: number): number {
+export function softmaxProbF32(
+  logits: Float32Array,
+  base: number,
+  vocab: number,
+  c: number,
+): number {
   let m = -Infinity;
   for (let j = 0; j < vocab; j++) {
     const v = logits[base + j]!;
@@ -109,16 +114,23 @@ export function maskGitStep(
   const tau = opts.temperature ?? 0;
   checkTemperature(tau);
   if (!Number.isSafeInteger(rows) || rows < 0 || !Number.isSafeInteger(vocab) || vocab < 1) {
-    throw new DimooError(`rows and vocab must be integers (rows >= 0, vocab >= 1), got ${rows}, ${vocab}`, 'E_PARAM');
+    throw new DimooError(
+      `rows and vocab must be integers (rows >= 0, vocab >= 1), got ${rows}, ${vocab}`,
+      'E_PARAM',
+    );
   }
   if (logits.length !== rows * vocab) {
-    throw new DimooError(`logits has ${logits.length} values, expected rows*vocab = ${rows}*${vocab}`, 'E_PARAM');
+    throw new DimooError(
+      `logits has ${logits.length} values, expected rows*vocab = ${rows}*${vocab}`,
+      'E_PARAM',
+    );
   }
   if (!Number.isSafeInteger(keepN) || keepN < 0) {
     throw new DimooError(`keepN must be an integer >= 0, got ${keepN}`, 'E_PARAM');
   }
   const rng = opts.rng;
-  if (tau > 0 && !rng) throw new DimooError('maskGitStep needs rng when temperature > 0', 'E_PARAM');
+  if (tau > 0 && !rng)
+    throw new DimooError('maskGitStep needs rng when temperature > 0', 'E_PARAM');
 
   const codes = new Int32Array(rows);
   const probs = new Float32Array(rows);
@@ -214,14 +226,18 @@ export class MaskGitState {
       throw new DimooError(`codebookSize must be an integer >= 1, got ${codebookSize}`, 'E_PARAM');
     }
     checkTemperature(temperature);
-    if (temperature > 0 && !rng) throw new DimooError('MaskGitState needs rng when temperature > 0', 'E_PARAM');
+    if (temperature > 0 && !rng)
+      throw new DimooError('MaskGitState needs rng when temperature > 0', 'E_PARAM');
     this.grid = Int32Array.from(cells);
     let masked = 0;
     for (let i = 0; i < this.grid.length; i++) {
       const v = this.grid[i]!;
       if (v === MASKED) masked++;
       else if (!(v >= 0 && v < codebookSize) || v !== cells[i]) {
-        throw new DimooError(`cells[${i}] must be a code in [0, ${codebookSize}) or ${MASKED}, got ${cells[i]}`, 'E_PARAM');
+        throw new DimooError(
+          `cells[${i}] must be a code in [0, ${codebookSize}) or ${MASKED}, got ${cells[i]}`,
+          'E_PARAM',
+        );
       }
     }
     this.timesteps = timesteps;
@@ -265,7 +281,8 @@ export class MaskGitState {
    * masked cell, in maskedCells() order.
    */
   step(guidedLogits: Float32Array): MaskGitStepRecord {
-    if (this.done) throw new DimooError('MaskGitState.step called after decoding finished', 'E_STATE');
+    if (this.done)
+      throw new DimooError('MaskGitState.step called after decoding finished', 'E_STATE');
     const cells = this.maskedCells();
     const V = this.codebookSize;
     if (guidedLogits.length !== cells.length * V) {

@@ -23,7 +23,11 @@ import { DimooError } from '../errors.js';
 const f32 = Math.fround;
 
 /** Original defaults (inference/inference_t2i.py and generate_image's signature). */
-export const DEFAULT_ML_CACHE = Object.freeze({ cacheRatio: 0.9, warmupRatio: 0.3, refreshInterval: 5 });
+export const DEFAULT_ML_CACHE = Object.freeze({
+  cacheRatio: 0.9,
+  warmupRatio: 0.3,
+  refreshInterval: 5,
+});
 
 /** torch.lerp for float32: weight < 0.5 interpolates from `a`, otherwise from `b`. */
 function lerpF32(a: number, b: number, w: number): number {
@@ -36,8 +40,10 @@ function lerpF32(a: number, b: number, w: number): number {
  * A NaN anywhere gives NaN, as in torch.
  */
 export function torchQuantile(values: Float32Array, q: number): number {
-  if (values.length === 0) throw new DimooError('torchQuantile needs at least one value', 'E_PARAM');
-  if (!(q >= 0 && q <= 1)) throw new DimooError(`quantile q must be in [0, 1], got ${q}`, 'E_PARAM');
+  if (values.length === 0)
+    throw new DimooError('torchQuantile needs at least one value', 'E_PARAM');
+  if (!(q >= 0 && q <= 1))
+    throw new DimooError(`quantile q must be in [0, 1], got ${q}`, 'E_PARAM');
   const sorted = Float32Array.from(values).sort(); // numeric; NaN sorts last
   const last = sorted.length - 1;
   if (Number.isNaN(sorted[last]!)) return NaN;
@@ -87,10 +93,16 @@ export function imageRowMax(
   count: number,
 ): Float32Array {
   if (logits.length !== rows * width) {
-    throw new DimooError(`logits has ${logits.length} values, expected rows*width = ${rows * width}`, 'E_PARAM');
+    throw new DimooError(
+      `logits has ${logits.length} values, expected rows*width = ${rows * width}`,
+      'E_PARAM',
+    );
   }
   if (start < 0 || count <= 0 || start + count > width) {
-    throw new DimooError(`slice [${start}, ${start + count}) is outside rows of width ${width}`, 'E_PARAM');
+    throw new DimooError(
+      `slice [${start}, ${start + count}) is outside rows of width ${width}`,
+      'E_PARAM',
+    );
   }
   const out = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {

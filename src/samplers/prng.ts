@@ -95,7 +95,8 @@ export class Prng {
     p.s1 = s1 >>> 0;
     p.s2 = s2 >>> 0;
     p.s3 = s3 >>> 0;
-    if ((p.s0 | p.s1 | p.s2 | p.s3) === 0) throw new DimooError('xoshiro128** state must not be all zero', 'E_PARAM');
+    if ((p.s0 | p.s1 | p.s2 | p.s3) === 0)
+      throw new DimooError('xoshiro128** state must not be all zero', 'E_PARAM');
     return p;
   }
 
@@ -138,8 +139,16 @@ export class Prng {
 
   /** Uniform integer in [lo, hi) (hi - lo <= 2^32), by rejection so it is unbiased. */
   randint(lo: number, hi: number): number {
-    if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi) || hi <= lo || hi - lo > TWO_POW_32) {
-      throw new DimooError(`randint range must be integers with 0 < hi - lo <= 2^32, got [${lo}, ${hi})`, 'E_PARAM');
+    if (
+      !Number.isSafeInteger(lo) ||
+      !Number.isSafeInteger(hi) ||
+      hi <= lo ||
+      hi - lo > TWO_POW_32
+    ) {
+      throw new DimooError(
+        `randint range must be integers with 0 < hi - lo <= 2^32, got [${lo}, ${hi})`,
+        'E_PARAM',
+      );
     }
     const n = hi - lo;
     // Largest multiple of n that fits in 2^32; draws at or above it are rejected.

@@ -101,7 +101,10 @@ export function isCacheRefreshStep(
 }
 
 /** Full-refresh flag for every step (true = run the whole sequence through the model). */
-export function cacheRefreshSchedule(timesteps: number, opts: CacheScheduleOptions = {}): boolean[] {
+export function cacheRefreshSchedule(
+  timesteps: number,
+  opts: CacheScheduleOptions = {},
+): boolean[] {
   const { useCache = true, warmupRatio = 0.3, refreshInterval = 5 } = opts;
   checkInt(timesteps, 'timesteps', 1);
   return Array.from({ length: timesteps }, (_, s) =>

@@ -133,11 +133,17 @@ export class BlockwiseTextSampler {
     checkInt(steps, 'steps', 1);
     checkInt(codeStart, 'codeStart', 0);
     if (genLength % blockLength !== 0) {
-      throw new DimooError(`genLength (${genLength}) must be a multiple of blockLength (${blockLength})`, 'E_PARAM');
+      throw new DimooError(
+        `genLength (${genLength}) must be a multiple of blockLength (${blockLength})`,
+        'E_PARAM',
+      );
     }
     const numBlocks = genLength / blockLength;
     if (steps % numBlocks !== 0) {
-      throw new DimooError(`steps (${steps}) must be a multiple of the number of blocks (${numBlocks})`, 'E_PARAM');
+      throw new DimooError(
+        `steps (${steps}) must be a multiple of the number of blocks (${numBlocks})`,
+        'E_PARAM',
+      );
     }
     if (codeStart + genLength > sequence.length) {
       throw new DimooError(
@@ -146,21 +152,33 @@ export class BlockwiseTextSampler {
       );
     }
     if (!(temperature >= 0) || !Number.isFinite(temperature)) {
-      throw new DimooError(`temperature must be a finite number >= 0, got ${temperature}`, 'E_PARAM');
+      throw new DimooError(
+        `temperature must be a finite number >= 0, got ${temperature}`,
+        'E_PARAM',
+      );
     }
     if (!Number.isFinite(cfgScale) || cfgScale < 0) {
       throw new DimooError(`cfgScale must be a finite number >= 0, got ${cfgScale}`, 'E_PARAM');
     }
     if (remasking !== 'low_confidence' && remasking !== 'random') {
-      throw new DimooError(`remasking must be 'low_confidence' or 'random', got ${String(remasking)}`, 'E_PARAM');
+      throw new DimooError(
+        `remasking must be 'low_confidence' or 'random', got ${String(remasking)}`,
+        'E_PARAM',
+      );
     }
     if ((temperature > 0 || remasking === 'random') && !rng) {
-      throw new DimooError('BlockwiseTextSampler needs rng when temperature > 0 or remasking is random', 'E_PARAM');
+      throw new DimooError(
+        'BlockwiseTextSampler needs rng when temperature > 0 or remasking is random',
+        'E_PARAM',
+      );
     }
     this.x = Int32Array.from(sequence);
     for (let i = 0; i < this.x.length; i++) {
       if (this.x[i] !== sequence[i] || this.x[i]! < 0) {
-        throw new DimooError(`sequence[${i}] must be a non-negative token id, got ${sequence[i]}`, 'E_PARAM');
+        throw new DimooError(
+          `sequence[${i}] must be a non-negative token id, got ${sequence[i]}`,
+          'E_PARAM',
+        );
       }
     }
     this.promptIndex = Uint8Array.from(this.x, (t) => (t !== maskId ? 1 : 0));
@@ -225,7 +243,8 @@ export class BlockwiseTextSampler {
       for (let i = start; i < start + this.blockLength; i++) if (this.x[i] === this.maskId) m++;
       this.transfer = numTransferTokens(m, this.stepsPerBlock);
       this.stepInBlock = 0;
-      while (this.stepInBlock < this.stepsPerBlock && this.transfer[this.stepInBlock] === 0) this.stepInBlock++;
+      while (this.stepInBlock < this.stepsPerBlock && this.transfer[this.stepInBlock] === 0)
+        this.stepInBlock++;
       if (this.stepInBlock < this.stepsPerBlock) return;
       if (this.checkEarlyStop()) return;
     }
@@ -234,7 +253,8 @@ export class BlockwiseTextSampler {
 
   private advance(): void {
     this.stepInBlock++;
-    while (this.stepInBlock < this.stepsPerBlock && this.transfer[this.stepInBlock] === 0) this.stepInBlock++;
+    while (this.stepInBlock < this.stepsPerBlock && this.transfer[this.stepInBlock] === 0)
+      this.stepInBlock++;
     if (this.stepInBlock < this.stepsPerBlock) return;
     if (this.checkEarlyStop()) return;
     this.block++;
@@ -264,27 +284,36 @@ export class BlockwiseTextSampler {
    * in place into `logits`).
    */
   step(logits: Float32Array, uncondLogits?: Float32Array): TextStepRecord {
-    if (this.finished) throw new DimooError('BlockwiseTextSampler.step called after decoding finished', 'E_STATE');
+    if (this.finished)
+      throw new DimooError('BlockwiseTextSampler.step called after decoding finished', 'E_STATE');
     const positions = this.positionsNeedingLogits();
     const n = positions.length;
     if (n === 0 || logits.length === 0 || logits.length % n !== 0) {
-      throw new DimooError(`logits must hold ${n} full rows, got ${logits.length} values`, 'E_PARAM');
+      throw new DimooError(
+        `logits must hold ${n} full rows, got ${logits.length} values`,
+        'E_PARAM',
+      );
     }
     const V = logits.length / n;
     if (this.cfgScale > 0) {
-      if (!uncondLogits) throw new DimooError('uncondLogits is required when cfgScale > 0', 'E_PARAM');
+      if (!uncondLogits)
+        throw new DimooError('uncondLogits is required when cfgScale > 0', 'E_PARAM');
       guideText(logits, uncondLogits, this.cfgScale, logits);
     } else if (uncondLogits) {
       throw new DimooError('uncondLogits given but cfgScale is 0', 'E_PARAM');
     }
-    const rng = this.temperature > 0 || this.remasking === 'random' ? this.rng!.fork(this.block, this.stepInBlock) : undefined;
+    const rng =
+      this.temperature > 0 || this.remasking === 'random'
+        ? this.rng!.fork(this.block, this.stepInBlock)
+        : undefined;
     const tau = this.temperature;
     const x0 = new Int32Array(n);
     const conf = new Float64Array(n);
     for (let r = 0; r < n; r++) {
       const base = r * V;
       // Original: argmax(exp(l) / (-log u)^tau) in float64, i.e. argmax(l + tau * gumbel).
-      const score = (j: number): number => (tau > 0 ? logits[base + j]! + tau * rng!.gumbel() : logits[base + j]!);
+      const score = (j: number): number =>
+        tau > 0 ? logits[base + j]! + tau * rng!.gumbel() : logits[base + j]!;
       let best = 0;
       let bestV = score(0);
       for (let j = 1; j < V; j++) {

@@ -17,7 +17,8 @@ export interface GoldenCase<T> {
 export function readCase<T = Record<string, unknown>>(name: string): GoldenCase<T> {
   const json = readGoldenJson<T>(`${name}.json`);
   let st: SafetensorsFile | undefined;
-  const file = (): SafetensorsFile => (st ??= SafetensorsFile.open(goldenCase(`${name}.safetensors`)));
+  const file = (): SafetensorsFile =>
+    (st ??= SafetensorsFile.open(goldenCase(`${name}.safetensors`)));
   return {
     json,
     f32: (n) => file().readFloat32(n),
