@@ -1,0 +1,96 @@
+/** `dimoo edit`: image-to-image (the original's inference_i2i.py), every edit type. */
+import type { Command } from 'commander';
+import { DimooError } from '../../errors.js';
+import type { EditParams, EditType } from '../../pipelines/types.js';
+import {
+  addImageOutputOptions,
+  addModelOptions,
+  addSamplingOptions,
+  checkImageOutputs,
+  checkVqNeeds,
+  finishImageTask,
+  imageInputFrom,
+  runTask,
+  samplingParams,
+  type ImageOutFlags,
+  type ModelCommandFlags,
+  type SamplingFlags,
+} from '../common.js';
+import type { CliContext } from '../context.js';
+import { EDIT_TYPES, EDIT_TYPES_WITH_REF, I2I } from '../defaults.js';
+import { withModel } from '../model.js';
+import { choiceOpt, numOpt } from '../options.js';
+
+interface EditFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags {
+  prompt: string;
+  editType: EditType;
+  cfgImg: number;
+  image?: string;
+  imageTokens?: string;
+  refImage?: string;
+  refImageTokens?: string;
+}
+
+export function buildEditParams(f: EditFlags): EditParams {
+  const image = imageInputFrom(
+    f.image,
+    f.imageTokens,
+    { image: '--image', tokens: '--image-tokens' },
+    `edit (--edit-type ${f.editType})`,
+    true,
+  )!;
+  const wantsRef = EDIT_TYPES_WITH_REF.includes(f.editType);
+  const refImage = imageInputFrom(
+    f.refImage,
+    f.refImageTokens,
+    { image: '--ref-image', tokens: '--ref-image-tokens' },
+    `--edit-type ${f.editType} (the style reference)`,
+    wantsRef,
+  );
+  if (!wantsRef && refImage !== undefined) {
+    throw new DimooError(
+      `--ref-image is only used by --edit-type ${EDIT_TYPES_WITH_REF.join(', ')}, not ${f.editType}`,
+      'E_PARAM',
+    );
+  }
+  const p: EditParams = {
+    prompt: f.prompt,
+    editType: f.editType,
+    image,
+    cfgImg: f.cfgImg,
+    ...samplingParams(f),
+  };
+  if (refImage !== undefined) p.refImage = refImage;
+  return p;
+}
+
+export function registerEdit(program: Command, ctx: CliContext): void {
+  const cmd = program
+    .command('edit')
+    .description(
+      'image-to-image: editing, control, dense prediction, subject-driven, style transfer',
+    )
+    .requiredOption('--prompt <text>', 'the instruction')
+    .requiredOption(
+      '--edit-type <type>',
+      `one of ${EDIT_TYPES.join(', ')}`,
+      choiceOpt('--edit-type', EDIT_TYPES),
+    )
+    .option('--image <file>', 'input image (png, jpeg, webp)')
+    .option('--image-tokens <file.json>', 'input token grid instead of --image')
+    .option('--ref-image <file>', 'style reference image (image_ref_transfer)')
+    .option('--ref-image-tokens <file.json>', 'style reference token grid instead of --ref-image')
+    .option('--cfg-img <s>', 'image guidance scale', numOpt('--cfg-img', { min: 0 }), I2I.cfgImg);
+  addSamplingOptions(cmd, I2I);
+  addImageOutputOptions(cmd);
+  addModelOptions(cmd);
+  cmd.action(async (f: EditFlags) => {
+    const params = buildEditParams(f);
+    checkImageOutputs(f);
+    await withModel(ctx, f, async (api) => {
+      checkVqNeeds(api, f, [params.image, params.refImage]);
+      const timed = await runTask(ctx, f.progress, (o) => api.edit(params, o));
+      await finishImageTask(ctx, 'edit', f, timed);
+    });
+  });
+}

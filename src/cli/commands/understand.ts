@@ -1,0 +1,145 @@
+/** `dimoo understand`: answer a question about an image (the original's inference_mmu.py). */
+import type { Command } from 'commander';
+import { DimooError } from '../../errors.js';
+import type { UnderstandParams } from '../../pipelines/types.js';
+import {
+  addModelOptions,
+  checkVqNeeds,
+  imageInputFrom,
+  runTask,
+  type ModelCommandFlags,
+} from '../common.js';
+import type { CliContext } from '../context.js';
+import { MMU } from '../defaults.js';
+import { withModel } from '../model.js';
+import { choiceOpt, intOpt, numOpt } from '../options.js';
+import { formatMs, writeJson } from '../output.js';
+
+interface UnderstandFlags extends ModelCommandFlags {
+  prompt: string;
+  image?: string;
+  imageTokens?: string;
+  steps: number;
+  genLength: number;
+  blockLength: number;
+  temperature: number;
+  cfgScale: number;
+  remasking: 'low_confidence' | 'random';
+  seed?: number;
+  useCache?: boolean;
+  scriptLayout?: boolean;
+  earlyStop: boolean;
+}
+
+export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
+  const image = imageInputFrom(
+    f.image,
+    f.imageTokens,
+    { image: '--image', tokens: '--image-tokens' },
+    'understand',
+    true,
+  )!;
+  // The block-wise sampler's own constraints, checked here so the message names the flags.
+  if (f.genLength % f.blockLength !== 0) {
+    throw new DimooError(
+      `--gen-length (${f.genLength}) must be a multiple of --block-length (${f.blockLength})`,
+      'E_PARAM',
+    );
+  }
+  const blocks = f.genLength / f.blockLength;
+  if (f.steps % blocks !== 0) {
+    throw new DimooError(
+      `--steps (${f.steps}) must be a multiple of the number of blocks, --gen-length / --block-length = ${blocks}`,
+      'E_PARAM',
+    );
+  }
+  const p: UnderstandParams = {
+    question: f.prompt,
+    image,
+    genLength: f.genLength,
+    blockLength: f.blockLength,
+    steps: f.steps,
+    temperature: f.temperature,
+    cfgScale: f.cfgScale,
+    remasking: f.remasking,
+    earlyStop: f.earlyStop,
+    scriptLayout: f.scriptLayout === true,
+    useCache: f.useCache === true,
+  };
+  if (f.seed !== undefined) p.seed = f.seed;
+  return p;
+}
+
+export function registerUnderstand(program: Command, ctx: CliContext): void {
+  const cmd = program
+    .command('understand')
+    .description('answer a question about an image')
+    .requiredOption('--prompt <text>', 'the question')
+    .option('--image <file>', 'the image (png, jpeg, webp)')
+    .option('--image-tokens <file.json>', 'its token grid instead of --image')
+    .option('--steps <n>', 'denoising steps in total', intOpt('--steps', { min: 1 }), MMU.steps)
+    .option(
+      '--gen-length <n>',
+      'answer length in tokens',
+      intOpt('--gen-length', { min: 1 }),
+      MMU.genLength,
+    )
+    .option(
+      '--block-length <n>',
+      'tokens per block',
+      intOpt('--block-length', { min: 1 }),
+      MMU.blockLength,
+    )
+    .option(
+      '--temperature <t>',
+      'sampling temperature (0 = greedy)',
+      numOpt('--temperature', { min: 0 }),
+      MMU.temperature,
+    )
+    .option(
+      '--cfg-scale <s>',
+      'guidance scale (0 = off)',
+      numOpt('--cfg-scale', { min: 0 }),
+      MMU.cfgScale,
+    )
+    .option(
+      '--remasking <how>',
+      'low_confidence or random',
+      choiceOpt('--remasking', ['low_confidence', 'random'] as const),
+      MMU.remasking,
+    )
+    .option('--seed <n>', 'random seed', intOpt('--seed', { min: 0 }))
+    .option(
+      '--use-cache',
+      'reuse prompt and image K/V within a block (faster, may differ slightly)',
+    )
+    .option(
+      '--script-layout',
+      "reproduce inference_mmu.py's doubled row breaks (a bug, for comparison)",
+    )
+    .option('--no-early-stop', 'decode every block even after </answer>');
+  addModelOptions(cmd);
+  cmd.action(async (f: UnderstandFlags) => {
+    const params = buildUnderstandParams(f);
+    await withModel(ctx, f, async (api) => {
+      checkVqNeeds(api, {}, [params.image]);
+      const { result: r, totalMs } = await runTask(ctx, f.progress, (o) =>
+        api.understand(params, o),
+      );
+      if (f.json) {
+        writeJson(ctx.stdout, {
+          task: 'understand',
+          text: r.text,
+          ids: r.ids,
+          promptIds: r.promptIds,
+          codeStart: r.codeStart,
+          stepMs: r.stepMs,
+          totalMs,
+        });
+      } else {
+        ctx.stdout.write(r.text + '\n');
+        ctx.stderr.write(`(${r.stepMs.length} steps in ${formatMs(totalMs)})\n`);
+      }
+    });
+  });
+}

@@ -1,0 +1,60 @@
+/**
+ * Opening a checkpoint for a command. The pipeline (and ONNX Runtime with it)
+ * is imported only when a command needs a model, so `inspect`, `init-random`
+ * and `--help` start fast.
+ */
+import * as fs from 'node:fs';
+import { DimooError } from '../errors.js';
+import type { DimooApi, LoadOptions } from '../pipelines/types.js';
+import type { CliContext } from './context.js';
+import { asCancellation, throwIfCancelled } from './errors.js';
+
+export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooApi> => {
+  const { Dimoo } = await import('../pipelines/dimoo.js');
+  return Dimoo.load(dir, opts);
+};
+
+export interface ModelFlags {
+  model: string;
+  threads?: number;
+  device?: 'cpu' | 'webgpu';
+}
+
+/** Fails early, with the flag's name, on a model folder that is obviously wrong. */
+export function checkModelDir(dir: string, flag = '--model'): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new DimooError(`${flag} ${dir}: no such folder`, 'E_PARAM');
+  }
+  if (!st.isDirectory()) throw new DimooError(`${flag} ${dir}: not a folder`, 'E_PARAM');
+}
+
+/** Loads the model, runs `fn`, and always releases the model (ORT sessions, worker). */
+export async function withModel<T>(
+  ctx: CliContext,
+  flags: ModelFlags,
+  fn: (api: DimooApi) => Promise<T>,
+): Promise<T> {
+  checkModelDir(flags.model);
+  const loadOpts: LoadOptions = {};
+  if (flags.threads !== undefined) loadOpts.threads = flags.threads;
+  if (flags.device !== undefined) loadOpts.device = flags.device;
+  const api = await ctx.loadModel(flags.model, loadOpts);
+  try {
+    throwIfCancelled(ctx.signal);
+    return await fn(api);
+  } catch (e) {
+    throw asCancellation(e, ctx.signal);
+  } finally {
+    await api.dispose();
+  }
+}
+
+/** The decoder/encoder need vqvae/; say so before any compute. */
+export function requireVq(api: DimooApi, why: string): void {
+  if (!api.info().hasVq) {
+    throw new DimooError(`${api.info().dir} has no VQ-VAE (vqvae/), needed ${why}`, 'E_PARAM');
+  }
+}
