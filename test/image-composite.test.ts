@@ -1,12 +1,27 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { blendWithAlpha, cellMaskToPixelMask, compositeOutsideMask, featherMask } from '../src/image/composite.js';
+import {
+  blendWithAlpha,
+  cellMaskToPixelMask,
+  compositeOutsideMask,
+  featherMask,
+} from '../src/image/composite.js';
 import type { Image8 } from '../src/image/image.js';
 
-const solid = (w: number, h: number, v: number): Image8 => ({ data: new Uint8Array(w * h * 3).fill(v), width: w, height: h, channels: 3 });
+const solid = (w: number, h: number, v: number): Image8 => ({
+  data: new Uint8Array(w * h * 3).fill(v),
+  width: w,
+  height: h,
+  channels: 3,
+});
 
 function noisy(w: number, h: number): Image8 {
-  return { data: new Uint8Array(w * h * 3).map((_, i) => (i * 97 + 13) % 251), width: w, height: h, channels: 3 };
+  return {
+    data: new Uint8Array(w * h * 3).map((_, i) => (i * 97 + 13) % 251),
+    width: w,
+    height: h,
+    channels: 3,
+  };
 }
 
 test('outside the mask the original is kept byte for byte, with or without feathering', () => {
@@ -24,8 +39,14 @@ test('outside the mask the original is kept byte for byte, with or without feath
       for (let x = 0; x < W; x++) {
         const inside = y >= 16 && y < 32 && x >= 16 && x < 48;
         const i = (y * W + x) * 3;
-        if (!inside) assert.deepEqual(out.data.subarray(i, i + 3), orig.data.subarray(i, i + 3), `feather ${featherPx} at ${x},${y}`);
-        if (inside && featherPx === 0) assert.deepEqual(Array.from(out.data.subarray(i, i + 3)), [7, 7, 7]);
+        if (!inside)
+          assert.deepEqual(
+            out.data.subarray(i, i + 3),
+            orig.data.subarray(i, i + 3),
+            `feather ${featherPx} at ${x},${y}`,
+          );
+        if (inside && featherPx === 0)
+          assert.deepEqual(Array.from(out.data.subarray(i, i + 3)), [7, 7, 7]);
       }
     }
   }
@@ -46,7 +67,11 @@ test('feather ramps inwards with the Euclidean distance to the nearest unmasked 
   assert.ok(Math.abs(g.data[3 * W + 3]! - 0.3) < 1e-7); // centre: 3 px from the border ring
   assert.equal(g.data[0], 0);
   // Whole image masked: nothing to ramp from, alpha 1.
-  assert.ok(featherMask({ width: 3, height: 2, data: new Float32Array(6).fill(1) }, 5).data.every((v) => v === 1));
+  assert.ok(
+    featherMask({ width: 3, height: 2, data: new Float32Array(6).fill(1) }, 5).data.every(
+      (v) => v === 1,
+    ),
+  );
 });
 
 test('blend is exact at alpha 0 and 1 and rounds in between', () => {
@@ -54,13 +79,22 @@ test('blend is exact at alpha 0 and 1 and rounds in between', () => {
   const b = solid(2, 1, 21);
   const out = blendWithAlpha(a, b, { width: 2, height: 1, data: Float32Array.from([0.5, 1]) });
   assert.deepEqual(Array.from(out.data), [16, 16, 16, 21, 21, 21]); // 15.5 rounds up
-  assert.throws(() => blendWithAlpha(a, solid(3, 1, 0), { width: 2, height: 1, data: new Float32Array(2) }), /differ in size/);
-  assert.throws(() => blendWithAlpha(a, b, { width: 1, height: 1, data: new Float32Array(1) }), /mask is 1x1/);
+  assert.throws(
+    () => blendWithAlpha(a, solid(3, 1, 0), { width: 2, height: 1, data: new Float32Array(2) }),
+    /differ in size/,
+  );
+  assert.throws(
+    () => blendWithAlpha(a, b, { width: 1, height: 1, data: new Float32Array(1) }),
+    /mask is 1x1/,
+  );
 });
 
 test('cell masks expand to their 16x16 pixel blocks', () => {
   const px = cellMaskToPixelMask({ gridH: 1, gridW: 2, cells: Uint8Array.from([0, 1]) }, 32, 16);
   assert.equal(px.data[15], 0);
   assert.equal(px.data[16], 1);
-  assert.equal(px.data.reduce((s, v) => s + v, 0), 256);
+  assert.equal(
+    px.data.reduce((s, v) => s + v, 0),
+    256,
+  );
 });

@@ -15,7 +15,11 @@ import { readGoldenJson } from './helpers/golden.js';
 
 interface CropsJson {
   crop_size_lists: Record<string, [number, number][]>;
-  var_center_crop: { budget: number; input_size: [number, number]; output_size: [number, number] }[];
+  var_center_crop: {
+    budget: number;
+    input_size: [number, number];
+    output_size: [number, number];
+  }[];
 }
 
 const crops = readGoldenJson<CropsJson>('crops.json');
@@ -23,7 +27,7 @@ const crops = readGoldenJson<CropsJson>('crops.json');
 test('generate_crop_size_list matches golden crops.json for every budget (order included)', () => {
   for (const [budget, list] of Object.entries(crops.crop_size_lists)) {
     const b = Number(budget);
-    assert.deepEqual(generateCropSizeList((Math.floor(b / 32)) ** 2, 32), list, `budget ${budget}`);
+    assert.deepEqual(generateCropSizeList(Math.floor(b / 32) ** 2, 32), list, `budget ${budget}`);
     assert.deepEqual(cropSizeListForBudget(b), list);
   }
 });
@@ -34,7 +38,14 @@ test('var_center_crop chooses the golden sizes (ties towards the larger size)', 
     assert.deepEqual(got, c.output_size, `budget ${c.budget}, input ${c.input_size.join('x')}`);
   }
   // An exact tie: 64x64 in a list holding both 32x32 and 64x64 (ratio 1 each) goes to the larger.
-  assert.deepEqual(chooseCropSize(100, 100, [[32, 32], [64, 64], [64, 32]]), [64, 64]);
+  assert.deepEqual(
+    chooseCropSize(100, 100, [
+      [32, 32],
+      [64, 64],
+      [64, 32],
+    ]),
+    [64, 64],
+  );
 });
 
 function synth(width: number, height: number, channels: number, seed: number): Uint8Array {
@@ -46,7 +57,10 @@ function synth(width: number, height: number, channels: number, seed: number): U
     const y = Math.floor(p / width);
     const x = p % width;
     const c = i % channels;
-    out[i] = (Math.floor(x / 5) + Math.floor(y / 3)) % 3 ? (x * 37 + y * 11 + c * 50) & 255 : (s >> 16) & 255;
+    out[i] =
+      (Math.floor(x / 5) + Math.floor(y / 3)) % 3
+        ? (x * 37 + y * 11 + c * 50) & 255
+        : (s >> 16) & 255;
   }
   return out;
 }
@@ -63,12 +77,19 @@ const PIL_CROPS: [number, number, number, Size, number, Size, number, number, st
 
 test('the whole crop (box halvings, bicubic, centred window) matches Pillow byte for byte', () => {
   for (const [w, h, budget, crop, halvings, resized, left, top, sha] of PIL_CROPS) {
-    const { image, plan } = varCenterCrop({ data: synth(w, h, 3, 7), width: w, height: h, channels: 3 }, { budget });
+    const { image, plan } = varCenterCrop(
+      { data: synth(w, h, 3, 7), width: w, height: h, channels: 3 },
+      { budget },
+    );
     assert.deepEqual(plan.crop, crop);
     assert.equal(plan.halvings, halvings);
     assert.deepEqual(plan.resized, resized);
     assert.deepEqual([plan.left, plan.top], [left, top]);
-    assert.equal(createHash('sha256').update(image.data).digest('hex').slice(0, 16), sha, `${w}x${h}`);
+    assert.equal(
+      createHash('sha256').update(image.data).digest('hex').slice(0, 16),
+      sha,
+      `${w}x${h}`,
+    );
     assert.deepEqual([image.width, image.height], crop);
   }
 });
@@ -91,7 +112,9 @@ test('seeded random window is reproducible and stays inside', () => {
   assert.deepEqual(a, b);
   assert.ok(a.left >= 0 && a.left + 512 <= a.resized[0]);
   assert.ok(a.top >= 0 && a.top + 256 <= a.resized[1]);
-  const lefts = new Set(Array.from({ length: 20 }, (_, s) => planCrop(1000, 400, [512, 256], { seed: s }).left));
+  const lefts = new Set(
+    Array.from({ length: 20 }, (_, s) => planCrop(1000, 400, [512, 256], { seed: s }).left),
+  );
   assert.ok(lefts.size > 1);
 });
 
@@ -103,7 +126,10 @@ test('a one-channel mask follows the same plan as its image', () => {
   const out = applyCropPlan(mask, plan);
   assert.deepEqual([out.width, out.height, out.channels], [64, 32, 1]);
   assert.ok(out.data.every((v) => v === 255));
-  assert.throws(() => applyCropPlan({ ...mask, width: 10, height: 13 * 90 }, plan), /crop plan is for 130x90/);
+  assert.throws(
+    () => applyCropPlan({ ...mask, width: 10, height: 13 * 90 }, plan),
+    /crop plan is for 130x90/,
+  );
 });
 
 test('bad crop windows and lists are refused', () => {

@@ -26,11 +26,18 @@ interface PaintCase {
   grid_w: number;
   input_grid: { codes: number[] };
   masked_image_tokens: number[];
-  paint: { mask_h_ratio: number; mask_w_ratio: number; mode: 'inpainting' | 'outpainting'; dilate_latent_k: number };
+  paint: {
+    mask_h_ratio: number;
+    mask_w_ratio: number;
+    mode: 'inpainting' | 'outpainting';
+    dilate_latent_k: number;
+  };
 }
 
 const rows = (m: CellMask): string[] =>
-  Array.from({ length: m.gridH }, (_, i) => Array.from(m.cells.subarray(i * m.gridW, (i + 1) * m.gridW)).join(''));
+  Array.from({ length: m.gridH }, (_, i) =>
+    Array.from(m.cells.subarray(i * m.gridW, (i + 1) * m.gridW)).join(''),
+  );
 
 test('golden inpaint/outpaint masked_image_tokens from the centred rectangle', () => {
   for (const name of ['inpaint_96x64.json', 'outpaint_96x64.json']) {
@@ -46,13 +53,16 @@ test('golden inpaint/outpaint masked_image_tokens from the centred rectangle', (
   }
   // What those masks look like: inpainting a full-height band of 0.34 width; outpainting everything but a
   // 0.5 x 0.5 box, whose 48 px width covers half of its two edge cells (half is not "more than half").
-  assert.deepEqual(rows(paintCellMask(96, 64, { maskHRatio: 1, maskWRatio: 0.34 })), ['001100', '001100', '001100', '001100']);
-  assert.deepEqual(rows(paintCellMask(96, 64, { maskHRatio: 0.5, maskWRatio: 0.5, mode: 'outpainting' })), [
-    '111111',
-    '100001',
-    '100001',
-    '111111',
+  assert.deepEqual(rows(paintCellMask(96, 64, { maskHRatio: 1, maskWRatio: 0.34 })), [
+    '001100',
+    '001100',
+    '001100',
+    '001100',
   ]);
+  assert.deepEqual(
+    rows(paintCellMask(96, 64, { maskHRatio: 0.5, maskWRatio: 0.5, mode: 'outpainting' })),
+    ['111111', '100001', '100001', '111111'],
+  );
 });
 
 test('centred rectangle arithmetic: round-half-even sizes, floor centring, rescale to the encoder size', () => {
@@ -65,7 +75,10 @@ test('centred rectangle arithmetic: round-half-even sizes, floor centring, resca
   const p = paintCellMask(100, 70, { maskHRatio: 1, maskWRatio: 0.5 });
   assert.deepEqual([p.gridH, p.gridW], [4, 6]);
   assert.deepEqual(rows(p)[0], '001100');
-  assert.throws(() => paintCellMask(64, 64, { maskWRatio: 1.5 }), /mask_w_ratio must be a number in \[0, 1\]/);
+  assert.throws(
+    () => paintCellMask(64, 64, { maskWRatio: 1.5 }),
+    /mask_w_ratio must be a number in \[0, 1\]/,
+  );
 });
 
 test('area mapping: a cell is masked only when more than half of it is', () => {
@@ -79,14 +92,32 @@ test('area mapping: a cell is masked only when more than half of it is', () => {
   }
   assert.deepEqual(Array.from(pixelMaskToCells({ width: W, height: H, data }, 1, 2).cells), [0, 1]);
   // Soft weights average too: 0.6 everywhere -> masked.
-  assert.deepEqual(Array.from(pixelMaskToCells({ width: 16, height: 16, data: new Float32Array(256).fill(0.6) }, 1, 1).cells), [1]);
+  assert.deepEqual(
+    Array.from(
+      pixelMaskToCells({ width: 16, height: 16, data: new Float32Array(256).fill(0.6) }, 1, 1)
+        .cells,
+    ),
+    [1],
+  );
 });
 
 test('dilation grows the mask by k cells in every direction, clipped at the border', () => {
   const cells = new Uint8Array(25);
   cells[12] = 1;
-  assert.deepEqual(rows(dilateCells({ gridH: 5, gridW: 5, cells }, 1)), ['00000', '01110', '01110', '01110', '00000']);
-  assert.deepEqual(rows(dilateCells({ gridH: 5, gridW: 5, cells }, 5)), ['11111', '11111', '11111', '11111', '11111']);
+  assert.deepEqual(rows(dilateCells({ gridH: 5, gridW: 5, cells }, 1)), [
+    '00000',
+    '01110',
+    '01110',
+    '01110',
+    '00000',
+  ]);
+  assert.deepEqual(rows(dilateCells({ gridH: 5, gridW: 5, cells }, 5)), [
+    '11111',
+    '11111',
+    '11111',
+    '11111',
+    '11111',
+  ]);
   assert.throws(() => dilateCells({ gridH: 5, gridW: 5, cells }, -1), /non-negative integer/);
 });
 
@@ -95,10 +126,22 @@ test('rectangles in pixels or cells; rectangles outside are refused', () => {
   const px = rectsToCellMask([{ x: 16, y: 0, width: 24, height: 16 }], base);
   // x 16..40 covers cell 1 fully and half of cell 2 (not more than half); y 0..16 is row 0.
   assert.deepEqual(rows(px), ['0100', '0000', '0000']);
-  const cells = rectsToCellMask([{ x: 3, y: 2, width: 1, height: 1 }, { x: 0, y: 0, width: 2, height: 1 }], { ...base, units: 'cells' });
+  const cells = rectsToCellMask(
+    [
+      { x: 3, y: 2, width: 1, height: 1 },
+      { x: 0, y: 0, width: 2, height: 1 },
+    ],
+    { ...base, units: 'cells' },
+  );
   assert.deepEqual(rows(cells), ['1100', '0000', '0001']);
-  assert.throws(() => rectsToCellMask([{ x: 60, y: 0, width: 8, height: 8 }], base), /rectangle 0 .* lies outside the 64x48 image/);
-  assert.throws(() => rectsToCellMask([{ x: 0, y: 0, width: 1, height: 4 }], { ...base, units: 'cells' }), /outside the 4x3 token grid/);
+  assert.throws(
+    () => rectsToCellMask([{ x: 60, y: 0, width: 8, height: 8 }], base),
+    /rectangle 0 .* lies outside the 64x48 image/,
+  );
+  assert.throws(
+    () => rectsToCellMask([{ x: 0, y: 0, width: 1, height: 4 }], { ...base, units: 'cells' }),
+    /outside the 4x3 token grid/,
+  );
   assert.throws(() => rectsToCellMask([{ x: 0, y: 0, width: 0, height: 4 }], base), /rectangle 0/);
 });
 
@@ -112,7 +155,9 @@ test('user mask PNGs: alpha (transparent = regenerate), luminance (white = regen
   const rgba = Buffer.alloc(W * H * 4, 255);
   for (let y = 0; y < H; y++) for (let x = 0; x < 16; x++) rgba[(y * W + x) * 4 + 3] = 0;
   const alphaFile = path.join(tmp, 'alpha.png');
-  await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).png().toFile(alphaFile);
+  await sharp(rgba, { raw: { width: W, height: H, channels: 4 } })
+    .png()
+    .toFile(alphaFile);
   const a = await readMask(alphaFile, { width: W, height: H });
   assert.deepEqual(Array.from(pixelMaskToCells(a, 1, 2).cells), [1, 0]);
 
@@ -120,14 +165,19 @@ test('user mask PNGs: alpha (transparent = regenerate), luminance (white = regen
   const gray = Buffer.alloc(W * H);
   for (let y = 0; y < H; y++) for (let x = 16; x < W; x++) gray[y * W + x] = 255;
   const lumFile = path.join(tmp, 'lum.png');
-  await sharp(gray, { raw: { width: W, height: H, channels: 1 } }).png().toFile(lumFile);
+  await sharp(gray, { raw: { width: W, height: H, channels: 1 } })
+    .png()
+    .toFile(lumFile);
   const l = await readMask(lumFile, { width: W, height: H });
   assert.deepEqual(Array.from(pixelMaskToCells(l, 1, 2).cells), [0, 1]);
   // Forcing luminance on the alpha mask ignores transparency (its colour is white everywhere).
   const forced = await readMask(alphaFile, { source: 'luminance' });
   assert.deepEqual(Array.from(pixelMaskToCells(forced, 1, 2).cells), [1, 1]);
 
-  await assert.rejects(readMask(lumFile, { width: 64, height: 16 }), /mask .*lum\.png is 32x16 but the image is 64x16/);
+  await assert.rejects(
+    readMask(lumFile, { width: 64, height: 16 }),
+    /mask .*lum\.png is 32x16 but the image is 64x16/,
+  );
 });
 
 test('a user mask follows the image through the crop plan', () => {

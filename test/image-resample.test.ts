@@ -18,7 +18,10 @@ function synth(width: number, height: number, channels: number, seed: number): U
     const y = Math.floor(p / width);
     const x = p % width;
     const c = i % channels;
-    out[i] = (Math.floor(x / 5) + Math.floor(y / 3)) % 3 ? (x * 37 + y * 11 + c * 50) & 255 : (s >> 16) & 255;
+    out[i] =
+      (Math.floor(x / 5) + Math.floor(y / 3)) % 3
+        ? (x * 37 + y * 11 + c * 50) & 255
+        : (s >> 16) & 255;
   }
   return out;
 }
@@ -64,7 +67,11 @@ test('bicubic coefficients are the Keys cubic (a = -0.5), normalised, in 22-bit 
   assert.deepEqual([c.bounds[2], c.bounds[3]], [0, 3]);
   const keys = (t: number): number => {
     t = Math.abs(t);
-    return t < 1 ? 1.5 * t ** 3 - 2.5 * t ** 2 + 1 : t < 2 ? -0.5 * t ** 3 + 2.5 * t ** 2 - 4 * t + 2 : 0;
+    return t < 1
+      ? 1.5 * t ** 3 - 2.5 * t ** 2 + 1
+      : t < 2
+        ? -0.5 * t ** 3 + 2.5 * t ** 2 - 4 * t + 2
+        : 0;
   };
   const raw = [0.25, -0.75, -1.75].map(keys);
   const sum = raw.reduce((a, b) => a + b, 0);
@@ -77,11 +84,21 @@ test('bicubic coefficients are the Keys cubic (a = -0.5), normalised, in 22-bit 
 
 test('box halving averages pairs per pass and rounds half up', () => {
   // One row: [0, 1, 1, 2, 10, 13] -> pairs (0+1)/2 = 0.5 -> 1, 1.5 -> 2, 11.5 -> 12.
-  const out = resizePil({ data: Uint8Array.from([0, 1, 1, 2, 10, 13]), width: 6, height: 1, channels: 1 }, 3, 1, 'box');
+  const out = resizePil(
+    { data: Uint8Array.from([0, 1, 1, 2, 10, 13]), width: 6, height: 1, channels: 1 },
+    3,
+    1,
+    'box',
+  );
   assert.deepEqual(Array.from(out.data), [1, 2, 12]);
   // Two passes round separately: 2x2 block [0, 1; 1, 1]: rows -> 1, 1 -> 1 (a single-pass mean would give 0.75 -> 1 too),
   // block [0, 1; 0, 0]: rows -> 1, 0 -> (1 + 0) / 2 = 0.5 -> 1, where a one-pass (Reduce.c) 2x2 mean 0.25 gives 0.
-  const b = resizePil({ data: Uint8Array.from([0, 1, 0, 0]), width: 2, height: 2, channels: 1 }, 1, 1, 'box');
+  const b = resizePil(
+    { data: Uint8Array.from([0, 1, 0, 0]), width: 2, height: 2, channels: 1 },
+    1,
+    1,
+    'box',
+  );
   assert.deepEqual(Array.from(b.data), [1]);
 });
 
@@ -103,7 +120,8 @@ function floatReference(src: Image8, ow: number, oh: number, f: PilFilter): Floa
   for (let y = 0; y < oh; y++)
     for (let i = 0; i < ow * ch; i++) {
       let s = 0;
-      for (let t = 0; t < vc.bounds[2 * y + 1]!; t++) s += tmp[(vc.bounds[2 * y]! + t) * ow * ch + i]! * vc.weights[y * vc.ksize + t]!;
+      for (let t = 0; t < vc.bounds[2 * y + 1]!; t++)
+        s += tmp[(vc.bounds[2 * y]! + t) * ow * ch + i]! * vc.weights[y * vc.ksize + t]!;
       out[y * ow * ch + i] = s;
     }
   return out;
@@ -136,8 +154,19 @@ test('same size is a copy; one-axis resizes skip the other pass', () => {
   assert.notEqual(same.data, src.data);
   // Height-only change: each column is resampled independently of its neighbours.
   const col = resizePil(src, 20, 17, 'bicubic');
-  const one = resizePil({ data: src.data.filter((_, i) => Math.floor(i / 3) % 20 === 4), width: 1, height: 10, channels: 3 }, 1, 17, 'bicubic');
-  for (let y = 0; y < 17; y++) for (let k = 0; k < 3; k++) assert.equal(col.data[(y * 20 + 4) * 3 + k], one.data[y * 3 + k]);
+  const one = resizePil(
+    {
+      data: src.data.filter((_, i) => Math.floor(i / 3) % 20 === 4),
+      width: 1,
+      height: 10,
+      channels: 3,
+    },
+    1,
+    17,
+    'bicubic',
+  );
+  for (let y = 0; y < 17; y++)
+    for (let k = 0; k < 3; k++) assert.equal(col.data[(y * 20 + 4) * 3 + k], one.data[y * 3 + k]);
 });
 
 test('sharp is not a substitute: its cubic differs from PIL bicubic (documented numbers)', async () => {
@@ -162,5 +191,8 @@ test('sharp is not a substitute: its cubic differs from PIL bicubic (documented 
 
 test('invalid sizes are refused', () => {
   assert.throws(() => resizePil(img(4, 4, 3), 0, 4, 'bicubic'), /invalid target size/);
-  assert.throws(() => resizePil({ data: new Uint8Array(5), width: 2, height: 2, channels: 3 }, 2, 2, 'box'), /do not match/);
+  assert.throws(
+    () => resizePil({ data: new Uint8Array(5), width: 2, height: 2, channels: 3 }, 2, 2, 'box'),
+    /do not match/,
+  );
 });

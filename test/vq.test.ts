@@ -11,7 +11,10 @@ const VQ_DIR = path.join(goldenCheckpointDir(), 'vqvae');
 const IMAGE_OFFSET = 126356;
 
 interface VqJson {
-  images: Record<string, { width: number; height: number; grid_h: number; grid_w: number; indices: number[] }>;
+  images: Record<
+    string,
+    { width: number; height: number; grid_h: number; grid_w: number; indices: number[] }
+  >;
 }
 
 let model: VqModel | undefined;
@@ -34,7 +37,15 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * uint8 equality, except +-1 where the float sits within `tol` (in [0,1] units) of a
  * rounding boundary (x*255 = k + 0.5): there either side is a faithful result.
  */
-function assertU8(got: Uint8Array, want: Uint8Array, chw: Float32Array, width: number, height: number, tol: number, what: string): number {
+function assertU8(
+  got: Uint8Array,
+  want: Uint8Array,
+  chw: Float32Array,
+  width: number,
+  height: number,
+  tol: number,
+  what: string,
+): number {
   const n = width * height;
   let boundary = 0;
   for (let i = 0; i < got.length; i++) {
@@ -42,7 +53,10 @@ function assertU8(got: Uint8Array, want: Uint8Array, chw: Float32Array, width: n
     const p = Math.floor(i / 3);
     const v = chw[(i % 3) * n + p]! * 255;
     const nearHalf = Math.abs(v - Math.floor(v) - 0.5) <= tol * 255;
-    assert.ok(Math.abs(got[i]! - want[i]!) === 1 && nearHalf, `${what}: byte ${i} is ${got[i]}, want ${want[i]} (x255 = ${v})`);
+    assert.ok(
+      Math.abs(got[i]! - want[i]!) === 1 && nearHalf,
+      `${what}: byte ${i} is ${got[i]}, want ${want[i]} (x255 = ${v})`,
+    );
     boundary++;
   }
   return boundary;
@@ -57,9 +71,16 @@ test('golden VQ cases: preprocessing, latents, distances, indices, decoded pixel
   assert.equal(names.length, 3);
   for (const name of names) {
     const info = meta.images[name]!;
-    const rgb = { data: st.readTyped(`${name}.image_uint8`) as Uint8Array, width: info.width, height: info.height };
+    const rgb = {
+      data: st.readTyped(`${name}.image_uint8`) as Uint8Array,
+      width: info.width,
+      height: info.height,
+    };
     const pre = m.preprocess(rgb);
-    assert.ok(maxAbs(pre.pixels, st.readFloat32(`${name}.preprocessed`)) <= 1e-6, `${name} preprocessed`);
+    assert.ok(
+      maxAbs(pre.pixels, st.readFloat32(`${name}.preprocessed`)) <= 1e-6,
+      `${name} preprocessed`,
+    );
 
     const enc = await m.encodeFloat(pre.pixels, pre.width, pre.height, { distances: true });
     assert.deepEqual([enc.gridH, enc.gridW], [info.grid_h, info.grid_w]);
@@ -95,7 +116,15 @@ test('golden VQ cases: preprocessing, latents, distances, indices, decoded pixel
     assert.ok(decErr <= 1e-4, `${name} decoded_float max diff ${decErr}`);
     const u8 = await m.decode(indices, info.grid_h, info.grid_w);
     assert.deepEqual([u8.width, u8.height], [info.width, info.height]);
-    assertU8(u8.data, st.readTyped(`${name}.decoded_uint8`) as Uint8Array, goldFloat, info.width, info.height, 1e-4, name);
+    assertU8(
+      u8.data,
+      st.readTyped(`${name}.decoded_uint8`) as Uint8Array,
+      goldFloat,
+      info.width,
+      info.height,
+      1e-4,
+      name,
+    );
   }
 });
 
@@ -103,7 +132,10 @@ test('golden generation cases: decoded_image_uint8 from their vq_tokens', async 
   const m = await vq();
   const dir = path.join(goldenDir(), 'cases', 'dimoo-tiny');
   let checked = 0;
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json')).sort()) {
+  for (const f of fs
+    .readdirSync(dir)
+    .filter((x) => x.endsWith('.json'))
+    .sort()) {
     const j = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
       tensors?: Record<string, unknown>;
       vq_tokens?: number[];
@@ -128,7 +160,11 @@ test('round trip encode -> decode -> encode on the golden tiny VQ', async () => 
   const m = await vq();
   const st = SafetensorsFile.open(goldenCase('vq.safetensors'));
   const info = readGoldenJson<VqJson>('vq.json').images.img1_checker_bars!;
-  const rgb = { data: st.readTyped('img1_checker_bars.image_uint8') as Uint8Array, width: info.width, height: info.height };
+  const rgb = {
+    data: st.readTyped('img1_checker_bars.image_uint8') as Uint8Array,
+    width: info.width,
+    height: info.height,
+  };
   const c1 = await m.encode(rgb);
   const d1 = await m.decode(c1.codes, c1.gridH, c1.gridW);
   assert.deepEqual([d1.width, d1.height], [rgb.width, rgb.height]);
@@ -136,7 +172,9 @@ test('round trip encode -> decode -> encode on the golden tiny VQ', async () => 
   assert.deepEqual([c2.gridH, c2.gridW], [c1.gridH, c1.gridW]);
   // The tiny VQ has random weights: it is no auto-encoder, so c2 != c1 in general. What must
   // hold: every code is the codebook row nearest (float64 check) to its latent, and runs repeat exactly.
-  const emb = SafetensorsFile.open(path.join(VQ_DIR, 'diffusion_pytorch_model.safetensors')).readFloat32('quantize.embedding.weight');
+  const emb = SafetensorsFile.open(
+    path.join(VQ_DIR, 'diffusion_pytorch_model.safetensors'),
+  ).readFloat32('quantize.embedding.weight');
   const pre = m.preprocess(d1);
   const enc = await m.encodeFloat(pre.pixels, pre.width, pre.height);
   assert.deepEqual(enc.codes, c2.codes);
@@ -164,13 +202,19 @@ test('image sizes not divisible by 16 are resized like VaeImageProcessor (Lanczo
   assert.deepEqual([pre.width, pre.height], [48, 32]);
   const g = await m.encode({ data, width: w, height: h });
   assert.deepEqual([g.gridW, g.gridH], [3, 2]);
-  assert.throws(() => m.preprocess({ data: new Uint8Array(15 * 40 * 3), width: 15, height: 40 }), /at least 16x16/);
+  assert.throws(
+    () => m.preprocess({ data: new Uint8Array(15 * 40 * 3), width: 15, height: 40 }),
+    /at least 16x16/,
+  );
 });
 
 test('bad codes are refused with the position named', async () => {
   const m = await vq();
   await assert.rejects(m.decode([1, 2, 3], 2, 2), /3 codes do not fill a 2x2 grid/);
-  await assert.rejects(m.decode([1, 2, 8192, 0], 2, 2), /code 8192 at position 2 is outside the codebook/);
+  await assert.rejects(
+    m.decode([1, 2, 8192, 0], 2, 2),
+    /code 8192 at position 2 is outside the codebook/,
+  );
   await assert.rejects(m.decode([1, -1, 0, 0], 2, 2), /code -1 at position 1/);
 });
 
@@ -182,27 +226,65 @@ after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
 function vqDirWithConfig(name: string, edit: (c: Record<string, unknown>) => void): string {
   const dir = path.join(tmpRoot, name);
   fs.mkdirSync(dir, { recursive: true });
-  const cfg = JSON.parse(fs.readFileSync(path.join(VQ_DIR, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const cfg = JSON.parse(fs.readFileSync(path.join(VQ_DIR, 'config.json'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
   edit(cfg);
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
-  fs.symlinkSync(path.join(VQ_DIR, 'diffusion_pytorch_model.safetensors'), path.join(dir, 'diffusion_pytorch_model.safetensors'));
+  fs.symlinkSync(
+    path.join(VQ_DIR, 'diffusion_pytorch_model.safetensors'),
+    path.join(dir, 'diffusion_pytorch_model.safetensors'),
+  );
   return dir;
 }
 
 test('config/weights mismatches and unsupported configs give clear errors', async () => {
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
-    ['layers', (c) => (c.layers_per_block = 3), /weights do not match vqvae\/config\.json.*missing "encoder\.down_blocks\.0\.resnets\.2\.norm1\.weight"/],
+    [
+      'layers',
+      (c) => (c.layers_per_block = 3),
+      /weights do not match vqvae\/config\.json.*missing "encoder\.down_blocks\.0\.resnets\.2\.norm1\.weight"/,
+    ],
     ['fewer-layers', (c) => (c.layers_per_block = 1), /tensor\(s\) the config does not use/],
-    ['latent', (c) => (c.latent_channels = 16), /"encoder\.conv_out\.weight" has shape \[8, 32, 3, 3\], config implies \[16, 32, 3, 3\]/],
-    ['attention', (c) => (c.mid_block_add_attention = true), /missing "encoder\.mid_block\.attentions\.0\.group_norm\.weight"/],
+    [
+      'latent',
+      (c) => (c.latent_channels = 16),
+      /"encoder\.conv_out\.weight" has shape \[8, 32, 3, 3\], config implies \[16, 32, 3, 3\]/,
+    ],
+    [
+      'attention',
+      (c) => (c.mid_block_add_attention = true),
+      /missing "encoder\.mid_block\.attentions\.0\.group_norm\.weight"/,
+    ],
     ['codes', (c) => (c.num_vq_embeddings = 4096), /quantize\.embedding\.weight/],
-    ['block', (c) => ((c.down_block_types as string[])[2] = 'AttnDownEncoderBlock2D'), /config\.json: field "down_block_types" contains unsupported block type "AttnDownEncoderBlock2D"/],
-    ['norm', (c) => (c.norm_type = 'spatial'), /field "norm_type" is "spatial"; only "group" is supported/],
-    ['groups', (c) => (c.norm_num_groups = 3), /field "norm_num_groups" \(3\) must divide every block_out_channels entry/],
+    [
+      'block',
+      (c) => ((c.down_block_types as string[])[2] = 'AttnDownEncoderBlock2D'),
+      /config\.json: field "down_block_types" contains unsupported block type "AttnDownEncoderBlock2D"/,
+    ],
+    [
+      'norm',
+      (c) => (c.norm_type = 'spatial'),
+      /field "norm_type" is "spatial"; only "group" is supported/,
+    ],
+    [
+      'groups',
+      (c) => (c.norm_num_groups = 3),
+      /field "norm_num_groups" \(3\) must divide every block_out_channels entry/,
+    ],
     ['act', (c) => (c.act_fn = 'gelu'), /field "act_fn" is "gelu"/],
-    ['count', (c) => (c.up_block_types = ['UpDecoderBlock2D']), /field "up_block_types" has 1 entries but block_out_channels has 5/],
+    [
+      'count',
+      (c) => (c.up_block_types = ['UpDecoderBlock2D']),
+      /field "up_block_types" has 1 entries but block_out_channels has 5/,
+    ],
     ['class', (c) => (c._class_name = 'AutoencoderKL'), /field "_class_name"/],
-    ['channels', (c) => (c.block_out_channels = [8, 16, -1]), /field "block_out_channels" must be a non-empty list of positive integers/],
+    [
+      'channels',
+      (c) => (c.block_out_channels = [8, 16, -1]),
+      /field "block_out_channels" must be a non-empty list of positive integers/,
+    ],
   ];
   for (const [name, edit, re] of cases) {
     const dir = vqDirWithConfig(name, edit);
@@ -215,8 +297,14 @@ test('config/weights mismatches and unsupported configs give clear errors', asyn
   const noWeights = path.join(tmpRoot, 'noweights');
   fs.mkdirSync(noWeights);
   fs.copyFileSync(path.join(VQ_DIR, 'config.json'), path.join(noWeights, 'config.json'));
-  await assert.rejects(VqModel.load(noWeights), /diffusion_pytorch_model\.safetensors: VQ-VAE weights not found/);
-  await assert.rejects(VqModel.load(path.join(tmpRoot, 'missing')), /config\.json: cannot read the VQ-VAE config/);
+  await assert.rejects(
+    VqModel.load(noWeights),
+    /diffusion_pytorch_model\.safetensors: VQ-VAE weights not found/,
+  );
+  await assert.rejects(
+    VqModel.load(path.join(tmpRoot, 'missing')),
+    /config\.json: cannot read the VQ-VAE config/,
+  );
   const badJson = path.join(tmpRoot, 'badjson');
   fs.mkdirSync(badJson);
   fs.writeFileSync(path.join(badJson, 'config.json'), '{"block_out_channels": [8,');

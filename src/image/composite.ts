@@ -57,7 +57,10 @@ function edt1d(f: Float64Array, n: number, d: Float64Array, v: Int32Array, z: Fl
  */
 export function featherMask(mask: PixelMask, featherPx: number): PixelMask {
   if (!Number.isFinite(featherPx) || featherPx < 0) {
-    throw new DimooError(`feather must be a non-negative number of pixels, got ${featherPx}`, 'E_PARAM');
+    throw new DimooError(
+      `feather must be a non-negative number of pixels, got ${featherPx}`,
+      'E_PARAM',
+    );
   }
   const { width: W, height: H } = mask;
   if (featherPx === 0) return { width: W, height: H, data: mask.data.slice() };
@@ -87,7 +90,11 @@ export function featherMask(mask: PixelMask, featherPx: number): PixelMask {
 export function blendWithAlpha(original: Image8, generated: Image8, alpha: PixelMask): Image8 {
   checkImage(original, 'composite original');
   checkImage(generated, 'composite generated image');
-  if (original.width !== generated.width || original.height !== generated.height || original.channels !== generated.channels) {
+  if (
+    original.width !== generated.width ||
+    original.height !== generated.height ||
+    original.channels !== generated.channels
+  ) {
     throw new DimooError(
       `composite: original ${original.width}x${original.height}x${original.channels} and generated ` +
         `${generated.width}x${generated.height}x${generated.channels} images differ in size`,
@@ -95,7 +102,10 @@ export function blendWithAlpha(original: Image8, generated: Image8, alpha: Pixel
     );
   }
   if (alpha.width !== original.width || alpha.height !== original.height) {
-    throw new DimooError(`composite: mask is ${alpha.width}x${alpha.height}, images are ${original.width}x${original.height}`, 'E_PARAM');
+    throw new DimooError(
+      `composite: mask is ${alpha.width}x${alpha.height}, images are ${original.width}x${original.height}`,
+      'E_PARAM',
+    );
   }
   const ch = original.channels;
   const out = new Uint8Array(original.data.length);
@@ -104,7 +114,8 @@ export function blendWithAlpha(original: Image8, generated: Image8, alpha: Pixel
     for (let k = 0; k < ch; k++) {
       const i = p * ch + k;
       const o = original.data[i]!;
-      out[i] = a <= 0 ? o : a >= 1 ? generated.data[i]! : Math.round(o + a * (generated.data[i]! - o));
+      out[i] =
+        a <= 0 ? o : a >= 1 ? generated.data[i]! : Math.round(o + a * (generated.data[i]! - o));
     }
   }
   return { data: out, width: original.width, height: original.height, channels: ch };

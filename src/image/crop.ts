@@ -17,10 +17,23 @@ export type Size = [width: number, height: number];
  * All (w, h) = (wp, hp) * patchSize with wp * hp <= numPatches and aspect ratio
  * <= maxRatio, walking from the widest to the tallest (the original's order).
  */
-export function generateCropSizeList(numPatches: number, patchSize: number, maxRatio = 4.0): Size[] {
-  if (!(maxRatio >= 1)) throw new DimooError(`generateCropSizeList: maxRatio must be >= 1, got ${maxRatio}`, 'E_PARAM');
-  if (!Number.isSafeInteger(numPatches) || numPatches < 1 || !Number.isSafeInteger(patchSize) || patchSize < 1) {
-    throw new DimooError(`generateCropSizeList: numPatches and patchSize must be positive integers`, 'E_PARAM');
+export function generateCropSizeList(
+  numPatches: number,
+  patchSize: number,
+  maxRatio = 4.0,
+): Size[] {
+  if (!(maxRatio >= 1))
+    throw new DimooError(`generateCropSizeList: maxRatio must be >= 1, got ${maxRatio}`, 'E_PARAM');
+  if (
+    !Number.isSafeInteger(numPatches) ||
+    numPatches < 1 ||
+    !Number.isSafeInteger(patchSize) ||
+    patchSize < 1
+  ) {
+    throw new DimooError(
+      `generateCropSizeList: numPatches and patchSize must be positive integers`,
+      'E_PARAM',
+    );
   }
   const out: Size[] = [];
   let wp = numPatches;
@@ -36,7 +49,10 @@ export function generateCropSizeList(numPatches: number, patchSize: number, maxR
 /** The list the original uses for an area budget: ((budget // 32) ** 2 patches of 32 px). */
 export function cropSizeListForBudget(budget: number): Size[] {
   if (!Number.isSafeInteger(budget) || budget < 32) {
-    throw new DimooError(`crop budget must be an integer >= 32 (e.g. 512 or 1024), got ${budget}`, 'E_PARAM');
+    throw new DimooError(
+      `crop budget must be an integer >= 32 (e.g. 512 or 1024), got ${budget}`,
+      'E_PARAM',
+    );
   }
   const p = Math.floor(budget / 32);
   return generateCropSizeList(p * p, 32);
@@ -55,7 +71,10 @@ export function chooseCropSize(width: number, height: number, list: readonly Siz
     const rh = s[1] / height;
     const r = Math.min(rw, rh) / Math.max(rw, rh);
     const better =
-      r > bestRatio || (r === bestRatio && best !== undefined && (s[0] > best[0] || (s[0] === best[0] && s[1] > best[1])));
+      r > bestRatio ||
+      (r === bestRatio &&
+        best !== undefined &&
+        (s[0] > best[0] || (s[0] === best[0] && s[1] > best[1])));
     if (better) {
       best = s;
       bestRatio = r;
@@ -92,7 +111,12 @@ function seededInts(seed: number): () => number {
 }
 
 /** Geometry of center_crop for an input size and a chosen crop size (no pixels touched). */
-export function planCrop(width: number, height: number, crop: Size, offset: CropOffset = 'center'): CropPlan {
+export function planCrop(
+  width: number,
+  height: number,
+  crop: Size,
+  offset: CropOffset = 'center',
+): CropPlan {
   let w = width;
   let h = height;
   let halvings = 0;
@@ -106,7 +130,10 @@ export function planCrop(width: number, height: number, crop: Size, offset: Crop
   const spanX = resized[0] - crop[0];
   const spanY = resized[1] - crop[1];
   if (spanX < 0 || spanY < 0) {
-    throw new DimooError(`crop: resized image ${resized[0]}x${resized[1]} is smaller than the crop ${crop[0]}x${crop[1]}`, 'E_PARAM');
+    throw new DimooError(
+      `crop: resized image ${resized[0]}x${resized[1]} is smaller than the crop ${crop[0]}x${crop[1]}`,
+      'E_PARAM',
+    );
   }
   let left: number;
   let top: number;
@@ -118,13 +145,34 @@ export function planCrop(width: number, height: number, crop: Size, offset: Crop
     left = next() % (spanX + 1);
     top = next() % (spanY + 1);
   }
-  return { input: [width, height], halvings, halved: [w, h], resized, left, top, crop: [crop[0], crop[1]] };
+  return {
+    input: [width, height],
+    halvings,
+    halved: [w, h],
+    resized,
+    left,
+    top,
+    crop: [crop[0], crop[1]],
+  };
 }
 
 /** Crops a window out of an image (any channel count). */
-export function cropImage(img: Image8, left: number, top: number, width: number, height: number): Image8 {
+export function cropImage(
+  img: Image8,
+  left: number,
+  top: number,
+  width: number,
+  height: number,
+): Image8 {
   checkImage(img, 'crop input');
-  if (left < 0 || top < 0 || width < 1 || height < 1 || left + width > img.width || top + height > img.height) {
+  if (
+    left < 0 ||
+    top < 0 ||
+    width < 1 ||
+    height < 1 ||
+    left + width > img.width ||
+    top + height > img.height
+  ) {
     throw new DimooError(
       `crop window ${width}x${height} at (${left}, ${top}) lies outside the ${img.width}x${img.height} image`,
       'E_PARAM',
@@ -167,7 +215,10 @@ export interface VarCenterCropOptions {
 }
 
 /** var_center_crop: choose the size, then halve / resize / crop as the original does. */
-export function varCenterCrop(img: Image8, opts: VarCenterCropOptions = {}): { image: Image8; plan: CropPlan } {
+export function varCenterCrop(
+  img: Image8,
+  opts: VarCenterCropOptions = {},
+): { image: Image8; plan: CropPlan } {
   checkImage(img, 'crop input');
   const list = opts.sizes ?? cropSizeListForBudget(opts.budget ?? 512);
   const size = chooseCropSize(img.width, img.height, list);

@@ -21,9 +21,18 @@ export interface RgbImage {
 }
 
 /** Throws unless `img` is a consistent image with the wanted channel count. */
-export function checkImage(img: { data: Uint8Array; width: number; height: number; channels?: number }, what: string, channels?: number): void {
+export function checkImage(
+  img: { data: Uint8Array; width: number; height: number; channels?: number },
+  what: string,
+  channels?: number,
+): void {
   const ch = img.channels ?? 3;
-  if (!Number.isSafeInteger(img.width) || !Number.isSafeInteger(img.height) || img.width < 1 || img.height < 1) {
+  if (
+    !Number.isSafeInteger(img.width) ||
+    !Number.isSafeInteger(img.height) ||
+    img.width < 1 ||
+    img.height < 1
+  ) {
     throw new DimooError(`${what}: invalid image size ${img.width}x${img.height}`, 'E_IMAGE');
   }
   if (channels !== undefined && ch !== channels) {

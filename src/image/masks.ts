@@ -44,7 +44,11 @@ function checkRatio(name: string, v: number): void {
  * The original's pixel mask: a rectangle of round(H*hr) x round(W*wr) centred with
  * floor division, rescaled to the encoder's input size; inverted for outpainting.
  */
-export function centeredRectPixelMask(width: number, height: number, opts: CenteredRectOptions = {}): PixelMask {
+export function centeredRectPixelMask(
+  width: number,
+  height: number,
+  opts: CenteredRectOptions = {},
+): PixelMask {
   const hr = opts.maskHRatio ?? 1;
   const wr = opts.maskWRatio ?? 0.2;
   checkRatio('mask_h_ratio', hr);
@@ -74,11 +78,20 @@ export function centeredRectPixelMask(width: number, height: number, opts: Cente
  * Area-average a pixel mask onto a gridH x gridW grid (adaptive average pooling,
  * which is what F.interpolate(mode="area") does) and keep cells averaging > 0.5.
  */
-export function pixelMaskToCells(mask: PixelMask, gridH: number, gridW: number, dilate = 0): CellMask {
+export function pixelMaskToCells(
+  mask: PixelMask,
+  gridH: number,
+  gridW: number,
+  dilate = 0,
+): CellMask {
   const { width: W, height: H, data } = mask;
-  if (data.length !== W * H) throw new DimooError(`pixel mask: ${data.length} values for ${W}x${H}`, 'E_PARAM');
+  if (data.length !== W * H)
+    throw new DimooError(`pixel mask: ${data.length} values for ${W}x${H}`, 'E_PARAM');
   if (gridH < 1 || gridW < 1 || gridH > H || gridW > W) {
-    throw new DimooError(`pixel mask ${W}x${H} cannot be mapped to a ${gridW}x${gridH} token grid`, 'E_PARAM');
+    throw new DimooError(
+      `pixel mask ${W}x${H} cannot be mapped to a ${gridW}x${gridH} token grid`,
+      'E_PARAM',
+    );
   }
   const cells = new Uint8Array(gridH * gridW);
   for (let i = 0; i < gridH; i++) {
@@ -99,7 +112,8 @@ export function pixelMaskToCells(mask: PixelMask, gridH: number, gridW: number, 
 
 /** max_pool2d with a (2k+1)^2 window, stride 1, padding k: grows the mask by k cells (also diagonally). */
 export function dilateCells(mask: CellMask, k: number): CellMask {
-  if (!Number.isSafeInteger(k) || k < 0) throw new DimooError(`mask dilation must be a non-negative integer, got ${k}`, 'E_PARAM');
+  if (!Number.isSafeInteger(k) || k < 0)
+    throw new DimooError(`mask dilation must be a non-negative integer, got ${k}`, 'E_PARAM');
   const { gridH: H, gridW: W, cells } = mask;
   const out = new Uint8Array(H * W);
   for (let i = 0; i < H; i++) {
@@ -127,7 +141,11 @@ export interface PaintMaskOptions extends CenteredRectOptions {
 }
 
 /** encode_img_with_paint's token mask for an image of width x height (already encoder-sized or not). */
-export function paintCellMask(width: number, height: number, opts: PaintMaskOptions = {}): CellMask {
+export function paintCellMask(
+  width: number,
+  height: number,
+  opts: PaintMaskOptions = {},
+): CellMask {
   const scale = opts.scale ?? 16;
   const Wp = opts.encodedWidth ?? width - (width % scale);
   const Hp = opts.encodedHeight ?? height - (height % scale);
@@ -143,9 +161,18 @@ export type MaskSource = 'auto' | 'alpha' | 'luminance';
  * regenerate, weight = luma/255 (ITU-R 601 weights, as PIL's convert("L")).
  * 'auto' uses alpha when any pixel is not fully opaque, luminance otherwise.
  */
-export function maskFromRgba(rgba: Uint8Array, width: number, height: number, source: MaskSource = 'auto', what = 'mask'): PixelMask {
+export function maskFromRgba(
+  rgba: Uint8Array,
+  width: number,
+  height: number,
+  source: MaskSource = 'auto',
+  what = 'mask',
+): PixelMask {
   if (rgba.length !== width * height * 4) {
-    throw new DimooError(`${what}: expected ${width}x${height} RGBA pixels, got ${rgba.length} bytes`, 'E_IMAGE');
+    throw new DimooError(
+      `${what}: expected ${width}x${height} RGBA pixels, got ${rgba.length} bytes`,
+      'E_IMAGE',
+    );
   }
   let useAlpha = source === 'alpha';
   if (source === 'auto') {
@@ -169,7 +196,12 @@ export function maskFromRgba(rgba: Uint8Array, width: number, height: number, so
 }
 
 /** Throws unless a user mask has exactly the image's size. */
-export function checkMaskSize(mask: { width: number; height: number }, width: number, height: number, what = 'mask'): void {
+export function checkMaskSize(
+  mask: { width: number; height: number },
+  width: number,
+  height: number,
+  what = 'mask',
+): void {
   if (mask.width !== width || mask.height !== height) {
     throw new DimooError(
       `${what} is ${mask.width}x${mask.height} but the image is ${width}x${height}; they must be the same size`,
@@ -202,7 +234,15 @@ export function rectsToCellMask(rects: readonly Rect[], o: RectMaskOptions): Cel
   const [W, H] = units === 'px' ? [o.width, o.height] : [o.gridW, o.gridH];
   rects.forEach((r, i) => {
     const ok = [r.x, r.y, r.width, r.height].every((v) => Number.isSafeInteger(v));
-    if (!ok || r.x < 0 || r.y < 0 || r.width < 1 || r.height < 1 || r.x + r.width > W || r.y + r.height > H) {
+    if (
+      !ok ||
+      r.x < 0 ||
+      r.y < 0 ||
+      r.width < 1 ||
+      r.height < 1 ||
+      r.x + r.width > W ||
+      r.y + r.height > H
+    ) {
       throw new DimooError(
         `rectangle ${i} (x=${r.x}, y=${r.y}, w=${r.width}, h=${r.height}) lies outside the ${W}x${H} ${units === 'px' ? 'image' : 'token grid'}` +
           ' (integers, inside the bounds, non-empty)',
@@ -212,12 +252,15 @@ export function rectsToCellMask(rects: readonly Rect[], o: RectMaskOptions): Cel
   });
   if (units === 'cells') {
     const cells = new Uint8Array(o.gridH * o.gridW);
-    for (const r of rects) for (let y = r.y; y < r.y + r.height; y++) cells.fill(1, y * o.gridW + r.x, y * o.gridW + r.x + r.width);
+    for (const r of rects)
+      for (let y = r.y; y < r.y + r.height; y++)
+        cells.fill(1, y * o.gridW + r.x, y * o.gridW + r.x + r.width);
     const m = { gridH: o.gridH, gridW: o.gridW, cells };
     return o.dilate ? dilateCells(m, o.dilate) : m;
   }
   const data = new Float32Array(W * H);
-  for (const r of rects) for (let y = r.y; y < r.y + r.height; y++) data.fill(1, y * W + r.x, y * W + r.x + r.width);
+  for (const r of rects)
+    for (let y = r.y; y < r.y + r.height; y++) data.fill(1, y * W + r.x, y * W + r.x + r.width);
   return pixelMaskToCells({ width: W, height: H, data }, o.gridH, o.gridW, o.dilate ?? 0);
 }
 
@@ -231,10 +274,17 @@ export interface TokenIds {
 export const DIMOO_TOKEN_IDS: TokenIds = { maskId: 126336, newlineId: 126084, imageOffset: 126356 };
 
 /** encode_img_with_paint's token rows: mask id at masked cells, offset codes elsewhere, a newline after each row. */
-export function maskedImageTokens(codes: ArrayLike<number>, mask: CellMask, ids: TokenIds = DIMOO_TOKEN_IDS): number[] {
+export function maskedImageTokens(
+  codes: ArrayLike<number>,
+  mask: CellMask,
+  ids: TokenIds = DIMOO_TOKEN_IDS,
+): number[] {
   const { gridH, gridW, cells } = mask;
   if (codes.length !== gridH * gridW) {
-    throw new DimooError(`masked tokens: ${codes.length} codes for a ${gridW}x${gridH} mask`, 'E_PARAM');
+    throw new DimooError(
+      `masked tokens: ${codes.length} codes for a ${gridW}x${gridH} mask`,
+      'E_PARAM',
+    );
   }
   const out: number[] = [];
   for (let i = 0; i < gridH; i++) {
@@ -248,16 +298,30 @@ export function maskedImageTokens(codes: ArrayLike<number>, mask: CellMask, ids:
 }
 
 /** A pixel mask as a one-channel 8-bit image (weight x 255, rounded), e.g. to run it through a crop plan. */
-export function pixelMaskToImage8(mask: PixelMask): { data: Uint8Array; width: number; height: number; channels: 1 } {
+export function pixelMaskToImage8(mask: PixelMask): {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: 1;
+} {
   const data = new Uint8Array(mask.data.length);
-  for (let i = 0; i < data.length; i++) data[i] = Math.round(Math.min(1, Math.max(0, mask.data[i]!)) * 255);
+  for (let i = 0; i < data.length; i++)
+    data[i] = Math.round(Math.min(1, Math.max(0, mask.data[i]!)) * 255);
   return { data, width: mask.width, height: mask.height, channels: 1 };
 }
 
 /** The inverse of pixelMaskToImage8 (one channel, 0..255 -> 0..1). */
-export function image8ToPixelMask(img: { data: Uint8Array; width: number; height: number; channels: number }): PixelMask {
+export function image8ToPixelMask(img: {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: number;
+}): PixelMask {
   if (img.channels !== 1 || img.data.length !== img.width * img.height) {
-    throw new DimooError(`mask image must have one channel (${img.width}x${img.height}x${img.channels} given)`, 'E_IMAGE');
+    throw new DimooError(
+      `mask image must have one channel (${img.width}x${img.height}x${img.channels} given)`,
+      'E_IMAGE',
+    );
   }
   const data = new Float32Array(img.data.length);
   for (let i = 0; i < data.length; i++) data[i] = img.data[i]! / 255;

@@ -83,7 +83,13 @@ export interface ResampleCoeffs {
 }
 
 /** Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis. */
-export function precomputeCoeffs(inSize: number, outSize: number, filter: PilFilter, in0 = 0, in1 = inSize): ResampleCoeffs {
+export function precomputeCoeffs(
+  inSize: number,
+  outSize: number,
+  filter: PilFilter,
+  in0 = 0,
+  in1 = inSize,
+): ResampleCoeffs {
   const f = PIL_FILTERS[filter];
   // Pillow passes the box as float32 and subtracts in float before widening.
   const scale = Math.fround(Math.fround(in1) - Math.fround(in0)) / outSize;
@@ -125,7 +131,15 @@ function clip8(ss: number): number {
 }
 
 /** Horizontal pass over rows [y0, y1) of `src` (width inW) into a new image of outW x (y1 - y0). */
-function horizontal(src: Uint8Array, inW: number, ch: number, y0: number, y1: number, outW: number, c: ResampleCoeffs): Uint8Array {
+function horizontal(
+  src: Uint8Array,
+  inW: number,
+  ch: number,
+  y0: number,
+  y1: number,
+  outW: number,
+  c: ResampleCoeffs,
+): Uint8Array {
   const out = new Uint8Array(outW * (y1 - y0) * ch);
   const { ksize, bounds, fixed } = c;
   let o = 0;
@@ -147,7 +161,14 @@ function horizontal(src: Uint8Array, inW: number, ch: number, y0: number, y1: nu
 }
 
 /** Vertical pass: `src` is w x h; bounds are relative to its first row. */
-function vertical(src: Uint8Array, w: number, ch: number, outH: number, c: ResampleCoeffs, rowShift: number): Uint8Array {
+function vertical(
+  src: Uint8Array,
+  w: number,
+  ch: number,
+  outH: number,
+  c: ResampleCoeffs,
+  rowShift: number,
+): Uint8Array {
   const stride = w * ch;
   const out = new Uint8Array(stride * outH);
   const { ksize, bounds, fixed } = c;
@@ -198,4 +219,3 @@ export function resizePil(img: Image8, width: number, height: number, filter: Pi
   if (needV) data = vertical(data, width, ch, height, vc, rowShift);
   return { data, width, height, channels: ch };
 }
-

@@ -58,7 +58,8 @@ export function parseVqConfig(raw: unknown, source = 'vqvae/config.json'): VqCon
   };
   const bool = (f: string, dflt: boolean): boolean => {
     if (!has(f)) return dflt;
-    if (typeof r[f] !== 'boolean') throw bad(f, `must be true or false, got ${JSON.stringify(r[f])}`);
+    if (typeof r[f] !== 'boolean')
+      throw bad(f, `must be true or false, got ${JSON.stringify(r[f])}`);
     return r[f] as boolean;
   };
   const strList = (f: string, dflt: string[]): string[] => {
@@ -71,7 +72,10 @@ export function parseVqConfig(raw: unknown, source = 'vqvae/config.json'): VqCon
   };
 
   if (has('_class_name') && r._class_name !== 'VQModel') {
-    throw bad('_class_name', `is ${JSON.stringify(r._class_name)}; only diffusers "VQModel" is supported`);
+    throw bad(
+      '_class_name',
+      `is ${JSON.stringify(r._class_name)}; only diffusers "VQModel" is supported`,
+    );
   }
 
   // Defaults are diffusers' VQModel.__init__ defaults, so a sparse config means what it means there.
@@ -80,8 +84,15 @@ export function parseVqConfig(raw: unknown, source = 'vqvae/config.json'): VqCon
   let blockOutChannels = [64];
   if (has('block_out_channels')) {
     const v = r.block_out_channels;
-    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) {
-      throw bad('block_out_channels', `must be a non-empty list of positive integers, got ${JSON.stringify(v)}`);
+    if (
+      !Array.isArray(v) ||
+      v.length === 0 ||
+      !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)
+    ) {
+      throw bad(
+        'block_out_channels',
+        `must be a non-empty list of positive integers, got ${JSON.stringify(v)}`,
+      );
     }
     blockOutChannels = v as number[];
   }
@@ -93,7 +104,10 @@ export function parseVqConfig(raw: unknown, source = 'vqvae/config.json'): VqCon
     ['up_block_types', up, 'UpDecoderBlock2D'],
   ] as const) {
     if (list.length !== n) {
-      throw bad(field, `has ${list.length} entries but block_out_channels has ${n}; they must match`);
+      throw bad(
+        field,
+        `has ${list.length} entries but block_out_channels has ${n}; they must match`,
+      );
     }
     const other = list.find((t) => t !== ok);
     if (other !== undefined) {
@@ -110,13 +124,19 @@ export function parseVqConfig(raw: unknown, source = 'vqvae/config.json'): VqCon
   const normNumGroups = posInt('norm_num_groups', 32);
   for (const c of new Set(blockOutChannels)) {
     if (c % normNumGroups !== 0) {
-      throw bad('norm_num_groups', `(${normNumGroups}) must divide every block_out_channels entry; ${c} is not divisible`);
+      throw bad(
+        'norm_num_groups',
+        `(${normNumGroups}) must divide every block_out_channels entry; ${c} is not divisible`,
+      );
     }
   }
   const vqEmbedDim = has('vq_embed_dim') ? posInt('vq_embed_dim') : latentChannels;
   const normType = has('norm_type') ? r.norm_type : 'group';
   if (normType !== 'group') {
-    throw bad('norm_type', `is ${JSON.stringify(normType)}; only "group" is supported ("spatial" (MoVQ) is not implemented)`);
+    throw bad(
+      'norm_type',
+      `is ${JSON.stringify(normType)}; only "group" is supported ("spatial" (MoVQ) is not implemented)`,
+    );
   }
   const midBlockAddAttention = bool('mid_block_add_attention', true);
   const lookupFromCodebook = bool('lookup_from_codebook', false);
@@ -244,7 +264,10 @@ export function expectedVqTensors(c: VqConfig): VqTensorSpec[] {
 
 /** Maps a current attention weight name to its legacy spelling, or undefined for other weights. */
 export function legacyAttentionName(name: string): string | undefined {
-  const m = /^(encoder|decoder)\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$/.exec(name);
+  const m =
+    /^(encoder|decoder)\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$/.exec(
+      name,
+    );
   if (!m) return undefined;
   return `${m[1]}.mid_block.attentions.0.${ATTN_PROJ_LEGACY[m[2] as (typeof ATTN_PROJ)[number]]}.${m[3]}`;
 }
@@ -287,9 +310,12 @@ export function checkVqWeights(
     used.add(t.name);
     let shape = t.shape;
     // Legacy attention projections may be stored as 1x1 convolutions.
-    if (spec.shape.length === 2 && shape.length === 4 && shape[2] === 1 && shape[3] === 1) shape = shape.slice(0, 2);
+    if (spec.shape.length === 2 && shape.length === 4 && shape[2] === 1 && shape[3] === 1)
+      shape = shape.slice(0, 2);
     if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
-      problems.push(`"${t.name}" has shape [${t.shape.join(', ')}], config implies [${spec.shape.join(', ')}]`);
+      problems.push(
+        `"${t.name}" has shape [${t.shape.join(', ')}], config implies [${spec.shape.join(', ')}]`,
+      );
       continue;
     }
     if (!FLOAT_DTYPES.has(t.dtype)) {
@@ -300,8 +326,13 @@ export function checkVqWeights(
   }
   const extra = [...tensors.keys()].filter((k) => !used.has(k));
   if (extra.length > 0) {
-    const list = extra.slice(0, 5).map((k) => `"${k}"`).join(', ');
-    problems.push(`${extra.length} tensor(s) the config does not use: ${list}${extra.length > 5 ? ', ...' : ''}`);
+    const list = extra
+      .slice(0, 5)
+      .map((k) => `"${k}"`)
+      .join(', ');
+    problems.push(
+      `${extra.length} tensor(s) the config does not use: ${list}${extra.length > 5 ? ', ...' : ''}`,
+    );
   }
   if (problems.length > 0) {
     const shown = problems.slice(0, 8).join('; ');

@@ -157,7 +157,11 @@ export interface VqEncoderGraphOptions {
  * Outputs: `indices` int64 [h*w] (row-major cells), `latents` float32 [1, vq_embed_dim, h, w]
  * (after quant_conv, before quantisation), optionally `distances` float32 [h*w, num_vq_embeddings].
  */
-export function buildVqEncoderGraph(c: VqConfig, weight: VqWeightLookup, opts: VqEncoderGraphOptions = {}): Uint8Array {
+export function buildVqEncoderGraph(
+  c: VqConfig,
+  weight: VqWeightLookup,
+  opts: VqEncoderGraphOptions = {},
+): Uint8Array {
   const g = new GraphBuilder('dimoo_vq_encoder');
   const L = new VqLayers(g, c, weight);
   const boc = c.blockOutChannels;
@@ -173,7 +177,10 @@ export function buildVqEncoderGraph(c: VqConfig, weight: VqWeightLookup, opts: V
     }
     if (i < n - 1) {
       // Downsample2D with padding=0 pads right and bottom by one, then a stride-2 conv.
-      h = L.conv(h, `encoder.down_blocks.${i}.downsamplers.0.conv`, { strides: [2, 2], pads: [0, 0, 1, 1] });
+      h = L.conv(h, `encoder.down_blocks.${i}.downsamplers.0.conv`, {
+        strides: [2, 2],
+        pads: [0, 0, 1, 1],
+      });
     }
   }
   h = L.midBlock(h, 'encoder', boc[n - 1]!);

@@ -16,7 +16,13 @@ import { atomicWriteFileSync } from '../../util/atomic-write.js';
 import { f32ToBf16, f32ToF16 } from '../dtypes.js';
 import { Rng, tensorSeed } from '../random-checkpoint.js';
 import { numel, writeSafetensors, type WriteEntry } from '../safetensors.js';
-import { expectedVqTensors, parseVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE, type VqConfig } from './config.js';
+import {
+  expectedVqTensors,
+  parseVqConfig,
+  VQ_CONFIG_FILE,
+  VQ_WEIGHTS_FILE,
+  type VqConfig,
+} from './config.js';
 
 export type VqPreset = 'tiny' | 'amused';
 
@@ -39,8 +45,20 @@ const COMMON = {
 };
 
 export const VQ_PRESETS: Readonly<Record<VqPreset, Record<string, unknown>>> = {
-  tiny: { ...COMMON, block_out_channels: [8, 16, 16, 32, 32], latent_channels: 8, norm_num_groups: 4, sample_size: 32 },
-  amused: { ...COMMON, block_out_channels: [128, 256, 256, 512, 768], latent_channels: 64, norm_num_groups: 32, sample_size: 32 },
+  tiny: {
+    ...COMMON,
+    block_out_channels: [8, 16, 16, 32, 32],
+    latent_channels: 8,
+    norm_num_groups: 4,
+    sample_size: 32,
+  },
+  amused: {
+    ...COMMON,
+    block_out_channels: [128, 256, 256, 512, 768],
+    latent_channels: 64,
+    norm_num_groups: 32,
+    sample_size: 32,
+  },
 };
 
 export function isVqPreset(s: unknown): s is VqPreset {
@@ -59,8 +77,10 @@ type Init = { kind: 'uniform'; lo: number; hi: number } | { kind: 'normal'; std:
 
 function initFor(name: string, shape: number[]): Init {
   if (name === 'quantize.embedding.weight') return { kind: 'normal', std: 0.5 };
-  if (/(norm\d?|norm_out|group_norm)\.weight$/.test(name)) return { kind: 'uniform', lo: 0.9, hi: 1.1 };
-  if (/(norm\d?|norm_out|group_norm)\.bias$/.test(name)) return { kind: 'uniform', lo: -0.1, hi: 0.1 };
+  if (/(norm\d?|norm_out|group_norm)\.weight$/.test(name))
+    return { kind: 'uniform', lo: 0.9, hi: 1.1 };
+  if (/(norm\d?|norm_out|group_norm)\.bias$/.test(name))
+    return { kind: 'uniform', lo: -0.1, hi: 0.1 };
   // Weights: fan_in = in * kh * kw; biases use their layer's fan_in, which the name alone
   // does not give, so they share the weight's bound via the caller.
   const fanIn = shape.length > 1 ? numel(shape.slice(1)) : shape[0]!;
@@ -74,7 +94,7 @@ function producer(count: number, init: Init, seed: number, dtype: 'F32' | 'F16' 
   return (write: (chunk: Uint8Array) => void): void => {
     const rng = new Rng(seed);
     const buf = new Float32Array(Math.min(CHUNK, count));
-    for (let done = 0; done < count; ) {
+    for (let done = 0; done < count;) {
       const n = Math.min(CHUNK, count - done);
       for (let i = 0; i < n; i++) {
         if (init.kind === 'uniform') {
@@ -87,8 +107,7 @@ function producer(count: number, init: Init, seed: number, dtype: 'F32' | 'F16' 
         }
       }
       const vals = buf.subarray(0, n);
-      const bytes =
-        dtype === 'F32' ? vals : dtype === 'BF16' ? f32ToBf16(vals) : f32ToF16(vals);
+      const bytes = dtype === 'F32' ? vals : dtype === 'BF16' ? f32ToBf16(vals) : f32ToF16(vals);
       write(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       done += n;
     }
@@ -96,9 +115,16 @@ function producer(count: number, init: Init, seed: number, dtype: 'F32' | 'F16' 
 }
 
 /** Writes `vqDir/config.json` and `vqDir/diffusion_pytorch_model.safetensors`; returns the config. */
-export function writeRandomVq(vqDir: string, preset: VqPreset, opts: RandomVqOptions = {}): VqConfig {
+export function writeRandomVq(
+  vqDir: string,
+  preset: VqPreset,
+  opts: RandomVqOptions = {},
+): VqConfig {
   if (!isVqPreset(preset)) {
-    throw new DimooError(`unknown random VQ preset "${String(preset)}" (known: tiny, amused)`, 'E_PARAM');
+    throw new DimooError(
+      `unknown random VQ preset "${String(preset)}" (known: tiny, amused)`,
+      'E_PARAM',
+    );
   }
   const dir = path.resolve(vqDir);
   fs.mkdirSync(dir, { recursive: true });
@@ -111,10 +137,18 @@ export function writeRandomVq(vqDir: string, preset: VqPreset, opts: RandomVqOpt
   const weightShape = new Map(specs.map((s) => [s.name, s.shape]));
   const entries: WriteEntry[] = specs.map((s) => {
     // A bias takes its bound from the weight of the same layer (PyTorch: 1/sqrt(fan_in)).
-    const w = s.name.endsWith('.bias') ? weightShape.get(s.name.replace(/\.bias$/, '.weight')) : undefined;
+    const w = s.name.endsWith('.bias')
+      ? weightShape.get(s.name.replace(/\.bias$/, '.weight'))
+      : undefined;
     const isNorm = /(norm\d?|norm_out|group_norm)\.bias$/.test(s.name);
-    const init = w && !isNorm ? initFor(s.name.replace(/\.bias$/, '.weight'), w) : initFor(s.name, s.shape);
-    return { name: s.name, dtype, shape: s.shape, data: producer(numel(s.shape), init, tensorSeed(seed, s.name), dtype) };
+    const init =
+      w && !isNorm ? initFor(s.name.replace(/\.bias$/, '.weight'), w) : initFor(s.name, s.shape);
+    return {
+      name: s.name,
+      dtype,
+      shape: s.shape,
+      data: producer(numel(s.shape), init, tensorSeed(seed, s.name), dtype),
+    };
   });
   writeSafetensors(path.join(dir, VQ_WEIGHTS_FILE), entries, { format: 'pt' });
   atomicWriteFileSync(configPath, JSON.stringify(json, null, 2) + '\n', { fsync: false });

@@ -54,7 +54,8 @@ export interface Preprocessed {
 /** `(x * 255).round().astype(uint8)` on float32 values in [0, 1], CHW -> HWC. */
 export function floatToRgb8(chw: Float32Array, width: number, height: number): Uint8Array {
   const n = width * height;
-  if (chw.length !== 3 * n) throw new Error(`floatToRgb8: ${chw.length} values for 3x${height}x${width}`);
+  if (chw.length !== 3 * n)
+    throw new Error(`floatToRgb8: ${chw.length} values for 3x${height}x${width}`);
   const out = new Uint8Array(3 * n);
   for (let c = 0; c < 3; c++) {
     for (let p = 0; p < n; p++) {
@@ -129,21 +130,33 @@ export class VqModel {
     try {
       return await ort.InferenceSession.create(bytes, options);
     } catch (e) {
-      throw new DimooError(`${this.dir}: ONNX Runtime could not load the VQ ${what}: ${(e as Error).message}`, 'E_RUNTIME');
+      throw new DimooError(
+        `${this.dir}: ONNX Runtime could not load the VQ ${what}: ${(e as Error).message}`,
+        'E_RUNTIME',
+      );
     }
   }
 
   private encoder(distances: boolean): Promise<ort.InferenceSession> {
     if (distances) {
-      this.encoderDistSession ??= this.createSession(buildVqEncoderGraph(this.config, this.weight, { distances: true }), 'encoder');
+      this.encoderDistSession ??= this.createSession(
+        buildVqEncoderGraph(this.config, this.weight, { distances: true }),
+        'encoder',
+      );
       return this.encoderDistSession;
     }
-    this.encoderSession ??= this.createSession(buildVqEncoderGraph(this.config, this.weight), 'encoder');
+    this.encoderSession ??= this.createSession(
+      buildVqEncoderGraph(this.config, this.weight),
+      'encoder',
+    );
     return this.encoderSession;
   }
 
   private decoder(): Promise<ort.InferenceSession> {
-    this.decoderSession ??= this.createSession(buildVqDecoderGraph(this.config, this.weight), 'decoder');
+    this.decoderSession ??= this.createSession(
+      buildVqDecoderGraph(this.config, this.weight),
+      'decoder',
+    );
     return this.decoderSession;
   }
 
@@ -154,11 +167,19 @@ export class VqModel {
     const w = rgb.width - (rgb.width % s);
     const h = rgb.height - (rgb.height % s);
     if (w < s || h < s) {
-      throw new DimooError(`image to encode is ${rgb.width}x${rgb.height}; it must be at least ${s}x${s} pixels`, 'E_IMAGE');
+      throw new DimooError(
+        `image to encode is ${rgb.width}x${rgb.height}; it must be at least ${s}x${s} pixels`,
+        'E_IMAGE',
+      );
     }
     let data = rgb.data;
     if (w !== rgb.width || h !== rgb.height) {
-      data = resizePil({ data: rgb.data, width: rgb.width, height: rgb.height, channels: 3 }, w, h, 'lanczos').data;
+      data = resizePil(
+        { data: rgb.data, width: rgb.width, height: rgb.height, channels: 3 },
+        w,
+        h,
+        'lanczos',
+      ).data;
     }
     const n = w * h;
     const pixels = new Float32Array(3 * n);
@@ -171,14 +192,25 @@ export class VqModel {
   }
 
   /** Encoder on preprocessed pixels [3, height, width]; latents and optionally all distances. */
-  async encodeFloat(pixels: Float32Array, width: number, height: number, opts: { distances?: boolean } = {}): Promise<EncodeFloatResult> {
+  async encodeFloat(
+    pixels: Float32Array,
+    width: number,
+    height: number,
+    opts: { distances?: boolean } = {},
+  ): Promise<EncodeFloatResult> {
     const s = this.scale;
     const C = this.config.inChannels;
     if (width % s !== 0 || height % s !== 0 || width < s || height < s) {
-      throw new DimooError(`encoder input ${width}x${height}: both sides must be positive multiples of ${s}`, 'E_IMAGE');
+      throw new DimooError(
+        `encoder input ${width}x${height}: both sides must be positive multiples of ${s}`,
+        'E_IMAGE',
+      );
     }
     if (pixels.length !== C * width * height) {
-      throw new DimooError(`encoder input: ${pixels.length} values for ${C}x${height}x${width}`, 'E_IMAGE');
+      throw new DimooError(
+        `encoder input: ${pixels.length} values for ${C}x${height}x${width}`,
+        'E_IMAGE',
+      );
     }
     const session = await this.encoder(opts.distances ?? false);
     const fetches: string[] = [VQ_ENCODER_IO.indices, VQ_ENCODER_IO.latents];
@@ -203,7 +235,10 @@ export class VqModel {
   /** RGB image -> token grid (after the VaeImageProcessor resize when the size is not a multiple of 16). */
   async encode(rgb: RgbImage): Promise<CodeGrid> {
     if (this.config.inChannels !== 3) {
-      throw new DimooError(`vqvae/config.json: in_channels is ${this.config.inChannels}; RGB encoding needs 3`, 'E_CONFIG');
+      throw new DimooError(
+        `vqvae/config.json: in_channels is ${this.config.inChannels}; RGB encoding needs 3`,
+        'E_CONFIG',
+      );
     }
     const p = this.preprocess(rgb);
     const r = await this.encodeFloat(p.pixels, p.width, p.height);
@@ -212,17 +247,26 @@ export class VqModel {
 
   private checkCodes(codes: ArrayLike<number>, gridH: number, gridW: number): BigInt64Array {
     if (!Number.isSafeInteger(gridH) || !Number.isSafeInteger(gridW) || gridH < 1 || gridW < 1) {
-      throw new DimooError(`image token grid ${gridW}x${gridH}: both sides must be positive integers`, 'E_PARAM');
+      throw new DimooError(
+        `image token grid ${gridW}x${gridH}: both sides must be positive integers`,
+        'E_PARAM',
+      );
     }
     if (codes.length !== gridH * gridW) {
-      throw new DimooError(`image tokens: ${codes.length} codes do not fill a ${gridW}x${gridH} grid (${gridH * gridW})`, 'E_PARAM');
+      throw new DimooError(
+        `image tokens: ${codes.length} codes do not fill a ${gridW}x${gridH} grid (${gridH * gridW})`,
+        'E_PARAM',
+      );
     }
     const K = this.config.numVqEmbeddings;
     const out = new BigInt64Array(codes.length);
     for (let i = 0; i < codes.length; i++) {
       const c = codes[i]!;
       if (!Number.isInteger(c) || c < 0 || c >= K) {
-        throw new DimooError(`image tokens: code ${c} at position ${i} is outside the codebook [0, ${K})`, 'E_PARAM');
+        throw new DimooError(
+          `image tokens: code ${c} at position ${i} is outside the codebook [0, ${K})`,
+          'E_PARAM',
+        );
       }
       out[i] = BigInt(c);
     }
@@ -233,17 +277,35 @@ export class VqModel {
   async decodeFloat(codes: ArrayLike<number>, gridH: number, gridW: number): Promise<Preprocessed> {
     const ids = this.checkCodes(codes, gridH, gridW);
     const session = await this.decoder();
-    const out = await session.run({ [VQ_DECODER_IO.codes]: new ort.Tensor('int64', ids, [gridH, gridW]) });
-    return { pixels: out[VQ_DECODER_IO.image]!.data as Float32Array, width: gridW * this.scale, height: gridH * this.scale };
+    const out = await session.run({
+      [VQ_DECODER_IO.codes]: new ort.Tensor('int64', ids, [gridH, gridW]),
+    });
+    return {
+      pixels: out[VQ_DECODER_IO.image]!.data as Float32Array,
+      width: gridW * this.scale,
+      height: gridH * this.scale,
+    };
   }
 
   /** Token grid -> 8-bit RGB, as decode_vq_to_image. */
-  async decode(codes: ArrayLike<number>, gridH: number, gridW: number): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
+  async decode(
+    codes: ArrayLike<number>,
+    gridH: number,
+    gridW: number,
+  ): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
     if (this.config.outChannels !== 3) {
-      throw new DimooError(`vqvae/config.json: out_channels is ${this.config.outChannels}; RGB decoding needs 3`, 'E_CONFIG');
+      throw new DimooError(
+        `vqvae/config.json: out_channels is ${this.config.outChannels}; RGB decoding needs 3`,
+        'E_CONFIG',
+      );
     }
     const f = await this.decodeFloat(codes, gridH, gridW);
-    return { data: floatToRgb8(f.pixels, f.width, f.height), width: f.width, height: f.height, channels: 3 };
+    return {
+      data: floatToRgb8(f.pixels, f.width, f.height),
+      width: f.width,
+      height: f.height,
+      channels: 3,
+    };
   }
 
   async dispose(): Promise<void> {
