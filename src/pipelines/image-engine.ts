@@ -59,7 +59,7 @@ export interface EngineDeps {
 
 /** Token ids of the tail x[code_start-2:] for a grid. */
 export function imageTail(cells: ArrayLike<number>, gridH: number, gridW: number, sp: SpecialTokens): number[] {
-  const out: number[] = [sp.answerStart, sp.imageStart];
+  const out: number[] = [sp.boa, sp.boi];
   for (let r = 0; r < gridH; r++) {
     for (let c = 0; c < gridW; c++) {
       const v = cells[r * gridW + c]!;
@@ -67,7 +67,7 @@ export function imageTail(cells: ArrayLike<number>, gridH: number, gridW: number
     }
     out.push(sp.newline);
   }
-  out.push(sp.imageEnd, sp.answerEnd);
+  out.push(sp.eoi, sp.eoa);
   return out;
 }
 

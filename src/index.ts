@@ -1,0 +1,19 @@
+/**
+ * dimoo: a TypeScript runtime for Lumina-DiMOO on ONNX Runtime.
+ *
+ *   import { Dimoo } from 'dimoo';
+ *   const dimoo = await Dimoo.load('/models/Lumina-DiMOO');
+ *   const { image, codes } = await dimoo.generate({ prompt: 'a red cat', width: 512, height: 512 });
+ */
+export { Dimoo } from './pipelines/dimoo.js';
+export type * from './pipelines/types.js';
+export { DEFAULTS, LIMITS } from './pipelines/validate.js';
+export { DimooError, isDimooError } from './errors.js';
+export { openCheckpoint, type Checkpoint } from './models/checkpoint.js';
+export { inspectCheckpoint } from './models/inspect.js';
+export { writeRandomCheckpoint } from './models/random-checkpoint.js';
+export { writeRandomVq } from './models/vq/random.js';
+export { Transformer } from './models/transformer.js';
+export { VqModel } from './models/vq/vq-model.js';
+export { TextTokenizer } from './models/tokenizer.js';
+export * as samplers from './samplers/index.js';

@@ -1,0 +1,73 @@
+/**
+ * Parameter checks and defaults for every task, run before any compute so a
+ * bad request fails fast with the parameter named.
+ */
+import { DimooError } from '../errors.js';
+import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
+import type { ResolvedSampling } from './image-engine.js';
+import type { ImageSamplingParams } from './types.js';
+
+/** The original scripts' defaults, in one place. */
+export const DEFAULTS = Object.freeze({
+  t2i: { width: 1024, height: 1024, timesteps: 64, cfgScale: 4.0, temperature: 1.0 },
+  i2i: { timesteps: 64, cfgScale: 2.5, cfgImg: 4.0, temperature: 1.0, cropBudget: 512 },
+  paint: { timesteps: 64, cfgScale: 4.0, temperature: 1.0, maskHRatio: 1.0, maskWRatio: 0.2 },
+  mmu: { steps: 128, genLength: 1024, blockLength: 256, temperature: 0, cfgScale: 0, cropBudget: 1024 },
+  seed: 0,
+});
+
+/** Hard limits that keep a request from exhausting the machine. */
+export const LIMITS = Object.freeze({
+  maxSide: 4096,
+  maxTimesteps: 1000,
+  maxGenLength: 8192,
+});
+
+const E = 'E_PARAM';
+
+export function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new DimooError(`${name} must be an integer in [${min}, ${max}], got ${String(v)}`, E);
+  }
+  return v;
+}
+
+export function checkNumber(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+    throw new DimooError(`${name} must be a number in [${min}, ${max}], got ${String(v)}`, E);
+  }
+  return v;
+}
+
+export function checkPrompt(name: string, v: unknown, required = true): string {
+  if (v === undefined && !required) return '';
+  if (typeof v !== 'string') throw new DimooError(`${name} must be a string`, E);
+  if (required && v.trim() === '') throw new DimooError(`${name} must not be empty`, E);
+  if (v.length > 20000) throw new DimooError(`${name} is too long (${v.length} characters; at most 20000)`, E);
+  return v;
+}
+
+/** Image size in pixels: a multiple of the VQ scale, within limits. */
+export function checkSize(name: string, v: unknown, scale: number): number {
+  const n = checkInt(name, v, scale, LIMITS.maxSide);
+  if (n % scale !== 0) throw new DimooError(`${name} must be a multiple of ${scale}, got ${n}`, E);
+  return n;
+}
+
+export function resolveSampling(
+  p: ImageSamplingParams,
+  defaults: { timesteps: number; temperature: number },
+): ResolvedSampling {
+  const timesteps = checkInt('timesteps', p.timesteps ?? defaults.timesteps, 1, LIMITS.maxTimesteps);
+  const temperature = checkNumber('temperature', p.temperature ?? defaults.temperature, 0, 100);
+  const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
+  const useCache = p.useCache ?? false;
+  if (typeof useCache !== 'boolean') throw new DimooError('useCache must be true or false', E);
+  const cacheRatio = checkNumber('cacheRatio', p.cacheRatio ?? DEFAULT_ML_CACHE.cacheRatio, 0, 1);
+  const warmupRatio = checkNumber('warmupRatio', p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio, 0, 1);
+  const refreshInterval = checkInt('refreshInterval', p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval, 1, 1_000_000);
+  if (useCache && (cacheRatio >= 1 || warmupRatio >= 1)) {
+    throw new DimooError('with useCache, cacheRatio must be in [0, 1) and warmupRatio in [0, 1)', E);
+  }
+  return { timesteps, temperature, seed, useCache, cacheRatio, warmupRatio, refreshInterval };
+}
