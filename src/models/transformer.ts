@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
 import type { LladaConfig } from './config.js';
+import { createSession, type Device } from './device.js';
 import { ropeInvFreq, ropeTables } from './rope.js';
 import {
   buildTransformerGraph,
@@ -27,7 +28,7 @@ export interface TransformerCheckpoint {
   weights: Map<string, { dtype: string; shape: number[]; file: string; byteOffset: number; byteLength: number }>;
 }
 
-export type Device = 'cpu' | 'webgpu';
+export type { Device } from './device.js';
 
 export interface TransformerLoadOptions {
   /** Intra-op threads (default: ORT's choice, all cores). */
@@ -131,21 +132,11 @@ export class Transformer {
       imageVocabSize,
     });
     const device = opts.device ?? 'cpu';
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      graphOptimizationLevel: 'all',
-      executionProviders: device === 'webgpu' ? ['webgpu', 'cpu'] : ['cpu'],
-      ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      // External data is resolved inside the checkpoint folder (ORT refuses paths that leave it).
-      extra: { session: { model_external_initializers_file_folder_path: path.resolve(ckpt.dir) } },
-    };
-    let session: ort.InferenceSession;
-    try {
-      session = await ort.InferenceSession.create(bytes, sessionOptions);
-    } catch (e) {
-      throw new DimooError(`${ckpt.dir}: ONNX Runtime could not load the transformer: ${(e as Error).message}`, 'E_RUNTIME');
-    }
+    const session = await createSession(
+      bytes,
+      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir) },
+      `${ckpt.dir}: ONNX Runtime could not load the transformer`,
+    );
     return new Transformer(c, session, imageVocabSize, device);
   }
 
@@ -172,7 +163,8 @@ export class Transformer {
       [IN.pastSin]: new ort.Tensor('float32', pr.sin, [C, hd]),
       [IN.logitRows]: i64(req.logitRows ?? []),
       [IN.imageRows]: i64(req.imageRows ?? []),
-      [IN.rowmaxRows]: i64(req.rowmaxRows ?? []),
+      // ORT runs every node, fetched or not, and WebGPU's ReduceMax refuses an empty input: one spare row there.
+      [IN.rowmaxRows]: i64(req.rowmaxRows?.length || this.device !== 'webgpu' ? (req.rowmaxRows ?? []) : [0]),
     };
     for (let i = 0; i < c.nLayers; i++) {
       feeds[IN.pastK(i)] = new ort.Tensor('float32', past ? past.k[i]! : EMPTY, [C, this.kvDim]);
