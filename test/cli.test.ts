@@ -250,7 +250,7 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
     [
       'timesteps < 1',
       ['generate', '--model', model, '--prompt', 'x', '--timesteps', '0', '--json'],
-      ['--timesteps', '>= 1'],
+      ['--timesteps', '[1, 1000]'],
     ],
     [
       'understand steps < 1',

@@ -14,7 +14,7 @@ import type {
   TaskName,
 } from '../pipelines/types.js';
 import type { CliContext } from './context.js';
-import { CACHE } from './defaults.js';
+import { CACHE, LIMITS } from './defaults.js';
 import { requireVq } from './model.js';
 import { choiceOpt, intOpt, numOpt } from './options.js';
 import { checkImageOutPath, formatMs, writeJson, writeRgbImage } from './output.js';
@@ -66,7 +66,7 @@ export function addSamplingOptions(
     .option(
       '--timesteps <n>',
       'MaskGIT sampling steps',
-      intOpt('--timesteps', { min: 1 }),
+      intOpt('--timesteps', { min: 1, max: LIMITS.maxTimesteps }),
       d.timesteps,
     )
     .option('--cfg-scale <s>', 'text guidance scale', numOpt('--cfg-scale', { min: 0 }), d.cfgScale)

@@ -4,55 +4,33 @@
  * users get the same behaviour from the same flags.
  */
 import type { EditType } from '../pipelines/types.js';
+import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
+import { DEFAULTS, LIMITS } from '../pipelines/validate.js';
+import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
 
-/** Text-to-image (also inpainting/outpainting, which the original runs through inference_t2i.py). */
-export const T2I = {
-  height: 1024,
-  width: 1024,
-  timesteps: 64,
-  cfgScale: 4.0,
-  temperature: 1.0,
-} as const;
+// The task defaults live in the library (pipelines/validate.ts); the CLI shows
+// and passes the same values, so help text and library cannot drift apart.
+
+/** Text-to-image. */
+export const T2I = DEFAULTS.t2i;
 
 /** Image-to-image (edit). */
-export const I2I = {
-  timesteps: 64,
-  cfgScale: 2.5,
-  cfgImg: 4.0,
-  temperature: 1.0,
-} as const;
+export const I2I = DEFAULTS.i2i;
 
-/** Painting: the original's centred rectangle. */
-export const PAINT = {
-  maskHRatio: 1.0,
-  maskWRatio: 0.2,
-  dilate: 0,
-} as const;
+/** Inpainting / outpainting (the original runs them through inference_t2i.py), centred rectangle included. */
+export const PAINT = { ...DEFAULTS.paint, dilate: 0 } as const;
 
-/** Retouching keeps the image's look: text guidance as for t2i. */
-export const RETOUCH = {
-  timesteps: 64,
-  cfgScale: 4.0,
-  temperature: 1.0,
-  dilate: 0,
-} as const;
+/** Retouching samples like painting. */
+export const RETOUCH = { ...DEFAULTS.paint, dilate: 0 } as const;
 
 /** ML-Cache (original defaults). */
-export const CACHE = {
-  cacheRatio: 0.9,
-  warmupRatio: 0.3,
-  refreshInterval: 5,
-} as const;
+export const CACHE = DEFAULT_ML_CACHE;
 
 /** Image understanding (inference_mmu.py). */
-export const MMU = {
-  steps: 128,
-  genLength: 1024,
-  blockLength: 256,
-  temperature: 0,
-  cfgScale: 0,
-  remasking: 'low_confidence' as const,
-} as const;
+export const MMU = { ...DEFAULTS.mmu, remasking: 'low_confidence' as const };
+
+/** Upper bounds the library enforces; the CLI checks them with the flag's name. */
+export { LIMITS };
 
 /** `dimoo demo`: small enough to finish in seconds on two cores. */
 export const DEMO = {
@@ -68,24 +46,13 @@ export const VQ_SCALE = 16;
 /** Codebook size of DiMOO's VQ-VAE: codes are 0..8191. */
 export const CODEBOOK_SIZE = 8192;
 
-export const EDIT_TYPES: readonly EditType[] = [
-  'edit_add',
-  'edit_remove',
-  'edit_replace',
-  'edit_background',
-  'edit_text_transfer',
-  'subject_driven',
-  'canny_control',
-  'hed_control',
-  'depth_control',
-  'openpose_control',
-  'canny_pred',
-  'hed_pred',
-  'depth_pred',
-  'openpose_pred',
-  'image_ref_transfer',
-  'multi_view',
-];
+/**
+ * Edit types as the library knows them (the original's names, including the
+ * aliases its prompt selection understands), so the CLI never drifts from it.
+ */
+export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
 
-/** Edit types that take a second image (--ref-image). */
-export const EDIT_TYPES_WITH_REF: readonly EditType[] = ['image_ref_transfer'];
+/** Style transfer takes a second image (--ref-image); matched as the library matches it. */
+export function editTypeTakesRef(t: string): boolean {
+  return t.includes('image_ref_transfer');
+}

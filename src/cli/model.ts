@@ -9,15 +9,14 @@ import type { DimooApi, LoadOptions } from '../pipelines/types.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 
-// TEMPORARY: a non-literal specifier until src/pipelines/dimoo.ts lands, so the
-// build does not fail on the missing module meanwhile.
-const PIPELINE_MODULE: string = '../pipelines/dimoo.js';
-
+/**
+ * The model runs on a worker thread: ONNX Runtime computes on the calling
+ * thread, and a blocked main thread could not react to Ctrl-C (a second
+ * Ctrl-C must quit at once even mid-step or mid-load).
+ */
 export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooApi> => {
-  const { Dimoo } = (await import(PIPELINE_MODULE)) as {
-    Dimoo: { load(dir: string, opts?: LoadOptions): Promise<DimooApi> };
-  };
-  return Dimoo.load(dir, opts);
+  const { WorkerDimoo } = await import('../runtime/worker-dimoo.js');
+  return WorkerDimoo.load(dir, opts);
 };
 
 export interface ModelFlags {

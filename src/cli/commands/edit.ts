@@ -17,7 +17,7 @@ import {
   type SamplingFlags,
 } from '../common.js';
 import type { CliContext } from '../context.js';
-import { EDIT_TYPES, EDIT_TYPES_WITH_REF, I2I } from '../defaults.js';
+import { EDIT_TYPES, I2I, editTypeTakesRef } from '../defaults.js';
 import { withModel } from '../model.js';
 import { choiceOpt, numOpt } from '../options.js';
 
@@ -39,7 +39,7 @@ export function buildEditParams(f: EditFlags): EditParams {
     `edit (--edit-type ${f.editType})`,
     true,
   )!;
-  const wantsRef = EDIT_TYPES_WITH_REF.includes(f.editType);
+  const wantsRef = editTypeTakesRef(f.editType);
   const refImage = imageInputFrom(
     f.refImage,
     f.refImageTokens,
@@ -49,7 +49,7 @@ export function buildEditParams(f: EditFlags): EditParams {
   );
   if (!wantsRef && refImage !== undefined) {
     throw new DimooError(
-      `--ref-image is only used by --edit-type ${EDIT_TYPES_WITH_REF.join(', ')}, not ${f.editType}`,
+      `--ref-image is only used by --edit-type image_ref_transfer, not ${f.editType}`,
       'E_PARAM',
     );
   }

@@ -15,7 +15,7 @@ import {
   type SamplingFlags,
 } from '../common.js';
 import type { CliContext } from '../context.js';
-import { T2I, VQ_SCALE } from '../defaults.js';
+import { LIMITS, T2I, VQ_SCALE } from '../defaults.js';
 import { withModel } from '../model.js';
 import { intOpt } from '../options.js';
 
@@ -37,13 +37,13 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
     .option(
       '--height <px>',
       `image height, a multiple of ${VQ_SCALE}`,
-      intOpt('--height', { min: VQ_SCALE, multipleOf: VQ_SCALE }),
+      intOpt('--height', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
       T2I.height,
     )
     .option(
       '--width <px>',
       `image width, a multiple of ${VQ_SCALE}`,
-      intOpt('--width', { min: VQ_SCALE, multipleOf: VQ_SCALE }),
+      intOpt('--width', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
       T2I.width,
     );
   addSamplingOptions(cmd, T2I);

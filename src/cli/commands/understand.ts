@@ -10,7 +10,7 @@ import {
   type ModelCommandFlags,
 } from '../common.js';
 import type { CliContext } from '../context.js';
-import { MMU } from '../defaults.js';
+import { LIMITS, MMU } from '../defaults.js';
 import { withModel } from '../model.js';
 import { choiceOpt, intOpt, numOpt } from '../options.js';
 import { formatMs, writeJson } from '../output.js';
@@ -19,9 +19,9 @@ interface UnderstandFlags extends ModelCommandFlags {
   prompt: string;
   image?: string;
   imageTokens?: string;
-  steps: number;
+  steps?: number;
   genLength: number;
-  blockLength: number;
+  blockLength?: number;
   temperature: number;
   cfgScale: number;
   remasking: 'low_confidence' | 'random';
@@ -39,17 +39,20 @@ export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
     'understand',
     true,
   )!;
+  // As the library: short answers shrink the default block and step counts with them.
+  const blockLength = f.blockLength ?? Math.min(MMU.blockLength, f.genLength);
+  const steps = f.steps ?? Math.min(MMU.steps, f.genLength);
   // The block-wise sampler's own constraints, checked here so the message names the flags.
-  if (f.genLength % f.blockLength !== 0) {
+  if (f.genLength % blockLength !== 0) {
     throw new DimooError(
-      `--gen-length (${f.genLength}) must be a multiple of --block-length (${f.blockLength})`,
+      `--gen-length (${f.genLength}) must be a multiple of --block-length (${blockLength})`,
       'E_PARAM',
     );
   }
-  const blocks = f.genLength / f.blockLength;
-  if (f.steps % blocks !== 0) {
+  const blocks = f.genLength / blockLength;
+  if (steps % blocks !== 0) {
     throw new DimooError(
-      `--steps (${f.steps}) must be a multiple of the number of blocks, --gen-length / --block-length = ${blocks}`,
+      `--steps (${steps}) must be a multiple of the number of blocks, --gen-length / --block-length = ${blocks}`,
       'E_PARAM',
     );
   }
@@ -57,8 +60,8 @@ export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
     question: f.prompt,
     image,
     genLength: f.genLength,
-    blockLength: f.blockLength,
-    steps: f.steps,
+    blockLength,
+    steps,
     temperature: f.temperature,
     cfgScale: f.cfgScale,
     remasking: f.remasking,
@@ -77,18 +80,21 @@ export function registerUnderstand(program: Command, ctx: CliContext): void {
     .requiredOption('--prompt <text>', 'the question')
     .option('--image <file>', 'the image (png, jpeg, webp)')
     .option('--image-tokens <file.json>', 'its token grid instead of --image')
-    .option('--steps <n>', 'denoising steps in total', intOpt('--steps', { min: 1 }), MMU.steps)
+    .option(
+      '--steps <n>',
+      `denoising steps in total (default: ${MMU.steps}, or --gen-length if smaller)`,
+      intOpt('--steps', { min: 1, max: LIMITS.maxGenLength }),
+    )
     .option(
       '--gen-length <n>',
       'answer length in tokens',
-      intOpt('--gen-length', { min: 1 }),
+      intOpt('--gen-length', { min: 1, max: LIMITS.maxGenLength }),
       MMU.genLength,
     )
     .option(
       '--block-length <n>',
-      'tokens per block',
-      intOpt('--block-length', { min: 1 }),
-      MMU.blockLength,
+      `tokens per block (default: ${MMU.blockLength}, or --gen-length if smaller)`,
+      intOpt('--block-length', { min: 1, max: LIMITS.maxGenLength }),
     )
     .option(
       '--temperature <t>',
