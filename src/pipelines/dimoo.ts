@@ -120,7 +120,7 @@ export class Dimoo implements DimooApi {
         new DimooError(`${this.checkpoint.dir} has no vqvae/ folder: images cannot be encoded or decoded (use token grids)`, 'E_NO_VQ'),
       );
     }
-    this.vqPromise ??= VqModel.load(this.checkpoint.vqvaeDir, { threads: this.opts.threads });
+    this.vqPromise ??= VqModel.load(this.checkpoint.vqvaeDir, { threads: this.opts.threads, device: this.opts.device });
     return this.vqPromise;
   }
 

@@ -15,6 +15,7 @@ import * as ort from 'onnxruntime-node';
 import { DimooError } from '../../errors.js';
 import { checkImage, type RgbImage } from '../../image/image.js';
 import { resizePil } from '../../image/resample.js';
+import { createSession, type Device } from '../device.js';
 import { SafetensorsFile } from '../safetensors.js';
 import { checkVqWeights, loadVqConfig, VQ_WEIGHTS_FILE, type VqConfig } from './config.js';
 import {
@@ -28,6 +29,8 @@ import {
 export interface VqLoadOptions {
   /** Intra-op threads (default: ORT's choice). */
   threads?: number;
+  /** Execution device (default cpu). */
+  device?: Device;
 }
 
 export interface CodeGrid {
@@ -79,6 +82,7 @@ export class VqModel {
     private readonly weight: VqWeightLookup,
     private readonly dataFolder: string,
     private readonly threads: number | undefined,
+    readonly device: Device = 'cpu',
   ) {}
 
   /** Pixels per token side (16 for aMUSEd). */
@@ -115,26 +119,15 @@ export class VqModel {
         byteLength: w.byteLength,
       };
     };
-    return new VqModel(dir, config, weight, path.dirname(real), opts.threads);
+    return new VqModel(dir, config, weight, path.dirname(real), opts.threads, opts.device);
   }
 
-  private async createSession(bytes: Uint8Array, what: string): Promise<ort.InferenceSession> {
-    const options: ort.InferenceSession.SessionOptions = {
-      graphOptimizationLevel: 'all',
-      executionProviders: ['cpu'],
-      ...(this.threads ? { intraOpNumThreads: this.threads } : {}),
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      extra: { session: { model_external_initializers_file_folder_path: this.dataFolder } },
-    };
-    try {
-      return await ort.InferenceSession.create(bytes, options);
-    } catch (e) {
-      throw new DimooError(
-        `${this.dir}: ONNX Runtime could not load the VQ ${what}: ${(e as Error).message}`,
-        'E_RUNTIME',
-      );
-    }
+  private createSession(bytes: Uint8Array, what: string): Promise<ort.InferenceSession> {
+    return createSession(
+      bytes,
+      { device: this.device, threads: this.threads, externalDataFolder: this.dataFolder },
+      `${this.dir}: ONNX Runtime could not load the VQ ${what}`,
+    );
   }
 
   private encoder(distances: boolean): Promise<ort.InferenceSession> {
