@@ -1,0 +1,335 @@
+/**
+ * Golden parity on ONNX Runtime's WebGPU provider (tiny checkpoint only: on a
+ * software Vulkan such as Mesa's lavapipe it is slow).
+ *
+ * Skipped, with the reason, when no WebGPU adapter is available, unless
+ * DIMOO_REQUIRE_WEBGPU=1 (CI sets it, so a broken Vulkan setup fails instead
+ * of skipping). The E_WEBGPU error test runs everywhere on Linux.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { openCheckpoint } from '../src/models/checkpoint.js';
+import { probeWebGpu } from '../src/models/device.js';
+import { ModelStream } from '../src/models/ml-cache.js';
+import { SafetensorsFile } from '../src/models/safetensors.js';
+import { Transformer } from '../src/models/transformer.js';
+import { VqModel } from '../src/models/vq/vq-model.js';
+import { Dimoo } from '../src/pipelines/dimoo.js';
+import type { EditType, TokenGrid } from '../src/pipelines/types.js';
+import { goldenCase, goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
+
+const V = 134548;
+const status = await probeWebGpu();
+const required = process.env.DIMOO_REQUIRE_WEBGPU === '1';
+const skip = status.available || required ? false : `no WebGPU adapter: ${status.reason}`;
+
+test(
+  'WebGPU is available (DIMOO_REQUIRE_WEBGPU=1)',
+  { skip: !required && 'DIMOO_REQUIRE_WEBGPU is not set' },
+  (t) => {
+    assert.ok(status.available, status.reason);
+    t.diagnostic(`shader-f16: ${status.shaderF16}`);
+  },
+);
+
+test(
+  'a missing Vulkan driver gives E_WEBGPU naming what is missing',
+  { skip: process.platform !== 'linux' && 'Linux only' },
+  async () => {
+    // A child process: Dawn's instance is process-wide, so this one keeps its adapter.
+    const deviceModule = new URL('../src/models/device.js', import.meta.url).href;
+    const code = `const d = await import(${JSON.stringify(deviceModule)});
+      const s = await d.probeWebGpu();
+      process.stdout.write(JSON.stringify(s));`;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [...process.execArgv, '--input-type=module', '-e', code],
+      {
+        env: {
+          ...process.env,
+          VK_DRIVER_FILES: '/nonexistent/dimoo_test_icd.json',
+          VK_ICD_FILENAMES: '',
+        },
+      },
+    );
+    const s = JSON.parse(stdout) as { available: boolean; reason?: string };
+    assert.equal(s.available, false);
+    assert.match(s.reason ?? '', /WebGPU is not available/);
+    // Either the loader or the driver is named, with how to install it.
+    assert.match(
+      s.reason ?? '',
+      /libvulkan\.so\.1 is not installed|no Vulkan driver \(ICD\) was found/,
+    );
+    assert.match(s.reason ?? '', /mesa-vulkan-drivers/);
+  },
+);
+
+interface Grid {
+  codes: number[];
+  grid_h: number;
+  grid_w: number;
+}
+/** The fields of the golden sampling cases used here (see the golden README). */
+interface GoldenCase {
+  prompt_text: string;
+  width: number;
+  height: number;
+  vq_codes: unknown;
+  params: {
+    timesteps: number;
+    cfg_scale: number;
+    temperature: number;
+    use_cache?: boolean;
+    cache_ratio?: number;
+    warmup_ratio?: number;
+    refresh_interval?: number;
+    cfg_img?: number;
+    gen_length: number;
+    block_length: number;
+    steps: number;
+  };
+  edit_type: string;
+  input_image_grids: Grid[];
+  input_grid: Grid;
+  paint: { mask_h_ratio: number; mask_w_ratio: number };
+  question: string;
+  image_grid: Grid;
+  answer_ids: number[];
+  answer_text: string;
+}
+const tokens = (g: Grid): TokenGrid => ({
+  height: g.grid_h * 16,
+  width: g.grid_w * 16,
+  codes: g.codes,
+});
+const flat = (v: unknown): number[] => (v as unknown[]).flat(3) as number[];
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  assert.equal(a.length, b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  return d;
+};
+
+describe('golden parity on the WebGPU provider', { skip }, () => {
+  let gpu: Transformer;
+  let cpu: Transformer;
+  before(async () => {
+    const ckpt = openCheckpoint(goldenCheckpointDir());
+    gpu = await Transformer.load(ckpt, { device: 'webgpu' });
+    cpu = await Transformer.load(ckpt, { device: 'cpu', threads: 2 });
+  });
+  after(async () => {
+    await gpu?.dispose();
+    await cpu?.dispose();
+  });
+
+  test('forward logits: WebGPU within 1e-3 of the golden rows, argmax exact', async (t) => {
+    const fj = readGoldenJson<{ sequences: Record<string, { input_ids: number[] }> }>(
+      'forward.json',
+    );
+    const ref = SafetensorsFile.open(goldenCase('forward.safetensors'));
+    let worstGolden = 0;
+    let worstCpu = 0;
+    for (const [name, seq] of Object.entries(fj.sequences)) {
+      const L = seq.input_ids.length;
+      const all = Array.from({ length: L }, (_, i) => i);
+      const g = (await gpu.forward({ ids: seq.input_ids, logitRows: all })).logits!;
+      const c = (await cpu.forward({ ids: seq.input_ids, logitRows: all })).logits!;
+      worstCpu = Math.max(worstCpu, maxAbsDiff(g, c));
+      const full = ref.readFloat32(`${name}.full_rows`);
+      Array.from(ref.readInt64(`${name}.full_rows_index`), Number).forEach((row, k) => {
+        const d = maxAbsDiff(g.subarray(row * V, (row + 1) * V), full.subarray(k * V, (k + 1) * V));
+        worstGolden = Math.max(worstGolden, d);
+      });
+      const argmax = Array.from(ref.readInt64(`${name}.argmax`), Number);
+      const gap = ref.readFloat32(`${name}.top1_gap`);
+      for (let i = 0; i < L; i++) {
+        if (gap[i]! <= 1e-3) continue;
+        const row = g.subarray(i * V, (i + 1) * V);
+        let best = 0;
+        for (let j = 1; j < V; j++) if (row[j]! > row[best]!) best = j;
+        assert.equal(best, argmax[i], `${name} argmax at ${i}`);
+      }
+    }
+    t.diagnostic(
+      `max |logit diff| WebGPU vs golden ${worstGolden.toExponential(2)}, vs CPU ${worstCpu.toExponential(2)}`,
+    );
+    assert.ok(worstGolden <= 1e-3, `WebGPU vs golden: ${worstGolden}`);
+    assert.ok(worstCpu <= 1e-3, `WebGPU vs CPU: ${worstCpu}`);
+  });
+
+  test('ML-Cache call sequence (partial passes over cached K/V) matches golden', async (t) => {
+    const cj = readGoldenJson<{
+      model_calls: { cat: string; to_compute_positions: number[] | null }[];
+    }>('mlcache_t2i_64x48_cfg4.json');
+    const ref = SafetensorsFile.open(goldenCase('mlcache_t2i_64x48_cfg4.safetensors'));
+    const streams: Record<string, ModelStream> = {
+      cond: new ModelStream(gpu, true),
+      uncond: new ModelStream(gpu, true),
+    };
+    let worst = 0;
+    for (let k = 1; k < cj.model_calls.length; k++) {
+      const call = cj.model_calls[k]!;
+      const key = `call${String(k).padStart(2, '0')}`;
+      const ids = Array.from(ref.readInt64(`${key}.input_ids`), Number);
+      const maskedRows = Array.from(ref.readInt64(`${key}.masked_rows_index`), Number);
+      const stream = streams[call.cat]!;
+      let res;
+      if (call.to_compute_positions) {
+        res = await stream.partial(ids, call.to_compute_positions, maskedRows);
+      } else {
+        stream.reset();
+        res = await stream.full(ids, maskedRows);
+      }
+      worst = Math.max(worst, maxAbsDiff(res.rowMax!, ref.readFloat32(`${key}.image_row_max`)));
+      worst = Math.max(
+        worst,
+        maxAbsDiff(res.imageLogits, ref.readFloat32(`${key}.image_logits_masked_rows`)),
+      );
+    }
+    t.diagnostic(`max |diff| ${worst.toExponential(2)}`);
+    assert.ok(worst <= 1e-3, `ML-Cache logits differ by ${worst}`);
+  });
+
+  test('VQ-VAE encode/decode on WebGPU: latents, indices and decoded pixels match golden', async (t) => {
+    const vq = await VqModel.load(`${goldenCheckpointDir()}/vqvae`, { device: 'webgpu' });
+    try {
+      const ref = SafetensorsFile.open(goldenCase('vq.safetensors'));
+      const names = [...ref.tensors.keys()]
+        .filter((k) => k.endsWith('.preprocessed'))
+        .map((k) => k.slice(0, -13));
+      assert.ok(names.length >= 3);
+      let worstLatent = 0;
+      let worstPixel = 0;
+      for (const name of names) {
+        const shape = ref.tensors.get(`${name}.preprocessed`)!.shape;
+        const [H, W] = [shape[2]!, shape[3]!];
+        const enc = await vq.encodeFloat(ref.readFloat32(`${name}.preprocessed`), W, H);
+        worstLatent = Math.max(
+          worstLatent,
+          maxAbsDiff(enc.latents, ref.readFloat32(`${name}.latents`)),
+        );
+        assert.deepEqual(
+          Array.from(enc.codes),
+          Array.from(ref.readInt64(`${name}.indices`), Number),
+          `${name} indices`,
+        );
+        const dec = await vq.decodeFloat(enc.codes, H / 16, W / 16);
+        worstPixel = Math.max(
+          worstPixel,
+          maxAbsDiff(dec.pixels, ref.readFloat32(`${name}.decoded_float`)),
+        );
+      }
+      t.diagnostic(
+        `max |diff| latents ${worstLatent.toExponential(2)}, decoded ${worstPixel.toExponential(2)}`,
+      );
+      assert.ok(worstLatent <= 1e-4 && worstPixel <= 1e-4);
+    } finally {
+      await vq.dispose();
+    }
+  });
+
+  describe('golden sampling cases through Dimoo({ device: "webgpu" }), token for token', () => {
+    let dimoo: Dimoo;
+    before(async () => {
+      dimoo = await Dimoo.load(goldenCheckpointDir(), { device: 'webgpu' });
+      assert.equal(dimoo.info().device, 'webgpu');
+    });
+    after(async () => {
+      await dimoo?.dispose();
+    });
+
+    for (const name of [
+      't2i_64x48_cfg4',
+      't2i_48x80_cfg4',
+      't2i_64x48_cfg0',
+      'mlcache_t2i_64x48_cfg4',
+      'mlcache_t2i_48x80_cfg4',
+    ]) {
+      test(`generate: ${name}`, async () => {
+        const g = readGoldenJson<GoldenCase>(`${name}.json`);
+        const p = g.params;
+        const res = await dimoo.generate({
+          prompt: g.prompt_text,
+          width: g.width,
+          height: g.height,
+          timesteps: p.timesteps,
+          cfgScale: p.cfg_scale,
+          temperature: p.temperature,
+          useCache: p.use_cache,
+          cacheRatio: p.cache_ratio,
+          warmupRatio: p.warmup_ratio,
+          refreshInterval: p.refresh_interval,
+        });
+        assert.deepEqual(res.codes, flat(g.vq_codes));
+        const want = SafetensorsFile.open(goldenCase(`${name}.safetensors`)).readBytes(
+          'decoded_image_uint8',
+        );
+        assert.ok(res.image, 'image decoded');
+        let off = 0;
+        for (let i = 0; i < want.length; i++)
+          if (Math.abs(res.image.data[i]! - want[i]!) > 1) off++;
+        assert.equal(off, 0, `${off} pixel values differ by more than 1`);
+      });
+    }
+
+    for (const name of ['i2i_edit_add', 'i2i_image_ref_transfer']) {
+      test(`edit: ${name}`, async () => {
+        const g = readGoldenJson<GoldenCase>(`${name}.json`);
+        const p = g.params;
+        const grids = g.input_image_grids as Grid[];
+        const res = await dimoo.edit({
+          prompt: g.prompt_text,
+          editType: g.edit_type as EditType,
+          image: { tokens: tokens(grids[0]!) },
+          refImage: grids[1] ? { tokens: tokens(grids[1]) } : undefined,
+          timesteps: p.timesteps,
+          cfgScale: p.cfg_scale,
+          cfgImg: p.cfg_img,
+          temperature: p.temperature,
+        });
+        assert.deepEqual(res.codes, flat(g.vq_codes));
+      });
+    }
+
+    for (const [name, task] of [
+      ['inpaint_96x64', 'inpaint'],
+      ['outpaint_96x64', 'outpaint'],
+    ] as const) {
+      test(`${task}: ${name}`, async () => {
+        const g = readGoldenJson<GoldenCase>(`${name}.json`);
+        const p = g.params;
+        const res = await dimoo[task]({
+          prompt: g.prompt_text,
+          image: { tokens: tokens(g.input_grid) },
+          mask: { kind: 'ratio', hRatio: g.paint.mask_h_ratio, wRatio: g.paint.mask_w_ratio },
+          timesteps: p.timesteps,
+          cfgScale: p.cfg_scale,
+          temperature: p.temperature,
+        });
+        assert.deepEqual(res.codes, flat(g.vq_codes));
+      });
+    }
+
+    for (const name of ['mmu_single_breaks', 'mmu_script_layout']) {
+      test(`understand: ${name}`, async () => {
+        const g = readGoldenJson<GoldenCase>(`${name}.json`);
+        const p = g.params;
+        const res = await dimoo.understand({
+          question: g.question,
+          image: { tokens: tokens(g.image_grid) },
+          genLength: p.gen_length,
+          blockLength: p.block_length,
+          steps: p.steps,
+          temperature: p.temperature,
+          earlyStop: false,
+          scriptLayout: name === 'mmu_script_layout',
+        });
+        assert.deepEqual(res.ids, g.answer_ids);
+        assert.equal(res.text, g.answer_text);
+      });
+    }
+  });
+});
