@@ -451,11 +451,15 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
       ['encode', '--model', model, '--image', 'a.png', '--crop', '300', '--tokens-out', 'g.json'],
       ['--crop'],
     ],
-    ['inspect a folder that is no checkpoint', ['inspect', os.tmpdir()], ['config.json']],
   ];
   for (const [name, args, parts] of cases) {
     test(name, () => assertOneLineError(spawnCli(args), ...parts));
   }
+
+  test('inspect a folder that is no checkpoint', () => {
+    const empty = fs.mkdtempSync(path.join(tmp, 'empty-'));
+    assertOneLineError(spawnCli(['inspect', empty]), 'config.json');
+  });
 
   test('malformed token grid JSON', () => {
     const bad = path.join(tmp, 'bad-grid.json');

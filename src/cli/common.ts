@@ -198,7 +198,7 @@ export async function runTask<T>(
   }
 }
 
-/** The --json shape of an image task (documented in docs/cli.md). */
+/** The --json shape of an image task; scripts depend on these keys. */
 export function imageResultJson(
   task: TaskName,
   r: ImageResult,
