@@ -1,0 +1,211 @@
+/**
+ * `createServer`: the fastify app around one loaded model. Routes live in
+ * routes-*.ts; this file wires limits, authentication, CORS, logging and the
+ * error format shared by every route.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import cors from '@fastify/cors';
+import multipart from '@fastify/multipart';
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyServerOptions,
+} from 'fastify';
+import type { DimooApi } from '../pipelines/types.js';
+import { RequestError, toHttpFailure } from './errors.js';
+import { JobQueue, type Job } from './jobs.js';
+import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
+import { registerNativeRoutes } from './routes-native.js';
+import { registerOpenAiRoutes } from './routes-openai.js';
+import { registerWebRoutes } from './routes-web.js';
+import { BlobStore } from './store.js';
+import type { TaskEnv } from './tasks.js';
+
+export interface ServerOptions {
+  /** The loaded model (a `WorkerDimoo` in production, so inference stays off the event loop). */
+  api: DimooApi;
+  /** Require `Authorization: Bearer <key>` (or `X-Api-Key`) on the API. */
+  apiKey?: string;
+  /** Allow cross-origin browser calls: true = any origin, or a list of origins. Off by default. */
+  cors?: boolean | string | string[];
+  limits?: Partial<ServerLimits>;
+  /** fastify/pino logger settings; false (default here) for none. */
+  logger?: FastifyServerOptions['logger'];
+  /** Serve the web page at / (default true). */
+  web?: boolean;
+  /** Default preview interval in steps for native jobs (default 4). */
+  previewEvery?: number;
+  /** Names `model` fields may use besides the checkpoint's own name. */
+  modelAliases?: string[];
+}
+
+export interface ServerState extends TaskEnv {
+  queue: JobQueue;
+  limits: ServerLimits;
+  previewEvery: number;
+  modelIds: string[];
+  startedAt: number;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    dimoo: ServerState;
+  }
+}
+
+/** Routes anyone may call even with an API key set: the page, its assets, health, and capability URLs of results. */
+function isPublic(url: string): boolean {
+  const path = url.split('?')[0]!;
+  return (
+    path === '/' ||
+    path === '/index.html' ||
+    path === '/favicon.ico' ||
+    path === '/healthz' ||
+    path.startsWith('/static/') ||
+    path.startsWith('/v1/files/')
+  );
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+function presentedKey(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const auth = headers['authorization'];
+  if (typeof auth === 'string') {
+    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    if (m) return m[1]!.trim();
+  }
+  const x = headers['x-api-key'];
+  return typeof x === 'string' ? x.trim() : undefined;
+}
+
+export function sendFailure(reply: FastifyReply, e: unknown): FastifyReply {
+  const f = toHttpFailure(e);
+  for (const [k, v] of Object.entries(f.headers)) reply.header(k, v);
+  if (f.internal) reply.log.error({ err: e }, 'request failed');
+  return reply.code(f.status).send(f.body);
+}
+
+/**
+ * Waits for a job on behalf of a synchronous request; if the client goes
+ * away first, the job is cancelled (nobody would get its result).
+ */
+export async function awaitJob(
+  app: FastifyInstance,
+  job: Job,
+  reply: FastifyReply,
+): Promise<unknown> {
+  const onClose = (): void => {
+    if (!reply.raw.writableFinished && !job.finished) {
+      reply.log.info({ job: job.id }, 'client went away; cancelling its job');
+      app.dimoo.queue.cancel(job);
+    }
+  };
+  reply.raw.on('close', onClose);
+  try {
+    await job.done;
+  } finally {
+    reply.raw.off('close', onClose);
+  }
+  if (job.status === 'succeeded') return job.result;
+  if (job.status === 'cancelled')
+    throw new RequestError('the job was cancelled', 'E_CANCELLED', 409);
+  const err = job.error!;
+  throw new RequestError(err.message, err.code, job.errorStatus ?? 400, err.param ?? undefined);
+}
+
+export function checkModelField(app: FastifyInstance, model: unknown): void {
+  if (model === undefined || model === null || model === '') return;
+  if (typeof model !== 'string' || !app.dimoo.modelIds.includes(model)) {
+    throw new RequestError(
+      `model ${JSON.stringify(model)} is not served here (available: ${app.dimoo.modelIds.join(', ')})`,
+      'model_not_found',
+      404,
+      'model',
+    );
+  }
+}
+
+export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: limits.bodyBytes,
+    // Job ids and log lines use this; clients may pass their own for tracing.
+    requestIdHeader: 'x-request-id',
+    return503OnClosing: true,
+  });
+  const info = opts.api.info();
+  const queue = new JobQueue({
+    maxQueue: limits.maxQueue,
+    jobTimeoutMs: limits.jobTimeoutMs,
+    retentionMs: limits.retentionMs,
+    log: app.log,
+  });
+  app.decorate('dimoo', {
+    api: opts.api,
+    store: new BlobStore(limits.storeBytes, limits.retentionMs),
+    log: app.log,
+    queue,
+    limits,
+    previewEvery: opts.previewEvery ?? TASK_DEFAULTS.previewEvery,
+    modelIds: [info.name, 'dimoo', ...(opts.modelAliases ?? [])],
+    startedAt: Date.now(),
+  } satisfies ServerState);
+
+  if (opts.cors) {
+    await app.register(cors, {
+      origin: opts.cors === true ? true : opts.cors,
+      methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+      allowedHeaders: ['authorization', 'content-type', 'x-api-key', 'x-request-id'],
+      exposedHeaders: ['retry-after', 'x-request-id'],
+      maxAge: 600,
+    });
+  }
+  await app.register(multipart, {
+    limits: {
+      fileSize: limits.uploadBytes,
+      files: 3,
+      fields: 40,
+      parts: 50,
+      fieldSize: Math.max(limits.maxPromptChars * 4, 4096),
+      fieldNameSize: 100,
+      headerPairs: 100,
+    },
+    throwFileSizeLimit: true,
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('x-request-id', req.id);
+    if (!opts.apiKey || req.method === 'OPTIONS' || isPublic(req.url)) return;
+    const key = presentedKey(req.headers);
+    if (key === undefined || !timingSafeEqual(digest(key), digest(opts.apiKey))) {
+      reply.header('www-authenticate', 'Bearer');
+      throw new RequestError(
+        key === undefined
+          ? 'missing API key: send "Authorization: Bearer <key>"'
+          : 'invalid API key',
+        'invalid_api_key',
+        401,
+      );
+    }
+  });
+
+  app.setErrorHandler((err, _req, reply) => sendFailure(reply, err));
+  app.setNotFoundHandler((req, reply) =>
+    sendFailure(
+      reply,
+      new RequestError(`no route for ${req.method} ${req.url.split('?')[0]}`, 'E_NOT_FOUND', 404),
+    ),
+  );
+  app.addHook('onClose', async () => {
+    await queue.close();
+  });
+
+  registerOpenAiRoutes(app);
+  registerNativeRoutes(app);
+  if (opts.web !== false) registerWebRoutes(app);
+  return app;
+}

@@ -1,0 +1,135 @@
+/**
+ * Every error leaves the server as OpenAI-style JSON:
+ * `{"error": {"message", "type", "code", "param"}}`. Users see messages of
+ * errors they caused (DimooError, request checks, the framework's own 4xx);
+ * anything else becomes a bare 500 with the details only in the log.
+ */
+import { DimooError } from '../errors.js';
+
+export interface ErrorBody {
+  message: string;
+  type: string;
+  code: string;
+  param?: string | null;
+}
+
+/** A request the server refuses, with its HTTP status. */
+export class RequestError extends DimooError {
+  constructor(
+    message: string,
+    code: string,
+    readonly status = 400,
+    readonly param?: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message, code);
+  }
+}
+
+/** Library error codes that are not plain bad requests. */
+const STATUS_BY_CODE: Record<string, number> = {
+  E_WORKER: 503,
+  E_STATE: 503,
+  E_INTERNAL: 500,
+};
+
+function typeFor(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  if (status >= 500) return 'server_error';
+  return 'invalid_request_error';
+}
+
+/** Codes for the framework's own 4xx errors, which carry FST_* codes. */
+function frameworkCode(status: number, fst: string | undefined): string {
+  if (status === 413) return 'E_TOO_LARGE';
+  if (status === 415) return 'E_MEDIA_TYPE';
+  if (fst === 'FST_ERR_CTP_INVALID_JSON_BODY' || fst === 'FST_ERR_CTP_EMPTY_JSON_BODY')
+    return 'E_JSON';
+  if (fst?.startsWith('FST_INVALID_MULTIPART') || fst === 'FST_PROTO_VIOLATION')
+    return 'E_MULTIPART';
+  if (status === 404) return 'E_NOT_FOUND';
+  return 'E_REQUEST';
+}
+
+export interface HttpFailure {
+  status: number;
+  body: { error: ErrorBody };
+  headers: Record<string, string>;
+  /** True when the cause is ours, not the client's: log it with the stack. */
+  internal: boolean;
+}
+
+export function toHttpFailure(e: unknown): HttpFailure {
+  if (e instanceof RequestError) {
+    return {
+      status: e.status,
+      body: {
+        error: {
+          message: e.message,
+          type: typeFor(e.status),
+          code: e.code,
+          param: e.param ?? null,
+        },
+      },
+      headers: e.headers,
+      internal: false,
+    };
+  }
+  if (e instanceof DimooError) {
+    const status = STATUS_BY_CODE[e.code] ?? 400;
+    return {
+      status,
+      body: { error: { message: e.message, type: typeFor(status), code: e.code, param: null } },
+      headers: {},
+      internal: status >= 500,
+    };
+  }
+  const err = e as { statusCode?: unknown; code?: unknown; message?: unknown; name?: unknown };
+  if (err && err.name === 'AbortError') {
+    return {
+      status: 499,
+      body: {
+        error: {
+          message: 'the request was cancelled',
+          type: 'invalid_request_error',
+          code: 'E_CANCELLED',
+          param: null,
+        },
+      },
+      headers: {},
+      internal: false,
+    };
+  }
+  const sc = typeof err?.statusCode === 'number' ? err.statusCode : 500;
+  if (sc >= 400 && sc < 500) {
+    // The framework's and its plugins' client errors have safe, useful messages.
+    return {
+      status: sc,
+      body: {
+        error: {
+          message: String(err.message ?? 'bad request'),
+          type: typeFor(sc),
+          code: frameworkCode(sc, typeof err.code === 'string' ? err.code : undefined),
+          param: null,
+        },
+      },
+      headers: {},
+      internal: false,
+    };
+  }
+  return {
+    status: 500,
+    body: {
+      error: {
+        message: 'internal server error',
+        type: 'server_error',
+        code: 'E_INTERNAL',
+        param: null,
+      },
+    },
+    headers: {},
+    internal: true,
+  };
+}
