@@ -1,14 +1,21 @@
 /**
- * One stream's ML-Cache (max-logit cache) state: per-layer keys/values
- * (pre-RoPE) and the last computed image logits / max image logit of every
- * position. A full pass refreshes everything; a partial pass recomputes only
- * the given positions, which attend to the cached K/V of all others, and the
- * returned logits of positions not recomputed are the cached (stale) ones —
- * exactly the reuse the original's ML-Cache performs.
+ * One stream's ML-Cache (max-logit cache) state: the key/value cache of
+ * every position (one slot per position, see transformer.ts KvCache), the
+ * max image logit of every position and the last computed image logits of
+ * the positions the sampler asks about. A full pass refreshes everything; a
+ * partial pass recomputes only the given positions, which attend to the
+ * cached K/V of all others, and the returned logits of positions not
+ * recomputed are the cached (stale) ones — exactly the reuse the original's
+ * ML-Cache performs.
+ *
+ * Cost notes (measured on CPU): the cache lives in persistent JS buffers fed
+ * to ONNX Runtime zero-copy; only the recomputed rows' K/V come back and are
+ * scattered in place. Image logits are kept only for rows that were asked
+ * for (the masked cells), never for every position.
  *
  * Also serves uncached generation (no K/V kept), so pipelines have one code path.
  */
-import type { Transformer } from './transformer.js';
+import type { KvCache, Transformer } from './transformer.js';
 
 export interface StreamStepResult {
   /** [imageRows.length, imageVocabSize] image logits at the requested positions. */
@@ -17,12 +24,33 @@ export interface StreamStepResult {
   rowMax?: Float32Array;
 }
 
+export interface ModelStreamOptions {
+  /**
+   * Return partial passes' logits in one buffer reused from call to call
+   * (valid until the stream's next call) instead of a fresh array.
+   */
+  reuseOutput?: boolean;
+}
+
+export interface FullPassOptions {
+  /**
+   * Keep K/V, row maxima and logits for later partial passes (default true).
+   * A full pass followed by another full pass needs none of it.
+   */
+  keep?: boolean;
+}
+
+function iota(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
 export class ModelStream {
-  private k: Float32Array[] = [];
-  private v: Float32Array[] = [];
+  private kv: KvCache | undefined;
   private rowMax: Float32Array = new Float32Array(0);
-  /** Cached image logits, keyed by position. */
-  private imageLogitRows = new Map<number, Float32Array>();
+  /** Cached image logits: row slotOf[p] of logitBuf holds position p's logits (-1: none). */
+  private logitBuf = new Float32Array(0);
+  private slotOf = new Int32Array(0);
+  private out = new Float32Array(0);
   private seqLen = 0;
   private filled = false;
 
@@ -30,6 +58,7 @@ export class ModelStream {
     private readonly model: Transformer,
     /** Keep K/V and per-position logits for later partial passes. */
     readonly caching: boolean,
+    private readonly options: ModelStreamOptions = {},
   ) {}
 
   get hasCache(): boolean {
@@ -38,31 +67,31 @@ export class ModelStream {
 
   /** Forgets everything (the original empties its caches before each refresh). */
   reset(): void {
-    this.k = [];
-    this.v = [];
-    this.imageLogitRows.clear();
+    this.kv = undefined;
+    this.slotOf.fill(-1);
     this.filled = false;
   }
 
   /** Computes every position of `ids`; returns image logits at `imageRows` (positions). */
-  async full(ids: ArrayLike<number>, imageRows: ArrayLike<number>): Promise<StreamStepResult> {
+  async full(ids: ArrayLike<number>, imageRows: ArrayLike<number>, opts: FullPassOptions = {}): Promise<StreamStepResult> {
     const L = ids.length;
-    const all = Array.from({ length: L }, (_, i) => i);
-    if (!this.caching) {
+    if (!this.caching || opts.keep === false) {
+      this.filled = false;
       const r = await this.model.forward({ ids, imageRows });
       return { imageLogits: r.imageLogits ?? new Float32Array(0) };
     }
-    const r = await this.model.forward({ ids, imageRows: all, rowmaxRows: all, wantKv: true });
+    const r = await this.model.forward({ ids, imageRows, rowmaxRows: iota(L), wantKv: true });
     this.seqLen = L;
-    this.k = r.newK!;
-    this.v = r.newV!;
+    this.kv = { slots: L, k: r.newK!, v: r.newV! };
     this.rowMax = r.imageRowMax!;
-    const V = this.model.imageVocabSize;
-    const img = r.imageLogits!;
-    this.imageLogitRows.clear();
-    for (let p = 0; p < L; p++) this.imageLogitRows.set(p, img.subarray(p * V, (p + 1) * V));
+    const img = r.imageLogits ?? new Float32Array(0);
+    if (this.logitBuf.length < img.length) this.logitBuf = new Float32Array(img.length);
+    this.logitBuf.set(img);
+    if (this.slotOf.length < L) this.slotOf = new Int32Array(L);
+    this.slotOf.fill(-1);
+    for (let i = 0; i < imageRows.length; i++) this.slotOf[imageRows[i]!] = i;
     this.filled = true;
-    return { imageLogits: this.gatherLogits(imageRows), rowMax: this.rowMax };
+    return { imageLogits: img, rowMax: this.rowMax };
   }
 
   /**
@@ -70,26 +99,40 @@ export class ModelStream {
    * tokens; all other positions contribute their cached K/V.
    */
   async partial(ids: ArrayLike<number>, compute: ArrayLike<number>, imageRows: ArrayLike<number>): Promise<StreamStepResult> {
-    if (!this.caching || !this.filled) throw new Error('ModelStream.partial needs a filled cache');
+    if (!this.caching || !this.filled || !this.kv) throw new Error('ModelStream.partial needs a filled cache');
     const L = this.seqLen;
     if (ids.length !== L) throw new Error(`ModelStream.partial: sequence length changed (${ids.length} != ${L})`);
     const computeIds = Array.from(compute, (p) => ids[p]!);
-    const rows = Array.from({ length: compute.length }, (_, i) => i);
+    // Fresh logits for requested rows that are recomputed and have a logits slot.
+    const rowOf = new Map<number, number>();
+    for (let i = 0; i < compute.length; i++) rowOf.set(compute[i]!, i);
+    const freshRows: number[] = [];
+    const freshPos: number[] = [];
+    for (let i = 0; i < imageRows.length; i++) {
+      const p = imageRows[i]!;
+      const row = rowOf.get(p);
+      if (row !== undefined) {
+        freshRows.push(row);
+        freshPos.push(p);
+      }
+    }
     const r = await this.model.forward({
       ids: computeIds,
       positions: compute,
-      past: this.pastExcept(compute),
-      imageRows: rows,
-      rowmaxRows: rows,
+      cache: this.kv,
+      slots: compute,
+      imageRows: freshRows,
+      rowmaxRows: iota(compute.length),
       wantKv: true,
     });
     const V = this.model.imageVocabSize;
-    this.storeKv(compute, r.newK!, r.newV!);
-    const img = r.imageLogits!;
-    for (let i = 0; i < compute.length; i++) {
-      const p = compute[i]!;
-      this.rowMax[p] = r.imageRowMax![i]!;
-      this.imageLogitRows.set(p, img.subarray(i * V, (i + 1) * V));
+    this.model.writeKv(this.kv, compute, r.newK!, r.newV!);
+    for (let i = 0; i < compute.length; i++) this.rowMax[compute[i]!] = r.imageRowMax![i]!;
+    const img = r.imageLogits;
+    for (let i = 0; i < freshPos.length; i++) {
+      const slot = this.slotOf[freshPos[i]!]!;
+      if (slot < 0) throw new Error(`ModelStream: position ${freshPos[i]} was not asked for at the last full pass`);
+      this.logitBuf.set(img!.subarray(i * V, (i + 1) * V), slot * V);
     }
     return { imageLogits: this.gatherLogits(imageRows), rowMax: this.rowMax };
   }
@@ -102,8 +145,7 @@ export class ModelStream {
     const r = await this.model.forward({ ids, logitRows, wantKv: this.caching });
     if (this.caching) {
       this.seqLen = ids.length;
-      this.k = r.newK!;
-      this.v = r.newV!;
+      this.kv = { slots: ids.length, k: r.newK!, v: r.newV! };
       this.filled = true;
     }
     return r.logits ?? new Float32Array(0);
@@ -114,7 +156,8 @@ export class ModelStream {
    * against the cached K/V of all others; `logitRows` must be among them.
    */
   async partialText(ids: ArrayLike<number>, compute: ArrayLike<number>, logitRows: ArrayLike<number>): Promise<Float32Array> {
-    if (!this.caching || !this.filled) throw new Error('ModelStream.partialText needs a filled cache');
+    if (!this.caching || !this.filled || !this.kv) throw new Error('ModelStream.partialText needs a filled cache');
+    if (ids.length !== this.seqLen) throw new Error(`ModelStream.partialText: sequence length changed (${ids.length} != ${this.seqLen})`);
     const index = new Map<number, number>();
     for (let i = 0; i < compute.length; i++) index.set(compute[i]!, i);
     const rows = Array.from(logitRows, (p) => {
@@ -125,52 +168,30 @@ export class ModelStream {
     const r = await this.model.forward({
       ids: Array.from(compute, (p) => ids[p]!),
       positions: compute,
-      past: this.pastExcept(compute),
+      cache: this.kv,
+      slots: compute,
       logitRows: rows,
       wantKv: true,
     });
-    this.storeKv(compute, r.newK!, r.newV!);
+    this.model.writeKv(this.kv, compute, r.newK!, r.newV!);
     return r.logits ?? new Float32Array(0);
-  }
-
-  private pastExcept(compute: ArrayLike<number>): { positions: number[]; k: Float32Array[]; v: Float32Array[] } {
-    const L = this.seqLen;
-    const kvDim = this.model.kvDim;
-    const isComputed = new Uint8Array(L);
-    for (let i = 0; i < compute.length; i++) isComputed[compute[i]!] = 1;
-    const pastPos: number[] = [];
-    for (let p = 0; p < L; p++) if (!isComputed[p]) pastPos.push(p);
-    const gatherRows = (src: Float32Array): Float32Array => {
-      const out = new Float32Array(pastPos.length * kvDim);
-      for (let r = 0; r < pastPos.length; r++) {
-        const p = pastPos[r]!;
-        out.set(src.subarray(p * kvDim, (p + 1) * kvDim), r * kvDim);
-      }
-      return out;
-    };
-    return { positions: pastPos, k: this.k.map(gatherRows), v: this.v.map(gatherRows) };
-  }
-
-  private storeKv(compute: ArrayLike<number>, newK: Float32Array[], newV: Float32Array[]): void {
-    const kvDim = this.model.kvDim;
-    for (let layer = 0; layer < this.k.length; layer++) {
-      const nk = newK[layer]!;
-      const nv = newV[layer]!;
-      for (let i = 0; i < compute.length; i++) {
-        const p = compute[i]!;
-        this.k[layer]!.set(nk.subarray(i * kvDim, (i + 1) * kvDim), p * kvDim);
-        this.v[layer]!.set(nv.subarray(i * kvDim, (i + 1) * kvDim), p * kvDim);
-      }
-    }
   }
 
   private gatherLogits(rows: ArrayLike<number>): Float32Array {
     const V = this.model.imageVocabSize;
-    const out = new Float32Array(rows.length * V);
+    const n = rows.length * V;
+    let out: Float32Array;
+    if (this.options.reuseOutput) {
+      if (this.out.length < n) this.out = new Float32Array(n);
+      out = this.out.subarray(0, n);
+    } else {
+      out = new Float32Array(n);
+    }
     for (let i = 0; i < rows.length; i++) {
-      const row = this.imageLogitRows.get(rows[i]!);
-      if (!row) throw new Error(`ModelStream: no logits cached for position ${rows[i]}`);
-      out.set(row, i * V);
+      const p = rows[i]!;
+      const slot = p < this.slotOf.length ? this.slotOf[p]! : -1;
+      if (slot < 0) throw new Error(`ModelStream: no logits cached for position ${p}`);
+      out.set(this.logitBuf.subarray(slot * V, (slot + 1) * V), i * V);
     }
     return out;
   }

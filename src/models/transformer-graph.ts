@@ -6,49 +6,82 @@
  *  - `ids` [P] are the tokens to compute, `q_cos`/`q_sin` [P, head_dim] the RoPE
  *    tables at their absolute positions (computed by the caller, so positions
  *    can be anything, also beyond max_sequence_length).
- *  - Per layer, `past_k_i`/`past_v_i` [C, kv_dim] are cached keys/values
- *    (pre-RoPE, as the original ML-Cache keeps them) of the C positions that
- *    are NOT recomputed, with `past_cos`/`past_sin` [C, head_dim]. A plain
- *    forward passes C = 0. Attention has no mask, so key order does not matter:
- *    keys are concat(past, new).
- *  - Outputs `new_k_i`/`new_v_i` [P, kv_dim] (pre-RoPE) let the caller refresh
- *    its cache; request them only when caching.
- *  - Logits are produced only where asked: full-vocabulary rows at
- *    `logit_rows` [A], image-vocabulary rows at `image_rows` [B], and the max
- *    image logit of rows `rowmax_rows` [R] (indices into the P computed
- *    positions). Pass empty index lists for what is not needed.
+ *  - Keys/values: per layer `past_k_i`/`past_v_i` [n_kv_heads, S, head_dim]
+ *    hold S key slots (keys with RoPE already applied, values as they are).
+ *    This call's keys/values are written into the slots `kv_rows` [P]
+ *    (ScatterND, in the graph: the caller's arrays are not modified) and the
+ *    queries attend to all S slots. A plain forward passes S = P and kv_rows =
+ *    0..P-1 (the past content is then irrelevant: every slot is overwritten);
+ *    an ML-Cache / dual-cache pass passes the whole sequence's cache (S = L)
+ *    and recomputes only some slots. Attention has no mask, so the slots are
+ *    simply all keys; slot order = position order keeps the float summation
+ *    order of a full pass.
+ *  - Outputs `new_k_i`/`new_v_i` [n_kv_heads, P, head_dim] (keys with RoPE) let
+ *    the caller refresh its cache; a full pass's output IS the cache layout.
+ *  - Logits only where asked: full-vocabulary rows at `logit_rows` [A]; image
+ *    logits are computed once for `head_rows` [U] (indices into the P rows),
+ *    then `image_sel` [B] picks the rows returned as `image_logits` and
+ *    `rowmax_sel` [R] the rows whose max image logit is returned. The image
+ *    head is its own initializer pointing at the image rows of the output head
+ *    (zero-copy); the full head is split into row chunks so that each chunk's
+ *    float32 copy stays below ORT's constant-folding limit (1 GiB).
+ *  - Linear weights are bf16/f16/f32 external data (upcast once by folding the
+ *    Cast at load) or, for quantized checkpoints, MatMulNBits blocks
+ *    (com.microsoft; int8 activations at accuracy level 4).
  */
 import type { LladaConfig } from './config.js';
 import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
 
-/** Where one weight's bytes are, as the checkpoint reader reports them. */
-export interface WeightSource {
-  dtype: 'BF16' | 'F16' | 'F32';
-  shape: number[];
+/** A run of bytes in a file beside the model (external data). */
+export interface ExternalBytes {
   /** File name relative to the model's external-data folder. */
   location: string;
   byteOffset: number;
   byteLength: number;
 }
 
+/** Where one weight's bytes are, as the checkpoint reader reports them. */
+export interface WeightSource extends ExternalBytes {
+  dtype: 'BF16' | 'F16' | 'F32';
+  shape: number[];
+}
+
+/** A linear weight [N, K] quantized in MatMulNBits' layout (see quant-blocks.ts). */
+export interface QuantizedLinearSource {
+  bits: 4 | 8;
+  blockSize: number;
+  N: number;
+  K: number;
+  /** [N, K / blockSize, blockSize * bits / 8] uint8 */
+  data: ExternalBytes;
+  /** [N * K / blockSize] float32 */
+  scales: ExternalBytes;
+}
+
 export interface TransformerGraphOptions {
   config: LladaConfig;
   /** Resolves a checkpoint tensor name to its bytes; throws if absent. */
   weight: (name: string) => WeightSource;
+  /** The quantized form of a linear weight, if the checkpoint has one (used instead of `weight`). */
+  quantized?: (name: string) => QuantizedLinearSource | undefined;
+  /** MatMulNBits accuracy_level (default 4: int8 activations). */
+  accuracyLevel?: number;
   /** First id and size of the image-token block of the vocabulary. */
   imageVocabStart: number;
   imageVocabSize: number;
+  /** Float32 bytes per chunk of the full output head (default 256 MiB). */
+  headChunkBytes?: number;
 }
 
 export const TRANSFORMER_INPUTS = {
   ids: 'ids',
   qCos: 'q_cos',
   qSin: 'q_sin',
-  pastCos: 'past_cos',
-  pastSin: 'past_sin',
+  kvRows: 'kv_rows',
   logitRows: 'logit_rows',
-  imageRows: 'image_rows',
-  rowmaxRows: 'rowmax_rows',
+  headRows: 'head_rows',
+  imageSel: 'image_sel',
+  rowmaxSel: 'rowmax_sel',
   pastK: (i: number) => `past_k_${i}`,
   pastV: (i: number) => `past_v_${i}`,
 } as const;
@@ -62,42 +95,76 @@ export const TRANSFORMER_OUTPUTS = {
 } as const;
 
 const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
+const ELEM_BYTES: Record<WeightSource['dtype'], number> = { BF16: 2, F16: 2, F32: 4 };
+
+/** Rows [start, end) of a row-major weight whose first dim is rows. */
+export function weightRows(w: WeightSource, start: number, end: number): WeightSource {
+  const rowElems = w.shape.slice(1).reduce((a, b) => a * b, 1);
+  const rowBytes = rowElems * ELEM_BYTES[w.dtype];
+  return {
+    ...w,
+    shape: [end - start, ...w.shape.slice(1)],
+    byteOffset: w.byteOffset + start * rowBytes,
+    byteLength: (end - start) * rowBytes,
+  };
+}
+
+/** Output rows [start, end) of a quantized linear (rows are contiguous in both data and scales). */
+export function quantizedRows(q: QuantizedLinearSource, start: number, end: number): QuantizedLinearSource {
+  const blocks = q.K / q.blockSize;
+  const blob = (q.blockSize * q.bits) / 8;
+  return {
+    ...q,
+    N: end - start,
+    data: { ...q.data, byteOffset: q.data.byteOffset + start * blocks * blob, byteLength: (end - start) * blocks * blob },
+    scales: { ...q.scales, byteOffset: q.scales.byteOffset + start * blocks * 4, byteLength: (end - start) * blocks * 4 },
+  };
+}
 
 export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array {
   const { config: c } = opts;
   const g = new GraphBuilder('dimoo_transformer');
   const hd = c.headDim;
-  const kvDim = c.nKvHeads * hd;
+  const nKv = c.nKvHeads;
   const rep = c.nHeads / c.nKvHeads;
   const P = 'P';
-  const C = 'C';
+  const S = 'S';
+  let extCount = 0;
 
-  /** A weight in its stored dtype (external data, zero-copy). */
-  const raw = (name: string): Value => {
-    const w = opts.weight(name);
-    return g.external(name, ONNX_DTYPE[w.dtype], w.shape, {
-      location: w.location,
-      offset: w.byteOffset,
-      length: w.byteLength,
-    });
-  };
+  const external = (name: string, dtype: DType, shape: number[], src: ExternalBytes): Value =>
+    g.external(`${name}#${extCount++}`, dtype, shape, { location: src.location, offset: src.byteOffset, length: src.byteLength });
   /** A weight as float32; the Cast of a constant is folded once at session load. */
-  const f32 = (name: string): Value => {
-    const w = raw(name);
-    return opts.weight(name).dtype === 'F32' ? w : g.cast(w, 'float32');
+  const f32 = (name: string, src: WeightSource): Value => {
+    const w = external(name, ONNX_DTYPE[src.dtype], src.shape, src);
+    return src.dtype === 'F32' ? w : g.cast(w, 'float32');
   };
+  const accuracyLevel = opts.accuracyLevel ?? 4;
+  /** x @ W^T (+ b) for W [N, K] given as float or quantized source. */
+  const linearFrom = (x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value): Value => {
+    if ('bits' in w) {
+      const blocks = w.K / w.blockSize;
+      const data = external(`${name}.q${w.bits}`, 'uint8', [w.N, blocks, (w.blockSize * w.bits) / 8], w.data);
+      const scales = external(`${name}.scales`, 'float32', [w.N * blocks], w.scales);
+      const y = g.matMulNBits(x, data, scales, null, { K: w.K, N: w.N, bits: w.bits, blockSize: w.blockSize, accuracyLevel });
+      return bias ? g.add(y, bias) : y;
+    }
+    return g.gemmTransB(x, f32(name, w), bias);
+  };
+  const source = (name: string): WeightSource | QuantizedLinearSource => opts.quantized?.(name) ?? opts.weight(name);
   const linear = (x: Value, prefix: string, bias: boolean): Value =>
-    g.gemmTransB(x, f32(`${prefix}.weight`), bias ? f32(`${prefix}.bias`) : undefined);
+    linearFrom(x, `${prefix}.weight`, source(`${prefix}.weight`), bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined);
 
   const eps = g.scalarF32(c.rmsNormEps);
   const rmsNorm = (x: Value, weightName: string): Value => {
     const ms = g.reduceMean(g.mul(x, x), [-1]);
     const normed = g.mul(x, g.reciprocal(g.sqrt(g.add(ms, eps))));
-    const scaled = g.mul(normed, f32(weightName));
-    return c.normBias ? g.add(scaled, f32(weightName.replace(/\.weight$/, '.bias'))) : scaled;
+    const scaled = g.mul(normed, f32(weightName, opts.weight(weightName)));
+    if (!c.normBias) return scaled;
+    const biasName = weightName.replace(/\.weight$/, '.bias');
+    return g.add(scaled, f32(biasName, opts.weight(biasName)));
   };
 
-  // rotate-half RoPE on [heads, N, hd] with cos/sin [N, hd] broadcast over heads.
+  // rotate-half RoPE on [..., N, hd] with cos/sin [N, hd] broadcast over the leading dims.
   const half = hd / 2;
   const rope = (x: Value, cos: Value, sin: Value): Value => {
     const x1 = g.slice(x, [0], [half], [-1]);
@@ -109,20 +176,30 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const ids = g.input(TRANSFORMER_INPUTS.ids, 'int64', [P]);
   const qCos = g.input(TRANSFORMER_INPUTS.qCos, 'float32', [P, hd]);
   const qSin = g.input(TRANSFORMER_INPUTS.qSin, 'float32', [P, hd]);
-  const pastCos = g.input(TRANSFORMER_INPUTS.pastCos, 'float32', [C, hd]);
-  const pastSin = g.input(TRANSFORMER_INPUTS.pastSin, 'float32', [C, hd]);
+  const kvRows = g.input(TRANSFORMER_INPUTS.kvRows, 'int64', [P]);
   const logitRows = g.input(TRANSFORMER_INPUTS.logitRows, 'int64', ['A']);
-  const imageRows = g.input(TRANSFORMER_INPUTS.imageRows, 'int64', ['B']);
-  const rowmaxRows = g.input(TRANSFORMER_INPUTS.rowmaxRows, 'int64', ['R']);
-  const keyCos = g.concat([pastCos, qCos], 0);
-  const keySin = g.concat([pastSin, qSin], 0);
+  const headRows = g.input(TRANSFORMER_INPUTS.headRows, 'int64', ['U']);
+  const imageSel = g.input(TRANSFORMER_INPUTS.imageSel, 'int64', ['B']);
+  const rowmaxSel = g.input(TRANSFORMER_INPUTS.rowmaxSel, 'int64', ['R']);
+
+  // ScatterND indices [nKv, P, 2] = (kv head, slot) for every new row.
+  const scatterShape = g.concat([g.constI64([nKv]), g.shape(kvRows), g.constI64([1])], 0);
+  const headIdx = g.expand(
+    g.constI64(
+      Array.from({ length: nKv }, (_, i) => i),
+      [nKv, 1, 1],
+    ),
+    scatterShape,
+  );
+  const slotIdx = g.expand(g.reshape(kvRows, [1, -1, 1]), scatterShape);
+  const scatterIdx = g.concat([headIdx, slotIdx], -1);
 
   const pre = 'model.transformer';
   const embedName = `${pre}.wte.weight`;
   // Gather from the stored (bf16) table, then upcast only the rows used.
-  const embRaw = raw(embedName);
-  let x = g.gather(embRaw, ids, 0);
-  if (opts.weight(embedName).dtype !== 'F32') x = g.cast(x, 'float32');
+  const emb = opts.weight(embedName);
+  let x = g.gather(external(embedName, ONNX_DTYPE[emb.dtype], emb.shape, emb), ids, 0);
+  if (emb.dtype !== 'F32') x = g.cast(x, 'float32');
 
   const qkvBias = c.includeBias || c.includeQkvBias;
   const scale = g.scalarF32(1 / Math.sqrt(hd));
@@ -132,22 +209,18 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     const q = linear(h, `${b}.q_proj`, qkvBias);
     const k = linear(h, `${b}.k_proj`, qkvBias);
     const v = linear(h, `${b}.v_proj`, qkvBias);
-    g.output(k, TRANSFORMER_OUTPUTS.newK(i), 'float32', [P, kvDim]);
-    g.output(v, TRANSFORMER_OUTPUTS.newV(i), 'float32', [P, kvDim]);
-    const pastK = g.input(TRANSFORMER_INPUTS.pastK(i), 'float32', [C, kvDim]);
-    const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [C, kvDim]);
-    const kAll = g.concat([pastK, k], 0); // [L, kvDim]
-    const vAll = g.concat([pastV, v], 0);
-
     // q: [P, nH*hd] -> [nKv, rep, P, hd]; head h uses kv head floor(h / rep).
-    const qh = g.transpose(g.reshape(q, [0, c.nKvHeads, rep, hd]), [1, 2, 0, 3]);
-    const qr = rope(qh, qCos, qSin);
-    // k: [L, kvDim] -> [nKv, 1, L, hd]
-    const kh = g.unsqueeze(g.transpose(g.reshape(kAll, [0, c.nKvHeads, hd]), [1, 0, 2]), [1]);
-    const kr = rope(kh, keyCos, keySin);
-    const vh = g.unsqueeze(g.transpose(g.reshape(vAll, [0, c.nKvHeads, hd]), [1, 0, 2]), [1]);
-    const scores = g.mul(g.matmul(qr, g.transpose(kr, [0, 1, 3, 2])), scale); // [nKv, rep, P, L]
-    const ctx = g.matmul(g.softmax(scores, -1), vh); // [nKv, rep, P, hd]
+    const qr = rope(g.transpose(g.reshape(q, [0, nKv, rep, hd]), [1, 2, 0, 3]), qCos, qSin);
+    const kr = rope(g.transpose(g.reshape(k, [0, nKv, hd]), [1, 0, 2]), qCos, qSin); // [nKv, P, hd]
+    const vh = g.transpose(g.reshape(v, [0, nKv, hd]), [1, 0, 2]);
+    g.output(kr, TRANSFORMER_OUTPUTS.newK(i), 'float32', [nKv, P, hd]);
+    g.output(vh, TRANSFORMER_OUTPUTS.newV(i), 'float32', [nKv, P, hd]);
+    const pastK = g.input(TRANSFORMER_INPUTS.pastK(i), 'float32', [nKv, S, hd]);
+    const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [nKv, S, hd]);
+    const kAll = g.unsqueeze(g.scatterND(pastK, scatterIdx, kr), [1]); // [nKv, 1, S, hd]
+    const vAll = g.unsqueeze(g.scatterND(pastV, scatterIdx, vh), [1]);
+    const scores = g.mul(g.matmul(qr, g.transpose(kAll, [0, 1, 3, 2])), scale); // [nKv, rep, P, S]
+    const ctx = g.matmul(g.softmax(scores, -1), vAll); // [nKv, rep, P, hd]
     const merged = g.reshape(g.transpose(ctx, [2, 0, 1, 3]), [0, c.dModel]);
     const attnOut = linear(merged, `${b}.attn_out`, c.includeBias);
     const hRes = g.add(x, attnOut);
@@ -161,17 +234,29 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const final = rmsNorm(x, `${pre}.ln_f.weight`);
 
   const headName = c.weightTying ? embedName : `${pre}.ff_out.weight`;
-  const headBias = c.includeBias && !c.weightTying ? f32(`${pre}.ff_out.bias`) : undefined;
-  const head = f32(headName);
-  g.output(g.gemmTransB(g.gather(final, logitRows, 0), head, headBias), TRANSFORMER_OUTPUTS.logits, 'float32', ['A', c.embeddingSize]);
+  const headBiasName = c.includeBias && !c.weightTying ? `${pre}.ff_out.bias` : undefined;
+  const head = source(headName);
+  const headBias = headBiasName ? opts.weight(headBiasName) : undefined;
+  const V = c.embeddingSize;
+  /** Head rows [start, end) applied to x. */
+  const headPart = (xIn: Value, start: number, end: number): Value => {
+    const w = 'bits' in head ? quantizedRows(head, start, end) : weightRows(head, start, end);
+    const bias = headBias ? f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)) : undefined;
+    return linearFrom(xIn, `${headName}[${start}:${end}]`, w, bias);
+  };
+
+  // Full-vocabulary logits, in row chunks whose float32 copies ORT can fold.
+  const textIn = g.gather(final, logitRows, 0);
+  const chunkRows = 'bits' in head ? V : Math.max(1, Math.floor((opts.headChunkBytes ?? 256 * 2 ** 20) / (c.dModel * 4)));
+  const parts: Value[] = [];
+  for (let s = 0; s < V; s += chunkRows) parts.push(headPart(textIn, s, Math.min(V, s + chunkRows)));
+  const logits = parts.length === 1 ? parts[0]! : g.concat(parts, 1);
+  g.output(logits, TRANSFORMER_OUTPUTS.logits, 'float32', ['A', V]);
 
   const start = opts.imageVocabStart;
-  const end = start + opts.imageVocabSize;
-  const imgHead = g.slice(head, [start], [end], [0]);
-  const imgBias = headBias ? g.slice(headBias, [start], [end], [0]) : undefined;
-  g.output(g.gemmTransB(g.gather(final, imageRows, 0), imgHead, imgBias), TRANSFORMER_OUTPUTS.imageLogits, 'float32', ['B', opts.imageVocabSize]);
-  const rowmaxLogits = g.gemmTransB(g.gather(final, rowmaxRows, 0), imgHead, imgBias);
-  g.output(g.reduceMax(rowmaxLogits, [-1], false), TRANSFORMER_OUTPUTS.imageRowMax, 'float32', ['R']);
+  const imageLogits = headPart(g.gather(final, headRows, 0), start, start + opts.imageVocabSize); // [U, 8192]
+  g.output(g.gather(imageLogits, imageSel, 0), TRANSFORMER_OUTPUTS.imageLogits, 'float32', ['B', opts.imageVocabSize]);
+  g.output(g.gather(g.reduceMax(imageLogits, [-1], false), rowmaxSel, 0), TRANSFORMER_OUTPUTS.imageRowMax, 'float32', ['R']);
 
   return g.toBytes(`DiMOO transformer: ${c.nLayers} layers, d_model ${c.dModel}`);
 }

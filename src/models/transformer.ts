@@ -2,11 +2,12 @@
  * Runs the DiMOO transformer graph on ONNX Runtime.
  *
  * `forward` is the one entry point: tokens to compute at absolute positions,
- * optionally attending to cached keys/values of other positions, with logits
- * only where the caller asks. Weights stay in the checkpoint's .safetensors
- * files (external data); bf16/f16 linears are upcast once when the session
- * loads (ORT folds the Cast of a constant), the embedding stays in its stored
- * dtype and only gathered rows are upcast.
+ * optionally attending to a key/value cache of the whole sequence (ML-Cache,
+ * dual cache), with logits only where the caller asks. Weights stay in the
+ * checkpoint's .safetensors files (external data); bf16/f16 linears are
+ * upcast once when the session loads (ORT folds the Cast of a constant), the
+ * embedding stays in its stored dtype and only gathered rows are upcast.
+ * Quantized checkpoints (quantize.ts) run their linears as MatMulNBits.
  */
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -18,14 +19,35 @@ import {
   buildTransformerGraph,
   TRANSFORMER_INPUTS as IN,
   TRANSFORMER_OUTPUTS as OUT,
+  type ExternalBytes,
+  type QuantizedLinearSource,
   type WeightSource,
 } from './transformer-graph.js';
+
+/** A run of bytes in a file (absolute path). */
+export interface FileBytes {
+  file: string;
+  byteOffset: number;
+  byteLength: number;
+}
+
+/** A linear weight [N, K] in MatMulNBits blocks (see quant-blocks.ts). */
+export interface QuantizedLinear {
+  bits: 4 | 8;
+  blockSize: number;
+  N: number;
+  K: number;
+  data: FileBytes;
+  scales: FileBytes;
+}
 
 /** What the transformer needs from an opened checkpoint. */
 export interface TransformerCheckpoint {
   dir: string;
   config: LladaConfig;
   weights: Map<string, { dtype: string; shape: number[]; file: string; byteOffset: number; byteLength: number }>;
+  /** Quantized linears by weight name (a repacked checkpoint, see quantize.ts); used instead of `weights`. */
+  quantized?: Map<string, QuantizedLinear>;
 }
 
 export type { Device } from './device.js';
@@ -38,10 +60,12 @@ export interface TransformerLoadOptions {
   imageVocabSize?: number;
 }
 
-export interface KvCacheView {
-  /** Absolute positions of the cached rows, in the order of the k/v rows. */
-  positions: ArrayLike<number>;
-  /** Per layer, [C, kvDim] pre-RoPE keys and values. */
+/**
+ * Keys/values of S slots (usually: every position of a sequence, slot =
+ * position), per layer [nKvHeads, S, headDim]; keys have RoPE applied.
+ */
+export interface KvCache {
+  slots: number;
   k: Float32Array[];
   v: Float32Array[];
 }
@@ -51,15 +75,21 @@ export interface ForwardRequest {
   ids: ArrayLike<number>;
   /** Absolute position of each id (default 0..P-1). */
   positions?: ArrayLike<number>;
-  /** Cached keys/values of the positions not computed in this call. */
-  past?: KvCacheView;
+  /**
+   * Attend to every slot of this cache, with this call's keys/values written
+   * into slots `slots` first (inside the graph; the arrays are not modified).
+   * Without a cache the ids attend to each other only.
+   */
+  cache?: KvCache;
+  /** Cache slot of each id (default: its position); distinct, in [0, cache.slots). */
+  slots?: ArrayLike<number>;
   /** Rows (indices into `ids`) that need full-vocabulary logits. */
   logitRows?: ArrayLike<number>;
   /** Rows that need image-vocabulary logits. */
   imageRows?: ArrayLike<number>;
   /** Rows whose max image logit is wanted. */
   rowmaxRows?: ArrayLike<number>;
-  /** Return this call's keys/values (pre-RoPE) to refresh a cache. */
+  /** Return this call's keys (with RoPE) and values to refresh a cache. */
   wantKv?: boolean;
 }
 
@@ -70,7 +100,10 @@ export interface ForwardResult {
   imageLogits?: Float32Array;
   /** [rowmaxRows.length] */
   imageRowMax?: Float32Array;
-  /** Per layer [P, kvDim], when wantKv. */
+  /**
+   * Per layer [nKvHeads, P, headDim] (keys with RoPE), when wantKv: for a
+   * plain forward over a whole sequence this is exactly a KvCache's layout.
+   */
   newK?: Float32Array[];
   newV?: Float32Array[];
 }
@@ -81,25 +114,33 @@ function i64(values: ArrayLike<number>): ort.Tensor {
   return new ort.Tensor('int64', a, [values.length]);
 }
 
-const EMPTY = new Float32Array(0);
+function iota(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
 
 export class Transformer {
   readonly imageVocabStart: number;
   readonly imageVocabSize: number;
   readonly kvDim: number;
+  /** Bits of the quantized linears (undefined: float weights). */
+  readonly quantBits: 4 | 8 | undefined;
   private readonly invFreq: Float32Array;
+  /** Zeros standing in for the past of a cache-less call (every slot is overwritten). */
+  private scratch = new Float32Array(0);
 
   private constructor(
     readonly config: LladaConfig,
     private readonly session: ort.InferenceSession,
     imageVocabSize: number,
     readonly device: Device,
+    quantBits?: 4 | 8,
   ) {
     this.imageVocabSize = imageVocabSize;
     // The original learns the text-vocabulary size from the logits width.
     this.imageVocabStart = config.embeddingSize - imageVocabSize;
     this.kvDim = config.nKvHeads * config.headDim;
     this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta);
+    this.quantBits = quantBits;
   }
 
   static async load(ckpt: TransformerCheckpoint, opts: TransformerLoadOptions = {}): Promise<Transformer> {
@@ -111,6 +152,7 @@ export class Transformer {
         'E_CONFIG',
       );
     }
+    const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
     const weight = (name: string): WeightSource => {
       const w = ckpt.weights.get(name);
       if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
@@ -120,14 +162,23 @@ export class Transformer {
       return {
         dtype: w.dtype,
         shape: w.shape,
-        location: path.relative(ckpt.dir, w.file).split(path.sep).join('/'),
+        location: rel(w.file),
         byteOffset: w.byteOffset,
         byteLength: w.byteLength,
       };
     };
+    const ext = (b: FileBytes): ExternalBytes => ({ location: rel(b.file), byteOffset: b.byteOffset, byteLength: b.byteLength });
+    let quantBits: 4 | 8 | undefined;
+    const quantized = (name: string): QuantizedLinearSource | undefined => {
+      const q = ckpt.quantized?.get(name);
+      if (!q) return undefined;
+      quantBits = quantBits === undefined ? q.bits : (Math.min(quantBits, q.bits) as 4 | 8);
+      return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, data: ext(q.data), scales: ext(q.scales) };
+    };
     const bytes = buildTransformerGraph({
       config: c,
       weight,
+      quantized: ckpt.quantized ? quantized : undefined,
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
@@ -137,7 +188,7 @@ export class Transformer {
       { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir) },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
-    return new Transformer(c, session, imageVocabSize, device);
+    return new Transformer(c, session, imageVocabSize, device, quantBits);
   }
 
   /** RoPE cos/sin for absolute positions, [n, headDim]. */
@@ -145,43 +196,127 @@ export class Transformer {
     return ropeTables(positions, this.invFreq);
   }
 
+  /** Floats per slot per layer in a KvCache (nKvHeads * headDim). */
+  get kvSlotSize(): number {
+    return this.kvDim;
+  }
+
+  /** A zeroed cache of `slots` slots. */
+  allocKv(slots: number): KvCache {
+    const n = slots * this.kvDim;
+    const L = this.config.nLayers;
+    return {
+      slots,
+      k: Array.from({ length: L }, () => new Float32Array(n)),
+      v: Array.from({ length: L }, () => new Float32Array(n)),
+    };
+  }
+
+  /** Writes a forward's newK/newV ([nKv, P, hd] per layer) into `cache` at `slots` (one per row). */
+  writeKv(cache: KvCache, slots: ArrayLike<number>, newK: Float32Array[], newV: Float32Array[]): void {
+    const hd = this.config.headDim;
+    const nKv = this.config.nKvHeads;
+    const P = slots.length;
+    const S = cache.slots;
+    for (let layer = 0; layer < cache.k.length; layer++) {
+      const dk = cache.k[layer]!;
+      const dv = cache.v[layer]!;
+      const sk = newK[layer]!;
+      const sv = newV[layer]!;
+      for (let h = 0; h < nKv; h++) {
+        for (let i = 0; i < P; i++) {
+          const src = (h * P + i) * hd;
+          const dst = (h * S + slots[i]!) * hd;
+          dk.set(sk.subarray(src, src + hd), dst);
+          dv.set(sv.subarray(src, src + hd), dst);
+        }
+      }
+    }
+  }
+
+  private zeros(n: number): Float32Array {
+    if (this.scratch.length < n) this.scratch = new Float32Array(n);
+    return this.scratch.subarray(0, n);
+  }
+
   async forward(req: ForwardRequest): Promise<ForwardResult> {
     const c = this.config;
     const P = req.ids.length;
     const hd = c.headDim;
-    const positions = req.positions ?? Array.from({ length: P }, (_, i) => i);
+    const nKv = c.nKvHeads;
+    const positions = req.positions ?? iota(P);
     if (positions.length !== P) throw new Error('forward: positions and ids differ in length');
     const q = this.rope(positions);
-    const past = req.past;
-    const C = past ? past.positions.length : 0;
-    const pr = past ? this.rope(past.positions) : { cos: EMPTY, sin: EMPTY };
+    const cache = req.cache;
+    const S = cache ? cache.slots : P;
+    const slots = cache ? (req.slots ?? positions) : iota(P);
+    if (slots.length !== P) throw new Error('forward: slots and ids differ in length');
+    if (cache) {
+      const seen = new Uint8Array(S);
+      for (let i = 0; i < P; i++) {
+        const s = slots[i]!;
+        if (!(s >= 0 && s < S) || seen[s]) throw new Error(`forward: slot ${s} is out of range or repeated`);
+        seen[s] = 1;
+      }
+    }
+    // Image logits are computed once for the union of imageRows and rowmaxRows.
+    const imageRows = req.imageRows ?? [];
+    const rowmaxRows = req.rowmaxRows ?? [];
+    let headRows: number[];
+    let imageSel: ArrayLike<number>;
+    let rowmaxSel: ArrayLike<number>;
+    if (rowmaxRows.length === 0) {
+      headRows = Array.from(imageRows);
+      imageSel = iota(imageRows.length);
+      rowmaxSel = [];
+    } else {
+      const index = new Map<number, number>();
+      headRows = [];
+      const at = (r: number): number => {
+        let i = index.get(r);
+        if (i === undefined) {
+          i = headRows.length;
+          index.set(r, i);
+          headRows.push(r);
+        }
+        return i;
+      };
+      rowmaxSel = Array.from(rowmaxRows, at);
+      imageSel = Array.from(imageRows, at);
+    }
+    // ORT runs every node, fetched or not, and WebGPU's ReduceMax refuses an empty input: one spare row there.
+    if (headRows.length === 0 && this.device === 'webgpu') headRows = [0];
     const feeds: Record<string, ort.Tensor> = {
       [IN.ids]: i64(req.ids),
       [IN.qCos]: new ort.Tensor('float32', q.cos, [P, hd]),
       [IN.qSin]: new ort.Tensor('float32', q.sin, [P, hd]),
-      [IN.pastCos]: new ort.Tensor('float32', pr.cos, [C, hd]),
-      [IN.pastSin]: new ort.Tensor('float32', pr.sin, [C, hd]),
+      [IN.kvRows]: i64(slots),
       [IN.logitRows]: i64(req.logitRows ?? []),
-      [IN.imageRows]: i64(req.imageRows ?? []),
-      // ORT runs every node, fetched or not, and WebGPU's ReduceMax refuses an empty input: one spare row there.
-      [IN.rowmaxRows]: i64(req.rowmaxRows?.length || this.device !== 'webgpu' ? (req.rowmaxRows ?? []) : [0]),
+      [IN.headRows]: i64(headRows),
+      [IN.imageSel]: i64(imageSel),
+      [IN.rowmaxSel]: i64(rowmaxSel),
     };
+    const n = nKv * S * hd;
+    const zeros = cache ? undefined : new ort.Tensor('float32', this.zeros(n), [nKv, S, hd]);
     for (let i = 0; i < c.nLayers; i++) {
-      feeds[IN.pastK(i)] = new ort.Tensor('float32', past ? past.k[i]! : EMPTY, [C, this.kvDim]);
-      feeds[IN.pastV(i)] = new ort.Tensor('float32', past ? past.v[i]! : EMPTY, [C, this.kvDim]);
+      if (cache && (cache.k[i]!.length !== n || cache.v[i]!.length !== n)) {
+        throw new Error(`forward: cache layer ${i} does not hold ${S} slots`);
+      }
+      feeds[IN.pastK(i)] = zeros ?? new ort.Tensor('float32', cache!.k[i]!, [nKv, S, hd]);
+      feeds[IN.pastV(i)] = zeros ?? new ort.Tensor('float32', cache!.v[i]!, [nKv, S, hd]);
     }
     const fetches: string[] = [];
     if (req.logitRows?.length) fetches.push(OUT.logits);
-    if (req.imageRows?.length) fetches.push(OUT.imageLogits);
-    if (req.rowmaxRows?.length) fetches.push(OUT.imageRowMax);
+    if (imageRows.length) fetches.push(OUT.imageLogits);
+    if (rowmaxRows.length) fetches.push(OUT.imageRowMax);
     if (req.wantKv) for (let i = 0; i < c.nLayers; i++) fetches.push(OUT.newK(i), OUT.newV(i));
     if (fetches.length === 0) fetches.push(OUT.imageRowMax);
     const out = await this.session.run(feeds, fetches);
     const f32 = (name: string) => out[name]!.data as Float32Array;
     const res: ForwardResult = {};
     if (req.logitRows?.length) res.logits = f32(OUT.logits);
-    if (req.imageRows?.length) res.imageLogits = f32(OUT.imageLogits);
-    if (req.rowmaxRows?.length) res.imageRowMax = f32(OUT.imageRowMax);
+    if (imageRows.length) res.imageLogits = f32(OUT.imageLogits);
+    if (rowmaxRows.length) res.imageRowMax = f32(OUT.imageRowMax);
     if (req.wantKv) {
       res.newK = [];
       res.newV = [];

@@ -88,7 +88,7 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     codebookSize: V,
   });
   const prefixes = [job.condPrefix, ...(job.guide ? job.uncondPrefixes : [])];
-  const streams = prefixes.map(() => new ModelStream(model, s.useCache));
+  const streams = prefixes.map(() => new ModelStream(model, s.useCache, { reuseOutput: true }));
   const refresh = cacheRefreshSchedule(s.timesteps, {
     useCache: s.useCache,
     warmupRatio: s.warmupRatio,
@@ -113,11 +113,11 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
       const seq = prefix.concat(tail);
       const rows = Array.from(cells, (cell) => prefix.length + tailOffset(cell, job.gridW));
       const st = streams[b]!;
-      const res = full || !st.hasCache ? await st.full(seq, rows) : await st.partial(seq, compute[b]!, rows);
+      // K/V, row maxima and stale logits are only needed when the next step is a partial one.
+      const nextPartial = s.useCache && step < s.timesteps - 1 && !refresh[step + 1]!;
+      const res = full || !st.hasCache ? await st.full(seq, rows, { keep: nextPartial }) : await st.partial(seq, compute[b]!, rows);
       branchLogits.push(res.imageLogits);
-      if (s.useCache && step < s.timesteps - 1 && !refresh[step + 1]) {
-        compute[b] = recomputePositions(res.rowMax!, s.cacheRatio);
-      }
+      if (nextPartial) compute[b] = recomputePositions(res.rowMax!, s.cacheRatio);
     }
     if (!s.useCache) compute = prefixes.map(() => null);
     const guided = job.guide ? job.guide(branchLogits[0]!, branchLogits.slice(1)) : branchLogits[0]!;
