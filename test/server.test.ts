@@ -82,7 +82,7 @@ function form(
   const f = new FormData();
   for (const [k, v] of Object.entries(parts)) {
     if (typeof v === 'string') f.append(k, v);
-    else f.append(k, new Blob([v.data], { type: v.type ?? 'image/png' }), v.name ?? `${k}.png`);
+    else f.append(k, new Blob([new Uint8Array(v.data)], { type: v.type ?? 'image/png' }), v.name ?? `${k}.png`);
   }
   return f;
 }
