@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { DimooError } from '../src/errors.js';
 import type { ProgressEvent } from '../src/pipelines/types.js';
 import { WorkerDimoo } from '../src/runtime/worker-dimoo.js';
+import { goldenCheckpointDir } from './helpers/golden.js';
 
 const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const FAKE = new URL(`../src/runtime/fake-dimoo${EXT}`, import.meta.url);
@@ -133,6 +134,57 @@ describe('WorkerDimoo lifecycle', () => {
     await assert.rejects(
       api.decodeTokens({ width: 16, height: 16, codes: [1] }),
       (e: unknown) => (e as DimooError).code === 'E_WORKER',
+    );
+  });
+});
+
+describe('WorkerDimoo with the golden tiny checkpoint', () => {
+  let api: WorkerDimoo;
+  before(async () => {
+    api = await WorkerDimoo.load(goldenCheckpointDir());
+  });
+  after(async () => {
+    await api.dispose();
+  });
+
+  it('gives exactly the in-process result (codes and pixels)', async () => {
+    const { Dimoo } = await import('../src/pipelines/dimoo.js');
+    const local = await Dimoo.load(goldenCheckpointDir());
+    try {
+      const p = { prompt: 'a cat', width: 64, height: 48, timesteps: 4, seed: 3, temperature: 1 };
+      const [a, b] = [await api.generate(p), await local.generate(p)];
+      assert.deepEqual(a.codes, b.codes);
+      assert.deepEqual(a.image!.data, b.image!.data);
+      assert.equal(api.info().name, local.info().name);
+    } finally {
+      await local.dispose();
+    }
+  });
+
+  it('stops a real job between steps when aborted', async () => {
+    const ac = new AbortController();
+    let last = 0;
+    const p = api.generate(
+      { prompt: 'a cat', width: 128, height: 128, timesteps: 100 },
+      {
+        signal: ac.signal,
+        onProgress: (e) => {
+          last = e.step;
+          if (e.step === 2) ac.abort();
+        },
+      },
+    );
+    await assert.rejects(p, { name: 'AbortError' });
+    assert.ok(last < 6, `ran ${last} steps`);
+    // The worker is free again afterwards.
+    const g = await api.encodeImage({ tokens: { width: 16, height: 16, codes: [1] } });
+    assert.deepEqual(g.codes, [1]);
+  });
+
+  it('keeps the library error code for bad parameters', async () => {
+    await assert.rejects(
+      api.generate({ prompt: 'x', width: 40, height: 48 }),
+      (e: unknown) => e instanceof DimooError && /^E_/.test(e.code),
     );
   });
 });
