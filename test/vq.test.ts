@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VqModel, floatToRgb8 } from '../src/models/vq/vq-model.js';
 import { SafetensorsFile } from '../src/models/safetensors.js';
+import { readImage, writeImage } from '../src/image/io.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
 
 const VQ_DIR = path.join(goldenCheckpointDir(), 'vqvae');
@@ -206,6 +207,34 @@ test('image sizes not divisible by 16 are resized like VaeImageProcessor (Lanczo
     () => m.preprocess({ data: new Uint8Array(15 * 40 * 3), width: 15, height: 40 }),
     /at least 16x16/,
   );
+});
+
+test('end to end: PNG file -> readImage -> encode gives the golden indices; decode -> writeImage', async () => {
+  const m = await vq();
+  const st = SafetensorsFile.open(goldenCase('vq.safetensors'));
+  const info = readGoldenJson<VqJson>('vq.json').images.img2_blobs!;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-vq-e2e-'));
+  try {
+    const src = {
+      data: st.readTyped('img2_blobs.image_uint8') as Uint8Array,
+      width: info.width,
+      height: info.height,
+      channels: 3,
+    };
+    await writeImage(path.join(dir, 'in.png'), src);
+    const img = await readImage(path.join(dir, 'in.png'));
+    const grid = await m.encode(img);
+    assert.deepEqual(Array.from(grid.codes), info.indices);
+    const out = await m.decode(grid.codes, grid.gridH, grid.gridW);
+    await writeImage(path.join(dir, 'out.png'), out);
+    assert.deepEqual((await readImage(path.join(dir, 'out.png'))).data, out.data);
+    await assert.rejects(
+      m.encode({ ...img, channels: 4 }),
+      /image to encode: expected 3 channels, got 4/,
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('bad codes are refused with the position named', async () => {

@@ -12,12 +12,12 @@ export interface Image8 {
   channels: number;
 }
 
-/** An RGB image; `channels` may be omitted (it is 3). */
+/** An RGB image; `channels` may be omitted, and must be 3 when given (checked at run time). */
 export interface RgbImage {
   data: Uint8Array;
   width: number;
   height: number;
-  channels?: 3;
+  channels?: number;
 }
 
 /** Throws unless `img` is a consistent image with the wanted channel count. */
