@@ -9,6 +9,7 @@ import { DimooError } from '../errors.js';
 import { type LladaConfig, loadLladaConfig } from './config.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 import type { Dtype } from './dtypes.js';
+import { isQuantizedCheckpoint, openQuantizedCheckpoint } from './quantize.js';
 
 export interface Checkpoint {
   dir: string;
@@ -253,6 +254,8 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw new DimooError(`${root}: checkpoint folder does not exist`, E);
   }
   if (!st.isDirectory()) throw new DimooError(`${root}: checkpoint path is not a folder`, E);
+  // A folder written by `dimoo quantize` (MatMulNBits blocks + manifest, see quantize.ts).
+  if (isQuantizedCheckpoint(root)) return openQuantizedCheckpoint(root);
   const configPath = path.join(root, 'config.json');
   if (!exists(configPath))
     throw new DimooError(`${configPath}: missing (every checkpoint needs config.json)`, E);

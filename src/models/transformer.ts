@@ -58,6 +58,8 @@ export interface TransformerLoadOptions {
   device?: Device;
   /** Size of the image-token block at the end of the vocabulary (VQ codebook size). */
   imageVocabSize?: number;
+  /** Quantized checkpoints: MatMulNBits accuracy_level (default 4 = int8 activations, fastest; 0 = float activations). */
+  accuracyLevel?: number;
 }
 
 /**
@@ -179,6 +181,7 @@ export class Transformer {
       config: c,
       weight,
       quantized: ckpt.quantized ? quantized : undefined,
+      accuracyLevel: opts.accuracyLevel,
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });

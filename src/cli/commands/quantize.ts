@@ -1,0 +1,81 @@
+/**
+ * `dimoo quantize MODEL_DIR --bits 8|4 --out DIR`: a repacked checkpoint
+ * whose linear weights are MatMulNBits blocks (see src/models/quantize.ts);
+ * every command loads it like any checkpoint, memory-mapped.
+ */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantBits, type QuantizeResult } from '../../models/quantize.js';
+import type { CliContext } from '../context.js';
+import { choiceOpt, intOpt } from '../options.js';
+import { formatBytes, writeJson } from '../output.js';
+import { createProgressBar, type ProgressMode } from '../progress.js';
+
+export interface QuantizeCommandOptions {
+  bits: QuantBits;
+  out: string;
+  blockSize?: number;
+  json?: boolean;
+  progress?: ProgressMode;
+}
+
+/** Runs the command (also usable without commander): prints a summary and returns the result. */
+export async function quantizeCommand(ctx: CliContext, modelDir: string, o: QuantizeCommandOptions): Promise<QuantizeResult> {
+  const bar = createProgressBar(ctx.stderr, o.progress);
+  let started = false;
+  let result: QuantizeResult;
+  try {
+    result = await quantizeCheckpoint(modelDir, o.out, {
+      bits: o.bits,
+      ...(o.blockSize !== undefined && { blockSize: o.blockSize }),
+      onProgress: (done, total) => {
+        if (!started) {
+          bar.start(Math.max(1, Math.round(total / 2 ** 20)), `quantizing to ${o.bits} bits`, 'MiB');
+          started = true;
+        }
+        bar.update(Math.round(done / 2 ** 20), 'MiB');
+      },
+    });
+  } finally {
+    bar.stop();
+  }
+  const m = result.manifest;
+  if (o.json) {
+    writeJson(ctx.stdout, {
+      dir: result.dir,
+      bits: m.bits,
+      blockSize: m.block_size,
+      weightsFile: result.weightsFile,
+      bytes: result.bytes,
+      sourceBytes: m.source.bytes,
+      linears: Object.keys(m.linears).length,
+      seconds: Math.round(result.seconds * 10) / 10,
+    });
+  } else {
+    ctx.stdout.write(
+      `wrote ${result.dir}: ${m.bits}-bit blocks of ${m.block_size} for ${Object.keys(m.linears).length} linears, ` +
+        `${path.basename(result.weightsFile)} ${formatBytes(result.bytes)} (source ${formatBytes(m.source.bytes)}) in ${result.seconds.toFixed(1)} s\n`,
+    );
+  }
+  return result;
+}
+
+export function registerQuantizeCommand(program: Command, ctx: CliContext): void {
+  program
+    .command('quantize')
+    .description('write an 8-bit or 4-bit copy of a checkpoint (ONNX Runtime MatMulNBits blocks, loads memory-mapped)')
+    .argument('<model_dir>', 'checkpoint folder (official layout)')
+    .requiredOption('--bits <n>', 'weight bits: 8 or 4', (raw: string) => Number(choiceOpt('--bits', ['8', '4'] as const)(raw)) as QuantBits)
+    .requiredOption('--out <dir>', 'output folder (new or empty, or an earlier quantized copy)')
+    .option(
+      '--block-size <n>',
+      `values per scale along K, a power of two 16..256 (default ${DEFAULT_BLOCK_SIZE[8]} for 8 bits, ${DEFAULT_BLOCK_SIZE[4]} for 4)`,
+      intOpt('--block-size', { min: 16, max: 256 }),
+    )
+    .option('--json', 'print a summary as JSON')
+    .option('--progress', 'show a progress bar on stderr even when it is not a terminal')
+    .option('--no-progress', 'never show a progress bar')
+    .action(async (modelDir: string, f: QuantizeCommandOptions) => {
+      await quantizeCommand(ctx, modelDir, f);
+    });
+}

@@ -1,0 +1,425 @@
+/**
+ * 8-bit / 4-bit weights: `quantizeCheckpoint` repacks a checkpoint's linear
+ * weights into ONNX Runtime's MatMulNBits blocks (quant-blocks.ts), and
+ * `openQuantizedCheckpoint` reads such a folder back for `Transformer.load`
+ * (every tensor stays external data in the .safetensors file, memory-mapped).
+ *
+ * Folder layout (everything but the weights is copied from the source):
+ *
+ *   config.json  generation_config.json  tokenizer files  vqvae/
+ *   model-q8.safetensors      (or -q4) quantized linears + plain tensors
+ *   dimoo-quant.json          the manifest, written last
+ *
+ * Every linear [N, K] (q/k/v/attn_out, ff_proj/up_proj/ff_out, the output
+ * head) becomes `NAME.q{bits}` U8 [N, K/bs, bs*bits/8] + `NAME.scales` F32
+ * [N*K/bs]. The input embedding, the norms and biases stay as stored (bf16):
+ * the embedding is only gathered, and memory-mapped rows cost memory only
+ * when used. With weight tying the embedding is kept plain and a quantized
+ * copy serves as the head.
+ *
+ * Streaming: tensors are converted in row chunks through reused buffers, so
+ * the real 8B shape (16 GB of bf16) quantizes in well under 1 GB of memory.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DimooError } from '../errors.js';
+import { expectedTensors, openCheckpoint, type Checkpoint } from './checkpoint.js';
+import { loadLladaConfig, type LladaConfig } from './config.js';
+import { bf16ToF32, dtypeSize, f16ToF32 } from './dtypes.js';
+import { blobBytes, quantizeRows, type QuantBits, type QuantizedRows, type QuantSpec } from './quant-blocks.js';
+import { numel, SafetensorsFile, writeSafetensors, type TensorInfo, type WriteEntry } from './safetensors.js';
+import type { QuantizedLinear } from './transformer.js';
+import { atomicWriteFileSync } from '../util/atomic-write.js';
+
+export { dequantizeRows, quantizeRows, type QuantBits, type QuantSpec } from './quant-blocks.js';
+
+export const QUANT_MANIFEST = 'dimoo-quant.json';
+export const QUANT_FORMAT = 'dimoo-quantized';
+export const QUANT_VERSION = 1;
+
+/** Default block sizes: int8 loses little with long blocks (and runs fastest); int4 needs short ones. */
+export const DEFAULT_BLOCK_SIZE: Record<QuantBits, number> = { 8: 128, 4: 32 };
+
+const E = 'E_CHECKPOINT';
+
+export interface QuantManifestLinear {
+  /** Tensor names in the weights file. */
+  data: string;
+  scales: string;
+  N: number;
+  K: number;
+  block_size: number;
+}
+
+export interface QuantManifest {
+  format: typeof QUANT_FORMAT;
+  version: number;
+  bits: QuantBits;
+  /** Requested block size (a tensor whose K it does not divide uses the largest power of two that does). */
+  block_size: number;
+  weights_file: string;
+  /** Quantized linears by their checkpoint weight name. */
+  linears: Record<string, QuantManifestLinear>;
+  /** Tensors kept as stored, by checkpoint name -> tensor name in the weights file. */
+  plain: Record<string, string>;
+  source: { dir: string; parameters: number; bytes: number };
+}
+
+export interface QuantizeOptions {
+  bits: QuantBits;
+  /** Block size along K (default DEFAULT_BLOCK_SIZE[bits]). */
+  blockSize?: number;
+  /** Called with bytes of source weights processed so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface QuantizeResult {
+  dir: string;
+  manifest: QuantManifest;
+  weightsFile: string;
+  /** Size of the weights file in bytes. */
+  bytes: number;
+  seconds: number;
+}
+
+/** Which checkpoint weights are linears (matrices multiplied by activations). */
+export function isLinearWeight(name: string, c: LladaConfig): boolean {
+  if (name === 'model.transformer.ff_out.weight') return true;
+  if (name === 'model.transformer.wte.weight') return c.weightTying;
+  return /\.blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)\.weight$/.test(name);
+}
+
+/** The block size used for a K: the requested one, or the largest power of two <= it dividing K. */
+export function blockSizeFor(K: number, requested: number): number {
+  let bs = requested;
+  while (bs > 16 && K % bs !== 0) bs /= 2;
+  if (K % bs !== 0) throw new DimooError(`cannot quantize: K = ${K} is not a multiple of 16`, 'E_PARAM');
+  return bs;
+}
+
+const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+function copyTree(src: string, dst: string): void {
+  fs.mkdirSync(dst, { recursive: true });
+  for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
+    const s = path.join(src, ent.name);
+    const d = path.join(dst, ent.name);
+    if (ent.isDirectory()) copyTree(s, d);
+    else if (ent.isFile()) {
+      fs.rmSync(d, { force: true });
+      try {
+        fs.linkSync(s, d); // same file system: no copy
+      } catch {
+        fs.copyFileSync(s, d);
+      }
+    }
+  }
+}
+
+/** Reads row chunks of a float tensor as float32 through reused buffers. */
+class RowReader {
+  private fd: number;
+  private raw: Buffer;
+  private f32: Float32Array;
+
+  constructor(
+    private readonly t: TensorInfo,
+    private readonly rowElems: number,
+    readonly chunkRows: number,
+  ) {
+    this.fd = fs.openSync(t.file, 'r');
+    const elems = rowElems * chunkRows;
+    this.raw = Buffer.allocUnsafe(elems * dtypeSize(t.dtype));
+    this.f32 = t.dtype === 'F32' ? new Float32Array(this.raw.buffer, this.raw.byteOffset, elems) : new Float32Array(elems);
+  }
+
+  /** Rows [start, start + n) as float32 (valid until the next call). */
+  read(start: number, n: number): Float32Array {
+    const size = dtypeSize(this.t.dtype);
+    const bytes = n * this.rowElems * size;
+    let got = 0;
+    while (got < bytes) {
+      const r = fs.readSync(this.fd, this.raw, got, bytes - got, this.t.byteOffset + start * this.rowElems * size + got);
+      if (r <= 0) throw new DimooError(`${this.t.file}: tensor "${this.t.name}" ends early (file truncated?)`, E);
+      got += r;
+    }
+    const elems = n * this.rowElems;
+    if (this.t.dtype === 'F32') return this.f32.subarray(0, elems);
+    const src = new Uint16Array(this.raw.buffer, this.raw.byteOffset, elems);
+    const dst = this.f32.subarray(0, elems);
+    if (this.t.dtype === 'BF16') bf16ToF32(src, dst);
+    else if (this.t.dtype === 'F16') f16ToF32(src, dst);
+    else throw new DimooError(`${this.t.file}: tensor "${this.t.name}" is ${this.t.dtype}, not a float tensor`, E);
+    return dst;
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/** Copies a tensor's bytes in chunks. */
+function copyProducer(t: TensorInfo, onBytes: (n: number) => void) {
+  return (write: (chunk: Uint8Array) => void): void => {
+    const fd = fs.openSync(t.file, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(Math.min(t.byteLength, 16 << 20));
+      for (let done = 0; done < t.byteLength; ) {
+        const n = fs.readSync(fd, buf, 0, Math.min(buf.length, t.byteLength - done), t.byteOffset + done);
+        if (n <= 0) throw new DimooError(`${t.file}: tensor "${t.name}" ends early (file truncated?)`, E);
+        write(buf.subarray(0, n));
+        done += n;
+        onBytes(n);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+}
+
+/**
+ * Writes a quantized copy of the checkpoint in `srcDir` into `outDir`
+ * (created; an earlier quantized checkpoint there is replaced, anything else
+ * is refused). Returns the manifest.
+ */
+export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: QuantizeOptions): Promise<QuantizeResult> {
+  const t0 = performance.now();
+  const bits = opts.bits;
+  if (bits !== 8 && bits !== 4) throw new DimooError(`--bits must be 8 or 4, got ${String(bits)}`, 'E_PARAM');
+  const requested = opts.blockSize ?? DEFAULT_BLOCK_SIZE[bits];
+  if (!(Number.isInteger(requested) && requested >= 16 && requested <= 256 && (requested & (requested - 1)) === 0)) {
+    throw new DimooError(`block size must be a power of two from 16 to 256, got ${requested}`, 'E_PARAM');
+  }
+  const src = path.resolve(srcDir);
+  const out = path.resolve(outDir);
+  if (isQuantizedCheckpoint(src)) throw new DimooError(`${src} is already a quantized checkpoint (${QUANT_MANIFEST}); quantize the original`, 'E_PARAM');
+  const ckpt = openCheckpoint(src);
+  if (out === src) throw new DimooError('the output folder must differ from the checkpoint folder', 'E_PARAM');
+  if (fs.existsSync(out)) {
+    if (!fs.statSync(out).isDirectory()) throw new DimooError(`${out} exists and is not a folder`, 'E_PARAM');
+    const entries = fs.readdirSync(out);
+    if (entries.length > 0 && !entries.includes(QUANT_MANIFEST)) {
+      throw new DimooError(`${out} is not empty and holds no quantized checkpoint; choose a new or empty folder`, 'E_PARAM');
+    }
+    fs.rmSync(path.join(out, QUANT_MANIFEST), { force: true });
+  }
+  fs.mkdirSync(out, { recursive: true });
+
+  const c = ckpt.config;
+  const weightsFile = `model-q${bits}.safetensors`;
+  const linears: Record<string, QuantManifestLinear> = {};
+  const plain: Record<string, string> = {};
+  const entries: WriteEntry[] = [];
+  let total = 0;
+  for (const e of expectedTensors(c)) total += ckpt.weights.get(e.name)!.byteLength;
+  if (c.weightTying) total += ckpt.weights.get('model.transformer.wte.weight')!.byteLength;
+  let done = 0;
+  const progress = (n: number): void => {
+    done += n;
+    opts.onProgress?.(done, total);
+  };
+
+  for (const e of expectedTensors(c)) {
+    const t = ckpt.weights.get(e.name)!;
+    if (!isLinearWeight(e.name, c) || (c.weightTying && e.name === 'model.transformer.wte.weight')) {
+      plain[e.name] = e.name;
+      entries.push({ name: e.name, dtype: t.dtype, shape: t.shape, data: copyProducer(t, progress) });
+    }
+    if (!isLinearWeight(e.name, c)) continue;
+    const [N, K] = t.shape as [number, number];
+    const spec: QuantSpec = { bits, blockSize: blockSizeFor(K, requested) };
+    const blocks = K / spec.blockSize;
+    const dataName = `${e.name}.q${bits}`;
+    const scalesName = `${e.name}.scales`;
+    linears[e.name] = { data: dataName, scales: scalesName, N, K, block_size: spec.blockSize };
+    // The data producer fills the scales; the scales entry (next) writes them.
+    const scales = new Float32Array(N * blocks);
+    entries.push({
+      name: dataName,
+      dtype: 'U8',
+      shape: [N, blocks, blobBytes(spec)],
+      data: (write) => {
+        const chunkRows = Math.max(1, Math.min(N, Math.floor((8 << 20) / K)));
+        const reader = new RowReader(t, K, chunkRows);
+        const buf: QuantizedRows = { data: new Uint8Array(chunkRows * blocks * blobBytes(spec)), scales: new Float32Array(chunkRows * blocks) };
+        try {
+          for (let r = 0; r < N; r += chunkRows) {
+            const n = Math.min(chunkRows, N - r);
+            const q = quantizeRows(reader.read(r, n), n, K, spec, buf);
+            scales.set(q.scales.subarray(0, n * blocks), r * blocks);
+            write(q.data.subarray(0, n * blocks * blobBytes(spec)));
+            progress(n * K * dtypeSize(t.dtype));
+          }
+        } finally {
+          reader.close();
+        }
+      },
+    });
+    entries.push({ name: scalesName, dtype: 'F32', shape: [N * blocks], data: (write) => write(new Uint8Array(scales.buffer)) });
+  }
+
+  const bytes = writeSafetensors(path.join(out, weightsFile), entries, { format: 'pt', dimoo_quantized: String(bits) });
+  for (const f of SIDE_FILES) {
+    const s = path.join(src, f);
+    if (fs.existsSync(s)) fs.copyFileSync(s, path.join(out, f));
+  }
+  if (ckpt.vqvaeDir) copyTree(ckpt.vqvaeDir, path.join(out, 'vqvae'));
+  let bf16Bytes = 0;
+  for (const t of ckpt.weights.values()) bf16Bytes += t.byteLength;
+  const manifest: QuantManifest = {
+    format: QUANT_FORMAT,
+    version: QUANT_VERSION,
+    bits,
+    block_size: requested,
+    weights_file: weightsFile,
+    linears,
+    plain,
+    source: { dir: src, parameters: [...ckpt.weights.values()].reduce((s, t) => s + numel(t.shape), 0), bytes: bf16Bytes },
+  };
+  atomicWriteFileSync(path.join(out, QUANT_MANIFEST), JSON.stringify(manifest, null, 1) + '\n');
+  return { dir: out, manifest, weightsFile, bytes, seconds: (performance.now() - t0) / 1000 };
+}
+
+export function isQuantizedCheckpoint(dir: string): boolean {
+  return fs.existsSync(path.join(dir, QUANT_MANIFEST));
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+/** Parses and checks the manifest's own structure (not yet against the weights). */
+export function readQuantManifest(dir: string): QuantManifest {
+  const file = path.join(dir, QUANT_MANIFEST);
+  let j: unknown;
+  try {
+    j = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new DimooError(`${file}: cannot read the quantization manifest (${(e as Error).message})`, E);
+  }
+  const bad = (what: string): never => {
+    throw new DimooError(`${file}: ${what}`, E);
+  };
+  if (!isObject(j)) bad('must be a JSON object');
+  const m = j as Record<string, unknown>;
+  if (m.format !== QUANT_FORMAT) bad(`"format" must be "${QUANT_FORMAT}", got ${JSON.stringify(m.format)}`);
+  if (m.version !== QUANT_VERSION) bad(`unsupported version ${JSON.stringify(m.version)} (this dimoo reads version ${QUANT_VERSION})`);
+  if (m.bits !== 8 && m.bits !== 4) bad(`"bits" must be 8 or 4, got ${JSON.stringify(m.bits)}`);
+  if (typeof m.weights_file !== 'string' || m.weights_file === '' || /[\\/]/.test(m.weights_file)) bad('"weights_file" must be a plain file name in the folder');
+  if (!isObject(m.linears)) bad('"linears" must be an object');
+  if (!isObject(m.plain)) bad('"plain" must be an object');
+  for (const [name, l] of Object.entries(m.linears as Record<string, unknown>)) {
+    if (!isObject(l)) bad(`linears["${name}"] must be an object`);
+    const e = l as Record<string, unknown>;
+    for (const k of ['N', 'K', 'block_size'] as const) {
+      if (typeof e[k] !== 'number' || !Number.isSafeInteger(e[k]) || (e[k] as number) <= 0) bad(`linears["${name}"].${k} must be a positive integer`);
+    }
+    const bs = e.block_size as number;
+    if (bs < 16 || bs > 256 || (bs & (bs - 1)) !== 0 || (e.K as number) % bs !== 0) bad(`linears["${name}"]: block_size ${bs} must be a power of two in [16, 256] dividing K = ${e.K}`);
+    if (typeof e.data !== 'string' || typeof e.scales !== 'string') bad(`linears["${name}"] must name its "data" and "scales" tensors`);
+  }
+  for (const [name, t] of Object.entries(m.plain as Record<string, unknown>)) {
+    if (typeof t !== 'string') bad(`plain["${name}"] must be a tensor name`);
+  }
+  return j as unknown as QuantManifest;
+}
+
+export interface QuantizedCheckpoint extends Checkpoint {
+  quantized: Map<string, QuantizedLinear>;
+  manifest: QuantManifest;
+}
+
+/**
+ * Opens a folder written by quantizeCheckpoint: config, tokenizer and VQ as
+ * any checkpoint, weights from the manifest, every tensor checked against the
+ * config (shapes, dtypes, block layout).
+ */
+export function openQuantizedCheckpoint(dir: string): QuantizedCheckpoint {
+  const root = path.resolve(dir);
+  const manifestPath = path.join(root, QUANT_MANIFEST);
+  const m = readQuantManifest(root);
+  const configPath = path.join(root, 'config.json');
+  if (!fs.existsSync(configPath)) throw new DimooError(`${configPath}: missing (every checkpoint needs config.json)`, E);
+  const config = loadLladaConfig(configPath);
+  const wfile = path.join(root, m.weights_file);
+  if (!fs.existsSync(wfile)) throw new DimooError(`${manifestPath}: weights file "${m.weights_file}" is missing from ${root}`, E);
+  const st = SafetensorsFile.open(wfile);
+  const tensor = (name: string, owner: string): TensorInfo => {
+    const t = st.tensors.get(name);
+    if (!t) throw new DimooError(`${manifestPath}: ${owner} names tensor "${name}", which ${wfile} does not have`, E);
+    return t;
+  };
+  const weights = new Map<string, TensorInfo>();
+  const quantized = new Map<string, QuantizedLinear>();
+  for (const e of expectedTensors(config)) {
+    const lin = m.linears[e.name];
+    const plainName = m.plain[e.name];
+    if (!lin && plainName === undefined) {
+      throw new DimooError(`${manifestPath}: tensor "${e.name}" that config.json requires is neither in "linears" nor in "plain"`, E);
+    }
+    if (plainName !== undefined) {
+      const t = tensor(plainName, `plain["${e.name}"]`);
+      if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
+        throw new DimooError(`${wfile}: tensor "${plainName}" has shape [${t.shape.join(', ')}], config.json implies [${e.shape.join(', ')}] (${e.origin})`, E);
+      }
+      if (t.dtype !== 'BF16' && t.dtype !== 'F16' && t.dtype !== 'F32') {
+        throw new DimooError(`${wfile}: tensor "${plainName}" has dtype ${t.dtype}; plain weights must be BF16, F16 or F32`, E);
+      }
+      weights.set(e.name, { ...t, name: e.name });
+    }
+    if (lin) {
+      const [N, K] = e.shape as [number, number];
+      if (e.shape.length !== 2 || lin.N !== N || lin.K !== K) {
+        throw new DimooError(`${manifestPath}: linears["${e.name}"] is [${lin.N}, ${lin.K}], config.json implies [${e.shape.join(', ')}] (${e.origin})`, E);
+      }
+      const spec: QuantSpec = { bits: m.bits, blockSize: lin.block_size };
+      const blocks = K / spec.blockSize;
+      const d = tensor(lin.data, `linears["${e.name}"].data`);
+      const s = tensor(lin.scales, `linears["${e.name}"].scales`);
+      const want = [N, blocks, blobBytes(spec)];
+      if (d.dtype !== 'U8' || d.shape.length !== 3 || d.shape.some((x, i) => x !== want[i])) {
+        throw new DimooError(`${wfile}: tensor "${lin.data}" is ${d.dtype} [${d.shape.join(', ')}], expected U8 [${want.join(', ')}] for ${m.bits}-bit blocks of ${spec.blockSize}`, E);
+      }
+      if (s.dtype !== 'F32' || s.shape.length !== 1 || s.shape[0] !== N * blocks) {
+        throw new DimooError(`${wfile}: tensor "${lin.scales}" is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${N * blocks}]`, E);
+      }
+      quantized.set(e.name, {
+        bits: m.bits,
+        blockSize: spec.blockSize,
+        N,
+        K,
+        data: { file: d.file, byteOffset: d.byteOffset, byteLength: d.byteLength },
+        scales: { file: s.file, byteOffset: s.byteOffset, byteLength: s.byteLength },
+      });
+    }
+  }
+  const unknown = [...Object.keys(m.linears), ...Object.keys(m.plain)].filter((n) => !expectedTensors(config).some((e) => e.name === n));
+  if (unknown.length > 0) {
+    throw new DimooError(`${manifestPath}: names tensors config.json does not have: ${unknown.slice(0, 5).join(', ')} (manifest and config.json do not match)`, E);
+  }
+  const tokenizerPath = path.join(root, 'tokenizer.json');
+  if (!fs.existsSync(tokenizerPath)) throw new DimooError(`${tokenizerPath}: missing (the text tokenizer is required)`, E);
+  const opt = (name: string): string | undefined => {
+    const p = path.join(root, name);
+    return fs.existsSync(p) ? p : undefined;
+  };
+  const vq = path.join(root, 'vqvae');
+  const vqvaeDir = fs.existsSync(vq) && fs.statSync(vq).isDirectory() ? vq : undefined;
+  const tokenizerConfigPath = opt('tokenizer_config.json');
+  const specialTokensMapPath = opt('special_tokens_map.json');
+  const generationConfigPath = opt('generation_config.json');
+  return {
+    dir: root,
+    config,
+    weights,
+    quantized,
+    manifest: m,
+    tokenizerPath,
+    tokenizerConfigPath,
+    specialTokensMapPath,
+    generationConfigPath,
+    vqvaeDir,
+    files: [configPath, manifestPath, wfile, tokenizerPath, ...[tokenizerConfigPath, specialTokensMapPath, generationConfigPath].filter((p): p is string => !!p)],
+    weightFiles: [wfile],
+  };
+}

@@ -1,0 +1,228 @@
+/**
+ * 8-bit / 4-bit checkpoints: block layout round trip, the quantized graph
+ * equals the float graph on the dequantized weights (so the MatMulNBits
+ * layout is right), quality of the quantized golden checkpoint against the
+ * reference (bounds documented in docs/performance.md), loading through
+ * openCheckpoint / Dimoo.load, the CLI function, and clear errors for
+ * corrupted or mismatched manifests.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { DimooError } from '../src/errors.js';
+import { openCheckpoint } from '../src/models/checkpoint.js';
+import { dequantizeRows, quantizeRows, type QuantBits } from '../src/models/quant-blocks.js';
+import { QUANT_MANIFEST, quantizeCheckpoint, readQuantManifest, type QuantizedCheckpoint } from '../src/models/quantize.js';
+import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/models/safetensors.js';
+import { Transformer } from '../src/models/transformer.js';
+import { Dimoo } from '../src/pipelines/dimoo.js';
+import { quantizeCommand } from '../src/cli/commands/quantize.js';
+import type { CliContext } from '../src/cli/context.js';
+import { goldenCaseAgreement, goldenForwardQuality, relL2 } from '../bench/quality.js';
+import { goldenCheckpointDir } from './helpers/golden.js';
+
+/** Documented bounds (docs/performance.md): logits relative L2 vs the fp32 reference on golden forward.json. */
+const LOGITS_REL_L2_BOUND: Record<QuantBits, number> = { 8: 0.05, 4: 0.4 };
+
+let tmp: string;
+const qdir: Partial<Record<QuantBits, string>> = {};
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-quant-'));
+  for (const bits of [8, 4] as const) {
+    qdir[bits] = path.join(tmp, `q${bits}`);
+    await quantizeCheckpoint(goldenCheckpointDir(), qdir[bits]!, { bits });
+  }
+});
+after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function gaussian(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i += 2) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    const u = (s + 1) / 4294967297;
+    s = (s * 1103515245 + 12345) >>> 0;
+    const v = s / 4294967296;
+    const r = Math.sqrt(-2 * Math.log(u));
+    a[i] = r * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) a[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+  return a;
+}
+
+test('block quantization: round trip within half a step (one when clamped), largest value exact', () => {
+  for (const bits of [8, 4] as const) {
+    for (const blockSize of [16, 32, 128]) {
+      const N = 5;
+      const K = 256;
+      const w = gaussian(N * K, bits * 1000 + blockSize);
+      const q = quantizeRows(w, N, K, { bits, blockSize });
+      assert.equal(q.data.length, (N * K * bits) / 8);
+      assert.equal(q.scales.length, (N * K) / blockSize);
+      const back = dequantizeRows(q, N, K, { bits, blockSize });
+      for (let b = 0; b < (N * K) / blockSize; b++) {
+        const d = Math.abs(q.scales[b]!);
+        let maxAbs = 0;
+        for (let i = b * blockSize; i < (b + 1) * blockSize; i++) {
+          // Codes run from -2^(bits-1) to 2^(bits-1) - 1: a value of the other sign than the block's
+          // extreme, and nearly as large, is clamped one step short.
+          const clamped = Math.round(w[i]! / q.scales[b]!) > 2 ** (bits - 1) - 1;
+          assert.ok(Math.abs(back[i]! - w[i]!) <= (clamped ? d : d / 2) + 1e-6, `bits ${bits} block ${blockSize}: element ${i} off by ${Math.abs(back[i]! - w[i]!)} (step ${d})`);
+          maxAbs = Math.max(maxAbs, Math.abs(w[i]!));
+        }
+        const iMax = Array.from(w.subarray(b * blockSize, (b + 1) * blockSize)).findIndex((v) => Math.abs(v) === maxAbs) + b * blockSize;
+        assert.ok(Math.abs(back[iMax]! - w[iMax]!) <= 1e-6 * maxAbs, 'the largest magnitude maps exactly onto the extreme code');
+      }
+    }
+  }
+});
+
+/** A float32 checkpoint holding the dequantized weights of a quantized one. */
+function writeDequantized(q: QuantizedCheckpoint, dir: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+    if (fs.existsSync(path.join(q.dir, f))) fs.copyFileSync(path.join(q.dir, f), path.join(dir, f));
+  }
+  const st = SafetensorsFile.open(q.weightFiles[0]!);
+  const entries: WriteEntry[] = [];
+  for (const [name, t] of q.weights) entries.push({ name, dtype: 'F32', shape: t.shape, data: st.readFloat32(name) });
+  for (const [name, l] of q.quantized) {
+    if (q.weights.has(name)) continue;
+    const m = q.manifest.linears[name]!;
+    const data = new Uint8Array(st.readBytes(m.data));
+    const scales = st.readFloat32(m.scales);
+    entries.push({ name, dtype: 'F32', shape: [l.N, l.K], data: dequantizeRows({ data, scales }, l.N, l.K, { bits: l.bits, blockSize: l.blockSize }) });
+  }
+  writeSafetensors(path.join(dir, 'model.safetensors'), entries);
+}
+
+test('quantized graph (MatMulNBits) equals the float graph on the dequantized weights', async () => {
+  const ids = [126080, 5, 17, 126336, 126336, 130000, 126084, 2, 126355];
+  const all = ids.map((_, i) => i);
+  for (const bits of [8, 4] as const) {
+    const q = openCheckpoint(qdir[bits]!) as QuantizedCheckpoint;
+    assert.ok(q.quantized.size > 0, 'openCheckpoint reads the quantized folder');
+    const deqDir = path.join(tmp, `deq${bits}`);
+    writeDequantized(q, deqDir);
+    // accuracy level 0: float activations, so only the weights are quantized.
+    const mq = await Transformer.load(q, { threads: 1, accuracyLevel: 0 });
+    const mf = await Transformer.load(openCheckpoint(deqDir), { threads: 1 });
+    try {
+      assert.equal(mq.quantBits, bits);
+      const a = (await mq.forward({ ids, logitRows: all, imageRows: [3, 4] }))!;
+      const b = (await mf.forward({ ids, logitRows: all, imageRows: [3, 4] }))!;
+      const e = relL2(a.logits!, b.logits!);
+      const ei = relL2(a.imageLogits!, b.imageLogits!);
+      assert.ok(e < 1e-5 && ei < 1e-5, `${bits}-bit: relative L2 ${e} / ${ei} against the dequantized float model`);
+    } finally {
+      await mq.dispose();
+      await mf.dispose();
+    }
+  }
+});
+
+test('quantized golden checkpoint: logits and tokens against the reference (bounds documented)', async () => {
+  for (const bits of [8, 4] as const) {
+    const m = await Transformer.load(openCheckpoint(qdir[bits]!), { threads: 2 });
+    let fq;
+    try {
+      fq = await goldenForwardQuality(m);
+    } finally {
+      await m.dispose();
+    }
+    const d = await Dimoo.load(qdir[bits]!, { threads: 2 });
+    let cases;
+    try {
+      cases = await goldenCaseAgreement(d);
+    } finally {
+      await d.dispose();
+    }
+    const mean = cases.reduce((s, c) => s + c.agreement, 0) / cases.length;
+    console.log(
+      `int${bits}: logits rel L2 ${fq.logitsRelL2.toFixed(4)}, argmax agreement ${(fq.argmaxAgreement * 100).toFixed(1)}% of ${fq.positions}; ` +
+        `golden cases token agreement mean ${(mean * 100).toFixed(1)}%: ` +
+        cases.map((c) => `${c.name} ${(c.agreement * 100).toFixed(0)}%`).join(', '),
+    );
+    assert.ok(fq.logitsRelL2 <= LOGITS_REL_L2_BOUND[bits], `int${bits}: logits relative L2 ${fq.logitsRelL2} > ${LOGITS_REL_L2_BOUND[bits]}`);
+  }
+});
+
+test('quantizing refuses a quantized source and a folder with other files', async () => {
+  await assert.rejects(quantizeCheckpoint(qdir[8]!, path.join(tmp, 'again'), { bits: 4 }), (e: unknown) => e instanceof DimooError && /already a quantized checkpoint/.test(e.message));
+  const busy = path.join(tmp, 'busy');
+  fs.mkdirSync(busy);
+  fs.writeFileSync(path.join(busy, 'notes.txt'), 'mine');
+  await assert.rejects(quantizeCheckpoint(goldenCheckpointDir(), busy, { bits: 8 }), (e: unknown) => e instanceof DimooError && /not empty/.test(e.message));
+  await assert.rejects(quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'bs'), { bits: 8, blockSize: 48 }), (e: unknown) => e instanceof DimooError && /power of two/.test(e.message));
+});
+
+/** Copies the 8-bit folder, applies `edit` to it, and expects openCheckpoint to fail with a message matching `re`. */
+function expectBroken(label: string, edit: (dir: string) => void, re: RegExp): void {
+  const dir = path.join(tmp, `broken-${label}`);
+  fs.cpSync(qdir[8]!, dir, { recursive: true });
+  edit(dir);
+  assert.throws(
+    () => openCheckpoint(dir),
+    (e: unknown) => e instanceof DimooError && e.code === 'E_CHECKPOINT' && re.test(e.message),
+    label,
+  );
+}
+
+test('corrupted or mismatched manifests give clear errors', () => {
+  const editManifest = (f: (m: any) => void) => (dir: string) => {
+    const p = path.join(dir, QUANT_MANIFEST);
+    const m = JSON.parse(fs.readFileSync(p, 'utf8'));
+    f(m);
+    fs.writeFileSync(p, JSON.stringify(m));
+  };
+  expectBroken('json', (dir) => fs.writeFileSync(path.join(dir, QUANT_MANIFEST), '{"format": "dimoo-quantized", '), /cannot read the quantization manifest/);
+  expectBroken('format', editManifest((m) => (m.format = 'gguf')), /"format" must be "dimoo-quantized"/);
+  expectBroken('version', editManifest((m) => (m.version = 99)), /unsupported version 99/);
+  expectBroken('bits', editManifest((m) => (m.bits = 3)), /"bits" must be 8 or 4/);
+  expectBroken('weights file', editManifest((m) => (m.weights_file = 'gone.safetensors')), /weights file "gone.safetensors" is missing/);
+  expectBroken('shape', editManifest((m) => (m.linears['model.transformer.blocks.0.q_proj.weight'].N = 64)), /q_proj\.weight"\] is \[64, 32\], config.json implies \[32, 32\]/);
+  expectBroken('tensor', editManifest((m) => (m.linears['model.transformer.blocks.1.ff_out.weight'].scales = 'nope')), /names tensor "nope", which .* does not have/);
+  expectBroken('missing', editManifest((m) => delete m.linears['model.transformer.blocks.1.up_proj.weight']), /up_proj\.weight" that config.json requires is neither in "linears" nor in "plain"/);
+  expectBroken('block', editManifest((m) => (m.linears['model.transformer.blocks.0.k_proj.weight'].block_size = 16)), /expected U8 \[32, 2, 16\] for 8-bit blocks of 16/);
+  expectBroken(
+    'config',
+    (dir) => {
+      const p = path.join(dir, 'config.json');
+      const c = JSON.parse(fs.readFileSync(p, 'utf8'));
+      c.n_layers = 3;
+      fs.writeFileSync(p, JSON.stringify(c));
+    },
+    /blocks\.2\..* that config.json requires is neither/,
+  );
+  expectBroken('extra', editManifest((m) => (m.plain['model.transformer.blocks.7.attn_norm.weight'] = 'model.transformer.ln_f.weight')), /names tensors config.json does not have: model.transformer.blocks.7/);
+  // The manifest's own reader agrees with a good folder.
+  assert.equal(readQuantManifest(qdir[4]!).bits, 4);
+});
+
+test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary', async () => {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (b: Buffer) => (text += b.toString()));
+  const ctx = { stdout: out, stderr: new PassThrough(), env: {}, home: tmp, signal: new AbortController().signal, loadModel: () => Promise.reject(new Error('unused')) } as unknown as CliContext;
+  const dir = path.join(tmp, 'cli-q4');
+  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 4, out: dir, json: true, progress: false });
+  const summary = JSON.parse(text) as { bits: number; linears: number; bytes: number };
+  assert.equal(summary.bits, 4);
+  assert.equal(summary.linears, 2 * 7 + 1);
+  const d = await Dimoo.load(dir, { threads: 1 });
+  try {
+    const r = await d.generate({ prompt: 'a red cat', width: 48, height: 32, timesteps: 3 });
+    assert.equal(r.codes.length, 6);
+  } finally {
+    await d.dispose();
+  }
+  // bf16 stays bf16 for plain tensors: the embedding is stored as in the source.
+  const st = SafetensorsFile.open(path.join(dir, 'model-q4.safetensors'));
+  assert.equal(st.info('model.transformer.wte.weight').dtype, 'BF16');
+});
