@@ -289,6 +289,14 @@ describe('security: CORS, binding, errors', () => {
     }
   });
 
+  it('reports a dead model worker on /healthz with 503', async () => {
+    const dead = Object.create(api, { alive: { value: false } }) as DimooApi;
+    const { base } = await serve({ api: dead });
+    const r = await fetch(base + '/healthz');
+    assert.equal(r.status, 503);
+    assert.equal(((await r.json()) as { status: string }).status, 'model worker stopped');
+  });
+
   it('answers internal failures with a bare 500: no message details, no stack', async () => {
     const broken: DimooApi = Object.create(api) as DimooApi;
     broken.generate = async () => {

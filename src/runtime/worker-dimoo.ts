@@ -240,6 +240,11 @@ export class WorkerDimoo implements DimooApi {
     return this.modelInfo;
   }
 
+  /** False once the worker thread has died or the model was disposed. */
+  get alive(): boolean {
+    return this.dead === null;
+  }
+
   /** Calls in flight (a job plus, e.g., preview decodes). */
   get busy(): number {
     return this.pending.size;

@@ -55,8 +55,6 @@ export class Job {
   readonly done: Promise<void>;
   private settle!: () => void;
   private readonly listeners = new Set<Listener>();
-  /** Jobs that want previews even with nobody on the event stream (the web page subscribes late). */
-  previewAlways = false;
 
   constructor(
     readonly task: string,
@@ -239,7 +237,7 @@ export class JobQueue {
         job.emit('preview', job.lastPreview);
       },
       get wantsPreview() {
-        return job.previewAlways || job.listenerCount > 0;
+        return job.listenerCount > 0;
       },
     };
     try {

@@ -315,10 +315,13 @@ export function registerNativeRoutes(app: FastifyInstance): void {
     return j;
   };
 
-  app.get('/healthz', async () => {
+  app.get('/healthz', async (_req, reply) => {
     const info = st.api.info();
+    // A WorkerDimoo whose thread died cannot run anything: say so to load balancers.
+    const alive = (st.api as { alive?: boolean }).alive !== false;
+    if (!alive) reply.code(503);
     return {
-      status: 'ok',
+      status: alive ? 'ok' : 'model worker stopped',
       model: info.name,
       has_vq: info.hasVq,
       device: info.device,
