@@ -42,6 +42,22 @@ export interface ImageJob {
   gridH: number;
   gridW: number;
   sampling: ResolvedSampling;
+  /**
+   * Called with each step's guided logits before the sampler uses them (for
+   * benchmarks and diagnostics; its time counts in stepMs unless subtracted).
+   */
+  inspect?: (info: StepInspection) => void | Promise<void>;
+}
+
+export interface StepInspection {
+  step: number;
+  /** Whether this step was a full pass (no ML-Cache reuse). */
+  full: boolean;
+  /** Per branch: the token sequence and the positions of the masked cells (logit rows). */
+  sequences: number[][];
+  rows: number[][];
+  /** Guided logits [rows, V] (or the cond logits without guidance). */
+  guided: Float32Array;
 }
 
 export interface ImageJobResult {
@@ -108,10 +124,14 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     const full = refresh[step]!;
     if (s.useCache && step > 0 && full) streams.forEach((st) => st.reset());
     const branchLogits: Float32Array[] = [];
+    const seqs: number[][] = [];
+    const rowLists: number[][] = [];
     for (let b = 0; b < prefixes.length; b++) {
       const prefix = prefixes[b]!;
       const seq = prefix.concat(tail);
       const rows = Array.from(cells, (cell) => prefix.length + tailOffset(cell, job.gridW));
+      seqs.push(seq);
+      rowLists.push(rows);
       const st = streams[b]!;
       // K/V, row maxima and stale logits are only needed when the next step is a partial one.
       const nextPartial = s.useCache && step < s.timesteps - 1 && !refresh[step + 1]!;
@@ -122,6 +142,7 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     if (!s.useCache) compute = prefixes.map(() => null);
     const guided = job.guide ? job.guide(branchLogits[0]!, branchLogits.slice(1)) : branchLogits[0]!;
     if (guided.length !== cells.length * V) throw new Error('internal: guided logits have the wrong size');
+    if (job.inspect) await job.inspect({ step, full: full || !s.useCache, sequences: seqs, rows: rowLists, guided });
     state.step(guided);
     const ms = performance.now() - t0;
     stepMs.push(ms);

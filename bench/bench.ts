@@ -1,0 +1,181 @@
+/**
+ * `npm run bench [-- --quick] [-- --json]`: the CPU performance table.
+ *
+ * Every configuration runs in its own child process (child.ts), one after
+ * another, so peak RSS and load times are clean and runs do not compete.
+ * Ratios (MFU, ML-Cache and understanding speed-ups) are measured in this
+ * one run. Random checkpoints are written once into ~/.cache/dimoo/bench (or
+ * $DIMOO_BENCH_CACHE) and reused.
+ *
+ * Options:
+ *   --quick           a few minutes: the 8B rows and the 1b ML-Cache/understanding rows are skipped
+ *   --json            print one JSON object instead of the table
+ *   --only a,b        sections: gemm, forward, step, precision, mlcache, understanding, quality
+ *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
+ *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { benchCacheDir, ensurePreset, ensureQuantized, freeBytes, presetBytes, quantizedBytes } from './checkpoints.js';
+import { defaultGoldenDir } from './quality.js';
+import type { GemmResult } from './gemm.js';
+import { buildJson, emptyResults, renderTable } from './report.js';
+import type { ForwardRow, MlCacheRow, QualityRow, StepRow, TaskName, UnderstandingRow } from './tasks.js';
+import { quantizeCheckpoint, QUANT_MANIFEST } from '../src/models/quantize.js';
+import type { PresetName } from '../src/models/random-checkpoint.js';
+
+const argv = process.argv.slice(2);
+const flag = (f: string) => argv.includes(f);
+const value = (f: string): string | undefined => {
+  const i = argv.indexOf(f);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const quick = flag('--quick');
+const asJson = flag('--json');
+const only = value('--only')?.split(',');
+const want = (s: string) => !only || only.includes(s);
+const cores = os.availableParallelism();
+const threads = Number(value('--threads') ?? cores);
+const skip8b = quick || flag('--no-8b');
+
+const log = (s: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+};
+
+/** Runs one task in a child process (tsx-aware: the child inherits this process's loader flags). */
+function runChild<T>(task: TaskName, args: unknown): Promise<T> {
+  const here = fileURLToPath(import.meta.url);
+  const child = path.join(path.dirname(here), `child${path.extname(here)}`);
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [...process.execArgv, child, JSON.stringify({ task, args })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    p.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('BENCH_RESULT ') || l.startsWith('BENCH_ERROR '));
+      if (line?.startsWith('BENCH_RESULT ')) resolve(JSON.parse(line.slice('BENCH_RESULT '.length)) as T);
+      else reject(new Error(`${task} failed (exit ${code}): ${line?.slice('BENCH_ERROR '.length) ?? err.trim().split('\n').slice(-3).join(' | ')}`));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- run
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  const res = emptyResults({
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores,
+    memGb: Math.round(os.totalmem() / 1e9),
+    node: process.version,
+    loadavgAtStart: os.loadavg()[0],
+    mode: quick ? 'quick' : 'full',
+    threads,
+  });
+  const dirs: Partial<Record<string, string>> = {};
+  const presetDir = async (p: PresetName): Promise<string> => (dirs[p] ??= (await ensurePreset(p, log)).dir);
+  const quantDir = async (p: PresetName, bits: 8 | 4): Promise<string> => (dirs[`${p}-${bits}`] ??= (await ensureQuantized(p, bits, log)).dir);
+
+  if (want('gemm')) {
+    for (const t of [1, 2].filter((t) => t <= cores)) {
+      for (const kind of ['fp32', 'int8', 'int4'] as const) {
+        log(`GEMM ${kind}, ${t} thread(s)`);
+        res.gemm.push(await runChild<GemmResult>('gemm', { kind, threads: t, M: 1024, K: 4096, N: 4096 }));
+      }
+    }
+  }
+  const limit = (kind: 'fp32' | 'int8' | 'int4', t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t)?.gflops;
+
+  if (want('forward')) {
+    for (const preset of ['tiny', 'small'] as const) {
+      for (const t of [1, 2].filter((t) => t <= cores)) {
+        log(`forward ${preset}, ${t} thread(s)`);
+        const r = await runChild<ForwardRow>('forward', { dir: await presetDir(preset), threads: t, size: 256, reps: quick ? 3 : 5 });
+        res.forward.push({ ...r, preset, threads: t });
+      }
+    }
+  }
+
+  const stepRow = async (preset: PresetName, precision: 'fp32' | 'int8' | 'int4', size: number, steps: number): Promise<void> => {
+    const dir = precision === 'fp32' ? await presetDir(preset) : await quantDir(preset, precision === 'int8' ? 8 : 4);
+    log(`t2i step ${preset} ${precision} ${size}x${size}, ${steps} step(s)`);
+    const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps });
+    const lim = limit(precision, threads);
+    const gflops = r.flops / (r.stepMs * 1e6);
+    res.step.push({ ...r, preset, size, precision, threads, mfu: lim ? gflops / lim : undefined });
+  };
+
+  if (want('step')) {
+    for (const preset of ['small', '1b'] as const) for (const size of [256, 512]) await stepRow(preset, 'fp32', size, quick ? 2 : 3);
+  }
+  if (want('precision')) {
+    for (const precision of ['int8', 'int4'] as const) await stepRow('1b', precision, 512, 2);
+    if (!skip8b) {
+      const need = presetBytes('8b') + quantizedBytes('8b', 8) + quantizedBytes('8b', 4);
+      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int4', '.complete')) ? Infinity : freeBytes(benchCacheDir());
+      if (have < need) {
+        res.notes.push(`8B rows skipped: the 8B checkpoints need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
+      } else {
+        for (const precision of ['int8', 'int4'] as const) await stepRow('8b', precision, 512, 1);
+        fs.writeFileSync(path.join(benchCacheDir(), 'results-8b.json'), JSON.stringify(res.step.filter((s) => s.preset === '8b'), null, 1));
+      }
+    } else {
+      res.notes.push(`8B rows skipped (${quick ? '--quick' : '--no-8b'})`);
+    }
+  }
+
+  if (want('mlcache')) {
+    const configs: [PresetName, number][] = quick ? [['small', 256]] : [['small', 256], ['1b', 256]];
+    for (const [preset, size] of configs) {
+      log(`ML-Cache ${preset} ${size}x${size}: 64 steps off, then on`);
+      const r = await runChild<MlCacheRow>('mlcache', { dir: await presetDir(preset), threads, size, timesteps: 64 });
+      res.mlcache.push({ ...r, preset, size });
+    }
+  }
+
+  if (want('understanding')) {
+    const golden = fs.existsSync(path.join(defaultGoldenDir(), 'dimoo-tiny'));
+    const configs: PresetName[] = quick ? ['small'] : ['small', '1b'];
+    if (golden) {
+      log('understanding: golden cases (tiny), cached vs reference');
+      const r = await runChild<UnderstandingRow>('understanding', { dir: path.join(defaultGoldenDir(), 'dimoo-tiny'), threads, genLength: 256, blockLength: 64, steps: 128, imageSize: 256, golden: true });
+      res.understanding.push({ ...r, preset: 'golden-tiny' });
+    }
+    for (const preset of configs) {
+      log(`understanding ${preset}: gen 256 / block 64, uncached then dual cache`);
+      const r = await runChild<UnderstandingRow>('understanding', { dir: await presetDir(preset), threads, genLength: 256, blockLength: 64, steps: 128, imageSize: 256 });
+      res.understanding.push({ ...r, preset });
+    }
+  }
+
+  if (want('quality')) {
+    const golden = path.join(defaultGoldenDir(), 'dimoo-tiny');
+    if (!fs.existsSync(golden)) {
+      res.notes.push(`quality rows skipped: no golden checkpoint at ${golden} (set DIMOO_GOLDEN)`);
+    } else {
+      for (const precision of ['fp32', 'int8', 'int4'] as const) {
+        let dir = golden;
+        if (precision !== 'fp32') {
+          dir = path.join(benchCacheDir(), `golden-tiny-${precision}`);
+          if (!fs.existsSync(path.join(dir, QUANT_MANIFEST))) await quantizeCheckpoint(golden, dir, { bits: precision === 'int8' ? 8 : 4 });
+        }
+        log(`quality on the golden cases: ${precision}`);
+        res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
+      }
+    }
+  }
+
+  res.machine.loadavgAtEnd = os.loadavg()[0];
+  res.machine.seconds = Math.round((performance.now() - t0) / 1000);
+  const json = buildJson(res, path.join(benchCacheDir(), 'results-8b.json'));
+  process.stdout.write(asJson ? JSON.stringify(json, null, 1) + '\n' : renderTable(res, json));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exitCode = 1;
+});

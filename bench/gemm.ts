@@ -1,0 +1,88 @@
+/**
+ * The machine's own limit: GFLOP/s of ONNX Runtime's CPU matmul kernels on a
+ * large GEMM, fp32 (MatMul against a constant weight, as the transformer's
+ * linears run) and block-quantized (MatMulNBits, int8 and int4, accuracy
+ * level 4 = int8 activations, the path quantized checkpoints use).
+ */
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder } from '../src/models/onnx/builder.js';
+import { quantizeRows } from '../src/models/quant-blocks.js';
+
+export type GemmKind = 'fp32' | 'int8' | 'int4';
+
+export interface GemmResult {
+  kind: GemmKind;
+  threads: number;
+  M: number;
+  K: number;
+  N: number;
+  /** Best-of-N wall time of one run, ms. */
+  ms: number;
+  gflops: number;
+}
+
+function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    a[i] = ((s >>> 0) / 4294967296 - 0.5) * scale;
+  }
+  return a;
+}
+
+export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize = 32): Uint8Array {
+  const g = new GraphBuilder('gemm');
+  const a = g.input('a', 'float32', ['M', K]);
+  // [N, K] like a PyTorch linear weight.
+  const w = pseudoRandom(N * K, 12345, 0.1);
+  let y;
+  if (kind === 'fp32') {
+    // Stored [K, N] so MatMul needs no transpose.
+    const t = new Float32Array(K * N);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) t[k * N + n] = w[n * K + k]!;
+    y = g.matmul(a, g.initializer('w', 'float32', [K, N], t));
+  } else {
+    const bits = kind === 'int8' ? 8 : 4;
+    const q = quantizeRows(w, N, K, { bits, blockSize });
+    const blocks = K / blockSize;
+    const b = g.initializer('w_q', 'uint8', [N, blocks, (blockSize * bits) / 8], q.data);
+    const sc = g.initializer('w_scales', 'float32', [N * blocks], q.scales);
+    y = g.matMulNBits(a, b, sc, null, { K, N, bits, blockSize, accuracyLevel: 4 });
+  }
+  g.output(y, 'y', 'float32', ['M', N]);
+  return g.toBytes();
+}
+
+export async function measureGemm(
+  kind: GemmKind,
+  threads: number,
+  opts: { M?: number; K?: number; N?: number; repeats?: number; minMs?: number; blockSize?: number } = {},
+): Promise<GemmResult> {
+  const M = opts.M ?? 1024;
+  const K = opts.K ?? 4096;
+  const N = opts.N ?? 4096;
+  const session = await ort.InferenceSession.create(gemmGraph(kind, K, N, opts.blockSize), {
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  });
+  try {
+    const a = new ort.Tensor('float32', pseudoRandom(M * K, 777, 2), [M, K]);
+    await session.run({ a }); // warm-up (prepacking, arena)
+    let best = Infinity;
+    const t0 = performance.now();
+    for (let i = 0; i < (opts.repeats ?? 5) || performance.now() - t0 < (opts.minMs ?? 0); i++) {
+      const t = performance.now();
+      await session.run({ a });
+      best = Math.min(best, performance.now() - t);
+    }
+    return { kind, threads, M, K, N, ms: best, gflops: (2 * M * K * N) / (best * 1e6) };
+  } finally {
+    await session.release();
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The bench's results: one JSON object (with the summary keys the issue asks
+ * for) and the printed table.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { GemmResult } from './gemm.js';
+import type { ForwardRow, MlCacheRow, QualityRow, StepRow, UnderstandingRow } from './tasks.js';
+
+export interface Results {
+  machine: Record<string, unknown> & { threads: number };
+  gemm: GemmResult[];
+  forward: (ForwardRow & { preset: string; threads: number })[];
+  step: (StepRow & { preset: string; size: number; precision: string; threads: number; mfu?: number })[];
+  mlcache: (MlCacheRow & { preset: string; size: number })[];
+  understanding: (UnderstandingRow & { preset: string })[];
+  quality: (QualityRow & { precision: string })[];
+  notes: string[];
+}
+
+/** Keys every JSON report has (numbers, or null where the row was skipped). */
+export const SUMMARY_KEYS = [
+  'gemm_gflops_fp32',
+  't2i_step_mfu_1b_512',
+  'mlcache_speedup_64',
+  'mlcache_code_agreement',
+  'understanding_speedup',
+  'understanding_agreement',
+  'rss_gb_8b_int8',
+  'rss_gb_8b_int4',
+] as const;
+
+export function emptyResults(machine: Results['machine']): Results {
+  return { machine, gemm: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], notes: [] };
+}
+
+/**
+ * The JSON object. `earlier8b` is a results file of an earlier full run: the
+ * 8B peak RSS is taken from it (and said so) when this run skipped the 8B rows.
+ */
+export function buildJson(res: Results, earlier8b?: string): Record<string, unknown> {
+  const threads = res.machine.threads;
+  const step = (preset: string, size: number, precision = 'fp32') => res.step.find((s) => s.preset === preset && s.size === size && s.precision === precision);
+  const gemm = (kind: string, t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t)?.gflops;
+  const ml = res.mlcache.at(-1);
+  const und = res.understanding.filter((u) => u.preset !== 'golden-tiny').at(-1);
+  let rss8: Record<string, number | null> = { int8: step('8b', 512, 'int8')?.peakRssGb ?? null, int4: step('8b', 512, 'int4')?.peakRssGb ?? null };
+  let rss8From: string | undefined;
+  if (rss8.int8 === null && earlier8b && fs.existsSync(earlier8b)) {
+    const rows = JSON.parse(fs.readFileSync(earlier8b, 'utf8')) as { precision: string; peakRssGb: number }[];
+    rss8 = { int8: rows.find((r) => r.precision === 'int8')?.peakRssGb ?? null, int4: rows.find((r) => r.precision === 'int4')?.peakRssGb ?? null };
+    rss8From = `${path.basename(earlier8b)}, an earlier full run (${fs.statSync(earlier8b).mtime.toISOString()})`;
+    res.notes.push(`rss_gb_8b_* from ${rss8From}`);
+  }
+  return {
+    gemm_gflops_fp32: gemm('fp32', threads) ?? null,
+    gemm_gflops_int8: gemm('int8', threads) ?? null,
+    gemm_gflops_int4: gemm('int4', threads) ?? null,
+    t2i_step_mfu_1b_512: step('1b', 512)?.mfu ?? null,
+    t2i_step_model_mfu_1b_512: (() => {
+      const s = step('1b', 512);
+      const lim = gemm('fp32', threads);
+      return s && lim ? s.flops / (s.modelMs * 1e6) / lim : null;
+    })(),
+    t2i_step_ms_1b_512: step('1b', 512)?.stepMs ?? null,
+    mlcache_speedup_64: ml?.speedup ?? null,
+    mlcache_model_speedup_64: ml?.modelSpeedup ?? null,
+    mlcache_code_agreement: ml?.codeAgreement ?? null,
+    mlcache_final_logit_rel_l2: ml?.finalLogitRelL2 ?? null,
+    mlcache_config: ml ? `${ml.preset} ${ml.size}x${ml.size}` : null,
+    understanding_speedup: und?.speedup ?? null,
+    understanding_agreement: und?.agreement ?? null,
+    understanding_config: und ? `${und.preset} gen 256 / block 64 / 128 steps` : null,
+    rss_gb_8b_int8: rss8.int8,
+    rss_gb_8b_int4: rss8.int4,
+    ...(rss8From ? { rss_gb_8b_source: rss8From } : {}),
+    machine: res.machine,
+    details: { gemm: res.gemm, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality },
+    notes: res.notes,
+  };
+}
+
+const f = (x: number | undefined, digits = 1): string => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
+const pct = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '-' : `${(x * 100).toFixed(1)}%`);
+
+function table(title: string, header: string[], rows: string[][], note?: string): string {
+  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => '  ' + r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
+  return [`\n${title}`, line(header), '  ' + w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line), ...(note ? [`  ${note}`] : [])].join('\n');
+}
+
+export function renderTable(res: Results, json: Record<string, unknown>): string {
+  const threads = res.machine.threads;
+  const gemm = (kind: string, t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t)?.gflops;
+  const m = res.machine;
+  const out: string[] = [];
+  out.push(
+    `dimoo bench (${String(m.mode)}): ${String(m.cpu)}, ${String(m.cores)} cores, ${String(m.memGb)} GB, Node ${String(m.node)}; ` +
+      `load average ${f(m.loadavgAtStart as number, 2)} -> ${f(m.loadavgAtEnd as number, 2)}; ${String(m.seconds)} s`,
+  );
+  if (res.gemm.length) {
+    out.push(
+      table(
+        'Machine limit: ORT matmul on [1024 x 4096] x [4096 x 4096] (best of 5)',
+        ['kernel', 'threads', 'ms', 'GFLOP/s'],
+        res.gemm.map((g) => [g.kind === 'fp32' ? 'MatMul fp32' : `MatMulNBits ${g.kind} (acc. level 4)`, String(g.threads), f(g.ms), f(g.gflops)]),
+      ),
+    );
+  }
+  if (res.forward.length) {
+    out.push(
+      table(
+        'Forward pass: one 256x256 text-to-image sequence (all cells masked), best of runs',
+        ['model', 'threads', 'tokens', 'ms/pass', 'tokens/s', 'GFLOP/s', 'load ms', 'peak RSS GB'],
+        res.forward.map((r) => [r.preset, String(r.threads), String(r.tokens), f(r.ms), f(r.tokensPerS, 0), f(r.gflops), f(r.loadMs, 0), f(r.peakRssGb, 2)]),
+      ),
+    );
+  }
+  const steps = res.step.filter((s) => s.precision === 'fp32');
+  if (steps.length) {
+    out.push(
+      table(
+        `Text-to-image step (cond + uncond, full pass, sampler included), ${threads} threads`,
+        ['model', 'size', 'tokens c/u', 'ms/step', 'model ms', 'GFLOP/step', 'GFLOP/s', 'MFU', 'model-only MFU'],
+        steps.map((s) => {
+          const lim = gemm('fp32', s.threads);
+          return [s.preset, `${s.size}`, `${s.condLen}/${s.uncondLen}`, f(s.stepMs, 0), f(s.modelMs, 0), f(s.flops / 1e9), f(s.flops / (s.stepMs * 1e6)), pct(s.mfu), pct(lim ? s.flops / (s.modelMs * 1e6) / lim : undefined)];
+        }),
+        'MFU = achieved FLOP/s (matmul FLOPs of the step / step time) over the measured fp32 GEMM limit at the same thread count.',
+      ),
+    );
+  }
+  const prec = res.step.filter((s) => s.size === 512 && (s.preset === '1b' || s.preset === '8b'));
+  if (prec.length) {
+    out.push(
+      table(
+        'Load time and peak RSS per precision (one 512x512 step, child process per row)',
+        ['model', 'precision', 'load s', 'RSS after load GB', 'peak RSS GB', 'ms/step', 'GFLOP/s', 'vs own GEMM limit'],
+        prec.map((s) => [s.preset, s.precision, f(s.loadMs / 1000), f(s.rssAfterLoadGb, 2), f(s.peakRssGb, 2), f(s.stepMs, 0), f(s.flops / (s.stepMs * 1e6)), pct(s.mfu)]),
+      ),
+    );
+  }
+  if (res.mlcache.length) {
+    out.push(
+      table(
+        'ML-Cache over a whole 64-step generation (cfg 4, temperature 1, seed 0; cache 0.9 / warm-up 0.3 / refresh 5)',
+        ['model', 'size', 'off s', 'on s', 'speed-up', 'model-only', 'full steps', 'same codes', 'final logit rel L2'],
+        res.mlcache.map((r) => [r.preset, String(r.size), f(r.offMs / 1000), f(r.onMs / 1000), `${f(r.speedup, 2)}x`, `${f(r.modelSpeedup, 2)}x`, String(r.fullSteps), pct(r.codeAgreement), f(r.finalLogitRelL2, 4)]),
+        'final logit rel L2: guided logits the cached run used at its last step vs an exact full pass on the same tokens (mean over masked rows).',
+      ),
+    );
+  }
+  if (res.understanding.length) {
+    out.push(
+      table(
+        'Understanding: gen_length 256, block 64, 128 steps (256x256 image), greedy',
+        ['model', 'steps', 'uncached ms/step', 'uncached s', 'cached ms/step', 'cached s', 'speed-up', 'same tokens', 'golden (cached)'],
+        res.understanding.map((r) => [
+          r.preset,
+          String(r.steps),
+          f(r.offStepMs),
+          f(r.offMs / 1000),
+          f(r.onStepMs),
+          f(r.onMs / 1000),
+          `${f(r.speedup, 2)}x`,
+          pct(r.agreement),
+          r.golden ? `${pct(r.golden.cached)} (uncached ${pct(r.golden.uncached)})` : '',
+        ]),
+        'cached = dual cache: full pass at the first step of each block, then only the block is recomputed.',
+      ),
+    );
+  }
+  if (res.quality.length) {
+    out.push(
+      table(
+        'Quality per precision on the golden cases (tiny checkpoint)',
+        ['precision', 'logits rel L2', 'argmax agreement', 'token agreement (11 cases)'],
+        res.quality.map((q) => [q.precision, f(q.logitsRelL2, 4), pct(q.argmaxAgreement), pct(q.caseAgreement)]),
+      ),
+    );
+  }
+  out.push(
+    table(
+      'Summary (--json keys)',
+      ['key', 'value'],
+      Object.entries(json)
+        .filter(([, v]) => typeof v === 'number' || typeof v === 'string' || v === null)
+        .map(([k, v]) => [k, typeof v === 'number' ? String(Math.round(v * 1000) / 1000) : String(v)]),
+    ),
+  );
+  for (const n of res.notes) out.push(`note: ${n}`);
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,46 @@
+/**
+ * The bench's measurements run (in-process, on the golden tiny checkpoint,
+ * at toy sizes) and give finite numbers; the JSON report has every summary
+ * key; the FLOP count matches a hand count.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openCheckpoint } from '../src/models/checkpoint.js';
+import { passFlops } from '../bench/flops.js';
+import { buildJson, emptyResults, renderTable, SUMMARY_KEYS } from '../bench/report.js';
+import { taskForward, taskMlCache, taskT2iStep, taskUnderstanding } from '../bench/tasks.js';
+import { cacheRefreshSchedule } from '../src/samplers/schedule.js';
+import { goldenCheckpointDir } from './helpers/golden.js';
+
+const dir = goldenCheckpointDir();
+
+test('FLOP count: linears, attention and head rows', () => {
+  const c = openCheckpoint(dir).config; // d 32, 4 heads, 2 layers, mlp 64
+  const perLayer = 2 * 10 * (4 * 32 * 32 + 3 * 32 * 64) + 4 * 10 * 12 * 32;
+  assert.equal(passFlops(c, { P: 10, S: 12, imageRows: 3, textRows: 1 }), 2 * perLayer + 2 * 32 * (3 * 8192 + 134548));
+});
+
+test('bench tasks run on the tiny checkpoint and report finite numbers', async () => {
+  const fw = await taskForward({ dir, threads: 1, size: 64, reps: 1 });
+  assert.ok(fw.tokens > 16 && fw.ms > 0 && Number.isFinite(fw.tokensPerS) && fw.peakRssGb > 0);
+  const st = await taskT2iStep({ dir, threads: 1, size: 64, steps: 2 });
+  assert.equal(st.allStepMs.length, 2);
+  assert.ok(st.flops > 0 && st.modelMs > 0 && st.modelMs <= st.stepMs + 1);
+  const ml = await taskMlCache({ dir, threads: 1, size: 64, timesteps: 12 });
+  assert.ok(ml.speedup > 0 && ml.codeAgreement >= 0 && ml.codeAgreement <= 1 && Number.isFinite(ml.finalLogitRelL2));
+  assert.equal(ml.fullSteps, cacheRefreshSchedule(12, { warmupRatio: 0.3, refreshInterval: 5 }).filter(Boolean).length);
+  const un = await taskUnderstanding({ dir, threads: 1, genLength: 16, blockLength: 8, steps: 4, imageSize: 32, golden: true });
+  assert.ok(un.speedup > 0 && un.agreement >= 0 && un.agreement <= 1);
+  assert.equal(un.golden?.uncached, 1, 'uncached understanding reproduces the golden answers');
+
+  const res = emptyResults({ threads: 1, mode: 'test', cpu: 'x', cores: 1, memGb: 1, node: process.version });
+  res.gemm.push({ kind: 'fp32', threads: 1, M: 1, K: 1, N: 1, ms: 1, gflops: 100 });
+  res.step.push({ ...st, preset: '1b', size: 512, precision: 'fp32', threads: 1, mfu: 0.5 });
+  res.mlcache.push({ ...ml, preset: 'tiny', size: 64 });
+  res.understanding.push({ ...un, preset: 'tiny' });
+  const json = buildJson(res);
+  for (const k of SUMMARY_KEYS) assert.ok(k in json, `JSON has ${k}`);
+  assert.equal(json.t2i_step_mfu_1b_512, 0.5);
+  assert.equal(json.rss_gb_8b_int8, null, 'skipped rows are null');
+  assert.match(renderTable(res, json), /ML-Cache over a whole 64-step generation/);
+});
