@@ -82,7 +82,12 @@ function form(
   const f = new FormData();
   for (const [k, v] of Object.entries(parts)) {
     if (typeof v === 'string') f.append(k, v);
-    else f.append(k, new Blob([new Uint8Array(v.data)], { type: v.type ?? 'image/png' }), v.name ?? `${k}.png`);
+    else
+      f.append(
+        k,
+        new Blob([new Uint8Array(v.data)], { type: v.type ?? 'image/png' }),
+        v.name ?? `${k}.png`,
+      );
   }
   return f;
 }
@@ -759,6 +764,40 @@ describe('server: cancellation and the queue', () => {
       const q = (await json(await fetch(base + '/healthz'))).queue;
       return q.running === 0 && q.waiting === 0;
     }, 5000);
+  });
+
+  it('cancels a streamed chat completion when the client disconnects', async () => {
+    const img = `data:image/png;base64,${(await png(64, 48, opaque)).toString('base64')}`;
+    const ac = new AbortController();
+    const res = await fetch(base + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        stream: true,
+        max_tokens: 512,
+        block_length: 16,
+        steps: 512,
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'what is it ?' },
+              { type: 'image_url', image_url: { url: img } },
+            ],
+          },
+        ],
+      }),
+      signal: ac.signal,
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    await reader.read(); // the role chunk: the stream is open
+    await waitFor(async () => (await json(await fetch(base + '/healthz'))).queue.running === 1);
+    ac.abort();
+    await waitFor(
+      async () => (await json(await fetch(base + '/healthz'))).queue.running === 0,
+      10000,
+    );
   });
 
   it('a job over the time limit fails with E_TIMEOUT', async () => {
