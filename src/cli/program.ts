@@ -18,6 +18,8 @@ import { registerInspect } from './commands/inspect.js';
 import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
+import { registerQuantizeCommand } from './commands/quantize.js';
+import { registerServeCommand } from '../server/serve-command.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
 function packageVersion(): string {
@@ -61,6 +63,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerInspect(program, ctx);
   registerInitRandom(program, ctx);
   registerDemo(program, ctx);
+  registerServeCommand(program, ctx);
+  registerQuantizeCommand(program, ctx);
   return program;
 }
 
