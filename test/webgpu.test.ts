@@ -9,10 +9,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { openCheckpoint } from '../src/models/checkpoint.js';
 import { probeWebGpu } from '../src/models/device.js';
 import { ModelStream } from '../src/models/ml-cache.js';
+import { quantizeCheckpoint } from '../src/models/quantize.js';
 import { SafetensorsFile } from '../src/models/safetensors.js';
 import { Transformer } from '../src/models/transformer.js';
 import { VqModel } from '../src/models/vq/vq-model.js';
@@ -191,6 +195,65 @@ describe('golden parity on the WebGPU provider', { skip }, () => {
     }
     t.diagnostic(`max |diff| ${worst.toExponential(2)}`);
     assert.ok(worst <= 1e-3, `ML-Cache logits differ by ${worst}`);
+  });
+
+  test('precision fp16 (float16 weights, float32 compute) matches fp32 on the golden sequences', async (t) => {
+    if (!status.shaderF16) return t.skip('the adapter has no shader-f16');
+    const half = await Transformer.load(openCheckpoint(goldenCheckpointDir()), {
+      device: 'webgpu',
+      precision: 'fp16',
+    });
+    try {
+      const fj = readGoldenJson<{ sequences: Record<string, { input_ids: number[] }> }>(
+        'forward.json',
+      );
+      let worst = 0;
+      for (const seq of Object.values(fj.sequences)) {
+        const rows = seq.input_ids.map((_, i) => i);
+        const a = (await half.forward({ ids: seq.input_ids, logitRows: rows, imageRows: rows }))
+          .logits!;
+        const b = (await cpu.forward({ ids: seq.input_ids, logitRows: rows })).logits!;
+        worst = Math.max(worst, maxAbsDiff(a, b));
+      }
+      t.diagnostic(`max |logit diff| fp16 weights on WebGPU vs CPU fp32 ${worst.toExponential(2)}`);
+      assert.ok(worst <= 1e-3, `fp16 vs fp32: ${worst}`);
+    } finally {
+      await half.dispose();
+    }
+  });
+
+  test('precision fp16 is refused on the CPU provider', async () => {
+    await assert.rejects(
+      Transformer.load(openCheckpoint(goldenCheckpointDir()), { device: 'cpu', precision: 'fp16' }),
+      (e: Error) => e.name === 'DimooError' && /needs device webgpu/.test(e.message),
+    );
+  });
+
+  test('4-bit checkpoint: WebGPU MatMulNBits equals the CPU kernel with float activations', async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-webgpu-q4-'));
+    try {
+      await quantizeCheckpoint(goldenCheckpointDir(), dir, { bits: 4 });
+      const ckpt = openCheckpoint(dir);
+      const g = await Transformer.load(ckpt, { device: 'webgpu' });
+      // accuracy level 1: float32 activations, as the WebGPU kernel computes.
+      const c = await Transformer.load(ckpt, { device: 'cpu', threads: 2, accuracyLevel: 1 });
+      try {
+        const ids = readGoldenJson<{ sequences: Record<string, { input_ids: number[] }> }>(
+          'forward.json',
+        ).sequences['i2i_with_image_tokens']!.input_ids;
+        const rows = ids.map((_, i) => i);
+        const a = (await g.forward({ ids, logitRows: rows })).logits!;
+        const b = (await c.forward({ ids, logitRows: rows })).logits!;
+        const d = maxAbsDiff(a, b);
+        t.diagnostic(`max |logit diff| int4 WebGPU vs CPU ${d.toExponential(2)}`);
+        assert.ok(d <= 1e-3, `int4 WebGPU vs CPU: ${d}`);
+      } finally {
+        await g.dispose();
+        await c.dispose();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('VQ-VAE encode/decode on WebGPU: latents, indices and decoded pixels match golden', async (t) => {

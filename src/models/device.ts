@@ -185,6 +185,23 @@ export async function requireWebGpu(): Promise<WebGpuStatus> {
   return s;
 }
 
+/** Checks that float16 weights can run on `device` (WebGPU with shader-f16); throws a DimooError otherwise. */
+export async function requireFp16(device: Device, precision = 'fp16'): Promise<void> {
+  if (device !== 'webgpu') {
+    throw new DimooError(
+      `precision ${precision} needs device webgpu (ORT's CPU provider has no float16 matmul)`,
+      'E_PARAM',
+    );
+  }
+  const s = await requireWebGpu();
+  if (!s.shaderF16) {
+    throw new DimooError(
+      `precision ${precision}: this WebGPU adapter lacks the shader-f16 feature; use fp32 (the default)`,
+      'E_WEBGPU',
+    );
+  }
+}
+
 /** The E_WEBGPU error for an ORT/Dawn start failure, with what is missing. */
 export function webGpuUnavailable(ortMessage: string): DimooError {
   const firstLine = ortMessage

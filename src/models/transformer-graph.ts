@@ -71,6 +71,13 @@ export interface TransformerGraphOptions {
   imageVocabSize: number;
   /** Float32 bytes per chunk of the full output head (default 256 MiB). */
   headChunkBytes?: number;
+  /**
+   * Float (not quantized) linear and head weights on the device: float32 (default;
+   * upcast once at load), float16 (kept float16, upcast per run inside the graph, so
+   * compute stays float32), float16-compute (float16 weights, activations and
+   * matmuls). The float16 forms need WebGPU with shader-f16.
+   */
+  floatWeights?: 'float32' | 'float16' | 'float16-compute';
 }
 
 export const TRANSFORMER_INPUTS = {
@@ -138,15 +145,42 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     const w = external(name, ONNX_DTYPE[src.dtype], src.shape, src);
     return src.dtype === 'F32' ? w : g.cast(w, 'float32');
   };
+  const zero16 = new Map<string, Value>();
+  /**
+   * A float16 zero computed at run time from `dep` (finite activations): ORT cannot fold
+   * what depends on it, and the upcast it feeds runs only once `dep` exists, just in time.
+   */
+  const runtimeZero16 = (dep: Value): Value => {
+    let z = zero16.get(dep.name);
+    if (!z) {
+      const v = g.reduceMax(dep, [0, 1], false);
+      z = g.cast(g.sub(v, v), 'float16');
+      zero16.set(dep.name, z);
+    }
+    return z;
+  };
   const accuracyLevel = opts.accuracyLevel ?? 4;
-  /** x @ W^T (+ b) for W [N, K] given as float or quantized source. */
-  const linearFrom = (x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value): Value => {
+  /**
+   * x @ W^T (+ b) for W [N, K] given as float or quantized source; `dep` (default x,
+   * at least one row) is what float16 weights' upcasts wait for.
+   */
+  const linearFrom = (x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep: Value = x): Value => {
     if ('bits' in w) {
       const blocks = w.K / w.blockSize;
       const data = external(`${name}.q${w.bits}`, 'uint8', [w.N, blocks, (w.blockSize * w.bits) / 8], w.data);
       const scales = external(`${name}.scales`, 'float32', [w.N * blocks], w.scales);
       const y = g.matMulNBits(x, data, scales, null, { K: w.K, N: w.N, bits: w.bits, blockSize: w.blockSize, accuracyLevel });
       return bias ? g.add(y, bias) : y;
+    }
+    if (opts.floatWeights === 'float16' || opts.floatWeights === 'float16-compute') {
+      const stored = external(name, ONNX_DTYPE[w.dtype], w.shape, w);
+      const w16 = w.dtype === 'F16' ? stored : g.cast(stored, 'float16'); // folded once at load
+      if (opts.floatWeights === 'float16-compute') {
+        const b16 = bias ? g.cast(bias, 'float16') : undefined;
+        return g.cast(g.gemmTransB(g.cast(x, 'float16'), w16, b16), 'float32');
+      }
+      // + a run-time zero: ORT cannot fold the upcast, so only float16 stays resident.
+      return g.gemmTransB(x, g.cast(g.add(w16, runtimeZero16(dep)), 'float32'), bias);
     }
     return g.gemmTransB(x, f32(name, w), bias);
   };
@@ -242,7 +276,7 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const headPart = (xIn: Value, start: number, end: number): Value => {
     const w = 'bits' in head ? quantizedRows(head, start, end) : weightRows(head, start, end);
     const bias = headBias ? f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)) : undefined;
-    return linearFrom(xIn, `${headName}[${start}:${end}]`, w, bias);
+    return linearFrom(xIn, `${headName}[${start}:${end}]`, w, bias, final); // xIn may have 0 rows
   };
 
   // Full-vocabulary logits, in row chunks whose float32 copies ORT can fold.

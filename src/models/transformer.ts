@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
 import type { LladaConfig } from './config.js';
-import { createSession, type Device } from './device.js';
+import { createSession, requireFp16, type Device } from './device.js';
 import { ropeInvFreq, ropeTables } from './rope.js';
 import {
   buildTransformerGraph,
@@ -60,6 +60,13 @@ export interface TransformerLoadOptions {
   imageVocabSize?: number;
   /** Quantized checkpoints: MatMulNBits accuracy_level (default 4 = int8 activations, fastest; 0 = float activations). */
   accuracyLevel?: number;
+  /**
+   * Float weights on the device (WebGPU with shader-f16 for the fp16 forms):
+   * fp32 (default); fp16 keeps them float16 (half the memory) and upcasts each
+   * per run, so results match fp32; fp16-compute also runs the matmuls in
+   * float16 (logits off by ~1e-2, see docs/gpu.md).
+   */
+  precision?: 'fp32' | 'fp16' | 'fp16-compute';
 }
 
 /**
@@ -177,15 +184,18 @@ export class Transformer {
       quantBits = quantBits === undefined ? q.bits : (Math.min(quantBits, q.bits) as 4 | 8);
       return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, data: ext(q.data), scales: ext(q.scales) };
     };
+    const device = opts.device ?? 'cpu';
+    const precision = opts.precision ?? 'fp32';
+    if (precision !== 'fp32') await requireFp16(device, precision);
     const bytes = buildTransformerGraph({
       config: c,
       weight,
+      floatWeights: precision === 'fp16' ? 'float16' : precision === 'fp16-compute' ? 'float16-compute' : 'float32',
       quantized: ckpt.quantized ? quantized : undefined,
       accuracyLevel: opts.accuracyLevel,
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
-    const device = opts.device ?? 'cpu';
     const session = await createSession(
       bytes,
       { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir) },
