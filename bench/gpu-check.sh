@@ -10,7 +10,7 @@
 #
 # Environment: OUT (results folder; default ./gpu-check-out), DIMOO_GPU_BUNDLE
 # (archive path), DIMOO_GPU_WORK (unpack folder; default /tmp/dimoo-gpu),
-# DIMOO_GPU_BUDGET_S (seconds for gpu-check.js; default 420; the whole script
+# DIMOO_GPU_BUDGET_S (seconds for gpu-check.js; default 300; the whole script
 # is killed 60 s after that), DIMOO_GPU_BUNDLED_VULKAN=1 (use the bundled
 # Vulkan loader even if the system has one), VK_DRIVER_FILES (a Vulkan ICD; NVIDIA's is found
 # on its own at /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json).
@@ -19,7 +19,7 @@ set -u -o pipefail
 BUNDLE=${DIMOO_GPU_BUNDLE:-.gpu-bundle/dimoo-gpu.tar.xz}
 WORK=${DIMOO_GPU_WORK:-/tmp/dimoo-gpu}
 RESULTS=${OUT:-$PWD/gpu-check-out}
-BUDGET=${DIMOO_GPU_BUDGET_S:-420}
+BUDGET=${DIMOO_GPU_BUDGET_S:-300}
 mkdir -p "$RESULTS"
 LOG="$RESULTS/gpu-check.log"
 say() { echo "gpu-check.sh: $*" | tee -a "$LOG"; }

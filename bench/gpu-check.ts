@@ -3,13 +3,15 @@
  * (t2i sampling steps of the `1b` and real 8B shapes on the WebGPU provider),
  * inside a time budget so it fits one short run on a lent GPU machine.
  *
- *   node dist/bench/gpu-check.js [--out DIR] [--budget-s 420] [--golden DIR]
- *        [--rows 1b:fp32,1b:int4,8b:fp32,8b:int4] [--sizes 256,512] [--cpu-baseline]
+ *   node dist/bench/gpu-check.js [--out DIR] [--budget-s 300] [--golden DIR]
+ *        [--rows 1b:fp32,1b:fp16,1b:int4,8b:fp16,8b:int4,8b:fp32] [--sizes 256,512]
+ *        [--cpu-baseline]
  *        [--cache DIR]
  *
  * Rows: PRESET:PRECISION, PRESET one of the random presets (tiny, small, 1b,
- * 8b), PRECISION fp32 (the bf16 checkpoint, linears upcast at load), int8 or
- * int4 (a block-quantized copy, when this build has src/models/quantize.js).
+ * 8b), PRECISION fp32 (the bf16 checkpoint, linears upcast at load), fp16
+ * (float16 weights, float32 compute), fp16c (float16 compute), int8 or int4
+ * (a block-quantized copy written by quantizeCheckpoint).
  * A row that does not fit in the time left is skipped and says so. Results go
  * to stdout and, with --out, to DIR/gpu-check.json.
  *
@@ -24,6 +26,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { openCheckpoint } from '../src/models/checkpoint.js';
+import { quantizeCheckpoint } from '../src/models/quantize.js';
 import { countParameters, type LladaConfig } from '../src/models/config.js';
 import { probeWebGpu, type Device } from '../src/models/device.js';
 import {
@@ -37,7 +40,10 @@ import { VqModel } from '../src/models/vq/vq-model.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import type { EditType, TokenGrid } from '../src/pipelines/types.js';
 
-type Precision = 'fp32' | 'int8' | 'int4';
+type Precision = 'fp32' | 'fp16' | 'fp16c' | 'int8' | 'int4';
+const PRECISIONS: readonly Precision[] = ['fp32', 'fp16', 'fp16c', 'int8', 'int4'];
+/** Rows that read the bf16 checkpoint itself (the others read a quantized copy). */
+const isFloat = (p: Precision): boolean => p === 'fp32' || p === 'fp16' || p === 'fp16c';
 interface Row {
   preset: PresetName;
   precision: Precision;
@@ -58,17 +64,17 @@ interface Args {
 function parseRow(s: string): Row {
   const [preset, precision = 'fp32'] = s.split(':');
   if (!isPresetName(preset)) throw new Error(`--rows: unknown preset "${preset}"`);
-  if (precision !== 'fp32' && precision !== 'int8' && precision !== 'int4') {
-    throw new Error(`--rows: unknown precision "${precision}" (fp32, int8, int4)`);
+  if (!PRECISIONS.includes(precision as Precision)) {
+    throw new Error(`--rows: unknown precision "${precision}" (${PRECISIONS.join(', ')})`);
   }
-  return { preset, precision };
+  return { preset, precision: precision as Precision };
 }
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
-    budgetS: 420,
+    budgetS: 300,
     golden: path.resolve(process.cwd(), '../shared/golden'),
-    rows: ['1b:fp32', '1b:int4', '8b:fp32', '8b:int4'].map(parseRow),
+    rows: ['1b:fp32', '1b:fp16', '1b:int4', '8b:fp16', '8b:int4', '8b:fp32'].map(parseRow),
     sizes: [256, 512],
     cpuBaseline: false,
     cache: process.env.DIMOO_BENCH_CACHE ?? path.join(os.tmpdir(), 'dimoo-gpu-bench'),
@@ -116,23 +122,11 @@ async function ensureCheckpoint(cache: string, row: Row): Promise<string> {
     await writeRandomCheckpoint(src, row.preset, { seed: 0 });
     fs.writeFileSync(path.join(src, MARK), '');
   }
-  if (row.precision === 'fp32') return src;
+  if (isFloat(row.precision)) return src;
   const dst = path.join(cache, `${row.preset}-${row.precision}`);
   if (fs.existsSync(path.join(dst, MARK))) return dst;
-  // The quantizer is the CPU engineer's module; this build may not have it.
-  const spec: string = '../src/models/quantize.js';
-  let mod: {
-    quantizeCheckpoint?: (src: string, dst: string, o: { bits: number }) => Promise<unknown>;
-  };
-  try {
-    mod = (await import(spec)) as typeof mod;
-  } catch {
-    throw new Error('this build has no src/models/quantize.js (no quantized checkpoints)');
-  }
-  if (typeof mod.quantizeCheckpoint !== 'function')
-    throw new Error('quantize.js has no quantizeCheckpoint');
   fs.rmSync(dst, { recursive: true, force: true });
-  await mod.quantizeCheckpoint(src, dst, { bits: row.precision === 'int8' ? 8 : 4 });
+  await quantizeCheckpoint(src, dst, { bits: row.precision === 'int8' ? 8 : 4 });
   fs.writeFileSync(path.join(dst, MARK), '');
   return dst;
 }
@@ -463,7 +457,12 @@ async function benchRow(
   const out: Record<string, unknown> = { preset: row.preset, precision: row.precision, device };
   const ckpt = openCheckpoint(dir);
   let t = performance.now();
-  const m = await Transformer.load(ckpt, { device });
+  const precision =
+    row.precision === 'fp16' ? 'fp16' : row.precision === 'fp16c' ? 'fp16-compute' : 'fp32';
+  const m = await Transformer.load(ckpt, {
+    device,
+    precision: device === 'webgpu' ? precision : 'fp32',
+  });
   out.load_s = +((performance.now() - t) / 1000).toFixed(2);
   out.gpu_mem_mib_after_load = device === 'webgpu' ? gpuMemoryMiB() : undefined;
   try {
@@ -539,28 +538,24 @@ async function main(): Promise<void> {
   };
   fs.mkdirSync(args.cache, { recursive: true });
 
-  // Checkpoints are written in child processes while the GPU does the parity part.
+  // Checkpoints are written in child processes while the GPU does the parity part:
+  // one bf16 source per preset, then its quantized copies (which read the source).
   const wanted = new Map<string, Promise<string>>();
-  const prepare = (row: Row): Promise<string> => {
-    const key = `${row.preset}:${row.precision}`;
-    let p = wanted.get(key);
-    if (!p) {
-      p = prepareInBackground(args, row);
-      p.catch(() => {}); // awaited (and reported) later
-      wanted.set(key, p);
-    }
+  const background = (p: Promise<string>): Promise<string> => {
+    p.catch(() => {}); // awaited (and reported) per row
     return p;
   };
-  // Source checkpoints first (a quantized one reads its source), one writer per preset.
-  const presets = [...new Set(args.rows.map((r) => r.preset))];
-  const sources = new Map(presets.map((p) => [p, prepare({ preset: p, precision: 'fp32' })]));
+  const sources = new Map<PresetName, Promise<string>>();
+  for (const preset of new Set(args.rows.map((r) => r.preset))) {
+    sources.set(preset, background(prepareInBackground(args, { preset, precision: 'fp32' })));
+  }
   for (const r of args.rows) {
-    if (r.precision !== 'fp32') {
-      const key = `${r.preset}:${r.precision}`;
-      const p = sources.get(r.preset)!.then(() => prepareInBackground(args, r));
-      p.catch(() => {});
-      wanted.set(key, p);
-    }
+    const key = `${r.preset}:${r.precision}`;
+    const src = sources.get(r.preset)!;
+    wanted.set(
+      key,
+      isFloat(r.precision) ? src : background(src.then(() => prepareInBackground(args, r))),
+    );
   }
 
   const status = await probeWebGpu();
@@ -637,7 +632,12 @@ async function main(): Promise<void> {
       });
       log(`${name} on WebGPU failed: ${errText(e)}`);
     }
-    if (args.cpuBaseline && row.preset !== '8b' && args.budgetS - elapsedS() > rowCostS(row) * 2) {
+    if (
+      args.cpuBaseline &&
+      row.preset !== '8b' &&
+      (row.precision === 'fp32' || !isFloat(row.precision)) &&
+      args.budgetS - elapsedS() > rowCostS(row) * 2
+    ) {
       try {
         rows.push(await benchRow(dir, row, 'cpu', args.sizes.slice(0, 1), args.budgetS - 5));
       } catch (e) {
