@@ -25,6 +25,7 @@ export interface ModelCommandFlags {
   model: string;
   threads?: number;
   device?: 'cpu' | 'webgpu';
+  precision?: 'fp32' | 'fp16';
   json?: boolean;
   progress?: ProgressMode;
 }
@@ -41,6 +42,11 @@ export function addModelOptions(cmd: Command): Command {
       '--device <cpu|webgpu>',
       'execution device',
       choiceOpt('--device', ['cpu', 'webgpu'] as const),
+    )
+    .option(
+      '--precision <fp32|fp16>',
+      'weight precision (fp16: float16 weights on WebGPU, float32 math)',
+      choiceOpt('--precision', ['fp32', 'fp16'] as const),
     )
     .option('--json', 'print a machine-readable result on stdout')
     .option('--progress', 'show a progress bar on stderr even when it is not a terminal')

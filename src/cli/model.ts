@@ -23,6 +23,7 @@ export interface ModelFlags {
   model: string;
   threads?: number;
   device?: 'cpu' | 'webgpu';
+  precision?: 'fp32' | 'fp16';
 }
 
 /** Fails early, with the flag's name, on a model folder that is obviously wrong. */
@@ -46,6 +47,7 @@ export async function withModel<T>(
   const loadOpts: LoadOptions = {};
   if (flags.threads !== undefined) loadOpts.threads = flags.threads;
   if (flags.device !== undefined) loadOpts.device = flags.device;
+  if (flags.precision !== undefined) loadOpts.precision = flags.precision;
   const api = await ctx.loadModel(flags.model, loadOpts);
   try {
     throwIfCancelled(ctx.signal);

@@ -95,7 +95,12 @@ export class Dimoo implements DimooApi {
     const vqConfig = ckpt.vqvaeDir ? loadVqConfig(ckpt.vqvaeDir) : undefined;
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
     const special = resolveSpecialTokens(tokenizer, ckpt.config, { codebookSize });
-    const model = await Transformer.load(ckpt, { threads: opts.threads, device: opts.device, imageVocabSize: codebookSize });
+    const model = await Transformer.load(ckpt, {
+      threads: opts.threads,
+      device: opts.device,
+      precision: opts.precision,
+      imageVocabSize: codebookSize,
+    });
     return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);
   }
 

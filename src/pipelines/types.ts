@@ -210,4 +210,6 @@ export interface ModelInfo {
 export interface LoadOptions {
   threads?: number;
   device?: 'cpu' | 'webgpu';
+  /** Weight precision: 'fp16' keeps float16 weights on WebGPU (math stays float32); needs shader-f16. */
+  precision?: 'fp32' | 'fp16';
 }

@@ -101,6 +101,7 @@ export class WorkerDimoo implements DimooApi {
     const loadOptions: WorkerInit['loadOptions'] = { ...(opts.extra ?? {}) };
     if (opts.threads !== undefined) loadOptions.threads = opts.threads;
     if (opts.device !== undefined) loadOptions.device = opts.device;
+    if (opts.precision !== undefined) loadOptions.precision = opts.precision;
     const init: WorkerInit = {
       moduleUrl: String(opts.moduleUrl ?? sibling('../pipelines/dimoo').href),
       exportName: opts.exportName ?? 'Dimoo',
