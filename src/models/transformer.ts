@@ -198,7 +198,8 @@ export class Transformer {
     });
     const session = await createSession(
       bytes,
-      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir) },
+      // Quantized blocks are used in place from the memory-mapped file (see device.ts `prepack`).
+      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack: !ckpt.quantized?.size, memPattern: device === 'cpu' ? false : undefined },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
     return new Transformer(c, session, imageVocabSize, device, quantBits);
