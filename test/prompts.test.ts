@@ -11,8 +11,6 @@ import {
   gridCellPositions,
   imageBlock,
   imageToImagePrompt,
-  paintGridMask,
-  paintGridTokens,
   readGridCodes,
   spliceBeforeLast,
   textToImagePrompt,
@@ -22,6 +20,7 @@ import { TextTokenizer } from '../src/models/tokenizer.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 import { readCase } from './helpers/read-case.js';
 import { DimooError } from '../src/errors.js';
+import { maskedImageTokens, paintCellMask } from '../src/image/masks.js';
 
 const MASK = 126336;
 const tok = TextTokenizer.fromFile(path.join(goldenCheckpointDir(), 'tokenizer.json'));
@@ -192,16 +191,13 @@ for (const name of ['inpaint_96x64', 'outpaint_96x64']) {
   test(`${name}: painting mask and grid replacement`, () => {
     const g = readGoldenJson<PaintCase>(`${name}.json`);
     const { grid_h: H, grid_w: W, codes } = g.input_grid;
-    const mask = paintGridMask({
-      width: g.image_size.width,
-      height: g.image_size.height,
-      gridH: H,
-      gridW: W,
+    // The mask itself lives in image/masks.ts; here it feeds the t2i layout.
+    const mask = paintCellMask(g.image_size.width, g.image_size.height, {
       maskHRatio: g.paint.mask_h_ratio,
       maskWRatio: g.paint.mask_w_ratio,
       mode: g.paint.mode,
-    });
-    const rows = paintGridTokens(codes, mask, H, W);
+    }).cells;
+    const rows = maskedImageTokens(codes, { gridH: H, gridW: W, cells: mask });
     assert.deepEqual(rows, g.masked_image_tokens);
     const cellTokens = rows.filter((_, i) => (i + 1) % (W + 1) !== 0);
     const L = buildTextToImage({
@@ -221,21 +217,6 @@ for (const name of ['inpaint_96x64', 'outpaint_96x64']) {
     assert.deepEqual(Array.from(out), g.vq_codes);
   });
 }
-
-test('paint mask validation', () => {
-  const base = {
-    width: 96,
-    height: 64,
-    gridH: 4,
-    gridW: 6,
-    maskHRatio: 1,
-    maskWRatio: 0.2,
-    mode: 'inpainting' as const,
-  };
-  assert.throws(() => paintGridMask({ ...base, maskWRatio: 2 }), /maskWRatio/);
-  assert.throws(() => paintGridMask({ ...base, mode: 'x' as never }), /paint mode/);
-  assert.throws(() => paintGridTokens([1, 2], [0], 1, 2), /mask/);
-});
 
 interface MmuCase {
   question: string;

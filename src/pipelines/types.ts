@@ -78,6 +78,7 @@ export interface GenerateParams extends ImageSamplingParams {
 }
 
 export type EditType =
+  | 'edit'
   | 'edit_add'
   | 'edit_remove'
   | 'edit_replace'
@@ -92,6 +93,13 @@ export type EditType =
   | 'hed_pred'
   | 'depth_pred'
   | 'openpose_pred'
+  | 'canny_dense'
+  | 'hed_dense'
+  | 'depth_dense'
+  | 'openpose_dense'
+  | 'normal_dense'
+  | 'sam2mask_dense'
+  | 'ref_transfer'
   | 'image_ref_transfer'
   | 'multi_view';
 

@@ -2,6 +2,7 @@
  * Request field checks. Each failure is a 400 naming the field and what it
  * accepts, so a client can fix the request without reading the docs.
  */
+import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
 import type { EditType, ImageSamplingParams } from '../pipelines/types.js';
 import { RequestError } from './errors.js';
 import type { ServerLimits } from './limits.js';
@@ -180,21 +181,5 @@ export function parseSampling(
   return p;
 }
 
-export const EDIT_TYPES: readonly EditType[] = [
-  'edit_add',
-  'edit_remove',
-  'edit_replace',
-  'edit_background',
-  'edit_text_transfer',
-  'subject_driven',
-  'canny_control',
-  'hed_control',
-  'depth_control',
-  'openpose_control',
-  'canny_pred',
-  'hed_pred',
-  'depth_pred',
-  'openpose_pred',
-  'image_ref_transfer',
-  'multi_view',
-];
+/** Every edit type the library knows (one list, kept in pipelines/prompts.ts). */
+export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
