@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- golden case JSON is read loosely; every field used is asserted against */
 /**
  * Every golden sampling case through the public library API (`Dimoo`):
  * prompts are built from the case's text, images come in as token grids, and
