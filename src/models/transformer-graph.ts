@@ -71,6 +71,8 @@ export interface TransformerGraphOptions {
   imageVocabSize: number;
   /** Float32 bytes per chunk of the full output head (default 256 MiB). */
   headChunkBytes?: number;
+  /** Query heads per attention group (default 8; groups run one after the other to bound peak memory). */
+  attentionHeadsPerGroup?: number;
   /**
    * Float (not quantized) linear and head weights on the device: float32 (default;
    * upcast once at load), float16 (kept float16, upcast per run inside the graph, so
@@ -236,6 +238,7 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   if (emb.dtype !== 'F32') x = g.cast(x, 'float32');
 
   const qkvBias = c.includeBias || c.includeQkvBias;
+  const kvPerGroup = Math.max(1, Math.floor((opts.attentionHeadsPerGroup ?? 8) / rep));
   const scale = g.scalarF32(1 / Math.sqrt(hd));
   for (let i = 0; i < c.nLayers; i++) {
     const b = `${pre}.blocks.${i}`;
@@ -253,8 +256,16 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [nKv, S, hd]);
     const kAll = g.unsqueeze(g.scatterND(pastK, scatterIdx, kr), [1]); // [nKv, 1, S, hd]
     const vAll = g.unsqueeze(g.scatterND(pastV, scatterIdx, vh), [1]);
-    const scores = g.mul(g.matmul(qr, g.transpose(kAll, [0, 1, 3, 2])), scale); // [nKv, rep, P, S]
-    const ctx = g.matmul(g.softmax(scores, -1), vAll); // [nKv, rep, P, hd]
+    // Attention over groups of kv heads, one after the other, so that only one
+    // group's [heads, P, S] scores are alive at a time (peak memory).
+    const groups: Value[] = [];
+    for (let h0 = 0; h0 < nKv; h0 += kvPerGroup) {
+      const h1 = Math.min(nKv, h0 + kvPerGroup);
+      const part = (x: Value): Value => (kvPerGroup >= nKv ? x : g.slice(x, [h0], [h1], [0]));
+      const scores = g.mul(g.matmul(part(qr), g.transpose(part(kAll), [0, 1, 3, 2])), scale); // [nKv, rep, P, S]
+      groups.push(g.matmul(g.softmax(scores, -1), part(vAll))); // [nKv, rep, P, hd]
+    }
+    const ctx = groups.length === 1 ? groups[0]! : g.concat(groups, 0);
     const merged = g.reshape(g.transpose(ctx, [2, 0, 1, 3]), [0, c.dModel]);
     const attnOut = linear(merged, `${b}.attn_out`, c.includeBias);
     const hRes = g.add(x, attnOut);
