@@ -7,11 +7,14 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/models/onnx/builder.js';
 import { quantizeRows } from '../src/models/quant-blocks.js';
+import { DEFAULT_BLOCK_SIZE } from '../src/models/quantize.js';
 
 export type GemmKind = 'fp32' | 'int8' | 'int4';
 
 export interface GemmResult {
   kind: GemmKind;
+  /** Weights repacked by the kernel at load (false: used in place, as quantized checkpoints run). */
+  prepack: boolean;
   threads: number;
   M: number;
   K: number;
@@ -33,7 +36,7 @@ function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
   return a;
 }
 
-export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize = 32): Uint8Array {
+export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize?: number): Uint8Array {
   const g = new GraphBuilder('gemm');
   const a = g.input('a', 'float32', ['M', K]);
   // [N, K] like a PyTorch linear weight.
@@ -46,6 +49,7 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize = 32):
     y = g.matmul(a, g.initializer('w', 'float32', [K, N], t));
   } else {
     const bits = kind === 'int8' ? 8 : 4;
+    blockSize ??= DEFAULT_BLOCK_SIZE[bits];
     const q = quantizeRows(w, N, K, { bits, blockSize });
     const blocks = K / blockSize;
     const b = g.initializer('w_q', 'uint8', [N, blocks, (blockSize * bits) / 8], q.data);
@@ -59,7 +63,7 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize = 32):
 export async function measureGemm(
   kind: GemmKind,
   threads: number,
-  opts: { M?: number; K?: number; N?: number; repeats?: number; minMs?: number; blockSize?: number } = {},
+  opts: { M?: number; K?: number; N?: number; repeats?: number; minMs?: number; blockSize?: number; prepack?: boolean } = {},
 ): Promise<GemmResult> {
   const M = opts.M ?? 1024;
   const K = opts.K ?? 4096;
@@ -70,6 +74,8 @@ export async function measureGemm(
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    // Prepacked (the kernel's best) unless asked otherwise; quantized checkpoints run unpacked (see device.ts).
+    ...(opts.prepack === false ? { extra: { session: { disable_prepacking: '1' } } } : {}),
   });
   try {
     const a = new ort.Tensor('float32', pseudoRandom(M * K, 777, 2), [M, K]);
@@ -81,7 +87,7 @@ export async function measureGemm(
       await session.run({ a });
       best = Math.min(best, performance.now() - t);
     }
-    return { kind, threads, M, K, N, ms: best, gflops: (2 * M * K * N) / (best * 1e6) };
+    return { kind, prepack: opts.prepack !== false, threads, M, K, N, ms: best, gflops: (2 * M * K * N) / (best * 1e6) };
   } finally {
     await session.release();
   }

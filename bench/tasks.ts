@@ -123,8 +123,8 @@ async function runT2i(d: Dimoo, o: T2iOptions): Promise<{ codes?: Int32Array; st
 
 // ---------------------------------------------------------------- tasks
 
-export async function taskGemm(a: { kind: GemmKind; threads: number; M: number; K: number; N: number }): Promise<GemmResult & Common> {
-  const r = await measureGemm(a.kind, a.threads, { M: a.M, K: a.K, N: a.N, repeats: 5 });
+export async function taskGemm(a: { kind: GemmKind; threads: number; M: number; K: number; N: number; prepack?: boolean }): Promise<GemmResult & Common> {
+  const r = await measureGemm(a.kind, a.threads, { M: a.M, K: a.K, N: a.N, repeats: 5, prepack: a.prepack });
   return { ...r, ...common() };
 }
 

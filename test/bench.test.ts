@@ -34,7 +34,7 @@ test('bench tasks run on the tiny checkpoint and report finite numbers', async (
   assert.equal(un.golden?.uncached, 1, 'uncached understanding reproduces the golden answers');
 
   const res = emptyResults({ threads: 1, mode: 'test', cpu: 'x', cores: 1, memGb: 1, node: process.version });
-  res.gemm.push({ kind: 'fp32', threads: 1, M: 1, K: 1, N: 1, ms: 1, gflops: 100 });
+  res.gemm.push({ kind: 'fp32', prepack: true, threads: 1, M: 1, K: 1, N: 1, ms: 1, gflops: 100 });
   res.step.push({ ...st, preset: '1b', size: 512, precision: 'fp32', threads: 1, mfu: 0.5 });
   res.mlcache.push({ ...ml, preset: 'tiny', size: 64 });
   res.understanding.push({ ...un, preset: 'tiny' });

@@ -61,6 +61,13 @@ export interface TransformerLoadOptions {
   /** Quantized checkpoints: MatMulNBits accuracy_level (default 4 = int8 activations, fastest; 0 = float activations). */
   accuracyLevel?: number;
   /**
+   * Quantized checkpoints: let MatMulNBits repack its blocks at load (faster
+   * kernels, a load of seconds and a private copy of the weights) instead of
+   * reading them in place from the memory-mapped file. Default: see
+   * DEFAULT_QUANT_PREPACK (docs/performance.md has the numbers).
+   */
+  prepack?: boolean;
+  /**
    * Float weights on the device (WebGPU with shader-f16 for the fp16 forms):
    * fp32 (default); fp16 keeps them float16 (half the memory) and upcasts each
    * per run, so results match fp32; fp16-compute also runs the matmuls in
@@ -116,6 +123,9 @@ export interface ForwardResult {
   newK?: Float32Array[];
   newV?: Float32Array[];
 }
+
+/** Whether quantized checkpoints repack their blocks at load unless told (env DIMOO_QUANT_PREPACK=0/1 overrides). */
+export const DEFAULT_QUANT_PREPACK: boolean = process.env.DIMOO_QUANT_PREPACK ? process.env.DIMOO_QUANT_PREPACK === '1' : false;
 
 function i64(values: ArrayLike<number>): ort.Tensor {
   const a = new BigInt64Array(values.length);
@@ -199,7 +209,7 @@ export class Transformer {
     const session = await createSession(
       bytes,
       // Quantized blocks are used in place from the memory-mapped file (see device.ts `prepack`).
-      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack: !ckpt.quantized?.size, memPattern: device === 'cpu' ? false : undefined },
+      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack: ckpt.quantized?.size ? (opts.prepack ?? DEFAULT_QUANT_PREPACK) : true, memPattern: device === 'cpu' ? false : undefined },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
     return new Transformer(c, session, imageVocabSize, device, quantBits);
