@@ -44,3 +44,23 @@ test('bench tasks run on the tiny checkpoint and report finite numbers', async (
   assert.equal(json.rss_gb_8b_int8, null, 'skipped rows are null');
   assert.match(renderTable(res, json), /ML-Cache over a whole 64-step generation/);
 });
+
+test('the full output head in row chunks gives the same logits as in one piece', async () => {
+  const { Transformer } = await import('../src/models/transformer.js');
+  const ckpt = openCheckpoint(dir);
+  const one = await Transformer.load(ckpt, { threads: 1 });
+  // 134548 rows of 32 floats in chunks of 10000 rows: 14 chunks, the last one short.
+  const many = await Transformer.load(ckpt, { threads: 1, headChunkBytes: 10000 * 32 * 4 });
+  try {
+    const ids = [126080, 5, 17, 126336, 130000, 126084];
+    const req = { ids, logitRows: [0, 3, 5], imageRows: [3], rowmaxRows: [0, 1, 2, 3, 4, 5] };
+    const a = await one.forward(req);
+    const b = await many.forward(req);
+    assert.deepEqual(b.logits, a.logits);
+    assert.deepEqual(b.imageLogits, a.imageLogits);
+    assert.deepEqual(b.imageRowMax, a.imageRowMax);
+  } finally {
+    await one.dispose();
+    await many.dispose();
+  }
+});

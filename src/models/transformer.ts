@@ -67,6 +67,8 @@ export interface TransformerLoadOptions {
    * DEFAULT_QUANT_PREPACK (docs/performance.md has the numbers).
    */
   prepack?: boolean;
+  /** Float32 bytes per row chunk of the full output head (default 256 MiB; tests use small ones). */
+  headChunkBytes?: number;
   /**
    * Float weights on the device (WebGPU with shader-f16 for the fp16 forms):
    * fp32 (default); fp16 keeps them float16 (half the memory) and upcasts each
@@ -203,6 +205,7 @@ export class Transformer {
       floatWeights: precision === 'fp16' ? 'float16' : precision === 'fp16-compute' ? 'float16-compute' : 'float32',
       quantized: ckpt.quantized ? quantized : undefined,
       accuracyLevel: opts.accuracyLevel,
+      headChunkBytes: opts.headChunkBytes,
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
