@@ -10,10 +10,11 @@
  * Options:
  *   --quick           a few minutes: the 8B rows and the 1b ML-Cache/understanding rows are skipped
  *   --json            print one JSON object instead of the table
- *   --only a,b        sections: gemm, forward, step, precision, mlcache, understanding, quality
+ *   --only a,b        sections: gemm, forward, step, precision, vq, mlcache, understanding, quality
  *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
  *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
  */
+import { ensureAmusedVq, type VqRow } from './vq.js';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -150,6 +151,14 @@ async function main(): Promise<void> {
       log(`understanding ${preset}: gen 256 / block 64, uncached then dual cache`);
       const r = await runChild<UnderstandingRow>('understanding', { dir: await presetDir(preset), threads, genLength: 256, blockLength: 64, steps: 128, imageSize: 256 });
       res.understanding.push({ ...r, preset });
+    }
+  }
+
+  if (want('vq')) {
+    const vqDir = ensureAmusedVq(benchCacheDir());
+    for (const size of quick ? [256, 512] : [256, 512, 1024]) {
+      log(`VQ-VAE (aMUSEd size) encode/decode at ${size}x${size}`);
+      res.vq.push(await runChild<VqRow>('vq', { dir: vqDir, threads, size }));
     }
   }
 

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { GemmResult } from './gemm.js';
 import type { ForwardRow, MlCacheRow, QualityRow, StepRow, UnderstandingRow } from './tasks.js';
+import type { VqRow } from './vq.js';
 
 export interface Results {
   machine: Record<string, unknown> & { threads: number };
@@ -15,6 +16,7 @@ export interface Results {
   mlcache: (MlCacheRow & { preset: string; size: number })[];
   understanding: (UnderstandingRow & { preset: string })[];
   quality: (QualityRow & { precision: string })[];
+  vq: VqRow[];
   notes: string[];
 }
 
@@ -31,7 +33,7 @@ export const SUMMARY_KEYS = [
 ] as const;
 
 export function emptyResults(machine: Results['machine']): Results {
-  return { machine, gemm: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], notes: [] };
+  return { machine, gemm: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], vq: [], notes: [] };
 }
 
 /**
@@ -76,8 +78,10 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     rss_gb_8b_int8: rss8.int8,
     rss_gb_8b_int4: rss8.int4,
     ...(rss8From ? { rss_gb_8b_source: rss8From } : {}),
+    vq_encode_ms_512: res.vq.find((v) => v.size === 512)?.encodeMs ?? null,
+    vq_decode_ms_512: res.vq.find((v) => v.size === 512)?.decodeMs ?? null,
     machine: res.machine,
-    details: { gemm: res.gemm, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality },
+    details: { gemm: res.gemm, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq },
     notes: res.notes,
   };
 }
@@ -144,6 +148,15 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
         'Load time and peak RSS per precision (one 512x512 step, child process per row)',
         ['model', 'precision', 'load s', 'RSS after load GB', 'peak RSS GB', 'ms/step', 'GFLOP/s', 'vs its kernel limit'],
         prec.map((s) => [s.preset, s.precision, f(s.loadMs / 1000), f(s.rssAfterLoadGb, 2), f(s.peakRssGb, 2), f(s.stepMs, 0), f(s.flops / (s.stepMs * 1e6)), pct(s.mfu)]),
+      ),
+    );
+  }
+  if (res.vq.length) {
+    out.push(
+      table(
+        'VQ-VAE (random weights, real aMUSEd size), one image, second call (sessions built)',
+        ['size', 'threads', 'encode ms', 'decode ms', 'peak RSS GB'],
+        res.vq.map((v) => [`${v.size}x${v.size}`, String(v.threads), f(v.encodeMs, 0), f(v.decodeMs, 0), f(v.peakRssGb, 2)]),
       ),
     );
   }

@@ -2,6 +2,7 @@
  * The bench's measurements. Each task runs in its own child process (see
  * child.ts) so that peak RSS and load time belong to one configuration.
  */
+import { taskVq } from './vq.js';
 import * as os from 'node:os';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { runImageJob, type ImageJob, type StepInspection } from '../src/pipelines/image-engine.js';
@@ -360,6 +361,7 @@ export async function taskQuality(a: { dir: string; threads: number }): Promise<
 }
 
 export const TASKS = {
+  vq: taskVq,
   gemm: taskGemm,
   forward: taskForward,
   t2iStep: taskT2iStep,
