@@ -16,8 +16,10 @@
  *    and recomputes only some slots. Attention has no mask, so the slots are
  *    simply all keys; slot order = position order keeps the float summation
  *    order of a full pass.
- *  - Outputs `new_k_i`/`new_v_i` [n_kv_heads, P, head_dim] (keys with RoPE) let
- *    the caller refresh its cache; a full pass's output IS the cache layout.
+ *  - Outputs `new_k_i`/`new_v_i` [n_kv_heads, Q, head_dim] (keys with RoPE) are
+ *    the rows `kv_out_rows` [Q] of this call's keys/values, for the caller's
+ *    cache (all rows: a full pass's output IS the cache layout; none: nothing is
+ *    kept alive).
  *  - Logits only where asked: full-vocabulary rows at `logit_rows` [A]; image
  *    logits are computed once for `head_rows` [U] (indices into the P rows),
  *    then `image_sel` [B] picks the rows returned as `image_logits` and
@@ -87,6 +89,7 @@ export const TRANSFORMER_INPUTS = {
   qCos: 'q_cos',
   qSin: 'q_sin',
   kvRows: 'kv_rows',
+  kvOutRows: 'kv_out_rows',
   logitRows: 'logit_rows',
   headRows: 'head_rows',
   imageSel: 'image_sel',
@@ -191,9 +194,10 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     linearFrom(x, `${prefix}.weight`, source(`${prefix}.weight`), bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined);
 
   const eps = g.scalarF32(c.rmsNormEps);
+  let layerEps = eps;
   const rmsNorm = (x: Value, weightName: string): Value => {
     const ms = g.reduceMean(g.mul(x, x), [-1]);
-    const normed = g.mul(x, g.reciprocal(g.sqrt(g.add(ms, eps))));
+    const normed = g.mul(x, g.reciprocal(g.sqrt(g.add(ms, layerEps))));
     const scaled = g.mul(normed, f32(weightName, opts.weight(weightName)));
     if (!c.normBias) return scaled;
     const biasName = weightName.replace(/\.weight$/, '.bias');
@@ -213,6 +217,7 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const qCos = g.input(TRANSFORMER_INPUTS.qCos, 'float32', [P, hd]);
   const qSin = g.input(TRANSFORMER_INPUTS.qSin, 'float32', [P, hd]);
   const kvRows = g.input(TRANSFORMER_INPUTS.kvRows, 'int64', [P]);
+  const kvOutRows = g.input(TRANSFORMER_INPUTS.kvOutRows, 'int64', ['Q']);
   const logitRows = g.input(TRANSFORMER_INPUTS.logitRows, 'int64', ['A']);
   const headRows = g.input(TRANSFORMER_INPUTS.headRows, 'int64', ['U']);
   const imageSel = g.input(TRANSFORMER_INPUTS.imageSel, 'int64', ['B']);
@@ -250,8 +255,17 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     const qr = rope(g.transpose(g.reshape(q, [0, nKv, rep, hd]), [1, 2, 0, 3]), qCos, qSin);
     const kr = rope(g.transpose(g.reshape(k, [0, nKv, hd]), [1, 0, 2]), qCos, qSin); // [nKv, P, hd]
     const vh = g.transpose(g.reshape(v, [0, nKv, hd]), [1, 0, 2]);
-    g.output(kr, TRANSFORMER_OUTPUTS.newK(i), 'float32', [nKv, P, hd]);
-    g.output(vh, TRANSFORMER_OUTPUTS.newV(i), 'float32', [nKv, P, hd]);
+    // K/V leave the graph only for the rows asked for, and the next layer waits for
+    // these outputs: ORT schedules nodes that only feed graph outputs after
+    // everything else, which kept every layer's K/V alive to the end of a run
+    // (+1.1 GB for the 8B shape at 512x512, measured). `dep` is an exact 0.0 made
+    // from the outputs' shapes and added to the next RMSNorm's epsilon.
+    const kOut = g.gather(kr, kvOutRows, 1);
+    const vOut = g.gather(vh, kvOutRows, 1);
+    g.output(kOut, TRANSFORMER_OUTPUTS.newK(i), 'float32', [nKv, 'Q', hd]);
+    g.output(vOut, TRANSFORMER_OUTPUTS.newV(i), 'float32', [nKv, 'Q', hd]);
+    const dep = g.cast(g.reduceSum(g.mul(g.concat([g.shape(kOut), g.shape(vOut)], 0), g.constI64([0], [])), [0], false), 'float32');
+    layerEps = g.add(eps, dep);
     const pastK = g.input(TRANSFORMER_INPUTS.pastK(i), 'float32', [nKv, S, hd]);
     const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [nKv, S, hd]);
     const kAll = g.unsqueeze(g.scatterND(pastK, scatterIdx, kr), [1]); // [nKv, 1, S, hd]

@@ -318,6 +318,8 @@ export class Transformer {
       [IN.qCos]: new ort.Tensor('float32', q.cos, [P, hd]),
       [IN.qSin]: new ort.Tensor('float32', q.sin, [P, hd]),
       [IN.kvRows]: i64(slots),
+      // WebGPU gets one spare row rather than an empty tensor (as for ReduceMax below).
+      [IN.kvOutRows]: i64(req.wantKv ? iota(P) : this.device === 'webgpu' ? [0] : []),
       [IN.logitRows]: i64(req.logitRows ?? []),
       [IN.headRows]: i64(headRows),
       [IN.imageSel]: i64(imageSel),
