@@ -89,8 +89,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  // Quantized checkpoints run MatMulNBits unpacked (device.ts), so their limit is the unpacked kernel's.
-  const limit = (kind: 'fp32' | 'int8' | 'int4', t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack === (kind === 'fp32'))?.gflops;
+  const limit = (kind: 'fp32', t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack)?.gflops;
 
   if (want('forward')) {
     for (const preset of ['tiny', 'small'] as const) {
@@ -102,11 +101,11 @@ async function main(): Promise<void> {
     }
   }
 
-  const stepRow = async (preset: PresetName, precision: 'fp32' | 'int8' | 'int4', size: number, steps: number): Promise<void> => {
+  const stepRow = async (preset: PresetName, precision: 'fp32' | 'int8' | 'int4', size: number, steps: number, prepack?: boolean): Promise<void> => {
     const dir = precision === 'fp32' ? await presetDir(preset) : await quantDir(preset, precision === 'int8' ? 8 : 4);
-    log(`t2i step ${preset} ${precision} ${size}x${size}, ${steps} step(s)`);
-    const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps });
-    const lim = limit(precision, threads);
+    log(`t2i step ${preset} ${precision}${prepack === undefined ? '' : prepack ? ' prepacked' : ' unpacked'} ${size}x${size}, ${steps} step(s)`);
+    const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps, prepack });
+    const lim = precision === 'fp32' ? limit('fp32', threads) : res.gemm.find((g) => g.kind === precision && g.threads === threads && g.prepack === r.prepacked)?.gflops;
     const gflops = r.flops / (r.stepMs * 1e6);
     res.step.push({ ...r, preset, size, precision, threads, mfu: lim ? gflops / lim : undefined });
   };
@@ -123,6 +122,8 @@ async function main(): Promise<void> {
         res.notes.push(`8B rows skipped: the 8B checkpoints need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
       } else {
         for (const precision of ['int8', 'int4'] as const) await stepRow('8b', precision, 512, 1);
+        // The other side of the int8 trade-off: blocks used in place (less memory, slower).
+        await stepRow('8b', 'int8', 512, 1, false);
         fs.writeFileSync(path.join(benchCacheDir(), 'results-8b.json'), JSON.stringify(res.step.filter((s) => s.preset === '8b'), null, 1));
       }
     } else {

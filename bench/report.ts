@@ -46,6 +46,7 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
   const gemm = (kind: string, t: number, prepack = true) => res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack === prepack)?.gflops;
   const ml = res.mlcache.at(-1);
   const und = res.understanding.filter((u) => u.preset !== 'golden-tiny').at(-1);
+  // The 8B rows at the default load settings (the first of each precision).
   let rss8: Record<string, number | null> = { int8: step('8b', 512, 'int8')?.peakRssGb ?? null, int4: step('8b', 512, 'int4')?.peakRssGb ?? null };
   let rss8From: string | undefined;
   if (rss8.int8 === null && earlier8b && fs.existsSync(earlier8b)) {
@@ -146,8 +147,18 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
     out.push(
       table(
         'Load time and peak RSS per precision (one 512x512 step, child process per row)',
-        ['model', 'precision', 'load s', 'RSS after load GB', 'peak RSS GB', 'ms/step', 'GFLOP/s', 'vs its kernel limit'],
-        prec.map((s) => [s.preset, s.precision, f(s.loadMs / 1000), f(s.rssAfterLoadGb, 2), f(s.peakRssGb, 2), f(s.stepMs, 0), f(s.flops / (s.stepMs * 1e6)), pct(s.mfu)]),
+        ['model', 'precision', 'weights', 'load s', 'RSS after load GB', 'peak RSS GB', 'ms/step', 'GFLOP/s', 'vs its kernel limit'],
+        prec.map((s) => [
+          s.preset,
+          s.precision,
+          s.precision === 'fp32' ? 'bf16->fp32 at load' : s.prepacked ? 'repacked at load' : 'in place (mmap)',
+          f(s.loadMs / 1000),
+          f(s.rssAfterLoadGb, 2),
+          f(s.peakRssGb, 2),
+          f(s.stepMs, 0),
+          f(s.flops / (s.stepMs * 1e6)),
+          pct(s.mfu),
+        ]),
       ),
     );
   }

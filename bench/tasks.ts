@@ -168,6 +168,8 @@ export async function taskForward(a: { dir: string; threads: number; size: numbe
 }
 
 export interface StepRow extends Common {
+  /** Weights repacked at load (false: quantized blocks used in place from the file). */
+  prepacked: boolean;
   loadMs: number;
   rssAfterLoadGb: number;
   condLen: number;
@@ -180,7 +182,8 @@ export interface StepRow extends Common {
 }
 
 /** Sampling steps of text-to-image (cond + uncond, every step a full pass). */
-export async function taskT2iStep(a: { dir: string; threads: number; size: number; steps: number }): Promise<StepRow> {
+export async function taskT2iStep(a: { dir: string; threads: number; size: number; steps: number; prepack?: boolean }): Promise<StepRow> {
+  if (a.prepack !== undefined) process.env.DIMOO_QUANT_PREPACK = a.prepack ? '1' : '0';
   const { d, loadMs } = await loadDimoo(a.dir, a.threads);
   const rssAfterLoadGb = process.memoryUsage().rss / 1e9;
   try {
@@ -200,6 +203,7 @@ export async function taskT2iStep(a: { dir: string; threads: number; size: numbe
     const measured = per.length > 1 ? per.slice(1) : per;
     const best = measured.reduce((x, y) => (y.ms < x.ms ? y : x));
     return {
+      prepacked: d.model.prepacked,
       loadMs,
       rssAfterLoadGb,
       condLen,

@@ -64,7 +64,7 @@ export interface TransformerLoadOptions {
    * Quantized checkpoints: let MatMulNBits repack its blocks at load (faster
    * kernels, a load of seconds and a private copy of the weights) instead of
    * reading them in place from the memory-mapped file. Default: see
-   * DEFAULT_QUANT_PREPACK (docs/performance.md has the numbers).
+   * defaultQuantPrepack (yes for int8, no for int4; docs/performance.md has the numbers).
    */
   prepack?: boolean;
   /** Float32 bytes per row chunk of the full output head (default 256 MiB; tests use small ones). */
@@ -127,7 +127,14 @@ export interface ForwardResult {
 }
 
 /** Whether quantized checkpoints repack their blocks at load unless told (env DIMOO_QUANT_PREPACK=0/1 overrides). */
-export const DEFAULT_QUANT_PREPACK: boolean = process.env.DIMOO_QUANT_PREPACK ? process.env.DIMOO_QUANT_PREPACK === '1' : false;
+export function defaultQuantPrepack(bits: 4 | 8): boolean {
+  const env = process.env.DIMOO_QUANT_PREPACK;
+  if (env === '0' || env === '1') return env === '1';
+  // Measured on the 8B shape at 512x512 (docs/performance.md): int8 prepacked runs a step
+  // 2.8x faster within the 10 GB budget (9.1 GB peak, 20 s load); int4 prepacked is barely
+  // faster and needs 8.6 GB, unpacked 5.4 GB.
+  return bits === 8;
+}
 
 function i64(values: ArrayLike<number>): ort.Tensor {
   const a = new BigInt64Array(values.length);
@@ -155,6 +162,8 @@ export class Transformer {
     imageVocabSize: number,
     readonly device: Device,
     quantBits?: 4 | 8,
+    /** Whether kernels repacked the weights at load (quantized checkpoints may run them in place). */
+    readonly prepacked = true,
   ) {
     this.imageVocabSize = imageVocabSize;
     // The original learns the text-vocabulary size from the logits width.
@@ -209,13 +218,14 @@ export class Transformer {
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
+    const prepack = quantBits === undefined ? true : (opts.prepack ?? defaultQuantPrepack(quantBits));
     const session = await createSession(
       bytes,
-      // Quantized blocks are used in place from the memory-mapped file (see device.ts `prepack`).
-      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack: ckpt.quantized?.size ? (opts.prepack ?? DEFAULT_QUANT_PREPACK) : true, memPattern: device === 'cpu' ? false : undefined },
+      // Quantized blocks: repacked at load or used in place from the memory-mapped file (device.ts `prepack`).
+      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack, memPattern: device === 'cpu' ? false : undefined },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
-    return new Transformer(c, session, imageVocabSize, device, quantBits);
+    return new Transformer(c, session, imageVocabSize, device, quantBits, prepack);
   }
 
   /** RoPE cos/sin for absolute positions, [n, headDim]. */
