@@ -10,6 +10,7 @@
  * Options:
  *   --quick           a few minutes: the 8B rows and the 1b ML-Cache/understanding rows are skipped
  *   --json            print one JSON object instead of the table
+ *   --json-out FILE   also write the JSON object to FILE
  *   --only a,b        sections: gemm, forward, step, precision, vq, mlcache, understanding, quality
  *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
  *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
@@ -184,6 +185,8 @@ async function main(): Promise<void> {
   res.machine.seconds = Math.round((performance.now() - t0) / 1000);
   const json = buildJson(res, path.join(benchCacheDir(), 'results-8b.json'));
   process.stdout.write(asJson ? JSON.stringify(json, null, 1) + '\n' : renderTable(res, json));
+  const jsonOut = value('--json-out');
+  if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(json, null, 1) + '\n');
 }
 
 main().catch((e: unknown) => {
