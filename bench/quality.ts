@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- golden case JSON is read loosely here */
 /**
  * Quality of a model (e.g. a quantized copy of the golden checkpoint) on the
  * golden cases: logits against the reference, and token agreement of every

@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- golden case JSON is read loosely here */
 /**
  * 8-bit / 4-bit checkpoints: block layout round trip, the quantized graph
  * equals the float graph on the dequantized weights (so the MatMulNBits
