@@ -14,7 +14,7 @@
  *   --only a,b        sections: gemm, forward, step, precision, vq, mlcache, understanding, quality
  *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
  *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
- *   --mlcache P:S,..  ML-Cache rows to run, e.g. 1b:512 (default small:256 and, without --quick, 1b:256)
+ *   --mlcache P:S,..  ML-Cache rows to run, e.g. 1b:256 (default small:256 and, without --quick, 1b:512: ~20 min)
  */
 import { ensureAmusedVq, type VqRow } from './vq.js';
 import { spawn } from 'node:child_process';
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       ? value('--mlcache')!.split(',').map((c) => c.split(':')).map(([p, s]) => [p as PresetName, Number(s)])
       : quick
         ? [['small', 256]]
-        : [['small', 256], ['1b', 256]];
+        : [['small', 256], ['1b', 512]];
     for (const [preset, size] of configs) {
       log(`ML-Cache ${preset} ${size}x${size}: 64 steps off, then on`);
       const r = await runChild<MlCacheRow>('mlcache', { dir: await presetDir(preset), threads, size, timesteps: 64 });
