@@ -17,6 +17,7 @@ import { MaskGitState, MASKED } from '../samplers/maskgit.js';
 import { recomputePositions } from '../samplers/mlcache.js';
 import { Prng } from '../samplers/prng.js';
 import { cacheRefreshSchedule } from '../samplers/schedule.js';
+import { answerImage, gridCellPositions } from './prompts.js';
 import type { ProgressEvent, RunOptions, TaskName } from './types.js';
 
 export interface ResolvedSampling {
@@ -73,23 +74,10 @@ export interface EngineDeps {
   special: SpecialTokens;
 }
 
-/** Token ids of the tail x[code_start-2:] for a grid. */
-export function imageTail(cells: ArrayLike<number>, gridH: number, gridW: number, sp: SpecialTokens): number[] {
-  const out: number[] = [sp.boa, sp.boi];
-  for (let r = 0; r < gridH; r++) {
-    for (let c = 0; c < gridW; c++) {
-      const v = cells[r * gridW + c]!;
-      out.push(v === MASKED ? sp.mask : sp.imageOffset + v);
-    }
-    out.push(sp.newline);
-  }
-  out.push(sp.eoi, sp.eoa);
-  return out;
-}
-
-/** Position of cell i inside the tail. */
-function tailOffset(cell: number, gridW: number): number {
-  return 2 + Math.floor(cell / gridW) * (gridW + 1) + (cell % gridW);
+/** Token ids of the tail x[code_start-2:] for a grid of codes (MASKED = mask token). */
+function imageTail(cells: ArrayLike<number>, gridH: number, gridW: number, sp: SpecialTokens): number[] {
+  const tokens = Array.from(cells, (v) => (v === MASKED ? sp.mask : sp.imageOffset + v));
+  return answerImage(gridH, gridW, sp, tokens);
 }
 
 export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOptions = {}): Promise<ImageJobResult> {
@@ -110,7 +98,9 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     warmupRatio: s.warmupRatio,
     refreshInterval: s.refreshInterval,
   });
-  let compute: (Int32Array | null)[] = prefixes.map(() => null);
+  const compute: (Int32Array | null)[] = prefixes.map(() => null);
+  // Position of each cell inside the tail (after <answer><IMAGE>), computed once.
+  const cellInTail = gridCellPositions(2, job.gridH, job.gridW);
   const codeStart = job.condPrefix.length + 2;
   const promptIds = [...job.condPrefix, ...imageTail(job.cells, job.gridH, job.gridW, special)];
   const stepMs: number[] = [];
@@ -129,7 +119,7 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     for (let b = 0; b < prefixes.length; b++) {
       const prefix = prefixes[b]!;
       const seq = prefix.concat(tail);
-      const rows = Array.from(cells, (cell) => prefix.length + tailOffset(cell, job.gridW));
+      const rows = Array.from(cells, (cell) => prefix.length + cellInTail[cell]!);
       seqs.push(seq);
       rowLists.push(rows);
       const st = streams[b]!;
@@ -139,7 +129,6 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
       branchLogits.push(res.imageLogits);
       if (nextPartial) compute[b] = recomputePositions(res.rowMax!, s.cacheRatio);
     }
-    if (!s.useCache) compute = prefixes.map(() => null);
     const guided = job.guide ? job.guide(branchLogits[0]!, branchLogits.slice(1)) : branchLogits[0]!;
     if (guided.length !== cells.length * V) throw new Error('internal: guided logits have the wrong size');
     if (job.inspect) await job.inspect({ step, full: full || !s.useCache, sequences: seqs, rows: rowLists, guided });

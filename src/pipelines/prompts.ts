@@ -257,8 +257,11 @@ export interface GeneratedImageLayout {
   gridW: number;
 }
 
-/** [<answer>, <IMAGE>] + grid rows + [</IMAGE>, </answer>] with the grid all masks or given cell tokens. */
-function answerImage(h: number, w: number, t: Tokens, cellTokens?: readonly number[]): number[] {
+/**
+ * The generated-image tail x[code_start-2:]: [<answer>, <IMAGE>] + grid rows +
+ * [</IMAGE>, </answer>], the grid all masks or the given cell tokens.
+ */
+export function answerImage(h: number, w: number, t: Tokens, cellTokens?: readonly number[]): number[] {
   const cells = cellTokens ?? new Array<number>(h * w).fill(t.mask);
   return [t.boa, t.boi, ...gridRows(cells, h, w, t), t.eoi, t.eoa];
 }
