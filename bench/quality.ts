@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- golden case JSON is read loosely here */
 /**
  * Quality of a model (e.g. a quantized copy of the golden checkpoint) on the
  * golden cases: logits against the reference, and token agreement of every
@@ -9,18 +8,15 @@ import * as path from 'node:path';
 import { SafetensorsFile } from '../src/models/safetensors.js';
 import type { Transformer } from '../src/models/transformer.js';
 import type { Dimoo } from '../src/pipelines/dimoo.js';
-import type { EditType, TokenGrid } from '../src/pipelines/types.js';
+import { GOLDEN_SAMPLING_CASES, GOLDEN_TEXT_CASES, goldenCaseFile, runGoldenCase } from './golden-cases.js';
 
 export function defaultGoldenDir(): string {
   return process.env.DIMOO_GOLDEN ?? path.resolve(process.cwd(), '../shared/golden');
 }
 
-function caseFile(golden: string, name: string): string {
-  return path.join(golden, 'cases', 'dimoo-tiny', name);
-}
 
 function readCase<T>(golden: string, name: string): T {
-  return JSON.parse(fs.readFileSync(caseFile(golden, name), 'utf8')) as T;
+  return JSON.parse(fs.readFileSync(goldenCaseFile(golden, name), 'utf8')) as T;
 }
 
 /** sqrt(sum (a-b)^2 / sum b^2) */
@@ -45,7 +41,7 @@ export interface ForwardQuality {
 
 export async function goldenForwardQuality(model: Transformer, golden = defaultGoldenDir()): Promise<ForwardQuality> {
   const fj = readCase<{ sequences: Record<string, { input_ids: number[] }> }>(golden, 'forward.json');
-  const ref = SafetensorsFile.open(caseFile(golden, 'forward.safetensors'));
+  const ref = SafetensorsFile.open(goldenCaseFile(golden, 'forward.safetensors'));
   const V = model.config.embeddingSize;
   let num = 0;
   let den = 0;
@@ -84,14 +80,6 @@ export interface CaseAgreement {
   tokens: number;
 }
 
-interface Grid {
-  codes: number[];
-  grid_h: number;
-  grid_w: number;
-}
-const tokens = (g: Grid): TokenGrid => ({ height: g.grid_h * 16, width: g.grid_w * 16, codes: g.codes });
-const flat = (v: unknown): number[] => (v as unknown[]).flat(3) as number[];
-
 function share(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const n = Math.max(a.length, b.length);
   let same = 0;
@@ -102,81 +90,19 @@ function share(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** Runs every golden sampling case (tokens in, tokens out) and compares with the reference. */
 export async function goldenCaseAgreement(dimoo: Dimoo, golden = defaultGoldenDir()): Promise<CaseAgreement[]> {
   const out: CaseAgreement[] = [];
-  for (const name of ['t2i_64x48_cfg4', 't2i_48x80_cfg4', 't2i_64x48_cfg0', 'mlcache_t2i_64x48_cfg4', 'mlcache_t2i_48x80_cfg4']) {
-    const g = readCase<any>(golden, `${name}.json`);
-    const p = g.params;
-    const res = await dimoo.generate({
-      prompt: g.prompt_text,
-      width: g.width,
-      height: g.height,
-      timesteps: p.timesteps,
-      cfgScale: p.cfg_scale,
-      temperature: p.temperature,
-      useCache: p.use_cache,
-      cacheRatio: p.cache_ratio,
-      warmupRatio: p.warmup_ratio,
-      refreshInterval: p.refresh_interval,
-    });
-    const want = flat(g.vq_codes);
-    out.push({ name, agreement: share(res.codes, want), tokens: want.length });
+  for (const name of GOLDEN_SAMPLING_CASES) {
+    const r = await runGoldenCase(dimoo, name, golden);
+    out.push({ name, agreement: share(r.got, r.want), tokens: r.want.length });
   }
-  for (const name of ['i2i_edit_add', 'i2i_image_ref_transfer']) {
-    const g = readCase<any>(golden, `${name}.json`);
-    const p = g.params;
-    const grids = g.input_image_grids as Grid[];
-    const res = await dimoo.edit({
-      prompt: g.prompt_text,
-      editType: g.edit_type as EditType,
-      image: { tokens: tokens(grids[0]!) },
-      refImage: grids[1] ? { tokens: tokens(grids[1]) } : undefined,
-      timesteps: p.timesteps,
-      cfgScale: p.cfg_scale,
-      cfgImg: p.cfg_img,
-      temperature: p.temperature,
-    });
-    const want = flat(g.vq_codes);
-    out.push({ name, agreement: share(res.codes, want), tokens: want.length });
-  }
-  for (const [name, task] of [
-    ['inpaint_96x64', 'inpaint'],
-    ['outpaint_96x64', 'outpaint'],
-  ] as const) {
-    const g = readCase<any>(golden, `${name}.json`);
-    const p = g.params;
-    const res = await dimoo[task]({
-      prompt: g.prompt_text,
-      image: { tokens: tokens(g.input_grid) },
-      mask: { kind: 'ratio', hRatio: g.paint.mask_h_ratio, wRatio: g.paint.mask_w_ratio },
-      timesteps: p.timesteps,
-      cfgScale: p.cfg_scale,
-      temperature: p.temperature,
-    });
-    const want = flat(g.vq_codes);
-    out.push({ name, agreement: share(res.codes, want), tokens: want.length });
-  }
-  out.push(...(await goldenUnderstandingAgreement(dimoo, golden, false)));
   return out;
 }
 
 /** The golden understanding cases, with or without the dual cache, against the reference answers. */
 export async function goldenUnderstandingAgreement(dimoo: Dimoo, golden = defaultGoldenDir(), useCache = false): Promise<CaseAgreement[]> {
   const out: CaseAgreement[] = [];
-  for (const name of ['mmu_single_breaks', 'mmu_script_layout']) {
-    const g = readCase<any>(golden, `${name}.json`);
-    const p = g.params;
-    const res = await dimoo.understand({
-      question: g.question,
-      image: { tokens: tokens(g.image_grid) },
-      genLength: p.gen_length,
-      blockLength: p.block_length,
-      steps: p.steps,
-      temperature: p.temperature,
-      earlyStop: false,
-      scriptLayout: name === 'mmu_script_layout',
-      useCache,
-    });
-    const want = g.answer_ids as number[];
-    out.push({ name, agreement: share(res.ids, want), tokens: want.length });
+  for (const name of GOLDEN_TEXT_CASES) {
+    const r = await runGoldenCase(dimoo, name, golden, { useCache });
+    out.push({ name, agreement: share(r.got, r.want), tokens: r.want.length });
   }
   return out;
 }

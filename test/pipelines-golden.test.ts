@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- golden case JSON is read loosely; every field used is asserted against */
 /**
  * Every golden sampling case through the public library API (`Dimoo`):
  * prompts are built from the case's text, images come in as token grids, and
@@ -8,8 +7,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { SafetensorsFile } from '../src/models/safetensors.js';
-import type { EditType, ImageResult, TokenGrid } from '../src/pipelines/types.js';
-import { goldenCase, goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
+import type { EditType, ImageResult } from '../src/pipelines/types.js';
+import { GOLDEN_SAMPLING_CASES, runGoldenCase } from '../bench/golden-cases.js';
+import { goldenCase, goldenCheckpointDir, goldenDir } from './helpers/golden.js';
 
 let dimoo: Dimoo;
 before(async () => {
@@ -19,17 +19,8 @@ after(async () => {
   await dimoo.dispose();
 });
 
-interface Grid {
-  codes: number[];
-  grid_h: number;
-  grid_w: number;
-}
-const tokens = (g: Grid): TokenGrid => ({ height: g.grid_h * 16, width: g.grid_w * 16, codes: g.codes });
-const flat = (v: unknown): number[] => (v as unknown[]).flat(3) as number[];
-
 function assertImageMatches(name: string, res: ImageResult): void {
   const st = SafetensorsFile.open(goldenCase(`${name}.safetensors`));
-  if (!st.has('decoded_image_uint8')) return;
   const want = st.readBytes('decoded_image_uint8');
   assert.ok(res.image, `${name}: image decoded`);
   assert.equal(res.image.data.length, want.length);
@@ -38,89 +29,14 @@ function assertImageMatches(name: string, res: ImageResult): void {
   assert.equal(off, 0, `${name}: ${off} pixel values differ by more than 1`);
 }
 
-for (const name of ['t2i_64x48_cfg4', 't2i_48x80_cfg4', 't2i_64x48_cfg0', 'mlcache_t2i_64x48_cfg4', 'mlcache_t2i_48x80_cfg4']) {
-  test(`generate: ${name} token for token`, async () => {
-    const g = readGoldenJson<any>(`${name}.json`);
-    const p = g.params;
-    const res = await dimoo.generate({
-      prompt: g.prompt_text,
-      width: g.width,
-      height: g.height,
-      timesteps: p.timesteps,
-      cfgScale: p.cfg_scale,
-      temperature: p.temperature,
-      useCache: p.use_cache,
-      cacheRatio: p.cache_ratio,
-      warmupRatio: p.warmup_ratio,
-      refreshInterval: p.refresh_interval,
-    });
-    assert.deepEqual(res.promptIds, g.prompt_ids);
-    assert.equal(res.codeStart, g.code_start);
-    assert.deepEqual(res.codes, flat(g.vq_codes));
-    assertImageMatches(name, res);
-  });
-}
-
-for (const name of ['i2i_edit_add', 'i2i_image_ref_transfer']) {
-  test(`edit: ${name} token for token`, async () => {
-    const g = readGoldenJson<any>(`${name}.json`);
-    const p = g.params;
-    const grids = g.input_image_grids as Grid[];
-    const res = await dimoo.edit({
-      prompt: g.prompt_text,
-      editType: g.edit_type as EditType,
-      image: { tokens: tokens(grids[0]!) },
-      refImage: grids[1] ? { tokens: tokens(grids[1]) } : undefined,
-      timesteps: p.timesteps,
-      cfgScale: p.cfg_scale,
-      cfgImg: p.cfg_img,
-      temperature: p.temperature,
-    });
-    assert.deepEqual(res.promptIds, g.cond_input_initial);
-    assert.equal(res.codeStart, g.code_start);
-    assert.deepEqual(res.codes, flat(g.vq_codes));
-    assertImageMatches(name, res);
-  });
-}
-
-for (const [name, task] of [
-  ['inpaint_96x64', 'inpaint'],
-  ['outpaint_96x64', 'outpaint'],
-] as const) {
-  test(`${task}: ${name} token for token`, async () => {
-    const g = readGoldenJson<any>(`${name}.json`);
-    const p = g.params;
-    const res = await dimoo[task]({
-      prompt: g.prompt_text,
-      image: { tokens: tokens(g.input_grid) },
-      mask: { kind: 'ratio', hRatio: g.paint.mask_h_ratio, wRatio: g.paint.mask_w_ratio },
-      timesteps: p.timesteps,
-      cfgScale: p.cfg_scale,
-      temperature: p.temperature,
-    });
-    assert.deepEqual(res.promptIds, g.prompt_ids);
-    assert.deepEqual(res.codes, flat(g.vq_codes));
-  });
-}
-
-for (const name of ['mmu_single_breaks', 'mmu_script_layout']) {
-  test(`understand: ${name} token for token`, async () => {
-    const g = readGoldenJson<any>(`${name}.json`);
-    const p = g.params;
-    const res = await dimoo.understand({
-      question: g.question,
-      image: { tokens: tokens(g.image_grid) },
-      genLength: p.gen_length,
-      blockLength: p.block_length,
-      steps: p.steps,
-      temperature: p.temperature,
-      earlyStop: false,
-      scriptLayout: name === 'mmu_script_layout',
-    });
-    assert.deepEqual(res.promptIds, g.initial_sequence);
-    assert.equal(res.codeStart, g.code_start);
-    assert.deepEqual(res.ids, g.answer_ids);
-    assert.equal(res.text, g.answer_text);
+for (const name of GOLDEN_SAMPLING_CASES) {
+  test(`${name} token for token`, async () => {
+    const r = await runGoldenCase(dimoo, name, goldenDir());
+    assert.deepEqual(r.promptIds, r.wantPromptIds);
+    assert.equal(r.codeStart, r.wantCodeStart);
+    assert.deepEqual(r.got, r.want);
+    if (r.wantText !== undefined) assert.equal(r.text, r.wantText);
+    if (r.image) assertImageMatches(name, r.image);
   });
 }
 

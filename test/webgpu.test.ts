@@ -21,8 +21,8 @@ import { SafetensorsFile } from '../src/models/safetensors.js';
 import { Transformer } from '../src/models/transformer.js';
 import { VqModel } from '../src/models/vq/vq-model.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
-import type { EditType, TokenGrid } from '../src/pipelines/types.js';
-import { goldenCase, goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
+import { GOLDEN_SAMPLING_CASES, runGoldenCase } from '../bench/golden-cases.js';
+import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
 
 const V = 134548;
 const status = await probeWebGpu();
@@ -70,45 +70,6 @@ test(
   },
 );
 
-interface Grid {
-  codes: number[];
-  grid_h: number;
-  grid_w: number;
-}
-/** The fields of the golden sampling cases used here (see the golden README). */
-interface GoldenCase {
-  prompt_text: string;
-  width: number;
-  height: number;
-  vq_codes: unknown;
-  params: {
-    timesteps: number;
-    cfg_scale: number;
-    temperature: number;
-    use_cache?: boolean;
-    cache_ratio?: number;
-    warmup_ratio?: number;
-    refresh_interval?: number;
-    cfg_img?: number;
-    gen_length: number;
-    block_length: number;
-    steps: number;
-  };
-  edit_type: string;
-  input_image_grids: Grid[];
-  input_grid: Grid;
-  paint: { mask_h_ratio: number; mask_w_ratio: number };
-  question: string;
-  image_grid: Grid;
-  answer_ids: number[];
-  answer_text: string;
-}
-const tokens = (g: Grid): TokenGrid => ({
-  height: g.grid_h * 16,
-  width: g.grid_w * 16,
-  codes: g.codes,
-});
-const flat = (v: unknown): number[] => (v as unknown[]).flat(3) as number[];
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   assert.equal(a.length, b.length);
   let d = 0;
@@ -304,94 +265,17 @@ describe('golden parity on the WebGPU provider', { skip }, () => {
       await dimoo?.dispose();
     });
 
-    for (const name of [
-      't2i_64x48_cfg4',
-      't2i_48x80_cfg4',
-      't2i_64x48_cfg0',
-      'mlcache_t2i_64x48_cfg4',
-      'mlcache_t2i_48x80_cfg4',
-    ]) {
-      test(`generate: ${name}`, async () => {
-        const g = readGoldenJson<GoldenCase>(`${name}.json`);
-        const p = g.params;
-        const res = await dimoo.generate({
-          prompt: g.prompt_text,
-          width: g.width,
-          height: g.height,
-          timesteps: p.timesteps,
-          cfgScale: p.cfg_scale,
-          temperature: p.temperature,
-          useCache: p.use_cache,
-          cacheRatio: p.cache_ratio,
-          warmupRatio: p.warmup_ratio,
-          refreshInterval: p.refresh_interval,
-        });
-        assert.deepEqual(res.codes, flat(g.vq_codes));
-        const want = SafetensorsFile.open(goldenCase(`${name}.safetensors`)).readBytes(
-          'decoded_image_uint8',
-        );
-        assert.ok(res.image, 'image decoded');
-        let off = 0;
-        for (let i = 0; i < want.length; i++)
-          if (Math.abs(res.image.data[i]! - want[i]!) > 1) off++;
-        assert.equal(off, 0, `${off} pixel values differ by more than 1`);
-      });
-    }
-
-    for (const name of ['i2i_edit_add', 'i2i_image_ref_transfer']) {
-      test(`edit: ${name}`, async () => {
-        const g = readGoldenJson<GoldenCase>(`${name}.json`);
-        const p = g.params;
-        const grids = g.input_image_grids as Grid[];
-        const res = await dimoo.edit({
-          prompt: g.prompt_text,
-          editType: g.edit_type as EditType,
-          image: { tokens: tokens(grids[0]!) },
-          refImage: grids[1] ? { tokens: tokens(grids[1]) } : undefined,
-          timesteps: p.timesteps,
-          cfgScale: p.cfg_scale,
-          cfgImg: p.cfg_img,
-          temperature: p.temperature,
-        });
-        assert.deepEqual(res.codes, flat(g.vq_codes));
-      });
-    }
-
-    for (const [name, task] of [
-      ['inpaint_96x64', 'inpaint'],
-      ['outpaint_96x64', 'outpaint'],
-    ] as const) {
-      test(`${task}: ${name}`, async () => {
-        const g = readGoldenJson<GoldenCase>(`${name}.json`);
-        const p = g.params;
-        const res = await dimoo[task]({
-          prompt: g.prompt_text,
-          image: { tokens: tokens(g.input_grid) },
-          mask: { kind: 'ratio', hRatio: g.paint.mask_h_ratio, wRatio: g.paint.mask_w_ratio },
-          timesteps: p.timesteps,
-          cfgScale: p.cfg_scale,
-          temperature: p.temperature,
-        });
-        assert.deepEqual(res.codes, flat(g.vq_codes));
-      });
-    }
-
-    for (const name of ['mmu_single_breaks', 'mmu_script_layout']) {
-      test(`understand: ${name}`, async () => {
-        const g = readGoldenJson<GoldenCase>(`${name}.json`);
-        const p = g.params;
-        const res = await dimoo.understand({
-          question: g.question,
-          image: { tokens: tokens(g.image_grid) },
-          genLength: p.gen_length,
-          blockLength: p.block_length,
-          steps: p.steps,
-          temperature: p.temperature,
-          earlyStop: false,
-          scriptLayout: name === 'mmu_script_layout',
-        });
-        assert.deepEqual(res.ids, g.answer_ids);
-        assert.equal(res.text, g.answer_text);
+    for (const name of GOLDEN_SAMPLING_CASES) {
+      test(name, async () => {
+        const r = await runGoldenCase(dimoo, name, goldenDir());
+        assert.deepEqual(r.got, r.want);
+        if (r.wantText !== undefined) assert.equal(r.text, r.wantText);
+        if (r.image && name.includes('t2i')) {
+          const want = SafetensorsFile.open(goldenCase(`${name}.safetensors`)).readBytes('decoded_image_uint8');
+          let off = 0;
+          for (let i = 0; i < want.length; i++) if (Math.abs(r.image.image!.data[i]! - want[i]!) > 1) off++;
+          assert.equal(off, 0, `${off} pixel values differ by more than 1`);
+        }
       });
     }
   });
