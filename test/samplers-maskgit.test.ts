@@ -57,6 +57,27 @@ test('softmaxProbF32 is stable for large logits', () => {
   assert.equal(softmaxProbF32(row, 0, 3, 0), f(1 / (1 + Math.exp(-1))));
 });
 
+test('sampling at temperature tau draws codes from softmax(logits / tau); probs are at temperature 1', () => {
+  const row = [2, 0.5, -1, 1.5, 0, -3, 1, 0.25];
+  const V = row.length;
+  const n = 40000;
+  for (const tau of [1, 0.5, 2]) {
+    const logits = new Float32Array(n * V);
+    for (let r = 0; r < n; r++) logits.set(row, r * V);
+    const res = maskGitStep(logits, n, V, 0, { temperature: tau, rng: new Prng(7) });
+    const count = new Array<number>(V).fill(0);
+    res.codes.forEach((c) => count[c]!++);
+    const z = row.reduce((s, l) => s + Math.exp(Math.fround(l) / tau), 0);
+    const z1 = row.reduce((s, l) => s + Math.exp(l), 0);
+    row.forEach((l, c) => {
+      const p = Math.exp(Math.fround(l) / tau) / z;
+      const sigma = Math.sqrt((p * (1 - p)) / n);
+      assert.ok(Math.abs(count[c]! / n - p) < 5 * sigma + 1e-9, `tau ${tau} code ${c}: ${count[c]! / n} vs ${p}`);
+    });
+    res.codes.forEach((c, r) => assert.ok(Math.abs(res.probs[r]! - Math.exp(row[c]!) / z1) < 1e-6));
+  }
+});
+
 test('MaskGitState decodes a grid in T steps, keeping known cells (inpainting)', () => {
   const V = 16;
   const cells = [5, MASKED, MASKED, 7, MASKED, MASKED, MASKED, 9];

@@ -5,9 +5,12 @@
  *
  * One step, given guided logits over the image codebook (rows = the currently
  * masked cells, in ascending cell order; width V = codebook size):
- *   1. sample a code per row by Gumbel-max at temperature tau:
- *      argmax(logits / tau + g); tau = 0 is plain argmax (ties -> first index,
- *      like torch.argmax);
+ *   1. sample a code per row from softmax(logits / tau), which the original
+ *      does by Gumbel-max, argmax(logits / tau + g); we draw the same
+ *      distribution by inverse CDF (one uniform and one exp pass per row
+ *      instead of 8192 Gumbel draws: 5x cheaper, and torch's noise cannot be
+ *      matched anyway); tau = 0 is plain argmax (ties -> first index, like
+ *      torch.argmax);
  *   2. prob = float32 softmax probability of the sampled code;
  *   3. confidence = log(max(prob, 1e-20)) + tau * g' (fresh Gumbel noise);
  *   4. k = clamp(keepN, 0, rows - 1); the rows whose confidence is strictly
@@ -83,6 +86,23 @@ function argmaxRow(logits: Float32Array, base: number, vocab: number): number {
   return best;
 }
 
+/** Largest value of a row (-Infinity for an all -Infinity row). */
+function rowMax(logits: Float32Array, base: number, vocab: number): number {
+  let m = -Infinity;
+  for (let j = 0; j < vocab; j++) {
+    const v = logits[base + j]!;
+    if (v > m) m = v;
+  }
+  return m;
+}
+
+/** Sum of exp(x - m) over a row, in double (max-subtracted, so it cannot overflow). */
+function expSum(logits: Float32Array, base: number, vocab: number, m: number): number {
+  let sum = 0;
+  for (let j = 0; j < vocab; j++) sum += Math.exp(logits[base + j]! - m);
+  return sum;
+}
+
 /** Float32 softmax probability of column `c` of a row (max-subtracted, summed in double). */
 export function softmaxProbF32(
   logits: Float32Array,
@@ -90,14 +110,45 @@ export function softmaxProbF32(
   vocab: number,
   c: number,
 ): number {
-  let m = -Infinity;
-  for (let j = 0; j < vocab; j++) {
-    const v = logits[base + j]!;
-    if (v > m) m = v;
-  }
+  const m = rowMax(logits, base, vocab);
+  return f32(Math.exp(logits[base + c]! - m) / expSum(logits, base, vocab, m));
+}
+
+/**
+ * Draw a code from softmax(row / tau) by inverse CDF. Fills `weights` with the
+ * unnormalised probabilities exp((l - m) / tau) and returns the code and their
+ * sum; at tau = 1 the caller reuses both for the sampled code's probability.
+ */
+function sampleRow(
+  logits: Float32Array,
+  base: number,
+  vocab: number,
+  m: number,
+  tau: number,
+  u: number,
+  weights: Float64Array,
+): { code: number; sum: number } {
+  const inv = 1 / tau;
   let sum = 0;
-  for (let j = 0; j < vocab; j++) sum += Math.exp(logits[base + j]! - m);
-  return f32(Math.exp(logits[base + c]! - m) / sum);
+  for (let j = 0; j < vocab; j++) {
+    const w = tau === 1 ? Math.exp(logits[base + j]! - m) : Math.exp((logits[base + j]! - m) * inv);
+    weights[j] = w;
+    sum += w;
+  }
+  // Not a probability distribution (NaN or all -Infinity logits): fall back to argmax.
+  if (!(sum > 0) || !Number.isFinite(sum)) return { code: argmaxRow(logits, base, vocab), sum };
+  const target = u * sum;
+  let acc = 0;
+  let last = 0;
+  for (let j = 0; j < vocab; j++) {
+    const w = weights[j]!;
+    if (w === 0) continue;
+    acc += w;
+    last = j;
+    if (acc > target) return { code: j, sum };
+  }
+  // u * sum rounded up to sum: the last code with any weight.
+  return { code: last, sum };
 }
 
 /**
@@ -135,24 +186,25 @@ export function maskGitStep(
   const codes = new Int32Array(rows);
   const probs = new Float32Array(rows);
   const confidence = new Float32Array(rows);
+  const weights = tau > 0 ? new Float64Array(vocab) : undefined;
   for (let r = 0; r < rows; r++) {
     const base = r * vocab;
     let c: number;
+    let p: number;
     if (tau === 0) {
       c = argmaxRow(logits, base, vocab);
+      // The argmax's value is the row maximum, so its weight is exp(0) = 1.
+      p = f32(1 / expSum(logits, base, vocab, logits[base + c]!));
     } else {
-      let best = -Infinity;
-      c = 0;
-      for (let j = 0; j < vocab; j++) {
-        const v = logits[base + j]! / tau + rng!.gumbel();
-        if (v > best) {
-          best = v;
-          c = j;
-        }
-      }
+      const m = rowMax(logits, base, vocab);
+      const s = sampleRow(logits, base, vocab, m, tau, rng!.uniform(), weights!);
+      c = s.code;
+      p =
+        tau === 1 && s.sum > 0 && Number.isFinite(s.sum)
+          ? f32(weights![c]! / s.sum)
+          : softmaxProbF32(logits, base, vocab, c);
     }
     codes[r] = c;
-    const p = softmaxProbF32(logits, base, vocab, c);
     probs[r] = p;
     let conf = f32(Math.log(Math.max(p, 1e-20)));
     if (tau > 0) conf = f32(conf + f32(tau * rng!.gumbel()));
