@@ -208,6 +208,49 @@ test('temperature and random remasking are seeded', () => {
   assert.notDeepEqual(run(3), run(4));
 });
 
+test('stepArgmax (argmax + probability per row) commits exactly what step commits on the logits', () => {
+  for (const remasking of ['low_confidence', 'random'] as const) {
+    const opts = {
+      sequence: seq([1, 2], 12),
+      codeStart: 3,
+      genLength: 12,
+      blockLength: 4,
+      steps: 6,
+      remasking,
+      earlyStop: false,
+      rng: new Prng(11),
+    };
+    const a = new BlockwiseTextSampler(opts);
+    const b = new BlockwiseTextSampler(opts);
+    assert.equal(a.acceptsArgmax, true);
+    const noise = new Prng(5);
+    while (!a.done) {
+      const pos = a.positionsNeedingLogits();
+      assert.deepEqual(pos, b.positionsNeedingLogits());
+      const logits = Float32Array.from({ length: pos.length * V }, () => noise.uniform() * 6);
+      const argmax = new Int32Array(pos.length);
+      const prob = new Float64Array(pos.length);
+      for (let r = 0; r < pos.length; r++) {
+        const row = logits.subarray(r * V, (r + 1) * V);
+        let best = 0;
+        for (let j = 1; j < V; j++) if (row[j]! > row[best]!) best = j;
+        let z = 0;
+        for (let j = 0; j < V; j++) z += Math.exp(row[j]! - row[best]!);
+        argmax[r] = best;
+        prob[r] = 1 / z;
+      }
+      assert.deepEqual(b.stepArgmax(argmax, prob), a.step(logits));
+    }
+    assert.deepEqual(b.generatedIds(), a.generatedIds());
+  }
+  const base = { sequence: seq([1], 4), codeStart: 2, genLength: 4, blockLength: 4, steps: 2 };
+  const hot = new BlockwiseTextSampler({ ...base, temperature: 1, rng: new Prng(1) });
+  assert.equal(hot.acceptsArgmax, false);
+  assert.throws(() => hot.stepArgmax([0, 0, 0, 0], [1, 1, 1, 1]), /temperature 0 and cfgScale 0/);
+  const s = new BlockwiseTextSampler(base);
+  assert.throws(() => s.stepArgmax([0], [1]), /needs 4 rows/);
+});
+
 test('parameter validation names the parameter', () => {
   const base = { sequence: seq([1], 8), codeStart: 2, genLength: 8, blockLength: 4, steps: 4 };
   assert.throws(() => new BlockwiseTextSampler({ ...base, blockLength: 3 }), /blockLength/);

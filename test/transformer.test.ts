@@ -66,6 +66,39 @@ test('forward logits match the golden reference within tolerance', async () => {
   }
 });
 
+test('argmax rows reduced in the graph equal argmax and float64 softmax of the returned logits', async () => {
+  const fj = readGoldenJson<ForwardCase>('forward.json');
+  let worst = 0;
+  for (const [name, seq] of Object.entries(fj.sequences)) {
+    const L = seq.input_ids.length;
+    const rows = Array.from({ length: L }, (_, i) => i).filter((i) => i % 3 !== 1);
+    const wantRows = [0, rows[rows.length - 1]!];
+    const r = await model.forward({ ids: seq.input_ids, logitRows: wantRows, argmaxRows: rows });
+    // The reference logits come from the same call (GEMM results may depend on the row count).
+    const full = await model.forward({ ids: seq.input_ids, logitRows: rows, argmaxRows: rows });
+    assert.deepEqual(full.argmax, r.argmax);
+    // Requested logit rows come back alone, even with argmax rows in the same call.
+    assert.equal(r.logits!.length, wantRows.length * V);
+    const last = full.logits!.subarray((rows.length - 1) * V);
+    r.logits!.subarray(V).forEach((x, j) => assert.ok(Math.abs(x - last[j]!) < 1e-4, `${name}: logit ${j}`));
+    assert.equal(r.argmax!.length, rows.length);
+    rows.forEach((_, k) => {
+      const row = full.logits!.subarray(k * V, (k + 1) * V);
+      let best = 0;
+      for (let j = 1; j < V; j++) if (row[j]! > row[best]!) best = j;
+      let z = 0;
+      for (let j = 0; j < V; j++) z += Math.exp(row[j]! - row[best]!);
+      assert.equal(r.argmax![k], best, `${name} row ${rows[k]} argmax`);
+      // float32 exp and two-level sums in the graph: measured 1.5e-7 relative, far
+      // below the logits' own distance from the reference (1.4e-5).
+      const rel = Math.abs(r.argmaxProb![k]! - 1 / z) / (1 / z);
+      worst = Math.max(worst, rel);
+      assert.ok(rel < 1e-6, `${name} row ${rows[k]}: probability off by ${rel} (relative)`);
+    });
+  }
+  console.log(`argmax rows: worst probability error ${worst.toExponential(2)} (relative)`);
+});
+
 interface MlCacheCase {
   model_calls: { cat: string; length: number; to_compute_positions: number[] | null; use_cache: boolean }[];
 }

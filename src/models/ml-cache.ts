@@ -15,7 +15,7 @@
  *
  * Also serves uncached generation (no K/V kept), so pipelines have one code path.
  */
-import type { KvCache, Transformer } from './transformer.js';
+import type { ForwardResult, KvCache, Transformer } from './transformer.js';
 
 export interface StreamStepResult {
   /** [imageRows.length, imageVocabSize] image logits at the requested positions. */
@@ -38,6 +38,27 @@ export interface FullPassOptions {
    * A full pass followed by another full pass needs none of it.
    */
   keep?: boolean;
+}
+
+export interface TextRowsOptions {
+  /** Reduce each row to its argmax and that token's probability inside the model. */
+  argmax?: boolean;
+}
+
+/** Text rows as logits ([rows, vocab]) or, with `argmax`, reduced. */
+export interface TextRows {
+  logits?: Float32Array;
+  argmax?: Int32Array;
+  argmaxProb?: Float64Array;
+}
+
+function textRequest(rows: ArrayLike<number>, opts: TextRowsOptions): { logitRows?: ArrayLike<number>; argmaxRows?: ArrayLike<number> } {
+  return opts.argmax ? { argmaxRows: rows } : { logitRows: rows };
+}
+
+function textRows(r: ForwardResult, opts: TextRowsOptions): TextRows {
+  if (opts.argmax) return { argmax: r.argmax ?? new Int32Array(0), argmaxProb: r.argmaxProb ?? new Float64Array(0) };
+  return { logits: r.logits ?? new Float32Array(0) };
 }
 
 function iota(n: number): number[] {
@@ -138,29 +159,35 @@ export class ModelStream {
   }
 
   /**
-   * Text decoding: computes every position, returns full-vocabulary logits at
-   * `logitRows` (positions) and, when caching, keeps every position's K/V.
+   * Text decoding: computes every position, returns the rows `rows`
+   * (positions) as full-vocabulary logits or, with `argmax`, reduced to each
+   * row's argmax and its probability; when caching, keeps every position's K/V.
    */
-  async fullText(ids: ArrayLike<number>, logitRows: ArrayLike<number>): Promise<Float32Array> {
-    const r = await this.model.forward({ ids, logitRows, wantKv: this.caching });
+  async fullText(ids: ArrayLike<number>, rows: ArrayLike<number>, opts: TextRowsOptions = {}): Promise<TextRows> {
+    const r = await this.model.forward({ ids, ...textRequest(rows, opts), wantKv: this.caching });
     if (this.caching) {
       this.seqLen = ids.length;
       this.kv = { slots: ids.length, k: r.newK!, v: r.newV! };
       this.filled = true;
     }
-    return r.logits ?? new Float32Array(0);
+    return textRows(r, opts);
   }
 
   /**
    * Text decoding with a cache: recomputes `compute` positions (ascending)
-   * against the cached K/V of all others; `logitRows` must be among them.
+   * against the cached K/V of all others; `rows` must be among them.
    */
-  async partialText(ids: ArrayLike<number>, compute: ArrayLike<number>, logitRows: ArrayLike<number>): Promise<Float32Array> {
+  async partialText(
+    ids: ArrayLike<number>,
+    compute: ArrayLike<number>,
+    rows: ArrayLike<number>,
+    opts: TextRowsOptions = {},
+  ): Promise<TextRows> {
     if (!this.caching || !this.filled || !this.kv) throw new Error('ModelStream.partialText needs a filled cache');
     if (ids.length !== this.seqLen) throw new Error(`ModelStream.partialText: sequence length changed (${ids.length} != ${this.seqLen})`);
     const index = new Map<number, number>();
     for (let i = 0; i < compute.length; i++) index.set(compute[i]!, i);
-    const rows = Array.from(logitRows, (p) => {
+    const local = Array.from(rows, (p) => {
       const i = index.get(p);
       if (i === undefined) throw new Error(`partialText: logit row ${p} is not recomputed`);
       return i;
@@ -170,11 +197,11 @@ export class ModelStream {
       positions: compute,
       cache: this.kv,
       slots: compute,
-      logitRows: rows,
+      ...textRequest(local, opts),
       wantKv: true,
     });
     this.model.writeKv(this.kv, compute, r.newK!, r.newV!);
-    return r.logits ?? new Float32Array(0);
+    return textRows(r, opts);
   }
 
   private gatherLogits(rows: ArrayLike<number>): Float32Array {

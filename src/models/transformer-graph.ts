@@ -23,7 +23,9 @@
  *  - Logits only where asked: full-vocabulary rows at `logit_rows` [A]; image
  *    logits are computed once for `head_rows` [U] (indices into the P rows),
  *    then `image_sel` [B] picks the rows returned as `image_logits` and
- *    `rowmax_sel` [R] the rows whose max image logit is returned. The image
+ *    `rowmax_sel` [R] the rows whose max image logit is returned;
+ *    `greedy_sel` [G] (indices into the A logit rows) picks rows reduced to
+ *    their argmax and softmax probability (greedy text decoding). The image
  *    head is its own initializer pointing at the image rows of the output head
  *    (zero-copy); the full head is split into row chunks so that each chunk's
  *    float32 copy stays below ORT's constant-folding limit (1 GiB).
@@ -94,6 +96,7 @@ export const TRANSFORMER_INPUTS = {
   headRows: 'head_rows',
   imageSel: 'image_sel',
   rowmaxSel: 'rowmax_sel',
+  greedySel: 'greedy_sel',
   pastK: (i: number) => `past_k_${i}`,
   pastV: (i: number) => `past_v_${i}`,
 } as const;
@@ -102,6 +105,9 @@ export const TRANSFORMER_OUTPUTS = {
   logits: 'logits',
   imageLogits: 'image_logits',
   imageRowMax: 'image_row_max',
+  textArgmax: 'text_argmax',
+  textRest: 'text_rest',
+  textTies: 'text_ties',
   newK: (i: number) => `new_k_${i}`,
   newV: (i: number) => `new_v_${i}`,
 } as const;
@@ -222,6 +228,7 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const headRows = g.input(TRANSFORMER_INPUTS.headRows, 'int64', ['U']);
   const imageSel = g.input(TRANSFORMER_INPUTS.imageSel, 'int64', ['B']);
   const rowmaxSel = g.input(TRANSFORMER_INPUTS.rowmaxSel, 'int64', ['R']);
+  const greedySel = g.input(TRANSFORMER_INPUTS.greedySel, 'int64', ['G']);
 
   // ScatterND indices [nKv, P, 2] = (kv head, slot) for every new row.
   const scatterShape = g.concat([g.constI64([nKv]), g.shape(kvRows), g.constI64([1])], 0);
@@ -311,6 +318,26 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   for (let s = 0; s < V; s += chunkRows) parts.push(headPart(textIn, s, Math.min(V, s + chunkRows)));
   const logits = parts.length === 1 ? parts[0]! : g.concat(parts, 1);
   g.output(logits, TRANSFORMER_OUTPUTS.logits, 'float32', ['A', V]);
+  // Greedy text decoding needs only each row's argmax and its softmax probability
+  // exp(0) / (ties + rest): reduced here, so no [G, V] logits leave the graph.
+  // `rest` sums the non-maximal terms on their own (near 1e-8 it would vanish next
+  // to the max's 1 in float32), so the caller's float64 1 / (ties + rest) keeps
+  // the precision the confidence ranking needs.
+  // One spare zero row keeps the reductions non-empty (WebGPU refuses empty ones); sliced off.
+  const spare = g.expand(g.scalarF32(0), g.constI64([1, V]));
+  const gl = g.concat([g.gather(logits, greedySel, 0), spare], 0); // [G + 1, V]
+  const gMax = g.reduceMax(gl, [-1], true);
+  const isMax = g.equal(gl, gMax);
+  const others = g.where(isMax, g.scalarF32(0), g.exp(g.sub(gl, gMax)));
+  const firstG = (x: Value): Value => g.slice(x, [0], g.shape(greedySel), [0]);
+  g.output(firstG(g.argMax(gl, -1)), TRANSFORMER_OUTPUTS.textArgmax, 'int64', ['G']);
+  // Summed in 256-wide pieces, then the pieces: a plain float32 sum over ~1e5 terms
+  // drifts by ~2e-5 (measured), two levels by ~1e-6.
+  const width = Math.ceil(V / 256) * 256;
+  const pieces = g.reshape(width === V ? others : g.pad(others, [0, 0, 0, width - V]), [0, width / 256, 256]);
+  const rest = g.reduceSum(g.reduceSum(pieces, [-1], false), [-1], false);
+  g.output(firstG(rest), TRANSFORMER_OUTPUTS.textRest, 'float32', ['G']);
+  g.output(firstG(g.reduceSum(g.cast(isMax, 'float32'), [-1], false)), TRANSFORMER_OUTPUTS.textTies, 'float32', ['G']);
 
   const start = opts.imageVocabStart;
   const imageLogits = headPart(g.gather(final, headRows, 0), start, start + opts.imageVocabSize); // [U, 8192]

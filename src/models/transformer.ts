@@ -107,6 +107,11 @@ export interface ForwardRequest {
   imageRows?: ArrayLike<number>;
   /** Rows whose max image logit is wanted. */
   rowmaxRows?: ArrayLike<number>;
+  /**
+   * Rows that need only the argmax over the full vocabulary (first index of
+   * the maximum) and its softmax probability: reduced inside the graph.
+   */
+  argmaxRows?: ArrayLike<number>;
   /** Return this call's keys (with RoPE) and values to refresh a cache. */
   wantKv?: boolean;
 }
@@ -118,6 +123,10 @@ export interface ForwardResult {
   imageLogits?: Float32Array;
   /** [rowmaxRows.length] */
   imageRowMax?: Float32Array;
+  /** [argmaxRows.length] token id of each row's maximum logit (first one on ties). */
+  argmax?: Int32Array;
+  /** [argmaxRows.length] softmax probability of that token, in float64 from in-graph float32 sums. */
+  argmaxProb?: Float64Array;
   /**
    * Per layer [nKvHeads, P, headDim] (keys with RoPE), when wantKv: for a
    * plain forward over a whole sequence this is exactly a KvCache's layout.
@@ -323,6 +332,11 @@ export class Transformer {
     }
     // ORT runs every node, fetched or not, and WebGPU's ReduceMax refuses an empty input: one spare row there.
     if (headRows.length === 0 && this.device === 'webgpu') headRows = [0];
+    // Argmax rows are computed as extra logit rows (after the requested ones) and reduced in the graph.
+    const logitRows = req.logitRows ?? [];
+    const argmaxRows = req.argmaxRows ?? [];
+    const allLogitRows = argmaxRows.length ? [...Array.from(logitRows), ...Array.from(argmaxRows)] : logitRows;
+    const greedySel = argmaxRows.length ? iota(argmaxRows.length).map((i) => i + logitRows.length) : [];
     const feeds: Record<string, ort.Tensor> = {
       [IN.ids]: i64(req.ids),
       [IN.qCos]: new ort.Tensor('float32', q.cos, [P, hd]),
@@ -330,7 +344,8 @@ export class Transformer {
       [IN.kvRows]: i64(slots),
       // WebGPU gets one spare row rather than an empty tensor (as for ReduceMax below).
       [IN.kvOutRows]: i64(req.wantKv ? iota(P) : this.device === 'webgpu' ? [0] : []),
-      [IN.logitRows]: i64(req.logitRows ?? []),
+      [IN.logitRows]: i64(allLogitRows),
+      [IN.greedySel]: i64(greedySel),
       [IN.headRows]: i64(headRows),
       [IN.imageSel]: i64(imageSel),
       [IN.rowmaxSel]: i64(rowmaxSel),
@@ -345,7 +360,8 @@ export class Transformer {
       feeds[IN.pastV(i)] = zeros ?? new ort.Tensor('float32', cache!.v[i]!, [nKv, S, hd]);
     }
     const fetches: string[] = [];
-    if (req.logitRows?.length) fetches.push(OUT.logits);
+    if (logitRows.length) fetches.push(OUT.logits);
+    if (argmaxRows.length) fetches.push(OUT.textArgmax, OUT.textRest, OUT.textTies);
     if (imageRows.length) fetches.push(OUT.imageLogits);
     if (rowmaxRows.length) fetches.push(OUT.imageRowMax);
     if (req.wantKv) for (let i = 0; i < c.nLayers; i++) fetches.push(OUT.newK(i), OUT.newV(i));
@@ -353,7 +369,17 @@ export class Transformer {
     const out = await this.session.run(feeds, fetches);
     const f32 = (name: string) => out[name]!.data as Float32Array;
     const res: ForwardResult = {};
-    if (req.logitRows?.length) res.logits = f32(OUT.logits);
+    if (logitRows.length) {
+      const all = f32(OUT.logits);
+      res.logits = argmaxRows.length ? all.subarray(0, logitRows.length * c.embeddingSize) : all;
+    }
+    if (argmaxRows.length) {
+      const ids = out[OUT.textArgmax]!.data as BigInt64Array;
+      const rest = f32(OUT.textRest);
+      const ties = f32(OUT.textTies);
+      res.argmax = Int32Array.from(ids, Number);
+      res.argmaxProb = Float64Array.from(rest, (r, i) => 1 / (ties[i]! + r));
+    }
     if (imageRows.length) res.imageLogits = f32(OUT.imageLogits);
     if (rowmaxRows.length) res.imageRowMax = f32(OUT.imageRowMax);
     if (req.wantKv) {

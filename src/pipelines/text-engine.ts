@@ -9,7 +9,7 @@
  * blocks and the still-masked later blocks (a Fast-dLLM-style dual cache).
  * Outputs can then differ from the uncached ones; see docs/understanding.md.
  */
-import { ModelStream } from '../models/ml-cache.js';
+import { ModelStream, type TextRows } from '../models/ml-cache.js';
 import type { Transformer } from '../models/transformer.js';
 import { BlockwiseTextSampler, type BlockwiseTextOptions } from '../samplers/text-blockwise.js';
 import type { RunOptions } from './types.js';
@@ -38,21 +38,24 @@ export async function runTextJob(model: Transformer, job: TextJob, opts: RunOpti
     const t0 = performance.now();
     const { block } = s.position;
     const rows = s.positionsNeedingLogits();
-    let logits: Float32Array;
-    let uncondLogits: Float32Array | undefined;
+    // Greedy and unguided (the default): the model reduces each row to its argmax and
+    // probability, so no full-vocabulary logits are copied out or scanned in JS.
+    const opt = { argmax: s.acceptsArgmax };
+    let cond0: TextRows;
+    let uncond0: TextRows | undefined;
     if (job.useCache && cachedBlock === block) {
       const start = s.codeStart + block * s.blockLength;
       const blockPositions = Array.from({ length: s.blockLength }, (_, i) => start + i);
-      logits = await cond.partialText(s.sequence(), blockPositions, rows);
-      if (uncond) uncondLogits = await uncond.partialText(s.uncondSequence(), blockPositions, rows);
+      cond0 = await cond.partialText(s.sequence(), blockPositions, rows, opt);
+      if (uncond) uncond0 = await uncond.partialText(s.uncondSequence(), blockPositions, rows, opt);
     } else {
       cond.reset();
       uncond?.reset();
-      logits = await cond.fullText(s.sequence(), rows);
-      if (uncond) uncondLogits = await uncond.fullText(s.uncondSequence(), rows);
+      cond0 = await cond.fullText(s.sequence(), rows, opt);
+      if (uncond) uncond0 = await uncond.fullText(s.uncondSequence(), rows, opt);
       cachedBlock = block;
     }
-    const rec = s.step(logits, uncondLogits);
+    const rec = opt.argmax ? s.stepArgmax(cond0.argmax!, cond0.argmaxProb!) : s.step(cond0.logits!, uncond0?.logits);
     const ms = performance.now() - t0;
     stepMs.push(ms);
     if (opts.onProgress) {

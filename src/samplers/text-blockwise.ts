@@ -302,25 +302,31 @@ export class BlockwiseTextSampler {
     } else if (uncondLogits) {
       throw new DimooError('uncondLogits given but cfgScale is 0', 'E_PARAM');
     }
-    const rng =
-      this.temperature > 0 || this.remasking === 'random'
-        ? this.rng!.fork(this.block, this.stepInBlock)
-        : undefined;
+    const rng = this.stepRng();
     const tau = this.temperature;
     const x0 = new Int32Array(n);
     const conf = new Float64Array(n);
     for (let r = 0; r < n; r++) {
       const base = r * V;
-      // Original: argmax(exp(l) / (-log u)^tau) in float64, i.e. argmax(l + tau * gumbel).
-      const score = (j: number): number =>
-        tau > 0 ? logits[base + j]! + tau * rng!.gumbel() : logits[base + j]!;
       let best = 0;
-      let bestV = score(0);
-      for (let j = 1; j < V; j++) {
-        const v = score(j);
-        if (v > bestV) {
-          bestV = v;
-          best = j;
+      if (tau > 0) {
+        // Original: argmax(exp(l) / (-log u)^tau) in float64, i.e. argmax(l + tau * gumbel).
+        let bestV = -Infinity;
+        for (let j = 0; j < V; j++) {
+          const v = logits[base + j]! + tau * rng!.gumbel();
+          if (v > bestV) {
+            bestV = v;
+            best = j;
+          }
+        }
+      } else {
+        let bestV = logits[base]!;
+        for (let j = 1; j < V; j++) {
+          const v = logits[base + j]!;
+          if (v > bestV) {
+            bestV = v;
+            best = j;
+          }
         }
       }
       x0[r] = best;
@@ -334,6 +340,54 @@ export class BlockwiseTextSampler {
         conf[r] = rng!.uniform();
       }
     }
+    return this.commit(positions, x0, conf);
+  }
+
+  /**
+   * Whether steps can take each row's argmax and its softmax probability
+   * instead of logits (stepArgmax): greedy and unguided, so nothing else of
+   * the logits is looked at. Lets the model reduce the rows itself.
+   */
+  get acceptsArgmax(): boolean {
+    return this.temperature === 0 && this.cfgScale === 0;
+  }
+
+  /**
+   * Run one step from each row's argmax over the full vocabulary (first index
+   * of the maximum) and that token's softmax probability, for the rows of
+   * positionsNeedingLogits() in order. Same result as step() on the logits
+   * those values come from; only when acceptsArgmax.
+   */
+  stepArgmax(argmax: ArrayLike<number>, prob: ArrayLike<number>): TextStepRecord {
+    if (this.finished)
+      throw new DimooError('BlockwiseTextSampler.stepArgmax called after decoding finished', 'E_STATE');
+    if (!this.acceptsArgmax) {
+      throw new DimooError('stepArgmax needs temperature 0 and cfgScale 0 (use step with logits)', 'E_STATE');
+    }
+    const positions = this.positionsNeedingLogits();
+    const n = positions.length;
+    if (argmax.length !== n || prob.length !== n) {
+      throw new DimooError(
+        `stepArgmax needs ${n} rows, got ${argmax.length} argmax values and ${prob.length} probabilities`,
+        'E_PARAM',
+      );
+    }
+    const rng = this.stepRng();
+    const x0 = Int32Array.from(argmax);
+    const conf = new Float64Array(n);
+    for (let r = 0; r < n; r++) conf[r] = this.remasking === 'low_confidence' ? prob[r]! : rng!.uniform();
+    return this.commit(positions, x0, conf);
+  }
+
+  private stepRng(): Prng | undefined {
+    return this.temperature > 0 || this.remasking === 'random'
+      ? this.rng!.fork(this.block, this.stepInBlock)
+      : undefined;
+  }
+
+  /** Commits the k most confident rows' tokens (ties -> lower position) and advances. */
+  private commit(positions: Int32Array, x0: Int32Array, conf: Float64Array): TextStepRecord {
+    const n = positions.length;
     const k = this.transfer[this.stepInBlock]!;
     const order = Array.from({ length: n }, (_, i) => i);
     order.sort((a, b) => conf[b]! - conf[a]! || a - b);
