@@ -15,7 +15,7 @@ import type {
 } from '../pipelines/types.js';
 import type { CliContext } from './context.js';
 import { CACHE, LIMITS } from './defaults.js';
-import { requireVq } from './model.js';
+import { requireVq, withModel } from './model.js';
 import { choiceOpt, intOpt, numOpt } from './options.js';
 import { checkImageOutPath, formatMs, writeJson, writeRgbImage } from './output.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
@@ -251,4 +251,24 @@ export async function finishImageTask(
   if (flags.out !== undefined) ctx.stdout.write(`wrote ${flags.out} (${what})\n`);
   if (flags.tokensOut !== undefined)
     ctx.stdout.write(`wrote ${flags.tokensOut} (token grid ${r.gridW}x${r.gridH})\n`);
+}
+
+/**
+ * The body every image command shares once its parameters are built: check
+ * the output paths, load the model, check the VQ-VAE is there for image
+ * inputs/outputs, run with a progress bar, write the results.
+ */
+export async function runImageCommand(
+  ctx: CliContext,
+  task: TaskName,
+  flags: ModelCommandFlags & ImageOutFlags,
+  imageInputs: (ImageInput | undefined)[],
+  run: (api: DimooApi, o: RunOptions) => Promise<ImageResult>,
+): Promise<void> {
+  checkImageOutputs(flags);
+  await withModel(ctx, flags, async (api) => {
+    checkVqNeeds(api, flags, imageInputs);
+    const timed = await runTask(ctx, flags.progress, (o) => run(api, o));
+    await finishImageTask(ctx, task, flags, timed);
+  });
 }

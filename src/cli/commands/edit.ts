@@ -6,11 +6,8 @@ import {
   addImageOutputOptions,
   addModelOptions,
   addSamplingOptions,
-  checkImageOutputs,
-  checkVqNeeds,
-  finishImageTask,
   imageInputFrom,
-  runTask,
+  runImageCommand,
   samplingParams,
   type ImageOutFlags,
   type ModelCommandFlags,
@@ -18,7 +15,6 @@ import {
 } from '../common.js';
 import type { CliContext } from '../context.js';
 import { EDIT_TYPES, I2I, editTypeTakesRef } from '../defaults.js';
-import { withModel } from '../model.js';
 import { choiceOpt, numOpt } from '../options.js';
 
 interface EditFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags {
@@ -86,11 +82,6 @@ export function registerEdit(program: Command, ctx: CliContext): void {
   addModelOptions(cmd);
   cmd.action(async (f: EditFlags) => {
     const params = buildEditParams(f);
-    checkImageOutputs(f);
-    await withModel(ctx, f, async (api) => {
-      checkVqNeeds(api, f, [params.image, params.refImage]);
-      const timed = await runTask(ctx, f.progress, (o) => api.edit(params, o));
-      await finishImageTask(ctx, 'edit', f, timed);
-    });
+    await runImageCommand(ctx, 'edit', f, [params.image, params.refImage], (api, o) => api.edit(params, o));
   });
 }

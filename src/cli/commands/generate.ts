@@ -5,10 +5,7 @@ import {
   addImageOutputOptions,
   addModelOptions,
   addSamplingOptions,
-  checkImageOutputs,
-  checkVqNeeds,
-  finishImageTask,
-  runTask,
+  runImageCommand,
   samplingParams,
   type ImageOutFlags,
   type ModelCommandFlags,
@@ -16,7 +13,6 @@ import {
 } from '../common.js';
 import type { CliContext } from '../context.js';
 import { LIMITS, T2I, VQ_SCALE } from '../defaults.js';
-import { withModel } from '../model.js';
 import { intOpt } from '../options.js';
 
 interface GenerateFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags {
@@ -51,11 +47,6 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
   addModelOptions(cmd);
   cmd.action(async (f: GenerateFlags) => {
     const params = buildGenerateParams(f);
-    checkImageOutputs(f);
-    await withModel(ctx, f, async (api) => {
-      checkVqNeeds(api, f, []);
-      const timed = await runTask(ctx, f.progress, (o) => api.generate(params, o));
-      await finishImageTask(ctx, 'generate', f, timed);
-    });
+    await runImageCommand(ctx, 'generate', f, [], (api, o) => api.generate(params, o));
   });
 }

@@ -5,11 +5,8 @@ import {
   addImageOutputOptions,
   addModelOptions,
   addSamplingOptions,
-  checkImageOutputs,
-  checkVqNeeds,
-  finishImageTask,
   imageInputFrom,
-  runTask,
+  runImageCommand,
   samplingParams,
   type ImageOutFlags,
   type ModelCommandFlags,
@@ -18,7 +15,6 @@ import {
 import type { CliContext } from '../context.js';
 import { PAINT, T2I } from '../defaults.js';
 import { addMaskOptions, maskSpecFrom, type MaskFlags } from '../mask-flags.js';
-import { withModel } from '../model.js';
 
 interface PaintFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags, MaskFlags {
   prompt: string;
@@ -64,14 +60,9 @@ function registerPaint(program: Command, ctx: CliContext, task: 'inpaint' | 'out
   addModelOptions(cmd);
   cmd.action(async (f: PaintFlags, c: Command) => {
     const params = buildPaintParams(task, f, (n) => c.getOptionValueSource(n) === 'cli');
-    checkImageOutputs(f);
-    await withModel(ctx, f, async (api) => {
-      checkVqNeeds(api, f, [params.image]);
-      const timed = await runTask(ctx, f.progress, (o) =>
-        task === 'inpaint' ? api.inpaint(params, o) : api.outpaint(params, o),
-      );
-      await finishImageTask(ctx, task, f, timed);
-    });
+    await runImageCommand(ctx, task, f, [params.image], (api, o) =>
+      task === 'inpaint' ? api.inpaint(params, o) : api.outpaint(params, o),
+    );
   });
 }
 

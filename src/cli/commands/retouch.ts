@@ -9,11 +9,8 @@ import {
   addImageOutputOptions,
   addModelOptions,
   addSamplingOptions,
-  checkImageOutputs,
-  checkVqNeeds,
-  finishImageTask,
   imageInputFrom,
-  runTask,
+  runImageCommand,
   samplingParams,
   type ImageOutFlags,
   type ModelCommandFlags,
@@ -22,7 +19,6 @@ import {
 import type { CliContext } from '../context.js';
 import { RETOUCH } from '../defaults.js';
 import { addMaskOptions, maskSpecFrom, type MaskFlags } from '../mask-flags.js';
-import { withModel } from '../model.js';
 
 interface RetouchFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags, MaskFlags {
   prompt?: string;
@@ -63,11 +59,6 @@ export function registerRetouch(program: Command, ctx: CliContext): void {
   addModelOptions(cmd);
   cmd.action(async (f: RetouchFlags) => {
     const params = buildRetouchParams(f);
-    checkImageOutputs(f);
-    await withModel(ctx, f, async (api) => {
-      checkVqNeeds(api, f, [params.image]);
-      const timed = await runTask(ctx, f.progress, (o) => api.retouch(params, o));
-      await finishImageTask(ctx, 'retouch', f, timed);
-    });
+    await runImageCommand(ctx, 'retouch', f, [params.image], (api, o) => api.retouch(params, o));
   });
 }
