@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DimooApi, EditType, ImageResult, TokenGrid, UnderstandResult } from '../src/pipelines/types.js';
+import type { DimooApi, EditType, ImageResult, TokenGrid, UnderstandParams, UnderstandResult } from '../src/pipelines/types.js';
 
 export const GOLDEN_IMAGE_CASES = [
   't2i_64x48_cfg4',
@@ -54,7 +54,7 @@ export function goldenCaseFile(golden: string, file: string): string {
 }
 
 /** Runs one golden case through the library (`useCache` only matters for understanding). */
-export async function runGoldenCase(api: DimooApi, name: GoldenCaseName, golden: string, opts: { useCache?: boolean } = {}): Promise<GoldenOutcome> {
+export async function runGoldenCase(api: DimooApi, name: GoldenCaseName, golden: string, opts: { useCache?: UnderstandParams['useCache'] } = {}): Promise<GoldenOutcome> {
   const g = JSON.parse(fs.readFileSync(goldenCaseFile(golden, `${name}.json`), 'utf8')) as any;
   const p = g.params;
   if (name.startsWith('mmu_')) {

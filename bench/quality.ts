@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { SafetensorsFile } from '../src/models/safetensors.js';
 import type { Transformer } from '../src/models/transformer.js';
 import type { Dimoo } from '../src/pipelines/dimoo.js';
+import type { UnderstandParams } from '../src/pipelines/types.js';
 import { GOLDEN_SAMPLING_CASES, GOLDEN_TEXT_CASES, goldenCaseFile, runGoldenCase } from './golden-cases.js';
 
 export function defaultGoldenDir(): string {
@@ -98,7 +99,7 @@ export async function goldenCaseAgreement(dimoo: Dimoo, golden = defaultGoldenDi
 }
 
 /** The golden understanding cases, with or without the dual cache, against the reference answers. */
-export async function goldenUnderstandingAgreement(dimoo: Dimoo, golden = defaultGoldenDir(), useCache = false): Promise<CaseAgreement[]> {
+export async function goldenUnderstandingAgreement(dimoo: Dimoo, golden = defaultGoldenDir(), useCache: UnderstandParams['useCache'] = false): Promise<CaseAgreement[]> {
   const out: CaseAgreement[] = [];
   for (const name of GOLDEN_TEXT_CASES) {
     const r = await runGoldenCase(dimoo, name, golden, { useCache });

@@ -28,6 +28,8 @@ export const SUMMARY_KEYS = [
   'mlcache_code_agreement',
   'understanding_speedup',
   'understanding_agreement',
+  'understanding_mlcache_speedup',
+  'understanding_mlcache_agreement',
   'rss_gb_8b_int8',
   'rss_gb_8b_int4',
 ] as const;
@@ -75,6 +77,8 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     mlcache_config: ml ? `${ml.preset} ${ml.size}x${ml.size}` : null,
     understanding_speedup: und?.speedup ?? null,
     understanding_agreement: und?.agreement ?? null,
+    understanding_mlcache_speedup: und?.mlSpeedup ?? null,
+    understanding_mlcache_agreement: und?.mlAgreement ?? null,
     understanding_config: und ? `${und.preset} gen 256 / block 64 / 128 steps` : null,
     rss_gb_8b_int8: rss8.int8,
     rss_gb_8b_int4: rss8.int4,
@@ -185,7 +189,7 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
     out.push(
       table(
         'Understanding: gen_length 256, block 64, 128 steps (256x256 image), greedy',
-        ['model', 'steps', 'uncached ms/step', 'uncached s', 'cached ms/step', 'cached s', 'speed-up', 'same tokens', 'golden (cached)'],
+        ['model', 'steps', 'uncached ms/step', 'uncached s', 'dual ms/step', 'dual s', 'speed-up', 'same tokens', 'ml-cache ms/step', 'ml-cache s', 'speed-up', 'same tokens', 'golden: uncached / dual / ml-cache'],
         res.understanding.map((r) => [
           r.preset,
           String(r.steps),
@@ -195,9 +199,13 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
           f(r.onMs / 1000),
           `${f(r.speedup, 2)}x`,
           pct(r.agreement),
-          r.golden ? `${pct(r.golden.cached)} (uncached ${pct(r.golden.uncached)})` : '',
+          f(r.mlStepMs),
+          f(r.mlMs / 1000),
+          `${f(r.mlSpeedup, 2)}x`,
+          pct(r.mlAgreement),
+          r.golden ? `${pct(r.golden.uncached)} / ${pct(r.golden.cached)} / ${pct(r.golden.ml)}` : '',
         ]),
-        'cached = dual cache: full pass at the first step of each block, then only the block is recomputed.',
+        'dual = full pass at the first step of each block, then only the block is recomputed; ml-cache = dual, and between whole-block refreshes (warm-up 0.3, every 5 steps) only the 10% least confident masked positions and the last committed ones.',
       ),
     );
   }

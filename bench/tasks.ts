@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { runImageJob, type ImageJob, type StepInspection } from '../src/pipelines/image-engine.js';
 import { textToImagePrompt } from '../src/pipelines/prompts.js';
+import type { UnderstandParams } from '../src/pipelines/types.js';
 import { guideTextToImage } from '../src/samplers/guidance.js';
 import { MASKED } from '../src/samplers/maskgit.js';
 import { DEFAULT_ML_CACHE } from '../src/samplers/mlcache.js';
@@ -296,8 +297,14 @@ export interface UnderstandingRow extends Common {
   onStepMs: number;
   speedup: number;
   agreement: number;
-  /** Golden understanding cases (tiny checkpoint only): token agreement with the reference, cached and uncached. */
-  golden?: { cached: number; uncached: number };
+  /** The ML-Cache variant (dual cache + recompute only unsure positions within a block), default schedule. */
+  mlMs: number;
+  mlStepMs: number;
+  mlSpeedup: number;
+  /** Share of answer tokens identical to the uncached run. */
+  mlAgreement: number;
+  /** Golden understanding cases (tiny checkpoint only): token agreement with the reference per mode. */
+  golden?: { cached: number; uncached: number; ml: number };
 }
 
 /** Understanding, gen_length/block as given, with and without the dual cache. */
@@ -307,20 +314,21 @@ export async function taskUnderstanding(a: { dir: string; threads: number; genLe
     const g = a.imageSize / 16;
     const codes = Array.from({ length: g * g }, (_, i) => (i * 2654435761) % 8192);
     const image = { tokens: { width: a.imageSize, height: a.imageSize, codes } };
-    const run = (useCache: boolean, genLength = a.genLength, blockLength = a.blockLength, steps = a.steps) =>
+    const run = (useCache: UnderstandParams['useCache'], genLength = a.genLength, blockLength = a.blockLength, steps = a.steps) =>
       d.understand({ question: 'What is in this picture? Describe it in detail.', image, genLength, blockLength, steps, earlyStop: false, useCache });
     await run(false, 16, 16, 4); // warm-up
     const off = await run(false);
-    const on = await run(true);
+    const on = await run('dual');
+    const ml = await run('ml-cache');
     const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
-    let same = 0;
-    for (let i = 0; i < off.ids.length; i++) if (off.ids[i] === on.ids[i]) same++;
+    const same = (ids: number[]) => ids.filter((t, i) => t === off.ids[i]).length / off.ids.length;
     let golden: UnderstandingRow['golden'];
     if (a.golden) {
       const mean = (xs: { agreement: number }[]) => xs.reduce((s, x) => s + x.agreement, 0) / xs.length;
       golden = {
         uncached: mean(await goldenUnderstandingAgreement(d, defaultGoldenDir(), false)),
-        cached: mean(await goldenUnderstandingAgreement(d, defaultGoldenDir(), true)),
+        cached: mean(await goldenUnderstandingAgreement(d, defaultGoldenDir(), 'dual')),
+        ml: mean(await goldenUnderstandingAgreement(d, defaultGoldenDir(), 'ml-cache')),
       };
     }
     return {
@@ -330,7 +338,11 @@ export async function taskUnderstanding(a: { dir: string; threads: number; genLe
       offStepMs: sum(off.stepMs) / off.stepMs.length,
       onStepMs: sum(on.stepMs) / on.stepMs.length,
       speedup: sum(off.stepMs) / sum(on.stepMs),
-      agreement: same / off.ids.length,
+      agreement: same(on.ids),
+      mlMs: sum(ml.stepMs),
+      mlStepMs: sum(ml.stepMs) / ml.stepMs.length,
+      mlSpeedup: sum(off.stepMs) / sum(ml.stepMs),
+      mlAgreement: same(ml.ids),
       golden,
       ...common(),
     };

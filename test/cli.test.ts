@@ -952,6 +952,17 @@ describe('task commands (fake model)', () => {
     const jp = j.fake.calls[0]!.params as UnderstandParams;
     assert.equal(jp.scriptLayout, true);
     assert.equal(jp.earlyStop, false);
+    assert.equal(jp.useCache, false);
+    const base = ['understand', '--model', model(), '--prompt', 'q', '--image-tokens', g];
+    const dual = await runFake([...base, '--use-cache']);
+    assert.equal((dual.fake.calls[0]!.params as UnderstandParams).useCache, true);
+    assert.equal((dual.fake.calls[0]!.params as UnderstandParams).cacheRatio, undefined);
+    const ml = await runFake([...base, '--use-cache', 'ml-cache', '--cache-ratio', '0.8', '--refresh-interval', '3']);
+    const mp = ml.fake.calls[0]!.params as UnderstandParams;
+    assert.deepEqual([mp.useCache, mp.cacheRatio, mp.warmupRatio, mp.refreshInterval], ['ml-cache', 0.8, 0.3, 3]);
+    const badMode = await runFake([...base, '--use-cache', 'triple']);
+    assert.equal(badMode.code, 1);
+    assert.match(badMode.stderr, /--use-cache.*dual, ml-cache/);
   });
 
   test('Ctrl-C: exit 130, nothing written', async () => {

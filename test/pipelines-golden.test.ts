@@ -9,7 +9,9 @@ import { Dimoo } from '../src/pipelines/dimoo.js';
 import { SafetensorsFile } from '../src/models/safetensors.js';
 import type { EditType, ImageResult } from '../src/pipelines/types.js';
 import { GOLDEN_SAMPLING_CASES, runGoldenCase } from '../bench/golden-cases.js';
-import { goldenCase, goldenCheckpointDir, goldenDir } from './helpers/golden.js';
+import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
+import { runTextJob } from '../src/pipelines/text-engine.js';
+import { DEFAULT_ML_CACHE } from '../src/samplers/mlcache.js';
 
 let dimoo: Dimoo;
 before(async () => {
@@ -87,8 +89,39 @@ test('bad parameters are refused before any compute, naming the parameter', asyn
     ],
     [() => dimoo.retouch({ image: { tokens: { height: 32, width: 32, codes: [1, 2, 3] } }, mask: { kind: 'cells', cells: [1] } }), /3 codes/],
     [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, genLength: 16, blockLength: 5 }), /multiple of blockLength/],
+    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, useCache: 'triple' as never }), /useCache must be/],
+    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, useCache: 'ml-cache', cfgScale: 2 }), /greedy unguided/],
+    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, useCache: 'ml-cache', cacheRatio: 2 }), /cacheRatio/],
   ];
   for (const [run, re] of cases) {
     await assert.rejects(run, (e: Error) => e.name === 'DimooError' && re.test(e.message), String(re));
   }
+});
+
+test('understanding caches: ml-cache with a whole-block warm-up is the dual cache; otherwise fewer rows are recomputed', async () => {
+  const model = dimoo.model;
+  const case0 = readGoldenJson<{ initial_sequence: number[]; code_start: number; params: { gen_length: number; block_length: number; steps: number } }>('mmu_single_breaks.json');
+  const sampler = {
+    sequence: case0.initial_sequence,
+    codeStart: case0.code_start,
+    genLength: case0.params.gen_length,
+    blockLength: case0.params.block_length,
+    steps: case0.params.steps,
+    earlyStop: false,
+  };
+  const dual = await runTextJob(model, { sampler, cache: 'dual' });
+  const allRefresh = await runTextJob(model, { sampler, cache: 'ml-cache', mlCache: { cacheRatio: 0.9, warmupRatio: 1, refreshInterval: 5 } });
+  assert.deepEqual(allRefresh.sampler.generatedIds(), dual.sampler.generatedIds());
+  assert.deepEqual(allRefresh.computedRows, dual.computedRows);
+  const ml = await runTextJob(model, { sampler, cache: 'ml-cache', mlCache: { ...DEFAULT_ML_CACHE } });
+  assert.equal(ml.computedRows.length, dual.computedRows.length);
+  // Full passes at block starts and whole-block refreshes match the dual cache; the steps between recompute less.
+  let fewer = 0;
+  ml.computedRows.forEach((n, i) => {
+    assert.ok(n <= dual.computedRows[i]!, `step ${i}: ${n} rows > ${dual.computedRows[i]}`);
+    if (n < dual.computedRows[i]!) fewer++;
+  });
+  assert.ok(fewer > 0, 'some steps recompute only part of the block');
+  const maskId = sampler.sequence[sampler.codeStart]!; // the answer region starts masked
+  assert.equal(ml.sampler.generatedIds().includes(maskId), false, 'every answer position decided');
 });

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BlockwiseTextSampler } from '../src/samplers/text-blockwise.js';
 import { Prng } from '../src/samplers/prng.js';
+import { textRecomputePositions } from '../src/samplers/mlcache.js';
 import { readGoldenJson } from './helpers/golden.js';
 import { DimooError } from '../src/errors.js';
 
@@ -249,6 +250,20 @@ test('stepArgmax (argmax + probability per row) commits exactly what step commit
   assert.throws(() => hot.stepArgmax([0, 0, 0, 0], [1, 1, 1, 1]), /temperature 0 and cfgScale 0/);
   const s = new BlockwiseTextSampler(base);
   assert.throws(() => s.stepArgmax([0], [1]), /needs 4 rows/);
+});
+
+test('text ML-Cache recomputes the least confident masked positions and the just-committed ones', () => {
+  const masked = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20];
+  const conf = Float32Array.from([0.9, 0.1, 0.5, 0.95, 0.2, 0.7, 0.6, 0.99, 0.3, 0.8, 0.4]);
+  // quantile(conf, 0.1) over 11 values is the 2nd smallest (0.2): positions 11 and 14.
+  assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 0.9)), [11, 14]);
+  assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 0.9, [21, 5, 14])), [5, 11, 14, 21]);
+  // cacheRatio 0: everything masked is recomputed; 1: only the least confident.
+  assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 0)), masked);
+  assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 1)), [11]);
+  assert.deepEqual(Array.from(textRecomputePositions([], new Float32Array(0), 0.9, [3])), [3]);
+  assert.throws(() => textRecomputePositions(masked, conf, 1.5), /cacheRatio/);
+  assert.throws(() => textRecomputePositions(masked, new Float32Array(2), 0.9), /2 values for 11/);
 });
 
 test('parameter validation names the parameter', () => {

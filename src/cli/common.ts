@@ -68,7 +68,7 @@ export function addSamplingOptions(
   cmd: Command,
   d: { timesteps: number; cfgScale: number; temperature: number },
 ): Command {
-  return cmd
+  cmd
     .option(
       '--timesteps <n>',
       'MaskGIT sampling steps',
@@ -87,7 +87,13 @@ export function addSamplingOptions(
       'random seed (same seed, same image on any machine)',
       intOpt('--seed', { min: 0 }),
     )
-    .option('--use-cache', 'ML-Cache: reuse K/V and logits of confident positions (faster)')
+    .option('--use-cache', 'ML-Cache: reuse K/V and logits of confident positions (faster)');
+  return addCacheScheduleOptions(cmd);
+}
+
+/** --cache-ratio / --warmup-ratio / --refresh-interval: the ML-Cache schedule (images and understanding). */
+export function addCacheScheduleOptions(cmd: Command): Command {
+  return cmd
     .option(
       '--cache-ratio <r>',
       'ML-Cache: fraction of positions reused at a partial step',

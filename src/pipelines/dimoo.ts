@@ -60,7 +60,7 @@ import type {
   UnderstandParams,
   UnderstandResult,
 } from './types.js';
-import { checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling } from './validate.js';
+import { checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTextCache } from './validate.js';
 
 const E = 'E_PARAM';
 
@@ -421,6 +421,7 @@ export class Dimoo implements DimooApi {
     const remasking = p.remasking ?? 'low_confidence';
     if (remasking !== 'low_confidence' && remasking !== 'random') throw new DimooError(`remasking must be low_confidence or random`, E);
     const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
+    const cache = resolveTextCache(p, { temperature, cfgScale });
     const g = await this.toGrid(p.image, 'image', DEFAULTS.mmu.cropBudget as 1024);
     const promptIds = await this.encode(understandingPrompt(question));
     const layout = buildUnderstanding(
@@ -430,7 +431,7 @@ export class Dimoo implements DimooApi {
     const r = await runTextJob(
       this.model,
       {
-        useCache: p.useCache ?? false,
+        ...cache,
         sampler: {
           sequence: layout.sequence,
           codeStart: layout.codeStart,

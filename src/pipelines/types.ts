@@ -173,8 +173,20 @@ export interface UnderstandParams {
   earlyStop?: boolean;
   /** Reproduce inference_mmu.py's double newline insertion (a bug; off by default). */
   scriptLayout?: boolean;
-  /** Reuse prompt+image K/V within a block (faster; may differ slightly). */
-  useCache?: boolean;
+  /**
+   * Reuse K/V between steps (faster; answers can differ from uncached
+   * decoding): true or 'dual' = prompt, image and other blocks' K/V reused
+   * within a block; 'ml-cache' = that, plus inside a block only the least
+   * confident masked positions are recomputed between refreshes (greedy,
+   * cfgScale 0 only). Default false.
+   */
+  useCache?: boolean | 'dual' | 'ml-cache';
+  /** 'ml-cache': share of masked positions whose prediction is reused (default 0.9). */
+  cacheRatio?: number;
+  /** 'ml-cache': share of each block's steps that refresh the whole block (default 0.3). */
+  warmupRatio?: number;
+  /** 'ml-cache': after the warm-up, refresh the whole block every N steps (default 5). */
+  refreshInterval?: number;
 }
 
 export interface UnderstandResult {

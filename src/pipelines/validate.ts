@@ -5,6 +5,7 @@
 import { DimooError } from '../errors.js';
 import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
 import type { ResolvedSampling } from './image-engine.js';
+import type { TextCacheMode, TextMlCacheOptions } from './text-engine.js';
 import type { ImageSamplingParams } from './types.js';
 
 /** The original scripts' defaults, in one place. */
@@ -70,4 +71,23 @@ export function resolveSampling(
     throw new DimooError('with useCache, cacheRatio must be in [0, 1) and warmupRatio in [0, 1)', E);
   }
   return { timesteps, temperature, seed, useCache, cacheRatio, warmupRatio, refreshInterval };
+}
+
+/** Understanding's cache mode and ML-Cache schedule (see text-engine.ts). */
+export function resolveTextCache(
+  p: { useCache?: unknown; cacheRatio?: unknown; warmupRatio?: unknown; refreshInterval?: unknown },
+  sampling: { temperature: number; cfgScale: number },
+): { cache: TextCacheMode; mlCache?: TextMlCacheOptions } {
+  const u = p.useCache ?? false;
+  const modes: Record<string, TextCacheMode> = { true: 'dual', dual: 'dual', false: 'none', none: 'none', 'ml-cache': 'ml-cache' };
+  const cache = typeof u === 'boolean' || typeof u === 'string' ? modes[String(u)] : undefined;
+  if (!cache) throw new DimooError(`useCache must be true, false, 'dual' or 'ml-cache', got ${JSON.stringify(u)}`, E);
+  if (cache !== 'ml-cache') return { cache };
+  if (sampling.temperature > 0 || sampling.cfgScale > 0) {
+    throw new DimooError("useCache 'ml-cache' supports greedy unguided decoding only (temperature 0, cfgScale 0)", E);
+  }
+  const cacheRatio = checkNumber('cacheRatio', p.cacheRatio ?? DEFAULT_ML_CACHE.cacheRatio, 0, 1);
+  const warmupRatio = checkNumber('warmupRatio', p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio, 0, 1);
+  const refreshInterval = checkInt('refreshInterval', p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval, 1, 1_000_000);
+  return { cache, mlCache: { cacheRatio, warmupRatio, refreshInterval } };
 }

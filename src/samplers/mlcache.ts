@@ -117,3 +117,32 @@ export function imageRowMax(
   }
   return out;
 }
+
+/**
+ * ML-Cache for block-wise text decoding (our variant; the original has none).
+ * At a partial step inside a block, recompute the still-masked positions whose
+ * last computed confidence is <= quantile(confidences, 1 - cacheRatio) (the
+ * least sure predictions; the others keep their cached prediction and K/V),
+ * plus `changed`: positions committed at the previous step, whose token, and
+ * so whose K/V, changed. Returns ascending, distinct positions.
+ */
+export function textRecomputePositions(
+  masked: ArrayLike<number>,
+  confidence: Float32Array,
+  cacheRatio: number,
+  changed: ArrayLike<number> = [],
+): Int32Array {
+  checkRatio(cacheRatio);
+  if (confidence.length !== masked.length) {
+    throw new DimooError(
+      `confidence has ${confidence.length} values for ${masked.length} masked positions`,
+      'E_PARAM',
+    );
+  }
+  const out = new Set<number>(Array.from(changed));
+  if (masked.length > 0) {
+    const threshold = torchQuantile(confidence, 1 - cacheRatio);
+    for (let i = 0; i < masked.length; i++) if (confidence[i]! <= threshold) out.add(masked[i]!);
+  }
+  return Int32Array.from(out).sort();
+}

@@ -414,7 +414,17 @@ export function parseUnderstand(
   if (seed !== undefined) p.seed = seed;
   const rm = optChoice(b, 'remasking', ['low_confidence', 'random'] as const);
   if (rm) p.remasking = rm;
-  const uc = optBool(b, 'use_cache');
+  // use_cache: true/false, or the mode by name ('dual', 'ml-cache').
+  const mode = typeof b.use_cache === 'string' ? optChoice(b, 'use_cache', ['dual', 'ml-cache', 'true', 'false'] as const) : undefined;
+  const uc = mode === 'dual' || mode === 'ml-cache' ? mode : optBool(b, 'use_cache');
   if (uc !== undefined) p.useCache = uc;
+  if (uc === 'ml-cache') {
+    const cr = optNumber(b, 'cache_ratio', 0, 1);
+    if (cr !== undefined) p.cacheRatio = cr;
+    const wr = optNumber(b, 'warmup_ratio', 0, 1);
+    if (wr !== undefined) p.warmupRatio = wr;
+    const ri = optInt(b, 'refresh_interval', 1, 100000);
+    if (ri !== undefined) p.refreshInterval = ri;
+  }
   return p;
 }

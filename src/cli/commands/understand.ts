@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { DimooError } from '../../errors.js';
 import type { UnderstandParams } from '../../pipelines/types.js';
 import {
+  addCacheScheduleOptions,
   addModelOptions,
   checkVqNeeds,
   imageInputFrom,
@@ -26,7 +27,10 @@ interface UnderstandFlags extends ModelCommandFlags {
   cfgScale: number;
   remasking: 'low_confidence' | 'random';
   seed?: number;
-  useCache?: boolean;
+  useCache?: true | 'dual' | 'ml-cache';
+  cacheRatio: number;
+  warmupRatio: number;
+  refreshInterval: number;
   scriptLayout?: boolean;
   earlyStop: boolean;
 }
@@ -67,8 +71,11 @@ export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
     remasking: f.remasking,
     earlyStop: f.earlyStop,
     scriptLayout: f.scriptLayout === true,
-    useCache: f.useCache === true,
+    useCache: f.useCache ?? false,
   };
+  if (f.useCache === 'ml-cache') {
+    Object.assign(p, { cacheRatio: f.cacheRatio, warmupRatio: f.warmupRatio, refreshInterval: f.refreshInterval });
+  }
   if (f.seed !== undefined) p.seed = f.seed;
   return p;
 }
@@ -116,14 +123,16 @@ export function registerUnderstand(program: Command, ctx: CliContext): void {
     )
     .option('--seed <n>', 'random seed', intOpt('--seed', { min: 0 }))
     .option(
-      '--use-cache',
-      'reuse prompt and image K/V within a block (faster, may differ slightly)',
+      '--use-cache [mode]',
+      'reuse K/V between steps (faster; answers can differ): dual (prompt, image and other blocks, the default) or ml-cache (dual, and within a block only unsure positions are recomputed; greedy, --cfg-scale 0)',
+      choiceOpt('--use-cache', ['dual', 'ml-cache'] as const),
     )
     .option(
       '--script-layout',
       "reproduce inference_mmu.py's doubled row breaks (a bug, for comparison)",
     )
     .option('--no-early-stop', 'decode every block even after </answer>');
+  addCacheScheduleOptions(cmd);
   addModelOptions(cmd);
   cmd.action(async (f: UnderstandFlags) => {
     const params = buildUnderstandParams(f);
