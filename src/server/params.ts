@@ -172,6 +172,16 @@ export function parseSampling(
   if (t !== undefined) p.temperature = t;
   const uc = optBool(b, 'use_cache');
   if (uc !== undefined) p.useCache = uc;
+  Object.assign(p, parseCacheSchedule(b));
+  return p;
+}
+
+/** Every edit type the library knows (one list, kept in pipelines/prompts.ts). */
+export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
+
+/** The ML-Cache schedule fields (`cache_ratio`, `warmup_ratio`, `refresh_interval`), those given. */
+export function parseCacheSchedule(b: Body): { cacheRatio?: number; warmupRatio?: number; refreshInterval?: number } {
+  const p: { cacheRatio?: number; warmupRatio?: number; refreshInterval?: number } = {};
   const cr = optNumber(b, 'cache_ratio', 0, 1);
   if (cr !== undefined) p.cacheRatio = cr;
   const wr = optNumber(b, 'warmup_ratio', 0, 1);
@@ -180,6 +190,3 @@ export function parseSampling(
   if (ri !== undefined) p.refreshInterval = ri;
   return p;
 }
-
-/** Every edit type the library knows (one list, kept in pipelines/prompts.ts). */
-export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];

@@ -23,6 +23,7 @@ import {
   optChoice,
   optInt,
   optNumber,
+  parseCacheSchedule,
   parseSampling,
   parseSize,
   reqString,
@@ -418,13 +419,6 @@ export function parseUnderstand(
   const mode = typeof b.use_cache === 'string' ? optChoice(b, 'use_cache', ['dual', 'ml-cache', 'true', 'false'] as const) : undefined;
   const uc = mode === 'dual' || mode === 'ml-cache' ? mode : optBool(b, 'use_cache');
   if (uc !== undefined) p.useCache = uc;
-  if (uc === 'ml-cache') {
-    const cr = optNumber(b, 'cache_ratio', 0, 1);
-    if (cr !== undefined) p.cacheRatio = cr;
-    const wr = optNumber(b, 'warmup_ratio', 0, 1);
-    if (wr !== undefined) p.warmupRatio = wr;
-    const ri = optInt(b, 'refresh_interval', 1, 100000);
-    if (ri !== undefined) p.refreshInterval = ri;
-  }
+  if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
   return p;
 }
