@@ -240,7 +240,10 @@ describe('web page in headless Chromium', { skip }, () => {
     await page.fill('#ask-question', 'what colour is it ?');
     await page.fill('#ask-tokens', '32');
     await page.fill('#ask-steps', '8');
+    await page.selectOption('#ask-cache', 'ml-cache');
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
     await page.click('#ask-run');
+    assert.equal((await sent).postDataJSON().use_cache, 'ml-cache');
     await page.waitForSelector('#ask-status[data-state="done"]');
     assert.ok(
       ((await page.textContent('#ask-answer')) ?? '').trim().length > 0,

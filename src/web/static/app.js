@@ -925,6 +925,7 @@ $('ask-form').addEventListener('submit', async (e) => {
       stream: true,
       max_tokens: intOrUndefined($('ask-tokens')) ?? 256,
       steps: intOrUndefined($('ask-steps')) ?? 64,
+      use_cache: $('ask-cache').value === 'none' ? false : $('ask-cache').value,
       messages: [
         {
           role: 'user',
