@@ -202,6 +202,16 @@ test('corrupted or mismatched manifests give clear errors', () => {
     /blocks\.2\..* that config.json requires is neither/,
   );
   expectBroken('extra', editManifest((m) => (m.plain['model.transformer.blocks.7.attn_norm.weight'] = 'model.transformer.ln_f.weight')), /names tensors config.json does not have: model.transformer.blocks.7/);
+  expectBroken('entry bits', editManifest((m) => (m.linears['model.transformer.wte.weight'].bits = 2)), /wte\.weight"\]\.bits must be 8 or 4/);
+  expectBroken('embedding bits', editManifest((m) => (m.linears['model.transformer.wte.weight'].bits = 4)), /expected U8 .* for 4-bit blocks/);
+  // Version 1 folders (no per-entry bits) are still read.
+  const v1 = path.join(tmp, 'v1');
+  fs.cpSync(qdir[8]!, v1, { recursive: true });
+  editManifest((m) => {
+    m.version = 1;
+    delete m.linears['model.transformer.wte.weight'].bits;
+  })(v1);
+  assert.equal((openCheckpoint(v1) as QuantizedCheckpoint).quantized.get('model.transformer.wte.weight')!.bits, 8);
   // The manifest's own reader agrees with a good folder.
   assert.equal(readQuantManifest(qdir[4]!).bits, 4);
 });
@@ -215,7 +225,7 @@ test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary
   await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 4, out: dir, json: true, progress: false });
   const summary = JSON.parse(text) as { bits: number; linears: number; bytes: number };
   assert.equal(summary.bits, 4);
-  assert.equal(summary.linears, 2 * 7 + 1);
+  assert.equal(summary.linears, 2 * 7 + 1 + 1); // 7 linears per layer, the head, the 8-bit embedding
   const d = await Dimoo.load(dir, { threads: 1 });
   try {
     const r = await d.generate({ prompt: 'a red cat', width: 48, height: 32, timesteps: 3 });
@@ -223,7 +233,15 @@ test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary
   } finally {
     await d.dispose();
   }
-  // bf16 stays bf16 for plain tensors: the embedding is stored as in the source.
+  // The embedding is 8-bit blocks even in a 4-bit checkpoint; norms stay as stored (bf16).
   const st = SafetensorsFile.open(path.join(dir, 'model-q4.safetensors'));
-  assert.equal(st.info('model.transformer.wte.weight').dtype, 'BF16');
+  assert.equal(st.info('model.transformer.wte.weight.q8').dtype, 'U8');
+  assert.equal(st.info('model.transformer.ln_f.weight').dtype, 'BF16');
+  assert.equal(readQuantManifest(dir).linears['model.transformer.wte.weight']!.bits, 8);
+  // --embedding plain keeps it as stored.
+  const plainDir = path.join(tmp, 'cli-q4-plain');
+  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 4, out: plainDir, embedding: 'plain', json: true, progress: false });
+  const sp = SafetensorsFile.open(path.join(plainDir, 'model-q4.safetensors'));
+  assert.equal(sp.info('model.transformer.wte.weight').dtype, 'BF16');
+  assert.equal(readQuantManifest(plainDir).linears['model.transformer.wte.weight'], undefined);
 });

@@ -12,10 +12,11 @@
  *
  * Every linear [N, K] (q/k/v/attn_out, ff_proj/up_proj/ff_out, the output
  * head) becomes `NAME.q{bits}` U8 [N, K/bs, bs*bits/8] + `NAME.scales` F32
- * [N*K/bs]. The input embedding, the norms and biases stay as stored (bf16):
- * the embedding is only gathered, and memory-mapped rows cost memory only
- * when used. With weight tying the embedding is kept plain and a quantized
- * copy serves as the head.
+ * [N*K/bs]. The input embedding becomes 8-bit blocks in the same layout
+ * whatever `bits` is (gathered by GatherBlockQuantized: half the bytes of
+ * bf16, and embedding error matters more than a linear's); `embedding:
+ * 'plain'` keeps it as stored. Norms and biases stay as stored. With weight
+ * tying the embedding is kept plain and a quantized copy serves as the head.
  *
  * Streaming: tensors are converted in row chunks through reused buffers, so
  * the real 8B shape (16 GB of bf16) quantizes in well under 1 GB of memory.
@@ -35,7 +36,8 @@ export { dequantizeRows, quantizeRows, type QuantBits, type QuantSpec } from './
 
 export const QUANT_MANIFEST = 'dimoo-quant.json';
 export const QUANT_FORMAT = 'dimoo-quantized';
-export const QUANT_VERSION = 1;
+/** 2: per-entry `bits` (the 8-bit embedding). Version 1 folders are still read. */
+export const QUANT_VERSION = 2;
 
 /** Default block sizes: int8 loses little with long blocks (and runs fastest); int4 needs short ones. */
 export const DEFAULT_BLOCK_SIZE: Record<QuantBits, number> = { 8: 128, 4: 32 };
@@ -49,6 +51,8 @@ export interface QuantManifestLinear {
   N: number;
   K: number;
   block_size: number;
+  /** Bits of this entry when they differ from the manifest's (the 8-bit embedding). */
+  bits?: QuantBits;
 }
 
 export interface QuantManifest {
@@ -69,6 +73,8 @@ export interface QuantizeOptions {
   bits: QuantBits;
   /** Block size along K (default DEFAULT_BLOCK_SIZE[bits]). */
   blockSize?: number;
+  /** The input embedding: 8-bit blocks (default) or as stored. */
+  embedding?: 'int8' | 'plain';
   /** Called with bytes of source weights processed so far and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -219,19 +225,17 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
     opts.onProgress?.(done, total);
   };
 
-  for (const e of expectedTensors(c)) {
-    const t = ckpt.weights.get(e.name)!;
-    if (!isLinearWeight(e.name, c) || (c.weightTying && e.name === 'model.transformer.wte.weight')) {
-      plain[e.name] = e.name;
-      entries.push({ name: e.name, dtype: t.dtype, shape: t.shape, data: copyProducer(t, progress) });
-    }
-    if (!isLinearWeight(e.name, c)) continue;
+  const embeddingName = 'model.transformer.wte.weight';
+  const embedding8 = !c.weightTying && (opts.embedding ?? 'int8') === 'int8';
+  /** Writes `name` [N, K] as blocks: data U8 [N, K/bs, blob] and scales F32 [N*K/bs]. */
+  const pushBlocks = (name: string, t: TensorInfo, wantBits: QuantBits, wantBlock: number): void => {
     const [N, K] = t.shape as [number, number];
-    const spec: QuantSpec = { bits, blockSize: blockSizeFor(K, requested) };
+    const spec: QuantSpec = { bits: wantBits, blockSize: blockSizeFor(K, wantBlock) };
     const blocks = K / spec.blockSize;
-    const dataName = `${e.name}.q${bits}`;
-    const scalesName = `${e.name}.scales`;
-    linears[e.name] = { data: dataName, scales: scalesName, N, K, block_size: spec.blockSize };
+    const dataName = `${name}.q${wantBits}`;
+    const scalesName = `${name}.scales`;
+    linears[name] = { data: dataName, scales: scalesName, N, K, block_size: spec.blockSize };
+    if (wantBits !== bits) linears[name]!.bits = wantBits;
     // The data producer fills the scales; the scales entry (next) writes them.
     const scales = new Float32Array(N * blocks);
     entries.push({
@@ -256,6 +260,19 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
       },
     });
     entries.push({ name: scalesName, dtype: 'F32', shape: [N * blocks], data: (write) => write(new Uint8Array(scales.buffer)) });
+  };
+
+  for (const e of expectedTensors(c)) {
+    const t = ckpt.weights.get(e.name)!;
+    if (e.name === embeddingName && embedding8) {
+      pushBlocks(e.name, t, 8, DEFAULT_BLOCK_SIZE[8]);
+      continue;
+    }
+    if (!isLinearWeight(e.name, c) || (c.weightTying && e.name === embeddingName)) {
+      plain[e.name] = e.name;
+      entries.push({ name: e.name, dtype: t.dtype, shape: t.shape, data: copyProducer(t, progress) });
+    }
+    if (isLinearWeight(e.name, c)) pushBlocks(e.name, t, bits, requested);
   }
 
   const bytes = writeSafetensors(path.join(out, weightsFile), entries, { format: 'pt', dimoo_quantized: String(bits) });
@@ -303,7 +320,7 @@ export function readQuantManifest(dir: string): QuantManifest {
   if (!isObject(j)) bad('must be a JSON object');
   const m = j as Record<string, unknown>;
   if (m.format !== QUANT_FORMAT) bad(`"format" must be "${QUANT_FORMAT}", got ${JSON.stringify(m.format)}`);
-  if (m.version !== QUANT_VERSION) bad(`unsupported version ${JSON.stringify(m.version)} (this dimoo reads version ${QUANT_VERSION})`);
+  if (m.version !== 1 && m.version !== QUANT_VERSION) bad(`unsupported version ${JSON.stringify(m.version)} (this dimoo reads versions 1 to ${QUANT_VERSION})`);
   if (m.bits !== 8 && m.bits !== 4) bad(`"bits" must be 8 or 4, got ${JSON.stringify(m.bits)}`);
   if (typeof m.weights_file !== 'string' || m.weights_file === '' || /[\\/]/.test(m.weights_file)) bad('"weights_file" must be a plain file name in the folder');
   if (!isObject(m.linears)) bad('"linears" must be an object');
@@ -317,6 +334,7 @@ export function readQuantManifest(dir: string): QuantManifest {
     const bs = e.block_size as number;
     if (bs < 16 || bs > 256 || (bs & (bs - 1)) !== 0 || (e.K as number) % bs !== 0) bad(`linears["${name}"]: block_size ${bs} must be a power of two in [16, 256] dividing K = ${e.K}`);
     if (typeof e.data !== 'string' || typeof e.scales !== 'string') bad(`linears["${name}"] must name its "data" and "scales" tensors`);
+    if (e.bits !== undefined && e.bits !== 8 && e.bits !== 4) bad(`linears["${name}"].bits must be 8 or 4, got ${JSON.stringify(e.bits)}`);
   }
   for (const [name, t] of Object.entries(m.plain as Record<string, unknown>)) {
     if (typeof t !== 'string') bad(`plain["${name}"] must be a tensor name`);
@@ -372,19 +390,19 @@ export function openQuantizedCheckpoint(dir: string): QuantizedCheckpoint {
       if (e.shape.length !== 2 || lin.N !== N || lin.K !== K) {
         throw new DimooError(`${manifestPath}: linears["${e.name}"] is [${lin.N}, ${lin.K}], config.json implies [${e.shape.join(', ')}] (${e.origin})`, E);
       }
-      const spec: QuantSpec = { bits: m.bits, blockSize: lin.block_size };
+      const spec: QuantSpec = { bits: lin.bits ?? m.bits, blockSize: lin.block_size };
       const blocks = K / spec.blockSize;
       const d = tensor(lin.data, `linears["${e.name}"].data`);
       const s = tensor(lin.scales, `linears["${e.name}"].scales`);
       const want = [N, blocks, blobBytes(spec)];
       if (d.dtype !== 'U8' || d.shape.length !== 3 || d.shape.some((x, i) => x !== want[i])) {
-        throw new DimooError(`${wfile}: tensor "${lin.data}" is ${d.dtype} [${d.shape.join(', ')}], expected U8 [${want.join(', ')}] for ${m.bits}-bit blocks of ${spec.blockSize}`, E);
+        throw new DimooError(`${wfile}: tensor "${lin.data}" is ${d.dtype} [${d.shape.join(', ')}], expected U8 [${want.join(', ')}] for ${spec.bits}-bit blocks of ${spec.blockSize}`, E);
       }
       if (s.dtype !== 'F32' || s.shape.length !== 1 || s.shape[0] !== N * blocks) {
         throw new DimooError(`${wfile}: tensor "${lin.scales}" is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${N * blocks}]`, E);
       }
       quantized.set(e.name, {
-        bits: m.bits,
+        bits: spec.bits,
         blockSize: spec.blockSize,
         N,
         K,

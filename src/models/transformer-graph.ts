@@ -244,10 +244,21 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
 
   const pre = 'model.transformer';
   const embedName = `${pre}.wte.weight`;
-  // Gather from the stored (bf16) table, then upcast only the rows used.
-  const emb = opts.weight(embedName);
-  let x = g.gather(external(embedName, ONNX_DTYPE[emb.dtype], emb.shape, emb), ids, 0);
-  if (emb.dtype !== 'F32') x = g.cast(x, 'float32');
+  // Gather from the stored table (bf16, or 8-bit blocks of a quantized checkpoint:
+  // GatherBlockQuantized dequantizes only the rows used; 8-bit blocks [N, K/bs, bs]
+  // are the same bytes as [N, K]), then upcast only those rows.
+  const qEmb = opts.quantized?.(embedName);
+  let x: Value;
+  if (qEmb && qEmb.bits === 8) {
+    const blocks = qEmb.K / qEmb.blockSize;
+    const data = external(`${embedName}.q8`, 'uint8', [qEmb.N, qEmb.K], qEmb.data);
+    const scales = external(`${embedName}.scales`, 'float32', [qEmb.N, blocks], qEmb.scales);
+    x = g.gatherBlockQuantized(data, ids, scales, { blockSize: qEmb.blockSize, bits: 8 });
+  } else {
+    const emb = opts.weight(embedName);
+    x = g.gather(external(embedName, ONNX_DTYPE[emb.dtype], emb.shape, emb), ids, 0);
+    if (emb.dtype !== 'F32') x = g.cast(x, 'float32');
+  }
 
   const qkvBias = c.includeBias || c.includeQkvBias;
   const kvPerGroup = Math.max(1, Math.floor((opts.attentionHeadsPerGroup ?? 8) / rep));

@@ -15,6 +15,7 @@ export interface QuantizeCommandOptions {
   bits: QuantBits;
   out: string;
   blockSize?: number;
+  embedding?: 'int8' | 'plain';
   json?: boolean;
   progress?: ProgressMode;
 }
@@ -28,6 +29,7 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
     result = await quantizeCheckpoint(modelDir, o.out, {
       bits: o.bits,
       ...(o.blockSize !== undefined && { blockSize: o.blockSize }),
+      ...(o.embedding !== undefined && { embedding: o.embedding }),
       onProgress: (done, total) => {
         if (!started) {
           bar.start(Math.max(1, Math.round(total / 2 ** 20)), `quantizing to ${o.bits} bits`, 'MiB');
@@ -40,6 +42,7 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
     bar.stop();
   }
   const m = result.manifest;
+  const embedding = m.linears['model.transformer.wte.weight']?.bits === 8 ? 'int8' : 'plain';
   if (o.json) {
     writeJson(ctx.stdout, {
       dir: result.dir,
@@ -49,11 +52,12 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
       bytes: result.bytes,
       sourceBytes: m.source.bytes,
       linears: Object.keys(m.linears).length,
+      embedding,
       seconds: Math.round(result.seconds * 10) / 10,
     });
   } else {
     ctx.stdout.write(
-      `wrote ${result.dir}: ${m.bits}-bit blocks of ${m.block_size} for ${Object.keys(m.linears).length} linears, ` +
+      `wrote ${result.dir}: ${m.bits}-bit blocks of ${m.block_size} for ${Object.keys(m.linears).length} matrices (embedding ${embedding === 'int8' ? '8-bit' : 'as stored'}), ` +
         `${path.basename(result.weightsFile)} ${formatBytes(result.bytes)} (source ${formatBytes(m.source.bytes)}) in ${result.seconds.toFixed(1)} s\n`,
     );
   }
@@ -71,6 +75,11 @@ export function registerQuantizeCommand(program: Command, ctx: CliContext): void
       '--block-size <n>',
       `values per scale along K, a power of two 16..256 (default ${DEFAULT_BLOCK_SIZE[8]} for 8 bits, ${DEFAULT_BLOCK_SIZE[4]} for 4)`,
       intOpt('--block-size', { min: 16, max: 256 }),
+    )
+    .option(
+      '--embedding <how>',
+      'input embedding: int8 (8-bit blocks, GatherBlockQuantized; default) or plain (as stored)',
+      choiceOpt('--embedding', ['int8', 'plain'] as const),
     )
     .option('--json', 'print a summary as JSON')
     .option('--progress', 'show a progress bar on stderr even when it is not a terminal')

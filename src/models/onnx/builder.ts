@@ -286,6 +286,20 @@ export class GraphBuilder {
     )[0]!;
   }
 
+  /**
+   * ORT contrib op: rows `indices` of a table quantized in blocks along its last axis
+   * (data [N, K] uint8 with the implicit zero point 128 at 8 bits; scales [N, K / blockSize]).
+   */
+  gatherBlockQuantized(data: Value, indices: Value, scales: Value, opts: { blockSize: number; bits: number }): Value {
+    return this.node(
+      'GatherBlockQuantized',
+      [data, indices, scales],
+      { gather_axis: 0, quantize_axis: 1, block_size: opts.blockSize, bits: opts.bits },
+      1,
+      'com.microsoft',
+    )[0]!;
+  }
+
   // ---- serialization ---------------------------------------------------
 
   toBytes(docString = ''): Uint8Array {
