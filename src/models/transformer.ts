@@ -224,6 +224,7 @@ export class Transformer {
       quantized: ckpt.quantized ? quantized : undefined,
       accuracyLevel: opts.accuracyLevel,
       headChunkBytes: opts.headChunkBytes,
+      padEmptyReductions: device === 'webgpu',
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
