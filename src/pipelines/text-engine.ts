@@ -70,6 +70,7 @@ export async function runTextJob(model: Transformer, job: TextJob, opts: RunOpti
     const t0 = performance.now();
     const { block, step } = s.position;
     const rows = s.positionsNeedingLogits();
+    const seq = s.sequence(); // a copy: taken once per step
     let need: ArrayLike<number> = rows;
     let cond0: TextRows;
     let uncond0: TextRows | undefined;
@@ -83,13 +84,13 @@ export async function runTextJob(model: Transformer, job: TextJob, opts: RunOpti
         need = rows.filter((p) => inCompute.has(p));
       }
       computedRows.push(compute.length);
-      cond0 = await cond.partialText(s.sequence(), compute, need, opt);
+      cond0 = await cond.partialText(seq, compute, need, opt);
       if (uncond) uncond0 = await uncond.partialText(s.uncondSequence(), compute, need, opt);
     } else {
       cond.reset();
       uncond?.reset();
-      computedRows.push(s.sequence().length);
-      cond0 = await cond.fullText(s.sequence(), rows, opt);
+      computedRows.push(seq.length);
+      cond0 = await cond.fullText(seq, rows, opt);
       if (uncond) uncond0 = await uncond.fullText(s.uncondSequence(), rows, opt);
       cachedBlock = block;
     }

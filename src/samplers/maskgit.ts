@@ -115,40 +115,41 @@ export function softmaxProbF32(
 }
 
 /**
- * Draw a code from softmax(row / tau) by inverse CDF. Fills `weights` with the
- * unnormalised probabilities exp((l - m) / tau) and returns the code and their
- * sum; at tau = 1 the caller reuses both for the sampled code's probability.
+ * Draw a code from softmax(row / tau) by inverse CDF, using `weights` as
+ * scratch for the unnormalised probabilities exp((l - m) / tau). At tau = 1
+ * those are the softmax's own terms, so the sampled code's probability comes
+ * with it (`prob`); otherwise the caller computes it at temperature 1.
  */
 function sampleRow(
   logits: Float32Array,
   base: number,
   vocab: number,
-  m: number,
   tau: number,
   u: number,
   weights: Float64Array,
-): { code: number; sum: number } {
-  const inv = 1 / tau;
+): { code: number; prob?: number } {
+  const m = rowMax(logits, base, vocab);
+  const inv = 1 / tau; // x * 1 is exact: at tau = 1 these are exp(l - m)
   let sum = 0;
   for (let j = 0; j < vocab; j++) {
-    const w = tau === 1 ? Math.exp(logits[base + j]! - m) : Math.exp((logits[base + j]! - m) * inv);
+    const w = Math.exp((logits[base + j]! - m) * inv);
     weights[j] = w;
     sum += w;
   }
   // Not a probability distribution (NaN or all -Infinity logits): fall back to argmax.
-  if (!(sum > 0) || !Number.isFinite(sum)) return { code: argmaxRow(logits, base, vocab), sum };
+  if (!(sum > 0) || !Number.isFinite(sum)) return { code: argmaxRow(logits, base, vocab) };
   const target = u * sum;
   let acc = 0;
-  let last = 0;
+  let code = 0;
   for (let j = 0; j < vocab; j++) {
     const w = weights[j]!;
     if (w === 0) continue;
     acc += w;
-    last = j;
-    if (acc > target) return { code: j, sum };
+    code = j;
+    if (acc > target) break;
   }
-  // u * sum rounded up to sum: the last code with any weight.
-  return { code: last, sum };
+  // (Without a break, u * sum rounded up to sum: `code` is the last one with any weight.)
+  return tau === 1 ? { code, prob: f32(weights[code]! / sum) } : { code };
 }
 
 /**
@@ -196,13 +197,9 @@ export function maskGitStep(
       // The argmax's value is the row maximum, so its weight is exp(0) = 1.
       p = f32(1 / expSum(logits, base, vocab, logits[base + c]!));
     } else {
-      const m = rowMax(logits, base, vocab);
-      const s = sampleRow(logits, base, vocab, m, tau, rng!.uniform(), weights!);
+      const s = sampleRow(logits, base, vocab, tau, rng!.uniform(), weights!);
       c = s.code;
-      p =
-        tau === 1 && s.sum > 0 && Number.isFinite(s.sum)
-          ? f32(weights![c]! / s.sum)
-          : softmaxProbF32(logits, base, vocab, c);
+      p = s.prob ?? softmaxProbF32(logits, base, vocab, c);
     }
     codes[r] = c;
     probs[r] = p;

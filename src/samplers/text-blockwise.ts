@@ -331,8 +331,9 @@ export class BlockwiseTextSampler {
       }
       x0[r] = best;
       if (this.remasking === 'low_confidence') {
-        let m = -Infinity;
-        for (let j = 0; j < V; j++) if (logits[base + j]! > m) m = logits[base + j]!;
+        // Greedy: the argmax's logit is the row maximum; no separate pass.
+        let m = tau > 0 ? -Infinity : logits[base + best]!;
+        if (tau > 0) for (let j = 0; j < V; j++) if (logits[base + j]! > m) m = logits[base + j]!;
         let sum = 0;
         for (let j = 0; j < V; j++) sum += Math.exp(logits[base + j]! - m);
         conf[r] = Math.exp(logits[base + best]! - m) / sum;
