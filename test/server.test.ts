@@ -462,14 +462,14 @@ describe('server: POST /v1/chat/completions', () => {
   });
 
   it('takes use_cache as a boolean or a mode name (dual, ml-cache with its schedule)', async () => {
-    for (const use_cache of [true, 'dual', 'ml-cache']) {
+    for (const use_cache of [true, '1', 'dual', 'ml-cache']) {
       const r = await post(base, '/v1/chat/completions', body({ use_cache, cache_ratio: 0.8, refresh_interval: 2 }));
       const b = await json(r);
       assert.equal(r.status, 200, `${String(use_cache)}: ${JSON.stringify(b)}`);
       assert.equal(typeof b.choices[0].message.content, 'string');
     }
     const c = (b: unknown) => post(base, '/v1/chat/completions', b);
-    assert.match((await expectError(await c(body({ use_cache: 'triple' })), 400, 'E_PARAM')).message, /use_cache/);
+    assert.match((await expectError(await c(body({ use_cache: 'triple' })), 400, 'E_PARAM')).message, /use_cache.*true, false or one of dual, ml-cache/);
     assert.match((await expectError(await c(body({ use_cache: 'ml-cache', cfg_scale: 1 })), 400, /^E_/)).message, /greedy unguided/);
   });
 

@@ -79,8 +79,8 @@ export function resolveTextCache(
   sampling: { temperature: number; cfgScale: number },
 ): { cache: TextCacheMode; mlCache?: TextMlCacheOptions } {
   const u = p.useCache ?? false;
-  const modes: Record<string, TextCacheMode> = { true: 'dual', dual: 'dual', false: 'none', none: 'none', 'ml-cache': 'ml-cache' };
-  const cache = typeof u === 'boolean' || typeof u === 'string' ? modes[String(u)] : undefined;
+  const cache: TextCacheMode | undefined =
+    u === true || u === 'dual' ? 'dual' : u === false ? 'none' : u === 'ml-cache' ? 'ml-cache' : undefined;
   if (!cache) throw new DimooError(`useCache must be true, false, 'dual' or 'ml-cache', got ${JSON.stringify(u)}`, E);
   if (cache !== 'ml-cache') return { cache };
   if (sampling.temperature > 0 || sampling.cfgScale > 0) {

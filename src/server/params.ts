@@ -81,6 +81,17 @@ export function optBool(b: Body, k: string): boolean | undefined {
   throw bad(k, 'must be true or false');
 }
 
+/** A boolean, or one of `choices` by name (e.g. use_cache: true or "ml-cache"). */
+export function optBoolOrChoice<T extends string>(b: Body, k: string, choices: readonly T[]): boolean | T | undefined {
+  const v = raw(b, k);
+  if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T;
+  try {
+    return optBool(b, k);
+  } catch {
+    throw bad(k, `must be true, false or one of ${choices.join(', ')}`);
+  }
+}
+
 export function optChoice<T extends string>(
   b: Body,
   k: string,

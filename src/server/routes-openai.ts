@@ -20,6 +20,7 @@ import {
   asBody,
   EDIT_TYPES,
   optBool,
+  optBoolOrChoice,
   optChoice,
   optInt,
   optNumber,
@@ -415,9 +416,7 @@ export function parseUnderstand(
   if (seed !== undefined) p.seed = seed;
   const rm = optChoice(b, 'remasking', ['low_confidence', 'random'] as const);
   if (rm) p.remasking = rm;
-  // use_cache: true/false, or the mode by name ('dual', 'ml-cache').
-  const mode = typeof b.use_cache === 'string' ? optChoice(b, 'use_cache', ['dual', 'ml-cache', 'true', 'false'] as const) : undefined;
-  const uc = mode === 'dual' || mode === 'ml-cache' ? mode : optBool(b, 'use_cache');
+  const uc = optBoolOrChoice(b, 'use_cache', ['dual', 'ml-cache'] as const);
   if (uc !== undefined) p.useCache = uc;
   if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
   return p;
