@@ -1,5 +1,6 @@
 /**
- * `createServer`: the fastify app around one loaded model. Routes live in
+ * `createServer`: the fastify app around a job backend (one model loaded in
+ * this process, or a Redis queue in front of model workers). Routes live in
  * routes-*.ts; this file wires limits, authentication, CORS, logging and the
  * error format shared by every route.
  */
@@ -7,23 +8,27 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import cors from '@fastify/cors';
 import multipart from '@fastify/multipart';
 import Fastify, {
+  type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyReply,
+  type FastifyRequest,
   type FastifyServerOptions,
 } from 'fastify';
 import type { DimooApi } from '../pipelines/types.js';
+import { LocalBackend, type JobBackend } from './backend.js';
 import { RequestError, toHttpFailure } from './errors.js';
-import { JobQueue, type Job } from './jobs.js';
+import type { Job } from './jobs.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { registerNativeRoutes } from './routes-native.js';
 import { registerOpenAiRoutes } from './routes-openai.js';
 import { registerWebRoutes } from './routes-web.js';
-import { BlobStore } from './store.js';
-import type { TaskEnv } from './tasks.js';
+import type { ResultStore } from './store.js';
 
 export interface ServerOptions {
   /** The loaded model (a `WorkerDimoo` in production, so inference stays off the event loop). */
-  api: DimooApi;
+  api?: DimooApi;
+  /** Where jobs run instead of `api` (e.g. a Redis queue; see cluster/). Closed with the app. */
+  backend?: (limits: ServerLimits, log: FastifyBaseLogger) => JobBackend;
   /** Require `Authorization: Bearer <key>` (or `X-Api-Key`) on the API. */
   apiKey?: string;
   /** Allow cross-origin browser calls: true = any origin, or a list of origins. Off by default. */
@@ -39,11 +44,12 @@ export interface ServerOptions {
   modelAliases?: string[];
 }
 
-export interface ServerState extends TaskEnv {
-  queue: JobQueue;
+export interface ServerState {
+  jobs: JobBackend;
+  store: ResultStore;
+  log: FastifyBaseLogger;
   limits: ServerLimits;
   previewEvery: number;
-  modelIds: string[];
   startedAt: number;
 }
 
@@ -80,6 +86,12 @@ function presentedKey(headers: Record<string, string | string[] | undefined>): s
   return typeof x === 'string' ? x.trim() : undefined;
 }
 
+/** Who sent a request, for per-key limits: a short hash of its API key (never the key itself). */
+export function ownerOf(req: FastifyRequest): string | undefined {
+  const key = presentedKey(req.headers);
+  return key === undefined ? undefined : digest(key).toString('hex').slice(0, 16);
+}
+
 export function sendFailure(reply: FastifyReply, e: unknown): FastifyReply {
   const f = toHttpFailure(e);
   for (const [k, v] of Object.entries(f.headers)) reply.header(k, v);
@@ -99,7 +111,7 @@ export async function awaitJob(
   const onClose = (): void => {
     if (!reply.raw.writableFinished && !job.finished) {
       reply.log.info({ job: job.id }, 'client went away; cancelling its job');
-      app.dimoo.queue.cancel(job);
+      void app.dimoo.jobs.cancel(job).catch(() => undefined);
     }
   };
   reply.raw.on('close', onClose);
@@ -115,18 +127,6 @@ export async function awaitJob(
   throw new RequestError(err.message, err.code, job.errorStatus ?? 400, err.param ?? undefined);
 }
 
-export function checkModelField(app: FastifyInstance, model: unknown): void {
-  if (model === undefined || model === null || model === '') return;
-  if (typeof model !== 'string' || !app.dimoo.modelIds.includes(model)) {
-    throw new RequestError(
-      `model ${JSON.stringify(model)} is not served here (available: ${app.dimoo.modelIds.join(', ')})`,
-      'model_not_found',
-      404,
-      'model',
-    );
-  }
-}
-
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const app = Fastify({
@@ -136,21 +136,16 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     requestIdHeader: 'x-request-id',
     return503OnClosing: true,
   });
-  const info = opts.api.info();
-  const queue = new JobQueue({
-    maxQueue: limits.maxQueue,
-    jobTimeoutMs: limits.jobTimeoutMs,
-    retentionMs: limits.retentionMs,
-    log: app.log,
-  });
+  let jobs: JobBackend;
+  if (opts.backend) jobs = opts.backend(limits, app.log);
+  else if (opts.api) jobs = new LocalBackend(opts.api, limits, app.log, opts.modelAliases);
+  else throw new Error('createServer: needs api or backend');
   app.decorate('dimoo', {
-    api: opts.api,
-    store: new BlobStore(limits.storeBytes, limits.retentionMs),
+    jobs,
+    store: jobs.store,
     log: app.log,
-    queue,
     limits,
     previewEvery: opts.previewEvery ?? TASK_DEFAULTS.previewEvery,
-    modelIds: [info.name, 'dimoo', ...(opts.modelAliases ?? [])],
     startedAt: Date.now(),
   } satisfies ServerState);
 
@@ -201,7 +196,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     ),
   );
   app.addHook('onClose', async () => {
-    await queue.close();
+    await jobs.close();
   });
 
   registerOpenAiRoutes(app);

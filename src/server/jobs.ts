@@ -37,10 +37,16 @@ type Listener = (e: JobEvent) => void;
 
 const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
 
+export const JOB_ID_RE = /^job_[0-9a-f]{24}$/;
+
+export function newJobId(): string {
+  return `job_${randomBytes(12).toString('hex')}`;
+}
+
 export class Job {
-  readonly id = `job_${randomBytes(12).toString('hex')}`;
+  readonly id: string;
   status: JobStatus = 'queued';
-  readonly createdAt = Date.now();
+  createdAt = Date.now();
   startedAt?: number;
   finishedAt?: number;
   progress?: JobProgress;
@@ -60,7 +66,9 @@ export class Job {
     readonly task: string,
     readonly run: JobRunner,
     readonly meta: Record<string, unknown> = {},
+    id?: string,
   ) {
+    this.id = id ?? newJobId();
     this.done = new Promise((r) => (this.settle = r));
   }
 

@@ -3,8 +3,9 @@
  * previews), token grids in and out, stored result files, health.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { EditType, ImageInput, MaskSpec, TokenGrid } from '../pipelines/types.js';
-import { awaitJob } from './app.js';
+import type { EditType, ImageInput, MaskSpec } from '../pipelines/types.js';
+import { awaitJob, ownerOf } from './app.js';
+import type { ModelEntry } from './backend.js';
 import { RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
@@ -12,9 +13,9 @@ import {
   decodeUpload,
   fitToGrid,
   maskCellsFromPng,
-  pngOf,
 } from './images.js';
-import type { Job, JobEvent } from './jobs.js';
+import type { JobSpec } from './job-spec.js';
+import { JOB_ID_RE, type Job, type JobEvent } from './jobs.js';
 import { TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { readForm } from './multipart.js';
 import {
@@ -31,14 +32,7 @@ import {
 } from './params.js';
 import { parseUnderstand } from './routes-openai.js';
 import { SseStream } from './sse.js';
-import {
-  requireVq,
-  runImage,
-  runUnderstand,
-  toTokens,
-  type ImageOutput,
-  type TaskEnv,
-} from './tasks.js';
+import { requireVq } from './tasks.js';
 
 const TASKS = ['generate', 'edit', 'inpaint', 'outpaint', 'retouch', 'understand'] as const;
 
@@ -179,15 +173,23 @@ async function parseMask(
   );
 }
 
-function statusJson(app: FastifyInstance, job: Job): Record<string, unknown> {
-  const j = job.toJSON();
-  if (job.status === 'queued') j['queue_position'] = app.dimoo.queue.position(job);
-  j['events_url'] = `/v1/jobs/${job.id}/events`;
+function jobJson(job: Job): Record<string, unknown> {
+  return { ...job.toJSON(), events_url: `/v1/jobs/${job.id}/events` };
+}
+
+async function statusJson(app: FastifyInstance, job: Job): Promise<Record<string, unknown>> {
+  const j = jobJson(job);
+  if (job.status === 'queued') j['queue_position'] = await app.dimoo.jobs.position(job);
   return j;
 }
 
-/** Builds the runner for a native job from its JSON body; validation errors are thrown here, before queueing. */
-async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDefault: number) {
+/** A native job's spec from its JSON body; validation errors are thrown here, before queueing. */
+async function prepareJob(
+  model: ModelEntry,
+  b: Body,
+  limits: ServerLimits,
+  previewDefault: number,
+): Promise<{ spec: JobSpec; meta: Record<string, unknown> }> {
   const task = optChoice(b, 'task', TASKS);
   if (!task)
     throw new RequestError(`task: required, one of ${TASKS.join(', ')}`, 'E_PARAM', 400, 'task');
@@ -196,29 +198,17 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
     const question = reqString(b, 'question', limits.maxPromptChars);
     const img = await parseImageRef(b['image'], 'image', limits);
     const p = { ...parseUnderstand(b, limits), question, image: img.input };
-    return {
-      task,
-      meta: { steps: p.steps },
-      run: (ctx: Parameters<typeof runUnderstand>[1]) => runUnderstand(env, ctx, p),
-    };
+    return { spec: { task, params: p }, meta: { steps: p.steps } };
   }
-  requireVq(env.api);
+  requireVq(model);
   const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
-  const seed = s.seed;
+  const one = { n: 1, previewEvery, shape: 'single' as const };
   if (task === 'generate') {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
     return {
-      task,
+      spec: { task, params: { ...s, prompt, width, height }, ...one },
       meta: { width, height, steps: s.timesteps },
-      run: (ctx: Parameters<typeof runImage>[1]) =>
-        runImage(
-          env,
-          ctx,
-          (o) => env.api.generate({ ...s, prompt, width, height }, o),
-          previewEvery,
-          seed,
-        ),
     };
   }
   const img = await parseImageRef(b['image'], 'image', limits);
@@ -245,12 +235,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
       ...(ref ? { refImage: ref.input } : {}),
       ...(cfgImg !== undefined ? { cfgImg } : {}),
     };
-    return {
-      task,
-      meta: { edit_type: editType, steps: s.timesteps },
-      run: (ctx: Parameters<typeof runImage>[1]) =>
-        runImage(env, ctx, (o) => env.api.edit(p, o), previewEvery, seed),
-    };
+    return { spec: { task, params: p, ...one }, meta: { edit_type: editType, steps: s.timesteps } };
   }
   const mask = await parseMask(b['mask'], img, limits);
   if (task === 'retouch' && !mask)
@@ -265,105 +250,68 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
       ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
       : reqString(b, 'prompt', limits.maxPromptChars);
   const dilate = optInt(b, 'dilate', 0, 16);
-  return {
-    task,
-    meta: { width: img.width, height: img.height, steps: s.timesteps },
-    run: async (ctx: Parameters<typeof runImage>[1]) => {
-      // Pixels are encoded exactly at their (gridded) size, so masks in cells and rects line up.
-      const tokens = await toTokens(env, img.input, ctx.signal);
-      const p = {
-        ...s,
-        prompt,
-        image: { tokens },
-        ...(mask ? { mask } : {}),
-        ...(dilate !== undefined ? { dilate } : {}),
-      };
-      return runImage(
-        env,
-        ctx,
-        (o) =>
-          task === 'inpaint'
-            ? env.api.inpaint(p, o)
-            : task === 'outpaint'
-              ? env.api.outpaint(p, o)
-              : env.api.retouch({ ...p, mask: mask! }, o),
-        previewEvery,
-        seed,
-      );
-    },
+  const p = {
+    ...s,
+    prompt,
+    image: img.input,
+    ...(mask ? { mask } : {}),
+    ...(dilate !== undefined ? { dilate } : {}),
   };
-}
-
-function publicResult(r: unknown): unknown {
-  // The store's file name stays internal; clients use image_url.
-  if (r && typeof r === 'object' && 'file' in r) {
-    const { file: _f, ...rest } = r as ImageOutput;
-    void _f;
-    return rest;
-  }
-  return r;
+  return {
+    spec: { task, params: p, ...one },
+    meta: { width: img.width, height: img.height, steps: s.timesteps },
+  };
 }
 
 export function registerNativeRoutes(app: FastifyInstance): void {
   const st = app.dimoo;
-  const { limits, queue } = st;
+  const { limits, jobs } = st;
 
-  const findJob = (id: string): Job => {
-    const j = /^job_[0-9a-f]{24}$/.test(id) ? queue.get(id) : undefined;
+  const findJob = async (id: string): Promise<Job> => {
+    const j = JOB_ID_RE.test(id) ? await jobs.get(id) : undefined;
     if (!j)
       throw new RequestError(`no job ${JSON.stringify(id.slice(0, 64))}`, 'E_NOT_FOUND', 404, 'id');
     return j;
   };
 
   app.get('/healthz', async (_req, reply) => {
-    const info = st.api.info();
-    // A WorkerDimoo whose thread died cannot run anything: say so to load balancers.
-    const alive = (st.api as { alive?: boolean }).alive !== false;
-    if (!alive) reply.code(503);
-    return {
-      status: alive ? 'ok' : 'model worker stopped',
-      model: info.name,
-      has_vq: info.hasVq,
-      device: info.device,
-      queue: {
-        running: queue.running ? 1 : 0,
-        waiting: queue.waitingCount,
-        max_waiting: limits.maxQueue,
-      },
-      uptime_s: Math.round((Date.now() - st.startedAt) / 1000),
-    };
+    const h = await jobs.health();
+    // Load balancers take a 503 as "send traffic elsewhere".
+    if (!h.ok) reply.code(503);
+    return { ...h.body, uptime_s: Math.round((Date.now() - st.startedAt) / 1000) };
   });
 
   app.post('/v1/jobs', async (req, reply) => {
     const b = asBody(req.body);
-    const prep = await prepareJob(st, b, limits, st.previewEvery);
-    const job = queue.submit(
-      prep.task,
-      async (ctx) => publicResult(await prep.run(ctx)),
-      prep.meta,
-    );
-    return reply.code(202).header('location', `/v1/jobs/${job.id}`).send(statusJson(app, job));
+    const model = await jobs.resolveModel(b['model']);
+    const prep = await prepareJob(model, b, limits, st.previewEvery);
+    const job = await jobs.submit(model, prep.spec, { meta: prep.meta, owner: ownerOf(req) });
+    return reply
+      .code(202)
+      .header('location', `/v1/jobs/${job.id}`)
+      .send(await statusJson(app, job));
   });
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req) =>
-    statusJson(app, findJob(req.params.id)),
+    statusJson(app, await findJob(req.params.id)),
   );
 
   const cancel = async (id: string): Promise<unknown> => {
-    const job = findJob(id);
-    queue.cancel(job);
+    const job = await findJob(id);
+    await jobs.cancel(job);
     return statusJson(app, job);
   };
   app.post<{ Params: { id: string } }>('/v1/jobs/:id/cancel', async (req) => cancel(req.params.id));
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => cancel(req.params.id));
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', async (req, reply) => {
-    const job = findJob(req.params.id);
+    const job = await findJob(req.params.id);
+    const first = await statusJson(app, job);
     const sse = new SseStream(reply);
     // Late subscribers first get the state so far, then live events.
-    sse.send(statusJson(app, job), 'status');
+    sse.send(first, 'status');
     if (job.finished) {
-      sse.send(statusJson(app, job), job.status === 'succeeded' ? 'done' : job.status);
+      sse.send(first, job.status === 'succeeded' ? 'done' : job.status);
       sse.end();
       return reply;
     }
@@ -371,7 +319,7 @@ export function registerNativeRoutes(app: FastifyInstance): void {
     if (job.lastPreview) sse.send(job.lastPreview, 'preview');
     const off = job.subscribe((e: JobEvent) => {
       const terminal = e.event === 'done' || e.event === 'failed' || e.event === 'cancelled';
-      sse.send(terminal ? statusJson(app, job) : e.data, e.event);
+      sse.send(terminal ? jobJson(job) : e.data, e.event);
       if (terminal) sse.end();
     });
     sse.onClose(off);
@@ -379,8 +327,8 @@ export function registerNativeRoutes(app: FastifyInstance): void {
   });
 
   app.post('/v1/tokens/encode', async (req, reply) => {
-    requireVq(st.api);
     let img;
+    let modelField: unknown;
     let sizeBody: Body;
     if (req.isMultipart()) {
       const form = await readForm(req, ['image'], limits.maxPromptChars);
@@ -394,6 +342,7 @@ export function registerNativeRoutes(app: FastifyInstance): void {
         );
       img = await decodeUpload(f.data, 'image', limits);
       sizeBody = form.fields;
+      modelField = form.fields['model'];
     } else {
       const b = asBody(req.body);
       img = await decodeUpload(
@@ -402,41 +351,38 @@ export function registerNativeRoutes(app: FastifyInstance): void {
         limits,
       );
       sizeBody = b;
+      modelField = b['model'];
     }
+    const model = await jobs.resolveModel(modelField);
+    requireVq(model);
     const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, 0) : undefined;
     const rgb = await fitToGrid(img, limits, size);
-    const job = queue.submit(
-      'encode',
-      async (ctx) => {
-        const tokens: TokenGrid = await toTokens(st, { rgb }, ctx.signal);
-        // The reconstruction is what retouching will start from; show it rather than the upload.
-        const png = await pngOf(await st.api.decodeTokens(tokens));
-        return {
-          width: tokens.width,
-          height: tokens.height,
-          tokens,
-          image_url: `/v1/files/${st.store.put(png)}`,
-        };
-      },
-      { width: rgb.width, height: rgb.height },
+    const job = await jobs.submit(
+      model,
+      { task: 'encode', image: rgb },
+      { meta: { width: rgb.width, height: rgb.height }, owner: ownerOf(req) },
     );
     return awaitJob(app, job, reply);
   });
 
   app.post('/v1/tokens/decode', async (req, reply) => {
-    requireVq(st.api);
     const b = asBody(req.body);
+    const model = await jobs.resolveModel(b['model']);
+    requireVq(model);
     const grid = checkTokenGrid(b['tokens'] ?? b, 'tokens', limits);
-    const job = queue.submit('decode', async () => pngOf(await st.api.decodeTokens(grid)), {
-      width: grid.width,
-      height: grid.height,
-    });
-    const png = (await awaitJob(app, job, reply)) as Buffer;
-    return reply.type('image/png').send(png);
+    const job = await jobs.submit(
+      model,
+      { task: 'decode', tokens: grid },
+      { meta: { width: grid.width, height: grid.height }, owner: ownerOf(req) },
+    );
+    const { file } = (await awaitJob(app, job, reply)) as { file: string };
+    const f = await st.store.get(file);
+    if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
+    return reply.type('image/png').send(f.data);
   });
 
   app.get<{ Params: { name: string } }>('/v1/files/:name', async (req, reply: FastifyReply) => {
-    const f = st.store.get(req.params.name);
+    const f = await st.store.get(req.params.name);
     if (!f)
       throw new RequestError(
         'no such file (results are kept for a limited time)',

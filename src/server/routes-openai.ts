@@ -3,9 +3,10 @@
  * Completions (image understanding, optionally streamed), Models.
  */
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
-import { awaitJob, checkModelField } from './app.js';
+import { awaitJob, ownerOf } from './app.js';
+import type { ModelEntry } from './backend.js';
 import { RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
@@ -30,102 +31,90 @@ import {
   reqString,
   type Body,
 } from './params.js';
+import type { ImageJobSpec } from './job-spec.js';
 import { SseStream } from './sse.js';
-import { requireVq, runImage, runUnderstand, toTokens, type ImageOutput } from './tasks.js';
+import { requireVq, type ImageOutput } from './tasks.js';
 
 function origin(req: FastifyRequest): string {
   return `${req.protocol}://${req.host}`;
 }
 
-function imagesResponse(
+async function imagesResponse(
   app: FastifyInstance,
   req: FastifyRequest,
   outs: ImageOutput[],
   format: 'b64_json' | 'url',
-): unknown {
-  return {
-    created: Math.floor(Date.now() / 1000),
-    data: outs.map((o) => {
-      const extra = { seed: o.seed, width: o.width, height: o.height };
-      if (format === 'url') return { url: `${origin(req)}${o.image_url}`, ...extra };
-      const f = app.dimoo.store.get(o.file!);
-      if (!f)
-        throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
-      return { b64_json: f.data.toString('base64'), ...extra };
-    }),
-  };
+): Promise<unknown> {
+  const data = [];
+  for (const o of outs) {
+    const extra = { seed: o.seed, width: o.width, height: o.height };
+    if (format === 'url') {
+      data.push({ url: `${origin(req)}${o.image_url}`, ...extra });
+      continue;
+    }
+    const f = await app.dimoo.store.get(o.file!);
+    if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
+    data.push({ b64_json: f.data.toString('base64'), ...extra });
+  }
+  return { created: Math.floor(Date.now() / 1000), data };
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance): void {
   const st = app.dimoo;
   const { limits } = st;
 
-  app.get('/v1/models', async () => {
-    const info = st.api.info();
-    return {
-      object: 'list',
-      data: [
-        {
-          id: info.name,
-          object: 'model',
-          created: Math.floor(st.startedAt / 1000),
-          owned_by: 'dimoo',
-        },
-      ],
-    };
+  const modelJson = (m: ModelEntry): Record<string, unknown> => ({
+    id: m.id,
+    object: 'model',
+    created: m.created,
+    owned_by: 'dimoo',
   });
-  app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
-    checkModelField(app, req.params.id);
-    const info = st.api.info();
-    return {
-      id: info.name,
-      object: 'model',
-      created: Math.floor(st.startedAt / 1000),
-      owned_by: 'dimoo',
-    };
-  });
+  app.get('/v1/models', async () => ({
+    object: 'list',
+    data: (await st.jobs.models()).map(modelJson),
+  }));
+  app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) =>
+    modelJson(await st.jobs.resolveModel(req.params.id)),
+  );
+
+  /** Queues an image spec and answers in the Images API's format. */
+  const imageJob = async (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    model: ModelEntry,
+    spec: ImageJobSpec,
+    format: 'b64_json' | 'url',
+    meta: Record<string, unknown>,
+  ): Promise<unknown> => {
+    const job = await st.jobs.submit(model, spec, { meta, owner: ownerOf(req) });
+    const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
+    return imagesResponse(app, req, r.images, format);
+  };
 
   app.post('/v1/images/generations', async (req, reply) => {
     const b = asBody(req.body);
-    checkModelField(app, b['model']);
-    requireVq(st.api);
+    const model = await st.jobs.resolveModel(b['model']);
+    requireVq(model);
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
     const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
     const format = optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
-    const T = s.timesteps!;
-    const job = st.queue.submit(
-      'generate',
-      async (ctx) => {
-        const outs: ImageOutput[] = [];
-        for (let i = 0; i < n; i++) {
-          const seed = (s.seed + i) >>> 0;
-          outs.push(
-            await runImage(
-              st,
-              ctx,
-              (o) => st.api.generate({ ...s, prompt, width, height, seed }, o),
-              0,
-              seed,
-              i * T,
-              n * T,
-            ),
-          );
-        }
-        return { images: outs };
-      },
-      { width, height, n, steps: T },
-    );
-    const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-    return imagesResponse(app, req, r.images, format);
+    const spec: ImageJobSpec = {
+      task: 'generate',
+      params: { ...s, prompt, width, height },
+      n,
+      previewEvery: 0,
+      shape: 'images',
+    };
+    return imageJob(req, reply, model, spec, format, { width, height, n, steps: s.timesteps });
   });
 
   app.post('/v1/images/edits', async (req, reply) => {
-    requireVq(st.api);
     const form = await readForm(req, ['image', 'mask', 'ref_image'], limits.maxPromptChars);
     const b = form.fields;
-    checkModelField(app, b['model']);
+    const model = await st.jobs.resolveModel(b['model']);
+    requireVq(model);
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
     const format = optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
@@ -165,44 +154,25 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       const dilate = optInt(b, 'dilate', 0, 16);
       const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
       const rgb = await fitToGrid(img, limits, size);
-      const job = st.queue.submit(
+      const spec: ImageJobSpec = {
         task,
-        async (ctx) => {
-          const tokens = await toTokens(st, { rgb }, ctx.signal);
-          const outs: ImageOutput[] = [];
-          for (let i = 0; i < n; i++) {
-            const seed = (s.seed + i) >>> 0;
-            const p = {
-              ...s,
-              seed,
-              prompt,
-              image: { tokens },
-              mask: { kind: 'cells' as const, cells: Array.from(cells) },
-              ...(dilate !== undefined ? { dilate } : {}),
-            };
-            outs.push(
-              await runImage(
-                st,
-                ctx,
-                (o) =>
-                  task === 'inpaint'
-                    ? st.api.inpaint(p, o)
-                    : task === 'outpaint'
-                      ? st.api.outpaint(p, o)
-                      : st.api.retouch(p, o),
-                0,
-                seed,
-                i * s.timesteps!,
-                n * s.timesteps!,
-              ),
-            );
-          }
-          return { images: outs };
+        params: {
+          ...s,
+          prompt,
+          image: { rgb },
+          mask: { kind: 'cells', cells: Array.from(cells) },
+          ...(dilate !== undefined ? { dilate } : {}),
         },
-        { width: size.width, height: size.height, n, steps: s.timesteps },
-      );
-      const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-      return imagesResponse(app, req, r.images, format);
+        n,
+        previewEvery: 0,
+        shape: 'images',
+      };
+      return imageJob(req, reply, model, spec, format, {
+        width: size.width,
+        height: size.height,
+        n,
+        steps: s.timesteps,
+      });
     }
     const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
@@ -222,44 +192,25 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
         'ref_image',
       );
     }
-    const job = st.queue.submit(
-      'edit',
-      async (ctx) => {
-        const outs: ImageOutput[] = [];
-        for (let i = 0; i < n; i++) {
-          const seed = (s.seed + i) >>> 0;
-          const p: EditParams = {
-            ...s,
-            seed,
-            prompt,
-            editType,
-            image: { rgb },
-            ...(refImage ? { refImage } : {}),
-            ...(cfgImg !== undefined ? { cfgImg } : {}),
-          };
-          outs.push(
-            await runImage(
-              st,
-              ctx,
-              (o) => st.api.edit(p, o),
-              0,
-              seed,
-              i * s.timesteps!,
-              n * s.timesteps!,
-            ),
-          );
-        }
-        return { images: outs };
-      },
-      { edit_type: editType, n, steps: s.timesteps },
-    );
-    const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-    return imagesResponse(app, req, r.images, format);
+    const params: EditParams = {
+      ...s,
+      prompt,
+      editType,
+      image: { rgb },
+      ...(refImage ? { refImage } : {}),
+      ...(cfgImg !== undefined ? { cfgImg } : {}),
+    };
+    const spec: ImageJobSpec = { task: 'edit', params, n, previewEvery: 0, shape: 'images' };
+    return imageJob(req, reply, model, spec, format, {
+      edit_type: editType,
+      n,
+      steps: s.timesteps,
+    });
   });
 
   app.post('/v1/chat/completions', async (req, reply) => {
     const b = asBody(req.body);
-    checkModelField(app, b['model']);
+    const m = await st.jobs.resolveModel(b['model']);
     const { question, image } = parseMessages(b['messages'], limits.maxPromptChars);
     const rgb = await fitToGrid(
       await decodeUpload(bytesOfDataUrl(image, 'messages[].image_url'), 'image_url', limits),
@@ -270,7 +221,7 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     const stream = optBool(b, 'stream') ?? false;
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
-    const model = st.api.info().name;
+    const model = m.id;
     const chunk = (delta: Record<string, string>, finish: string | null): unknown => ({
       id,
       object: 'chat.completion.chunk',
@@ -288,10 +239,11 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
         sent = text;
       }
     };
-    const job = st.queue.submit('understand', (ctx) => runUnderstand(st, ctx, params, emitText), {
-      steps: p.steps,
-      gen_length: p.genLength,
-    });
+    const job = await st.jobs.submit(
+      m,
+      { task: 'understand', params },
+      { meta: { steps: p.steps, gen_length: p.genLength }, owner: ownerOf(req) },
+    );
     if (!stream) {
       const r = (await awaitJob(app, job, reply)) as { text: string; tokens: number };
       return {
@@ -307,11 +259,17 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     }
     // Opened only now: a full queue above still answers with a plain 429.
     sse = new SseStream(reply);
+    const off = job.subscribe((e) => {
+      const t = (e.data as { text?: unknown } | null)?.text;
+      if (e.event === 'progress' && typeof t === 'string') emitText(t);
+    });
     sse.onClose(() => {
-      if (!job.finished) st.queue.cancel(job);
+      off();
+      if (!job.finished) void st.jobs.cancel(job).catch(() => undefined);
     });
     sse.send(chunk({ role: 'assistant', content: '' }, null));
     await job.done;
+    off();
     if (job.status === 'succeeded') {
       emitText((job.result as { text: string }).text);
       sse.send(chunk({}, 'stop'));

@@ -6,15 +6,29 @@
  */
 import { randomBytes } from 'node:crypto';
 
-interface Entry {
+export interface StoredFile {
   data: Buffer;
   type: string;
+}
+
+interface Entry extends StoredFile {
   expires: number;
 }
 
 export const FILE_NAME_RE = /^[0-9a-f]{32}\.(png)$/;
 
-export class BlobStore {
+/** Where result PNGs go: this process's memory, Redis, or a folder shared by a cluster. */
+export interface ResultStore {
+  /** Stores a PNG; resolves to its file name (`<32 hex>.png`). */
+  put(data: Buffer): Promise<string>;
+  get(name: string): Promise<StoredFile | undefined>;
+}
+
+export function newFileName(): string {
+  return `${randomBytes(16).toString('hex')}.png`;
+}
+
+export class BlobStore implements ResultStore {
   private readonly entries = new Map<string, Entry>();
   private bytes = 0;
 
@@ -23,10 +37,17 @@ export class BlobStore {
     private readonly ttlMs: number,
   ) {}
 
-  /** Stores a PNG; returns its file name (`<id>.png`). */
-  put(data: Buffer, type = 'image/png'): string {
+  async put(data: Buffer): Promise<string> {
+    return this.putSync(data);
+  }
+
+  async get(name: string): Promise<StoredFile | undefined> {
+    return this.getSync(name);
+  }
+
+  putSync(data: Buffer, type = 'image/png'): string {
     this.sweep();
-    const name = `${randomBytes(16).toString('hex')}.png`;
+    const name = newFileName();
     this.entries.set(name, { data, type, expires: Date.now() + this.ttlMs });
     this.bytes += data.length;
     // Map iteration is insertion order: evict oldest first.
@@ -38,7 +59,7 @@ export class BlobStore {
     return name;
   }
 
-  get(name: string): Entry | undefined {
+  getSync(name: string): Entry | undefined {
     if (!FILE_NAME_RE.test(name)) return undefined;
     const e = this.entries.get(name);
     if (!e || e.expires < Date.now()) return undefined;

@@ -1,11 +1,17 @@
 /**
- * What each job does on the model: runs one DimooApi call with progress and
- * previews, stores the result PNG, and returns the JSON a client gets
- * (including the final token grid, so it can retouch without re-encoding).
+ * What each job does on the model: `runJobSpec` runs one JobSpec's DimooApi
+ * calls with progress and previews, stores result PNGs, and returns the JSON
+ * a client gets (including the final token grid, so it can retouch without
+ * re-encoding). The same executor runs in the server process and on queue
+ * workers.
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type {
   DimooApi,
+  EditParams,
+  GenerateParams,
+  PaintParams,
+  RetouchParams,
   ImageInput,
   ImageResult,
   ProgressEvent,
@@ -15,12 +21,13 @@ import type {
 } from '../pipelines/types.js';
 import { RequestError } from './errors.js';
 import { dataUrl, pngOf, renderPreview } from './images.js';
+import type { ImageJobSpec, JobSpec } from './job-spec.js';
 import type { JobContext } from './jobs.js';
-import type { BlobStore } from './store.js';
+import type { ResultStore } from './store.js';
 
 export interface TaskEnv {
   api: DimooApi;
-  store: BlobStore;
+  store: ResultStore;
   log: FastifyBaseLogger;
 }
 
@@ -83,7 +90,7 @@ export async function runImage(
     await (inFlight as Promise<void> | null)?.catch(() => undefined);
   }
   let file: string | null = null;
-  if (r.image) file = env.store.put(await pngOf(r.image));
+  if (r.image) file = await env.store.put(await pngOf(r.image));
   return {
     width: r.width,
     height: r.height,
@@ -132,12 +139,85 @@ export async function runUnderstand(
   };
 }
 
-export function requireVq(api: DimooApi): void {
-  if (!api.info().hasVq) {
+export function requireVq(model: { hasVq: boolean }): void {
+  if (!model.hasVq) {
     throw new RequestError(
       'this checkpoint has no VQ-VAE, so images cannot be encoded or decoded',
       'E_NO_VQ',
       400,
     );
+  }
+}
+
+/** One image spec: pixels are encoded first for the tasks that work on tokens; image i uses seed + i. */
+async function runImageSpec(env: TaskEnv, ctx: JobContext, spec: ImageJobSpec): Promise<unknown> {
+  const { task, n } = spec;
+  let params = spec.params;
+  if (task === 'inpaint' || task === 'outpaint' || task === 'retouch') {
+    const p = params as PaintParams;
+    // Pixels are encoded exactly at their (gridded) size, so masks in cells and rects line up.
+    params = { ...p, image: { tokens: await toTokens(env, p.image, ctx.signal) } };
+  }
+  const T = params.timesteps ?? 64;
+  const seed0 = params.seed;
+  const outs: ImageOutput[] = [];
+  for (let i = 0; i < n; i++) {
+    const seed = seed0 === undefined ? undefined : (seed0 + i) >>> 0;
+    const p = { ...params, ...(seed !== undefined ? { seed } : {}) };
+    const call: ImageCall = (o) => {
+      switch (task) {
+        case 'generate':
+          return env.api.generate(p as GenerateParams, o);
+        case 'edit':
+          return env.api.edit(p as EditParams, o);
+        case 'inpaint':
+          return env.api.inpaint(p as PaintParams, o);
+        case 'outpaint':
+          return env.api.outpaint(p as PaintParams, o);
+        case 'retouch':
+          return env.api.retouch(p as RetouchParams, o);
+      }
+    };
+    outs.push(
+      await runImage(
+        env,
+        ctx,
+        call,
+        spec.previewEvery,
+        seed ?? null,
+        n > 1 ? i * T : 0,
+        n > 1 ? n * T : undefined,
+      ),
+    );
+  }
+  if (spec.shape === 'images') return { images: outs };
+  // The store's file name stays internal; clients use image_url.
+  const { file: _f, ...rest } = outs[0]!;
+  void _f;
+  return rest;
+}
+
+/** Runs a job's model work; the result is the JSON its client gets. */
+export async function runJobSpec(env: TaskEnv, ctx: JobContext, spec: JobSpec): Promise<unknown> {
+  switch (spec.task) {
+    case 'understand':
+      return runUnderstand(env, ctx, spec.params);
+    case 'encode': {
+      const tokens = await toTokens(env, { rgb: spec.image }, ctx.signal);
+      // The reconstruction is what retouching will start from; show it rather than the upload.
+      const png = await pngOf(await env.api.decodeTokens(tokens));
+      return {
+        width: tokens.width,
+        height: tokens.height,
+        tokens,
+        image_url: `/v1/files/${await env.store.put(png)}`,
+      };
+    }
+    case 'decode': {
+      const file = await env.store.put(await pngOf(await env.api.decodeTokens(spec.tokens)));
+      return { file };
+    }
+    default:
+      return runImageSpec(env, ctx, spec);
   }
 }

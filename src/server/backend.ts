@@ -1,0 +1,151 @@
+/**
+ * Where jobs run. Routes validate a request, build a JobSpec and hand it to
+ * a JobBackend; they never see whether the model is in this process
+ * (`LocalBackend`) or behind a Redis queue on other machines
+ * (`cluster/queue-backend.ts`). Both hand back `Job` objects whose status,
+ * progress, previews and result events the routes stream as they are.
+ */
+import type { DimooApi } from '../pipelines/types.js';
+import type { FastifyBaseLogger } from 'fastify';
+import { RequestError } from './errors.js';
+import type { JobSpec } from './job-spec.js';
+import { Job, JobQueue } from './jobs.js';
+import type { ServerLimits } from './limits.js';
+import { BlobStore, type ResultStore } from './store.js';
+import { runJobSpec } from './tasks.js';
+
+/** A model a request can name. */
+export interface ModelEntry {
+  id: string;
+  hasVq: boolean;
+  device: string;
+  /** Unix seconds (for /v1/models). */
+  created: number;
+  /** Live workers serving it (queue mode). */
+  workers?: number;
+}
+
+export interface SubmitOptions {
+  /** Logged with the job (sizes, steps). */
+  meta?: Record<string, unknown>;
+  /** Who asked (a hash of the API key), for per-key limits. */
+  owner?: string;
+}
+
+export interface BackendHealth {
+  ok: boolean;
+  body: Record<string, unknown>;
+}
+
+export interface JobBackend {
+  /**
+   * The model a request's `model` field names; absent, empty or "dimoo" mean
+   * the default one. Unknown: 404; known but nothing can run it now: 503.
+   */
+  resolveModel(field: unknown): Promise<ModelEntry>;
+  /** Models that can take jobs now. */
+  models(): Promise<ModelEntry[]>;
+  /** Queues a job, or throws 429 (queue full) / 503 (nothing to run it). */
+  submit(model: ModelEntry, spec: JobSpec, opts?: SubmitOptions): Promise<Job>;
+  get(id: string): Promise<Job | undefined>;
+  /** Waiting: dropped at once; running: aborted at the next step. */
+  cancel(job: Job): Promise<void>;
+  /** 1 = next to run; 0 when running or finished. */
+  position(job: Job): Promise<number>;
+  health(): Promise<BackendHealth>;
+  /** Result PNGs, readable by `/v1/files/...`. */
+  readonly store: ResultStore;
+  close(): Promise<void>;
+}
+
+export function modelNotFound(field: unknown, available: string[]): RequestError {
+  return new RequestError(
+    `model ${JSON.stringify(field)} is not served here (available: ${available.join(', ') || 'none'})`,
+    'model_not_found',
+    404,
+    'model',
+  );
+}
+
+/** One model in this process: today's embedded server. */
+export class LocalBackend implements JobBackend {
+  readonly store: BlobStore;
+  private readonly queue: JobQueue;
+  private readonly entry: ModelEntry;
+  private readonly aliases: string[];
+
+  constructor(
+    private readonly api: DimooApi,
+    private readonly limits: ServerLimits,
+    private readonly log: FastifyBaseLogger,
+    aliases: string[] = [],
+  ) {
+    const info = api.info();
+    this.store = new BlobStore(limits.storeBytes, limits.retentionMs);
+    this.queue = new JobQueue({
+      maxQueue: limits.maxQueue,
+      jobTimeoutMs: limits.jobTimeoutMs,
+      retentionMs: limits.retentionMs,
+      log,
+    });
+    this.entry = {
+      id: info.name,
+      hasVq: info.hasVq,
+      device: info.device,
+      created: Math.floor(Date.now() / 1000),
+    };
+    this.aliases = [info.name, 'dimoo', ...aliases];
+  }
+
+  async resolveModel(field: unknown): Promise<ModelEntry> {
+    if (field === undefined || field === null || field === '') return this.entry;
+    if (typeof field !== 'string' || !this.aliases.includes(field))
+      throw modelNotFound(field, this.aliases);
+    return this.entry;
+  }
+
+  async models(): Promise<ModelEntry[]> {
+    return [this.entry];
+  }
+
+  async submit(_model: ModelEntry, spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
+    const env = { api: this.api, store: this.store, log: this.log };
+    return this.queue.submit(spec.task, (ctx) => runJobSpec(env, ctx, spec), opts.meta ?? {});
+  }
+
+  async get(id: string): Promise<Job | undefined> {
+    return this.queue.get(id);
+  }
+
+  async cancel(job: Job): Promise<void> {
+    this.queue.cancel(job);
+  }
+
+  async position(job: Job): Promise<number> {
+    return this.queue.position(job);
+  }
+
+  async health(): Promise<BackendHealth> {
+    const info = this.api.info();
+    // A WorkerDimoo whose thread died cannot run anything: say so to load balancers.
+    const alive = (this.api as { alive?: boolean }).alive !== false;
+    return {
+      ok: alive,
+      body: {
+        status: alive ? 'ok' : 'model worker stopped',
+        model: info.name,
+        has_vq: info.hasVq,
+        device: info.device,
+        queue: {
+          running: this.queue.running ? 1 : 0,
+          waiting: this.queue.waitingCount,
+          max_waiting: this.limits.maxQueue,
+        },
+      },
+    };
+  }
+
+  close(): Promise<void> {
+    return this.queue.close();
+  }
+}
