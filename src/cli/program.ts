@@ -19,6 +19,7 @@ import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
+import { registerWorkerCommand } from '../server/cluster/worker-command.js';
 import { registerServeCommand } from '../server/serve-command.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
@@ -64,6 +65,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerInitRandom(program, ctx);
   registerDemo(program, ctx);
   registerServeCommand(program, ctx);
+  registerWorkerCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
   return program;
 }

@@ -15,10 +15,11 @@ import Fastify, {
   type FastifyServerOptions,
 } from 'fastify';
 import type { DimooApi } from '../pipelines/types.js';
-import { LocalBackend, type JobBackend } from './backend.js';
+import { AccountedBackend, LocalBackend, type JobBackend } from './backend.js';
 import { RequestError, toHttpFailure } from './errors.js';
 import type { Job } from './jobs.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
+import { ServerMetrics } from './metrics.js';
 import { registerNativeRoutes } from './routes-native.js';
 import { registerOpenAiRoutes } from './routes-openai.js';
 import { registerWebRoutes } from './routes-web.js';
@@ -136,10 +137,14 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     requestIdHeader: 'x-request-id',
     return503OnClosing: true,
   });
-  let jobs: JobBackend;
-  if (opts.backend) jobs = opts.backend(limits, app.log);
-  else if (opts.api) jobs = new LocalBackend(opts.api, limits, app.log, opts.modelAliases);
+  let inner: JobBackend;
+  if (opts.backend) inner = opts.backend(limits, app.log);
+  else if (opts.api) inner = new LocalBackend(opts.api, limits, app.log, opts.modelAliases);
   else throw new Error('createServer: needs api or backend');
+  const metrics = new ServerMetrics(inner);
+  const jobs = new AccountedBackend(inner, limits.maxJobsPerKey, (m, job) =>
+    metrics.watch(m.id, job),
+  );
   app.decorate('dimoo', {
     jobs,
     store: jobs.store,
@@ -199,6 +204,9 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     await jobs.close();
   });
 
+  app.get('/metrics', async (_req, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
   registerOpenAiRoutes(app);
   registerNativeRoutes(app);
   if (opts.web !== false) registerWebRoutes(app);

@@ -32,6 +32,13 @@ export interface SubmitOptions {
   owner?: string;
 }
 
+export interface ModelLoad {
+  model: string;
+  waiting: number;
+  running: number;
+  workers: number;
+}
+
 export interface BackendHealth {
   ok: boolean;
   body: Record<string, unknown>;
@@ -53,6 +60,8 @@ export interface JobBackend {
   /** 1 = next to run; 0 when running or finished. */
   position(job: Job): Promise<number>;
   health(): Promise<BackendHealth>;
+  /** Queue depth and live workers per model (for /metrics). */
+  snapshot(): Promise<ModelLoad[]>;
   /** Result PNGs, readable by `/v1/files/...`. */
   readonly store: ResultStore;
   close(): Promise<void>;
@@ -145,7 +154,88 @@ export class LocalBackend implements JobBackend {
     };
   }
 
+  async snapshot(): Promise<ModelLoad[]> {
+    return [
+      {
+        model: this.entry.id,
+        waiting: this.queue.waitingCount,
+        running: this.queue.running ? 1 : 0,
+        workers: (this.api as { alive?: boolean }).alive === false ? 0 : 1,
+      },
+    ];
+  }
+
   close(): Promise<void> {
     return this.queue.close();
+  }
+}
+
+/**
+ * Adds what every backend needs around `submit`: per-API-key limits on
+ * unfinished jobs (counted by this API server) and a hook that sees every job
+ * (metrics).
+ */
+export class AccountedBackend implements JobBackend {
+  private readonly unfinished = new Map<string, number>();
+
+  constructor(
+    readonly inner: JobBackend,
+    private readonly maxJobsPerKey: number,
+    private readonly onJob: (model: ModelEntry, job: Job) => void,
+  ) {}
+
+  get store(): ResultStore {
+    return this.inner.store;
+  }
+
+  async submit(model: ModelEntry, spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
+    const owner = opts.owner;
+    if (this.maxJobsPerKey > 0 && owner !== undefined) {
+      const n = this.unfinished.get(owner) ?? 0;
+      if (n >= this.maxJobsPerKey)
+        throw new RequestError(
+          `this API key already has ${n} unfinished jobs (limit ${this.maxJobsPerKey}); retry when one is done`,
+          'E_KEY_LIMIT',
+          429,
+          undefined,
+          { 'retry-after': '5' },
+        );
+    }
+    const job = await this.inner.submit(model, spec, opts);
+    if (owner !== undefined) {
+      this.unfinished.set(owner, (this.unfinished.get(owner) ?? 0) + 1);
+      void job.done.then(() => {
+        const left = (this.unfinished.get(owner) ?? 1) - 1;
+        if (left > 0) this.unfinished.set(owner, left);
+        else this.unfinished.delete(owner);
+      });
+    }
+    this.onJob(model, job);
+    return job;
+  }
+
+  resolveModel(field: unknown): Promise<ModelEntry> {
+    return this.inner.resolveModel(field);
+  }
+  models(): Promise<ModelEntry[]> {
+    return this.inner.models();
+  }
+  get(id: string): Promise<Job | undefined> {
+    return this.inner.get(id);
+  }
+  cancel(job: Job): Promise<void> {
+    return this.inner.cancel(job);
+  }
+  position(job: Job): Promise<number> {
+    return this.inner.position(job);
+  }
+  health(): Promise<BackendHealth> {
+    return this.inner.health();
+  }
+  snapshot(): Promise<ModelLoad[]> {
+    return this.inner.snapshot();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
   }
 }

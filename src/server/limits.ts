@@ -19,6 +19,8 @@ export interface ServerLimits {
   maxN: number;
   /** Most jobs waiting behind the running one; more gets 429. */
   maxQueue: number;
+  /** Most unfinished jobs per API key (0: no limit). */
+  maxJobsPerKey: number;
   /** Most answer tokens for understanding. */
   maxTokens: number;
   /** Longest prompt or question in characters. */
@@ -40,6 +42,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxSteps: 256,
   maxN: 4,
   maxQueue: 8,
+  maxJobsPerKey: 0,
   maxTokens: 2048,
   maxPromptChars: 4000,
   jobTimeoutMs: 15 * 60 * 1000,

@@ -20,7 +20,12 @@ export interface ServeContext {
 }
 
 interface ServeFlags {
-  model: string;
+  model?: string;
+  queue?: string;
+  defaultModel?: string;
+  results?: string;
+  resultsTtl?: number;
+  maxJobsPerKey?: number;
   host: string;
   port: number;
   apiKey?: string;
@@ -78,7 +83,26 @@ export function registerServeCommand(
   return program
     .command('serve')
     .description('serve the model over HTTP: OpenAI-compatible API, job API and a web page')
-    .requiredOption('--model <dir>', 'checkpoint folder')
+    .option('--model <dir>', 'checkpoint folder (not with --queue)')
+    .option(
+      '--queue <url>',
+      'queue jobs on Redis (redis://HOST:PORT[/DB]) for `dimoo worker` processes instead of loading a model',
+    )
+    .option('--default-model <name>', 'with --queue: model for requests that name none')
+    .option(
+      '--results <dir>',
+      'with --queue: result folder shared with the workers (default: in Redis)',
+    )
+    .option(
+      '--results-ttl <s>',
+      'keep results and finished jobs this many seconds',
+      int('--results-ttl', 1, 30 * 86400),
+    )
+    .option(
+      '--max-jobs-per-key <n>',
+      'most unfinished jobs per API key (0: no limit)',
+      int('--max-jobs-per-key', 0, 100000),
+    )
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free port)', int('--port', 0, 65535), 8080)
     .option(
@@ -108,6 +132,17 @@ export function registerServeCommand(
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
     .action(async (f: ServeFlags) => {
       const c = ctx ?? processContext();
+      if ((f.model === undefined) === (f.queue === undefined))
+        throw new DimooError(
+          'serve needs --model DIR or --queue redis://HOST:PORT (one of them)',
+          'E_PARAM',
+        );
+      for (const [flag, v] of [
+        ['--default-model', f.defaultModel],
+        ['--results', f.results],
+      ] as const)
+        if (v !== undefined && f.queue === undefined)
+          throw new DimooError(`${flag} applies only with --queue`, 'E_PARAM');
       if (f.device !== undefined && f.device !== 'cpu' && f.device !== 'webgpu')
         throw new DimooError('--device must be cpu or webgpu', 'E_PARAM');
       const limits: Partial<ServerLimits> = {};
@@ -116,6 +151,8 @@ export function registerServeCommand(
       if (f.maxSteps !== undefined) limits.maxSteps = f.maxSteps;
       if (f.maxN !== undefined) limits.maxN = f.maxN;
       if (f.maxUploadMb !== undefined) limits.uploadBytes = f.maxUploadMb * 1024 * 1024;
+      if (f.maxJobsPerKey !== undefined) limits.maxJobsPerKey = f.maxJobsPerKey;
+      if (f.resultsTtl !== undefined) limits.retentionMs = f.resultsTtl * 1000;
       const cors =
         f.cors === undefined || f.cors === false
           ? undefined
@@ -127,7 +164,16 @@ export function registerServeCommand(
                 .filter(Boolean);
       const apiKey = f.apiKey ?? (c.env['DIMOO_API_KEY'] || undefined);
       const server = await startServer({
-        modelDir: f.model,
+        ...(f.model !== undefined ? { modelDir: f.model } : {}),
+        ...(f.queue !== undefined
+          ? {
+              queue: {
+                url: f.queue,
+                ...(f.defaultModel !== undefined ? { defaultModel: f.defaultModel } : {}),
+                ...(f.results !== undefined ? { resultsDir: f.results } : {}),
+              },
+            }
+          : {}),
         host: f.host,
         port: f.port,
         limits,
@@ -140,7 +186,7 @@ export function registerServeCommand(
         ...(f.previewEvery !== undefined ? { previewEvery: f.previewEvery } : {}),
       });
       c.stderr.write(
-        `dimoo: serving ${server.api.info().name} at ${server.url}/ (open it in a browser; Ctrl-C stops)\n`,
+        `dimoo: serving ${server.label} at ${server.url}/ (open it in a browser; Ctrl-C stops)\n`,
       );
       onListening?.(server);
       await waitForStop(c.signal);

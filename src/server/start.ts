@@ -7,7 +7,10 @@ import { createServer, type ServerOptions } from './app.js';
 import type { ServerLimits } from './limits.js';
 
 export interface StartOptions {
-  modelDir: string;
+  /** Checkpoint to load in this process (not with `queue`). */
+  modelDir?: string;
+  /** Queue jobs on this Redis for `dimoo worker` processes instead of loading a model here. */
+  queue?: QueueServeOptions;
   /** Default 127.0.0.1: nothing outside this machine can reach the server unless asked. */
   host?: string;
   /** Default 8080; 0 picks a free port. */
@@ -24,9 +27,19 @@ export interface StartOptions {
   loadModel?: (dir: string, opts: LoadOptions) => Promise<DimooApi>;
 }
 
+export interface QueueServeOptions {
+  url: string;
+  defaultModel?: string;
+  resultsDir?: string;
+  resultTtlMs?: number;
+}
+
 export interface RunningServer {
   app: FastifyInstance;
-  api: DimooApi;
+  /** The model loaded here (absent in queue mode). */
+  api?: DimooApi;
+  /** What the server serves, for the start-up line. */
+  label: string;
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
   /** Cancels jobs, stops listening and releases the model. */
@@ -47,11 +60,30 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
   const lo: LoadOptions = {};
   if (o.threads !== undefined) lo.threads = o.threads;
   if (o.device !== undefined) lo.device = o.device;
-  const api = await load(o.modelDir, lo);
+  let api: DimooApi | undefined;
+  let backend: ServerOptions['backend'];
+  if (o.queue) {
+    const q = o.queue;
+    const { QueueBackend } = await import('./cluster/queue-backend.js');
+    const { parseRedisUrl } = await import('./cluster/redis.js');
+    const redis = parseRedisUrl(q.url);
+    backend = (limits, log) =>
+      new QueueBackend({
+        redis,
+        limits,
+        log,
+        ...(q.defaultModel !== undefined ? { defaultModel: q.defaultModel } : {}),
+        ...(q.resultsDir !== undefined ? { resultsDir: q.resultsDir } : {}),
+        ...(q.resultTtlMs !== undefined ? { resultTtlMs: q.resultTtlMs } : {}),
+      });
+  } else {
+    if (!o.modelDir) throw new Error('startServer: needs modelDir or queue');
+    api = await load(o.modelDir, lo);
+  }
   let app: FastifyInstance;
   try {
     const so: ServerOptions = {
-      api,
+      ...(api ? { api } : { backend }),
       logger: o.logger ?? { level: process.env['DIMOO_LOG_LEVEL'] ?? 'info' },
     };
     if (o.apiKey) so.apiKey = o.apiKey;
@@ -61,7 +93,7 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
     app = await createServer(so);
     await app.listen({ host, port });
   } catch (e) {
-    await api.dispose();
+    await api?.dispose();
     throw e;
   }
   if (!LOOPBACK.has(host) && !o.apiKey) {
@@ -73,18 +105,22 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
   const addr = app.server.address();
   const actualPort = typeof addr === 'object' && addr ? addr.port : port;
   const shownHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
-  app.log.info({ model: api.info().name, dir: o.modelDir }, 'model loaded');
+  const label = api
+    ? api.info().name
+    : `the models of ${o.queue!.url.replace(/\/\/[^@/]*@/, '//')}`;
+  if (api) app.log.info({ model: label, dir: o.modelDir }, 'model loaded');
   let closing: Promise<void> | null = null;
   return {
     app,
-    api,
+    ...(api ? { api } : {}),
+    label,
     url: `http://${shownHost}:${actualPort}`,
     close: () =>
       (closing ??= (async () => {
         try {
           await app.close();
         } finally {
-          await api.dispose();
+          await api?.dispose();
         }
       })()),
   };

@@ -61,10 +61,13 @@ export function referenceForward(ckpt: Checkpoint, ids: number[]): Float64Array 
         const e = s.map((a) => Math.exp(a - m));
         const z = e.reduce((a, bb) => a + bb, 0);
         for (let j = 0; j < L; j++)
-          for (let t = 0; t < hd; t++) att[i]![head * hd + t]! += (e[j]! / z) * vv[j]![kvh * hd + t]!;
+          for (let t = 0; t < hd; t++)
+            att[i]![head * hd + t]! += (e[j]! / z) * vv[j]![kvh * hd + t]!;
       }
     }
-    const hRes = x.map((v, i) => v.map((a, t) => a + lin(att[i]!, w(b + 'attn_out.weight'), d)[t]!));
+    const hRes = x.map((v, i) =>
+      v.map((a, t) => a + lin(att[i]!, w(b + 'attn_out.weight'), d)[t]!),
+    );
     x = hRes.map((v) => {
       const f = norm(v, w(b + 'ff_norm.weight'));
       const gate = lin(f, w(b + 'ff_proj.weight'), c.mlpHiddenSize);
@@ -76,6 +79,8 @@ export function referenceForward(ckpt: Checkpoint, ids: number[]): Float64Array 
   }
   const head = w(c.weightTying ? 'wte.weight' : 'ff_out.weight');
   const out = new Float64Array(L * c.embeddingSize);
-  x.forEach((v, i) => out.set(lin(norm(v, w('ln_f.weight')), head, c.embeddingSize), i * c.embeddingSize));
+  x.forEach((v, i) =>
+    out.set(lin(norm(v, w('ln_f.weight')), head, c.embeddingSize), i * c.embeddingSize),
+  );
   return out;
 }
