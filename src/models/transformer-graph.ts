@@ -97,6 +97,8 @@ export interface TransformerGraphOptions {
   floatWeights?: 'float32' | 'float16' | 'float16-compute';
   /** Keep reductions over possibly empty row sets non-empty (WebGPU refuses empty ones). */
   padEmptyReductions?: boolean;
+  /** Never Expand a uint8 tensor (WebGPU's Expand fails on uint8): see emitIntegerGemm. */
+  avoidUint8Expand?: boolean;
 }
 
 export const TRANSFORMER_INPUTS = {
@@ -162,9 +164,11 @@ const zeroPoints = new WeakMap<GraphBuilder, Value>();
  * the zero point 128), so a row of small values keeps its precision; the row
  * and column scales multiply the int32 sums in the GEMM's output stage
  * (MatMulIntegerToFloat). `tensor`: DynamicQuantizeMatMul, one scale and zero
- * point for the whole of x. M may be 0.
+ * point for the whole of x. M may be 0. `noUint8Expand` (WebGPU, whose Expand
+ * fails on uint8): shift x by 128 row scales and quantize without a zero-point
+ * input instead of expanding the zero point to one per row (one more pass over x).
  */
-export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Value, activations: 'row' | 'tensor'): Value {
+export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Value, activations: 'row' | 'tensor', noUint8Expand = false): Value {
   if (activations === 'tensor') return g.dynamicQuantizeMatMul(x, B, bScale);
   let zp = zeroPoints.get(g);
   if (!zp) {
@@ -175,7 +179,9 @@ export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Val
   const flat = g.reshape(g.mul(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), g.scalarF32(1 / 127)), [-1]); // [M]
   // Reshaped, not keepdims: ORT's ReduceMax of an empty [0, K] input keeps its shape.
   const rowScale = g.reshape(flat, [-1, 1]);
-  const xq = g.quantizeLinear(x, flat, g.expand(zp, g.shape(flat)), 0);
+  const xq = noUint8Expand
+    ? g.quantizeLinear(g.add(x, g.mul(rowScale, g.scalarF32(128))), flat, null, 0)
+    : g.quantizeLinear(x, flat, g.expand(zp, g.shape(flat)), 0);
   return g.matMulIntegerToFloat(xq, B, rowScale, bScale, zp);
 }
 
@@ -222,7 +228,7 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     }
     return v;
   };
-  const integerGemm = (x: Value, B: Value, bScale: Value): Value => emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor');
+  const integerGemm = (x: Value, B: Value, bScale: Value): Value => emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor', opts.avoidUint8Expand === true);
   /**
    * x @ W^T (+ b) for W [N, K] given as float or quantized source; `dep` (default x,
    * at least one row) is what float16 weights' upcasts wait for.

@@ -239,6 +239,7 @@ export class Transformer {
       int8Activations: opts.int8Activations ?? defaultInt8Activations(),
       headChunkBytes: opts.headChunkBytes,
       padEmptyReductions: device === 'webgpu',
+      avoidUint8Expand: device === 'webgpu',
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });

@@ -315,8 +315,8 @@ export class GraphBuilder {
   }
 
   /** ONNX QuantizeLinear: saturate(round(x / scale) + zero_point); per-axis when scale is 1-D. */
-  quantizeLinear(x: Value, scale: Value, zeroPoint: Value, axis = 1): Value {
-    return this.one('QuantizeLinear', [x, scale, zeroPoint], { axis });
+  quantizeLinear(x: Value, scale: Value, zeroPoint: Value | null, axis = 1): Value {
+    return this.one('QuantizeLinear', zeroPoint ? [x, scale, zeroPoint] : [x, scale], { axis });
   }
 
   abs(a: Value): Value { return this.one('Abs', [a]); }
