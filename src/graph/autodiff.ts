@@ -315,6 +315,11 @@ export class Tape {
     return this.rec(this.g.reshape(x, [...spec]), s, [x], (gy) => [this.g.reshape(gy, this.shapeOf(x))]);
   }
 
+  /** Reshape to a shape computed at run time (`shape`, int64 [rank]) whose symbolic form is `outShape`. */
+  reshapeTo(x: TVal, shape: Value, outShape: readonly Dim[]): TVal {
+    return this.rec(this.g.reshape(x, shape), outShape, [x], (gy) => [this.g.reshape(gy, this.shapeOf(x))]);
+  }
+
   transpose(x: TVal, perm: number[]): TVal {
     const inv = new Array<number>(perm.length);
     perm.forEach((p, i) => (inv[p] = i));
