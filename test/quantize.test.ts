@@ -21,6 +21,7 @@ import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/model
 import { Transformer } from '../src/models/transformer.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { quantizeCommand } from '../src/cli/commands/quantize.js';
+import { createTrainEngine } from '../src/training/engine.js';
 import type { CliContext } from '../src/cli/context.js';
 import { goldenCaseAgreement, goldenForwardQuality, relL2 } from '../bench/quality.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
@@ -261,6 +262,13 @@ test('qgemm golden checkpoint: logits and tokens against the reference no worse 
   console.log(`qgemm int8: logits rel L2 ${fq.logitsRelL2.toFixed(4)}, argmax ${(fq.argmaxAgreement * 100).toFixed(1)}%, golden token agreement ${(mean * 100).toFixed(1)}%`);
   assert.ok(fq.logitsRelL2 <= QGEMM_REL_L2_BOUND, `logits relative L2 ${fq.logitsRelL2} > ${QGEMM_REL_L2_BOUND}`);
   assert.ok(mean >= QGEMM_TOKEN_AGREEMENT_MIN, `golden token agreement ${mean} < ${QGEMM_TOKEN_AGREEMENT_MIN}`);
+});
+
+test('a qgemm checkpoint is refused for QLoRA with a clear error (training differentiates MatMulNBits blocks only)', async () => {
+  await assert.rejects(
+    createTrainEngine({ model: qgemmDir, threads: 1, lora: { r: 2, alpha: 4, targets: ['q'] } }),
+    (e: unknown) => e instanceof DimooError && /qgemm checkpoint .* cannot be fine-tuned; quantize with --format nbits/.test(e.message),
+  );
 });
 
 test('quantizing refuses a quantized source and a folder with other files', async () => {
