@@ -11,7 +11,9 @@
  *   --quick           a few minutes: the 8B rows and the 1b ML-Cache/understanding rows are skipped
  *   --json            print one JSON object instead of the table
  *   --json-out FILE   also write the JSON object to FILE
- *   --only a,b        sections: gemm, int8, forward, step, precision, vq, mlcache, understanding, quality
+ *   --only a,b        sections: gemm, int8, forward, step, precision, vq, mlcache, understanding, quality, cluster
+ *                     (cluster: jobs/min with 1 vs 2 single-threaded queue workers, and the queue's added latency per job;
+ *                     needs /usr/bin/redis-server)
  *                     (int8: the int8 kernel table, the 8B qgemm step at 256x256 (and 512x512 with --int8-512),
  *                     golden accuracy of the qgemm format)
  *   --int8-512        also the 8B qgemm step at 512x512 (peak RSS) in the int8 section
@@ -20,6 +22,7 @@
  *   --mlcache P:S,..  ML-Cache rows to run, e.g. 1b:256 (default small:256 and, without --quick, 1b:512: ~20 min)
  */
 import { ensureAmusedVq, type VqRow } from './vq.js';
+import { benchCluster } from './cluster.js';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -226,6 +229,11 @@ async function main(): Promise<void> {
         res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
       }
     }
+  }
+
+  if (want('cluster')) {
+    const golden = path.join(defaultGoldenDir(), 'dimoo-tiny');
+    res.cluster = await benchCluster({ smallDir: await presetDir('small'), goldenDir: golden, log });
   }
 
   res.machine.loadavgAtEnd = os.loadavg()[0];

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import type { GemmResult } from './gemm.js';
 import type { ForwardRow, MlCacheRow, QualityRow, StepRow, UnderstandingRow } from './tasks.js';
 import type { VqRow } from './vq.js';
+import type { ClusterRow } from './cluster.js';
 
 export interface Results {
   machine: Record<string, unknown> & { threads: number };
@@ -19,6 +20,8 @@ export interface Results {
   understanding: (UnderstandingRow & { preset: string })[];
   quality: (QualityRow & { precision: string })[];
   vq: VqRow[];
+  /** The job queue (--only cluster). */
+  cluster?: ClusterRow;
   notes: string[];
 }
 
@@ -109,8 +112,10 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     ...(rss8From ? { rss_gb_8b_source: rss8From } : {}),
     vq_encode_ms_512: res.vq.find((v) => v.size === 512)?.encodeMs ?? null,
     vq_decode_ms_512: res.vq.find((v) => v.size === 512)?.decodeMs ?? null,
+    cluster_speedup_2_workers: res.cluster?.speedup ?? null,
+    cluster_added_latency_ms: res.cluster?.addedLatencyMs ?? null,
     machine: res.machine,
-    details: { gemm: res.gemm, int8Kernels: res.int8Kernels, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq },
+    details: { gemm: res.gemm, int8Kernels: res.int8Kernels, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq, cluster: res.cluster ?? null },
     notes: res.notes,
   };
 }
@@ -280,6 +285,24 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
         .map(([k, v]) => [k, typeof v === 'number' ? String(Math.round(v * 1000) / 1000) : String(v)]),
     ),
   );
+  if (res.cluster) {
+    const c = res.cluster;
+    out.push(
+      table(
+        'Job queue (Redis + BullMQ): one API server, dimoo worker processes with --threads 1',
+        ['measure', 'value'],
+        [
+          [`jobs/min, 1 worker (${c.jobs} understanding jobs, small preset)`, f(c.jobsPerMin1, 2)],
+          ['jobs/min, 2 workers', f(c.jobsPerMin2, 2)],
+          ['speed-up 2 vs 1 worker (target >= 1.7x)', `${f(c.speedup, 2)}x`],
+          [`median latency, embedded server (${c.latencyJobs} one-step golden jobs)`, `${f(c.embeddedMedianMs, 1)} ms`],
+          ['median latency, through the queue', `${f(c.queueMedianMs, 1)} ms`],
+          ['added by the queue (target < 20 ms)', `${f(c.addedLatencyMs, 1)} ms`],
+          ['load average after', c.loadavg.map((x) => f(x, 2)).join(' / ')],
+        ],
+      ),
+    );
+  }
   for (const n of res.notes) out.push(`note: ${n}`);
   return out.join('\n') + '\n';
 }

@@ -5,6 +5,9 @@
  * fast: the HTTP API through the queue, and the faults the issue lists.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -22,10 +25,17 @@ const MODEL = 'dimoo-fake';
 async function apiServer(
   redis: TestRedis,
   limits: Partial<ServerLimits> = {},
+  resultsDir?: string,
 ): Promise<{ app: FastifyInstance; base: string }> {
   const app = await createServer({
     backend: (l, log) =>
-      new QueueBackend({ redis: parseRedisUrl(redis.url), limits: l, log, reconcileMs: 250 }),
+      new QueueBackend({
+        redis: parseRedisUrl(redis.url),
+        limits: l,
+        log,
+        reconcileMs: 250,
+        ...(resultsDir ? { resultsDir } : {}),
+      }),
     limits: { maxSteps: 100_000, ...limits },
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -170,7 +180,8 @@ describe('queue: the HTTP API through Redis and workers', () => {
     const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
     const name = queueName(MODEL);
     const q = new Queue(name, { connection: conn, prefix: 'dimoo' });
-    const ev = new QueueEvents(name, { connection: conn.duplicate(), prefix: 'dimoo' });
+    const evConn = conn.duplicate();
+    const ev = new QueueEvents(name, { connection: evConn, prefix: 'dimoo' });
     await ev.waitUntilReady();
     try {
       const failed = new Promise<string>((resolve) =>
@@ -197,6 +208,7 @@ describe('queue: the HTTP API through Redis and workers', () => {
       await ev.close();
       await q.close();
       await conn.quit();
+      await evConn.quit();
     }
     assert.equal((await finalOf(base, (await createJob(base, gen(30, 4))).id)).event, 'done');
   });
@@ -325,5 +337,28 @@ describe('queue: faults', () => {
     const j = await json(await fetch(`${second.base}/v1/jobs/${ids[0]}`));
     assert.equal(j.status, 'succeeded');
     assert.equal((await fetch(`${second.base}/v1/jobs/job_${'0'.repeat(24)}`)).status, 404);
+  });
+});
+
+describe('queue: results in a shared folder (--results DIR)', () => {
+  it('the worker writes the PNG there and the API server serves it', async () => {
+    const redis = await TestRedis.start();
+    const dir = mkdtempSync(join(tmpdir(), 'dimoo-results-'));
+    const { app, base } = await apiServer(redis, {}, dir);
+    const w = await fakeWorker(redis.url, 2, ['--results', dir]);
+    try {
+      const last = await finalOf(base, (await createJob(base, gen(80, 4))).id);
+      assert.equal(last.event, 'done');
+      const name = String(last.data.result.image_url).split('/').pop()!;
+      assert.ok(readdirSync(dir).includes(name), 'the PNG is in the folder');
+      const png = await fetch(base + last.data.result.image_url);
+      assert.equal(png.status, 200);
+      assert.deepEqual(Buffer.from(await png.arrayBuffer()), readFileSync(join(dir, name)));
+    } finally {
+      await w.kill('SIGKILL');
+      await app.close();
+      await redis.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

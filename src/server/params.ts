@@ -82,11 +82,7 @@ export function optBool(b: Body, k: string): boolean | undefined {
 }
 
 /** A boolean, or one of `choices` by name (e.g. use_cache: true or "ml-cache"). */
-export function optBoolOrChoice<T extends string>(
-  b: Body,
-  k: string,
-  choices: readonly T[],
-): boolean | T | undefined {
+export function optBoolOrChoice<T extends string>(b: Body, k: string, choices: readonly T[]): boolean | T | undefined {
   const v = raw(b, k);
   if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T;
   try {
@@ -195,11 +191,7 @@ export function parseSampling(
 export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
 
 /** The ML-Cache schedule fields (`cache_ratio`, `warmup_ratio`, `refresh_interval`), those given. */
-export function parseCacheSchedule(b: Body): {
-  cacheRatio?: number;
-  warmupRatio?: number;
-  refreshInterval?: number;
-} {
+export function parseCacheSchedule(b: Body): { cacheRatio?: number; warmupRatio?: number; refreshInterval?: number } {
   const p: { cacheRatio?: number; warmupRatio?: number; refreshInterval?: number } = {};
   const cr = optNumber(b, 'cache_ratio', 0, 1);
   if (cr !== undefined) p.cacheRatio = cr;

@@ -4,7 +4,7 @@
  * one, the process's own are used.
  */
 import type { Writable } from 'node:stream';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { DimooError } from '../errors.js';
 import type { DimooApi, LoadOptions } from '../pipelines/types.js';
 import type { ServerLimits } from './limits.js';
@@ -84,9 +84,11 @@ export function registerServeCommand(
     .command('serve')
     .description('serve the model over HTTP: OpenAI-compatible API, job API and a web page')
     .option('--model <dir>', 'checkpoint folder (not with --queue)')
-    .option(
-      '--queue <url>',
-      'queue jobs on Redis (redis://HOST:PORT[/DB]) for `dimoo worker` processes instead of loading a model',
+    .addOption(
+      new Option(
+        '--queue <url>',
+        'queue jobs on Redis (redis://HOST:PORT[/DB]) for `dimoo worker` processes instead of loading a model',
+      ).env('DIMOO_QUEUE'),
     )
     .option('--default-model <name>', 'with --queue: model for requests that name none')
     .option(

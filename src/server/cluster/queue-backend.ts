@@ -49,6 +49,8 @@ export interface QueueBackendOptions {
 interface ModelQueue {
   queue: Queue;
   events: QueueEvents;
+  /** The events' own connection: BullMQ does not close connections it was given. */
+  eventsConn: Redis;
 }
 
 const NOOP_RUNNER = async (): Promise<never> => {
@@ -96,11 +98,7 @@ export class QueueBackend implements JobBackend {
   async workers(): Promise<WorkerRecord[]> {
     const now = Date.now();
     if (this.workersCache && now - this.workersCache.at < 500) return this.workersCache.list;
-    // A new server's connection may still be opening; a lost one fails at once.
-    if (this.cmd.status !== 'ready')
-      await ready(this.cmd, 1000).catch(() => {
-        throw unavailable('Redis is not connected');
-      });
+    await this.connected();
     let list: WorkerRecord[];
     try {
       list = await liveWorkers(this.cmd, this.prefix);
@@ -110,6 +108,14 @@ export class QueueBackend implements JobBackend {
     this.workersCache = { at: now, list };
     for (const w of list) this.ensureQueue(w.model);
     return list;
+  }
+
+  /** A new server's connection may still be opening: wait a moment; a lost one fails fast with 503. */
+  private async connected(): Promise<void> {
+    if (this.cmd.status === 'ready') return;
+    await ready(this.cmd, 1000).catch(() => {
+      throw unavailable('Redis is not connected');
+    });
   }
 
   async models(): Promise<ModelEntry[]> {
@@ -188,10 +194,8 @@ export class QueueBackend implements JobBackend {
     const name = queueName(model);
     const queue = new Queue(name, { connection: this.cmd, prefix: this.prefix });
     queue.on('error', () => undefined);
-    const events = new QueueEvents(name, {
-      connection: blockingConnection(this.o.redis, `dimoo-api-events-${name}`),
-      prefix: this.prefix,
-    });
+    const eventsConn = blockingConnection(this.o.redis, `dimoo-api-events-${name}`);
+    const events = new QueueEvents(name, { connection: eventsConn, prefix: this.prefix });
     events.on('error', () => undefined);
     events.on('active', ({ jobId }) => {
       const v = this.views.get(jobId);
@@ -220,7 +224,7 @@ export class QueueBackend implements JobBackend {
       const v = this.views.get(jobId);
       if (v && !v.finished) this.finishView(v, 'failed', undefined, failedReason);
     });
-    q = { queue, events };
+    q = { queue, events, eventsConn };
     this.queues.set(model, q);
     return q;
   }
@@ -312,6 +316,7 @@ export class QueueBackend implements JobBackend {
   /** The BullMQ job and its model, searching every model's queue when the job was queued elsewhere. */
   private async findBull(id: string): Promise<{ job: BullJob; model: string } | undefined> {
     const known = this.jobModel.get(id);
+    await this.connected();
     let models: string[];
     try {
       models = known ? [known] : await this.cmd.smembers(keys.models(this.prefix));
@@ -348,6 +353,7 @@ export class QueueBackend implements JobBackend {
   }
 
   private async fromTombstone(id: string): Promise<Job | undefined> {
+    await this.connected();
     let raw: string | null;
     try {
       raw = await this.cmd.get(keys.tombstone(this.prefix, id));
@@ -489,11 +495,13 @@ export class QueueBackend implements JobBackend {
     this.closed = true;
     clearInterval(this.reconcileTimer);
     // Jobs stay queued in Redis: another (or a restarted) server serves their results.
-    for (const { queue, events } of this.queues.values()) {
+    for (const { queue, events, eventsConn } of this.queues.values()) {
       await events.close().catch(() => undefined);
       await queue.close().catch(() => undefined);
+      eventsConn.disconnect();
     }
     await this.cmd.quit().catch(() => undefined);
+    this.cmd.disconnect();
   }
 }
 

@@ -65,7 +65,11 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
     program
       .command('worker')
       .description('run jobs for one model from a Redis job queue (see `dimoo serve --queue`)')
-      .requiredOption('--queue <url>', 'Redis URL: redis://HOST:PORT[/DB]')
+      .addOption(
+        new Option('--queue <url>', 'Redis URL: redis://HOST:PORT[/DB]')
+          .env('DIMOO_QUEUE')
+          .makeOptionMandatory(),
+      )
       .requiredOption('--model <dir>', 'checkpoint folder')
       .option(
         '--concurrency <n>',

@@ -212,9 +212,11 @@ export async function startQueueWorker(o: QueueWorkerOptions): Promise<RunningQu
         }
         await drain;
         clearTimeout(timer);
-        await sub.quit().catch(() => undefined);
-        await cmd.quit().catch(() => undefined);
-        await bullConn.quit().catch(() => undefined);
+        // BullMQ does not close connections it was given; a quit fails while Redis is away, so disconnect too.
+        for (const r of [sub, cmd, bullConn]) {
+          await r.quit().catch(() => undefined);
+          r.disconnect();
+        }
       })()),
   };
 }
