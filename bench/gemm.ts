@@ -5,9 +5,9 @@
  * level 4 = int8 activations, the path quantized checkpoints use).
  */
 import * as ort from 'onnxruntime-node';
-import { GraphBuilder } from '../src/models/onnx/builder.js';
-import { quantizeRows } from '../src/models/quant-blocks.js';
-import { DEFAULT_BLOCK_SIZE } from '../src/models/quantize.js';
+import { GraphBuilder } from '../src/graph/onnx/builder.js';
+import { quantizeRows } from '../src/checkpoint/quant-blocks.js';
+import { DEFAULT_BLOCK_SIZE } from '../src/tools/quantize.js';
 
 export type GemmKind = 'fp32' | 'int8' | 'int4';
 

@@ -1,11 +1,12 @@
 /**
  * `dimoo quantize MODEL_DIR --bits 8|4 --out DIR`: a repacked checkpoint
- * whose linear weights are MatMulNBits blocks (see src/models/quantize.ts);
+ * whose linear weights are MatMulNBits blocks (see src/tools/quantize.ts);
  * every command loads it like any checkpoint, memory-mapped.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantBits, type QuantizeResult } from '../../models/quantize.js';
+import type { QuantBits } from '../../checkpoint/quant-blocks.js';
+import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantizeResult } from '../../tools/quantize.js';
 import type { CliContext } from '../context.js';
 import { choiceOpt, intOpt } from '../options.js';
 import { formatBytes, writeJson } from '../output.js';
