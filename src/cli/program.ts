@@ -19,8 +19,8 @@ import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
-import { registerWorkerCommand } from '../server/cluster/worker-command.js';
-import { registerServeCommand } from '../server/serve-command.js';
+import { registerServeCommand } from './commands/serve.js';
+import { registerWorkerCommand } from './commands/worker.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
 function packageVersion(): string {

@@ -4,26 +4,23 @@
  * routes-*.ts; this file wires limits, authentication, CORS, logging and the
  * error format shared by every route.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import cors from '@fastify/cors';
 import multipart from '@fastify/multipart';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
   type FastifyServerOptions,
 } from 'fastify';
 import type { DimooApi } from '../pipelines/types.js';
 import { AccountedBackend, LocalBackend, type JobBackend } from './backend.js';
-import { RequestError, toHttpFailure } from './errors.js';
-import type { Job } from './jobs.js';
+import { digest, presentedKey, sendFailure, type ServerState } from './context.js';
+import { RequestError } from './errors.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { ServerMetrics } from './metrics.js';
 import { registerNativeRoutes } from './routes-native.js';
 import { registerOpenAiRoutes } from './routes-openai.js';
 import { registerWebRoutes } from './routes-web.js';
-import type { ResultStore } from './store.js';
 
 export interface ServerOptions {
   /** The loaded model (a `WorkerDimoo` in production, so inference stays off the event loop). */
@@ -45,21 +42,6 @@ export interface ServerOptions {
   modelAliases?: string[];
 }
 
-export interface ServerState {
-  jobs: JobBackend;
-  store: ResultStore;
-  log: FastifyBaseLogger;
-  limits: ServerLimits;
-  previewEvery: number;
-  startedAt: number;
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    dimoo: ServerState;
-  }
-}
-
 /** Routes anyone may call even with an API key set: the page, its assets, health, and capability URLs of results. */
 function isPublic(url: string): boolean {
   const path = url.split('?')[0]!;
@@ -71,61 +53,6 @@ function isPublic(url: string): boolean {
     path.startsWith('/static/') ||
     path.startsWith('/v1/files/')
   );
-}
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
-function presentedKey(headers: Record<string, string | string[] | undefined>): string | undefined {
-  const auth = headers['authorization'];
-  if (typeof auth === 'string') {
-    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
-    if (m) return m[1]!.trim();
-  }
-  const x = headers['x-api-key'];
-  return typeof x === 'string' ? x.trim() : undefined;
-}
-
-/** Who sent a request, for per-key limits: a short hash of its API key (never the key itself). */
-export function ownerOf(req: FastifyRequest): string | undefined {
-  const key = presentedKey(req.headers);
-  return key === undefined ? undefined : digest(key).toString('hex').slice(0, 16);
-}
-
-export function sendFailure(reply: FastifyReply, e: unknown): FastifyReply {
-  const f = toHttpFailure(e);
-  for (const [k, v] of Object.entries(f.headers)) reply.header(k, v);
-  if (f.internal) reply.log.error({ err: e }, 'request failed');
-  return reply.code(f.status).send(f.body);
-}
-
-/**
- * Waits for a job on behalf of a synchronous request; if the client goes
- * away first, the job is cancelled (nobody would get its result).
- */
-export async function awaitJob(
-  app: FastifyInstance,
-  job: Job,
-  reply: FastifyReply,
-): Promise<unknown> {
-  const onClose = (): void => {
-    if (!reply.raw.writableFinished && !job.finished) {
-      reply.log.info({ job: job.id }, 'client went away; cancelling its job');
-      void app.dimoo.jobs.cancel(job).catch(() => undefined);
-    }
-  };
-  reply.raw.on('close', onClose);
-  try {
-    await job.done;
-  } finally {
-    reply.raw.off('close', onClose);
-  }
-  if (job.status === 'succeeded') return job.result;
-  if (job.status === 'cancelled')
-    throw new RequestError('the job was cancelled', 'E_CANCELLED', 409);
-  const err = job.error!;
-  throw new RequestError(err.message, err.code, job.errorStatus ?? 400, err.param ?? undefined);
 }
 
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {

@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EditType, ImageInput, MaskSpec } from '../pipelines/types.js';
-import { awaitJob, ownerOf } from './app.js';
+import { awaitJob, ownerOf } from './context.js';
 import type { ModelEntry } from './backend.js';
 import { RequestError } from './errors.js';
 import {
@@ -27,10 +27,10 @@ import {
   optString,
   parseSampling,
   parseSize,
+  parseUnderstand,
   reqString,
   type Body,
 } from './params.js';
-import { parseUnderstand } from './routes-openai.js';
 import { SseStream } from './sse.js';
 import { requireVq } from './tasks.js';
 

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
-import { awaitJob, ownerOf } from './app.js';
+import { awaitJob, ownerOf } from './context.js';
 import type { ModelEntry } from './backend.js';
 import { RequestError } from './errors.js';
 import {
@@ -25,9 +25,9 @@ import {
   optChoice,
   optInt,
   optNumber,
-  parseCacheSchedule,
   parseSampling,
   parseSize,
+  parseUnderstand,
   reqString,
   type Body,
 } from './params.js';
@@ -60,15 +60,34 @@ async function imagesResponse(
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance): void {
-  const st = app.dimoo;
-  const { limits } = st;
+  registerModels(app);
+  registerImageGenerations(app);
+  registerImageEdits(app);
+  registerChatCompletions(app);
+}
 
-  const modelJson = (m: ModelEntry): Record<string, unknown> => ({
-    id: m.id,
-    object: 'model',
-    created: m.created,
-    owned_by: 'dimoo',
-  });
+function modelJson(m: ModelEntry): Record<string, unknown> {
+  return { id: m.id, object: 'model', created: m.created, owned_by: 'dimoo' };
+}
+
+/** Queues an image spec and answers in the Images API's format. */
+async function imageJob(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  model: ModelEntry,
+  spec: ImageJobSpec,
+  format: 'b64_json' | 'url',
+  meta: Record<string, unknown>,
+): Promise<unknown> {
+  const job = await app.dimoo.jobs.submit(model, spec, { meta, owner: ownerOf(req) });
+  const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
+  return imagesResponse(app, req, r.images, format);
+}
+
+/** GET /v1/models and /v1/models/:id: the models that can take jobs now. */
+function registerModels(app: FastifyInstance): void {
+  const st = app.dimoo;
   app.get('/v1/models', async () => ({
     object: 'list',
     data: (await st.jobs.models()).map(modelJson),
@@ -76,21 +95,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) =>
     modelJson(await st.jobs.resolveModel(req.params.id)),
   );
+}
 
-  /** Queues an image spec and answers in the Images API's format. */
-  const imageJob = async (
-    req: FastifyRequest,
-    reply: FastifyReply,
-    model: ModelEntry,
-    spec: ImageJobSpec,
-    format: 'b64_json' | 'url',
-    meta: Record<string, unknown>,
-  ): Promise<unknown> => {
-    const job = await st.jobs.submit(model, spec, { meta, owner: ownerOf(req) });
-    const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-    return imagesResponse(app, req, r.images, format);
-  };
-
+/** POST /v1/images/generations: text to image. */
+function registerImageGenerations(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/images/generations', async (req, reply) => {
     const b = asBody(req.body);
     const model = await st.jobs.resolveModel(b['model']);
@@ -107,9 +117,14 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       previewEvery: 0,
       shape: 'images',
     };
-    return imageJob(req, reply, model, spec, format, { width, height, n, steps: s.timesteps });
+    return imageJob(app, req, reply, model, spec, format, { width, height, n, steps: s.timesteps });
   });
+}
 
+/** POST /v1/images/edits: edit, inpaint, outpaint, retouch (multipart). */
+function registerImageEdits(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/images/edits', async (req, reply) => {
     const form = await readForm(req, ['image', 'mask', 'ref_image'], limits.maxPromptChars);
     const b = form.fields;
@@ -167,7 +182,7 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
         previewEvery: 0,
         shape: 'images',
       };
-      return imageJob(req, reply, model, spec, format, {
+      return imageJob(app, req, reply, model, spec, format, {
         width: size.width,
         height: size.height,
         n,
@@ -201,13 +216,18 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       ...(cfgImg !== undefined ? { cfgImg } : {}),
     };
     const spec: ImageJobSpec = { task: 'edit', params, n, previewEvery: 0, shape: 'images' };
-    return imageJob(req, reply, model, spec, format, {
+    return imageJob(app, req, reply, model, spec, format, {
       edit_type: editType,
       n,
       steps: s.timesteps,
     });
   });
+}
 
+/** POST /v1/chat/completions: image understanding, optionally streamed. */
+function registerChatCompletions(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/chat/completions', async (req, reply) => {
     const b = asBody(req.body);
     const m = await st.jobs.resolveModel(b['model']);
@@ -348,34 +368,4 @@ function parseMessages(v: unknown, maxChars: number): { question: string; image:
       'messages',
     );
   return { question, image: images[0]! };
-}
-
-export function parseUnderstand(
-  b: Body,
-  limits: { maxTokens: number; maxSteps: number },
-): Omit<UnderstandParams, 'question' | 'image'> {
-  const genLength =
-    optInt(b, 'max_tokens', 1, limits.maxTokens, 'maxTokens') ??
-    optInt(b, 'max_completion_tokens', 1, limits.maxTokens, 'maxTokens') ??
-    optInt(b, 'gen_length', 1, limits.maxTokens, 'maxTokens');
-  const p: Omit<UnderstandParams, 'question' | 'image'> = {};
-  const gl = genLength ?? Math.min(TASK_DEFAULTS.mmuGenLength, limits.maxTokens);
-  p.genLength = gl;
-  p.blockLength =
-    optInt(b, 'block_length', 1, limits.maxTokens) ?? Math.min(TASK_DEFAULTS.mmuBlockLength, gl);
-  p.steps =
-    optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
-    Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
-  const t = optNumber(b, 'temperature', 0, 100);
-  if (t !== undefined) p.temperature = t;
-  const c = optNumber(b, 'cfg_scale', 0, 100);
-  if (c !== undefined) p.cfgScale = c;
-  const seed = optInt(b, 'seed', 0, 0xffffffff);
-  if (seed !== undefined) p.seed = seed;
-  const rm = optChoice(b, 'remasking', ['low_confidence', 'random'] as const);
-  if (rm) p.remasking = rm;
-  const uc = optBoolOrChoice(b, 'use_cache', ['dual', 'ml-cache'] as const);
-  if (uc !== undefined) p.useCache = uc;
-  if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
-  return p;
 }

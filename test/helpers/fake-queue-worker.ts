@@ -6,10 +6,10 @@
  */
 import { Command } from 'commander';
 import { WorkerDimoo } from '../../src/runtime/worker-dimoo.js';
-import { registerWorkerCommand } from '../../src/server/cluster/worker-command.js';
+import { registerWorkerCommand } from '../../src/cli/commands/worker.js';
 
 const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-const FAKE = new URL(`../../src/runtime/fake-dimoo${EXT}`, import.meta.url);
+const FAKE = new URL(`./fake-dimoo${EXT}`, import.meta.url);
 
 if (process.env['DIMOO_FAKE_WORKER'] === '1') main();
 

@@ -8,9 +8,11 @@ import type { Writable } from 'node:stream';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DimooError } from '../../errors.js';
 import type { DimooApi, LoadOptions } from '../../pipelines/types.js';
-import { DEFAULT_LIMITS } from '../limits.js';
-import { parseRedisUrl } from './redis.js';
-import { startQueueWorker, type RunningQueueWorker, type WorkerLog } from './worker.js';
+import type { RunningQueueWorker, WorkerLog } from '../../server/cluster/worker.js';
+
+/** The server's defaults (limits.ts), repeated so --help loads no server code. */
+const RESULTS_TTL_S = 3600;
+const JOB_TIMEOUT_S = 900;
 
 export interface WorkerCommandContext {
   stdout: Writable;
@@ -91,13 +93,13 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
         '--results-ttl <s>',
         'keep results this many seconds',
         int('--results-ttl', 1, 30 * 86400),
-        DEFAULT_LIMITS.retentionMs / 1000,
+        RESULTS_TTL_S,
       )
       .option(
         '--job-timeout <s>',
         'cancel a job running longer than this',
         int('--job-timeout', 1, 7 * 86400),
-        DEFAULT_LIMITS.jobTimeoutMs / 1000,
+        JOB_TIMEOUT_S,
       )
       .option(
         '--drain-timeout <s>',
@@ -118,6 +120,9 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
       .action(async (f: WorkerFlags) => {
         if (f.device !== undefined && f.device !== 'cpu' && f.device !== 'webgpu')
           throw new DimooError('--device must be cpu or webgpu', 'E_PARAM');
+        // Loaded here so other commands (and --help) never load BullMQ, fastify or sharp.
+        const { parseRedisUrl } = await import('../../server/cluster/redis.js');
+        const { startQueueWorker } = await import('../../server/cluster/worker.js');
         const redis = parseRedisUrl(f.queue);
         const log = jsonLog(ctx.stdout, f.logLevel);
         const lo: LoadOptions = {};
