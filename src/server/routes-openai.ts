@@ -21,7 +21,6 @@ import {
   asBody,
   EDIT_TYPES,
   optBool,
-  optBoolOrChoice,
   optChoice,
   optInt,
   optNumber,
