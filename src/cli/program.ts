@@ -19,6 +19,7 @@ import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
+import { registerTrain } from './commands/train.js';
 import { registerServeCommand } from '../server/serve-command.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
@@ -65,6 +66,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerDemo(program, ctx);
   registerServeCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
+  registerTrain(program, ctx);
   return program;
 }
 

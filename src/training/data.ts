@@ -298,7 +298,10 @@ export async function loadTrainingData(
     for (let i = 0; i < lines[f]!.length; i++) {
       const line = lines[f]![i]!;
       done++;
-      if (line.trim() === '') continue;
+      if (line.trim() === '') {
+        opts.onLine?.(done, total);
+        continue;
+      }
       const where = `${file}:${i + 1}`;
       try {
         records.push(await parseLine(line, where, baseDir, ctx));

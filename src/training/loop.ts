@@ -148,6 +148,44 @@ export function checkTrainerConfig(c: TrainerConfig): void {
   }
 }
 
+/** Checks the settings against the data size: batches per epoch and total steps. */
+export function planRun(
+  records: number,
+  config: TrainerConfig,
+  startStep = 0,
+): { batchesPerEpoch: number; totalSteps: number } {
+  checkTrainerConfig(config);
+  const batchesPerEpoch = Math.floor(records / config.batchSize);
+  if (batchesPerEpoch === 0) {
+    throw new DimooError(
+      `--batch-size ${config.batchSize} needs at least that many records; the data has ${records}`,
+      'E_PARAM',
+    );
+  }
+  const totalSteps =
+    config.steps ?? Math.floor(((config.epochs ?? 1) * batchesPerEpoch) / config.gradAccum);
+  if (totalSteps < 1) {
+    throw new DimooError(
+      `${config.epochs ?? 1} epoch(s) of ${batchesPerEpoch} batch(es) make no step of --grad-accum ${config.gradAccum} micro-batches; raise --epochs or give --steps`,
+      'E_PARAM',
+    );
+  }
+  checkSchedule({
+    kind: config.lrSchedule,
+    lr: config.lr,
+    minLr: config.minLr,
+    warmupSteps: config.warmupSteps,
+    totalSteps,
+  });
+  if (!Number.isSafeInteger(startStep) || startStep < 0 || startStep > totalSteps) {
+    throw new DimooError(
+      `cannot start at step ${startStep} of a ${totalSteps}-step run`,
+      'E_PARAM',
+    );
+  }
+  return { batchesPerEpoch, totalSteps };
+}
+
 export class TrainLoop {
   readonly totalSteps: number;
   readonly batchesPerEpoch: number;
@@ -160,31 +198,10 @@ export class TrainLoop {
     readonly config: TrainerConfig,
     opts: { startStep?: number } = {},
   ) {
-    checkTrainerConfig(config);
-    const n = data.records.length;
-    this.batchesPerEpoch = Math.floor(n / config.batchSize);
-    if (this.batchesPerEpoch === 0) {
-      throw new DimooError(
-        `--batch-size ${config.batchSize} needs at least that many records; the data has ${n}`,
-        'E_PARAM',
-      );
-    }
-    this.totalSteps =
-      config.steps ?? Math.floor(((config.epochs ?? 1) * this.batchesPerEpoch) / config.gradAccum);
-    if (this.totalSteps < 1) {
-      throw new DimooError(
-        `${config.epochs ?? 1} epoch(s) of ${this.batchesPerEpoch} batch(es) make no step of --grad-accum ${config.gradAccum} micro-batches; raise --epochs or give --steps`,
-        'E_PARAM',
-      );
-    }
-    checkSchedule(this.schedule());
+    const plan = planRun(data.records.length, config, opts.startStep ?? 0);
+    this.batchesPerEpoch = plan.batchesPerEpoch;
+    this.totalSteps = plan.totalSteps;
     this.current = opts.startStep ?? 0;
-    if (!Number.isSafeInteger(this.current) || this.current < 0 || this.current > this.totalSteps) {
-      throw new DimooError(
-        `cannot start at step ${this.current} of a ${this.totalSteps}-step run`,
-        'E_PARAM',
-      );
-    }
   }
 
   /** Optimiser steps taken so far. */
