@@ -20,6 +20,7 @@ import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
 import { registerTrain } from './commands/train.js';
+import { registerLora } from './commands/lora.js';
 import { registerServeCommand } from '../server/serve-command.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
@@ -67,6 +68,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerServeCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
   registerTrain(program, ctx);
+  registerLora(program, ctx);
   return program;
 }
 

@@ -14,6 +14,7 @@ import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
 import type { LladaConfig } from './config.js';
 import { createSession, requireFp16, type Device } from './device.js';
+import { loadLoraAdapters, type LoraRef } from './lora.js';
 import { ropeInvFreq, ropeTables } from './rope.js';
 import {
   buildTransformerGraph,
@@ -76,6 +77,8 @@ export interface TransformerLoadOptions {
    * float16 (logits off by ~1e-2, see docs/gpu.md).
    */
   precision?: 'fp32' | 'fp16' | 'fp16-compute';
+  /** LoRA adapters (PEFT folders) added to the linears on the fly. */
+  lora?: readonly LoraRef[];
 }
 
 /**
@@ -216,6 +219,7 @@ export class Transformer {
     };
     const device = opts.device ?? 'cpu';
     const precision = opts.precision ?? 'fp32';
+    const adapters = opts.lora?.length ? loadLoraAdapters(opts.lora, c) : undefined;
     if (precision !== 'fp32') await requireFp16(device, precision);
     const bytes = buildTransformerGraph({
       config: c,
@@ -225,6 +229,7 @@ export class Transformer {
       accuracyLevel: opts.accuracyLevel,
       headChunkBytes: opts.headChunkBytes,
       padEmptyReductions: device === 'webgpu',
+      lora: adapters ? (name) => adapters.get(name) : undefined,
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
