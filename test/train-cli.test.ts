@@ -286,3 +286,93 @@ test('bad data lines stop before any step, naming file and line; --skip-bad coun
   assert.match(s.stderr, /training 1 records \(1 bad lines skipped\)/);
   assert.equal(steps(s.stdout).length, 1);
 });
+
+test('image files: dimoo encode --items pre-tokenizes a data set; training on it equals encoding on the fly', async () => {
+  const sharp = (await import('sharp')).default;
+  const d = path.join(tmp, 'imgs');
+  fs.mkdirSync(d, { recursive: true });
+  const px = Buffer.alloc(64 * 48 * 3);
+  for (let i = 0; i < px.length; i++) px[i] = (i * 37) % 251;
+  await sharp(px, { raw: { width: 64, height: 48, channels: 3 } })
+    .png()
+    .toFile(path.join(d, 'a.png'));
+  const data = path.join(d, 'items.jsonl');
+  fs.writeFileSync(
+    data,
+    [
+      {
+        system_prompt: 'Generate an image according to the text prompt.',
+        user_prompt: 'a red fox',
+        answer_image: 'a.png',
+      },
+      {
+        system_prompt: 's',
+        user_prompt: 'what is in the picture',
+        user_image: 'a.png',
+        answer_text: 'a fox',
+      },
+      { system_prompt: 's', user_prompt: 'x', answer_image: 'missing.png' },
+    ]
+      .map((r) => JSON.stringify(r))
+      .join('\n') + '\n',
+  );
+  const encoded = path.join(tmp, 'enc', 'items.jsonl');
+  fs.mkdirSync(path.dirname(encoded), { recursive: true });
+  const e = await run([
+    'encode',
+    '--model',
+    model,
+    '--items',
+    data,
+    '--tokens-dir',
+    path.join(tmp, 'enc', 'grids'),
+    '--tokens-out',
+    encoded,
+    '--json',
+    '--no-progress',
+    '--threads',
+    '1',
+  ]);
+  assert.equal(e.code, 0, e.stderr);
+  const summary = JSON.parse(e.stdout) as {
+    records: number;
+    encoded: number;
+    skipped: Array<{ where: string }>;
+  };
+  assert.equal(summary.records, 2);
+  assert.equal(summary.encoded, 1, 'the shared image is encoded once');
+  assert.deepEqual(
+    summary.skipped.map((s) => s.where),
+    [`${data}:3`],
+  );
+  const recs = fs
+    .readFileSync(encoded, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, string>);
+  assert.match(recs[0]!.answer_image!, /^grids\/a-[0-9a-f]{10}\.json$/);
+  assert.equal(recs[1]!.user_image, recs[0]!.answer_image);
+
+  // The same two records with the image file itself: encoded on the fly by dimoo train.
+  fs.writeFileSync(data, fs.readFileSync(data, 'utf8').split('\n').slice(0, 2).join('\n') + '\n');
+  const args = [
+    '--model',
+    model,
+    '--steps',
+    '2',
+    '--batch-size',
+    '2',
+    '--json',
+    '--no-progress',
+    '--threads',
+    '1',
+    '--lr',
+    '1e-3',
+  ];
+  const a = await run(['train', ...args, '--data', encoded, '--out', path.join(tmp, 'enc-a')]);
+  const b = await run(['train', ...args, '--data', data, '--out', path.join(tmp, 'enc-b')]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(b.code, 0, b.stderr);
+  const pick = (s: string) => steps(s).map((r) => [r.loss, r.gradNorm]);
+  assert.deepEqual(pick(b.stdout), pick(a.stdout));
+});
