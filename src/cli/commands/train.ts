@@ -267,6 +267,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
       where: string,
       baseDir: string,
     ): Promise<PixelGrid> => {
+      if (ctx.signal.aborted) throw new CancelledError();
       if (typeof value !== 'string' || path.extname(value).toLowerCase() === IMAGE_GRID_EXT) {
         return defaultResolveImage(value, where, baseDir);
       }
@@ -312,6 +313,8 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     let trainer: Trainer;
     try {
       trainer = await TrainerClass.create(opts);
+    } catch (e) {
+      throw ctx.signal.aborted ? new CancelledError() : e;
     } finally {
       bar.stop();
       if (api) await api.dispose();
@@ -341,6 +344,8 @@ async function trainLoop(
   );
   fs.mkdirSync(f.out, { recursive: true });
   const log = path.join(f.out, 'log.jsonl');
+  // A fresh run starts its own log; a resumed one continues it.
+  if (f.resume === undefined) fs.writeFileSync(log, '');
   let lastSaved = trainer.step;
   const save = async (why: string): Promise<string> => {
     const dir = path.join(f.out, `checkpoint-${trainer.step}`);
