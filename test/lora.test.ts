@@ -17,6 +17,7 @@ import { openCheckpoint } from '../src/models/checkpoint.js';
 import { loadLoraAdapters, parseLoraRef } from '../src/models/lora.js';
 import { Transformer } from '../src/models/transformer.js';
 import { Prng } from '../src/samplers/prng.js';
+import { FakeDimoo } from '../src/runtime/fake-dimoo.js';
 import { writeRunFolder, type LoraSettings } from '../src/training/save.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 
@@ -212,4 +213,36 @@ test('dimoo train --lora writes a PEFT adapter that --lora loads (B starts at ze
   // One step moved B off zero, so the adapted model differs from the base.
   const d = maxDiff(await logits(base.dir), await logits(base.dir, [{ dir }]));
   assert.ok(d > 0, 'a trained adapter changes the logits');
+});
+
+test('--lora DIR[:SCALE] on an inference command reaches the model load', async () => {
+  let seen: unknown;
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const ctx: CliContext = {
+    stdout,
+    stderr,
+    loadModel: (dir, opts) => {
+      seen = opts.lora;
+      return FakeDimoo.load(dir, { stepMs: 1 });
+    },
+    signal: new AbortController().signal,
+    env: {},
+    home: tmp,
+  };
+  const args = [
+    'generate',
+    '--model',
+    tmp,
+    '--prompt',
+    'x',
+    '--json',
+    '--lora',
+    'a',
+    '--lora',
+    'b/c:0.5',
+  ];
+  const code = await runCli([...args, '--width', '32', '--height', '32', '--timesteps', '1'], ctx);
+  assert.equal(code, 0, stderr.text);
+  assert.deepEqual(seen, [{ dir: 'a' }, { dir: 'b/c', scale: 0.5 }]);
 });
