@@ -13,11 +13,11 @@ import { Writable } from 'node:stream';
 import { runCli } from '../src/cli/program.js';
 import type { CliContext } from '../src/cli/context.js';
 import { loadDimoo } from '../src/cli/model.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
-import { loadLoraAdapters, parseLoraRef } from '../src/models/lora.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { loadLoraAdapters, parseLoraRef } from '../src/checkpoint/lora.js';
 import { Transformer } from '../src/models/transformer.js';
 import { Prng } from '../src/samplers/prng.js';
-import { FakeDimoo } from '../src/runtime/fake-dimoo.js';
+import { FakeDimoo } from './helpers/fake-dimoo.js';
 import { writeRunFolder, type LoraSettings } from '../src/training/save.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 

@@ -13,8 +13,8 @@ import { Writable } from 'node:stream';
 import { runCli } from '../src/cli/program.js';
 import type { CliContext } from '../src/cli/context.js';
 import { loadDimoo } from '../src/cli/model.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
-import { readTensorFloat32 } from '../src/models/safetensors.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { readTensorFloat32 } from '../src/checkpoint/safetensors.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 
 class Capture extends Writable {

@@ -4,9 +4,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { TextTokenizer } from '../src/models/tokenizer.js';
-import { loadLladaConfig } from '../src/models/config.js';
-import { loadVqConfig } from '../src/models/vq/config.js';
-import { resolveSpecialTokens } from '../src/models/special-tokens.js';
+import { loadLladaConfig } from '../src/checkpoint/config.js';
+import { loadVqConfig } from '../src/checkpoint/vq-config.js';
+import { resolveSpecialTokens } from '../src/checkpoint/special-tokens.js';
 import { DimooError } from '../src/errors.js';
 import {
   collate,

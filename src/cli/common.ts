@@ -17,7 +17,7 @@ import type { CliContext } from './context.js';
 import { CACHE, LIMITS } from './defaults.js';
 import { requireVq, withModel } from './model.js';
 import { choiceOpt, intOpt, numOpt } from './options.js';
-import { parseLoraRef, type LoraRef } from '../models/lora.js';
+import { parseLoraRef, type LoraRef } from '../checkpoint/lora.js';
 
 /** Repeatable --lora DIR[:SCALE]. */
 export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => [

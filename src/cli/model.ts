@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { DimooError } from '../errors.js';
 import type { DimooApi, LoadOptions } from '../pipelines/types.js';
-import type { LoraRef } from '../models/lora.js';
+import type { LoraRef } from '../checkpoint/lora.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 

@@ -21,7 +21,7 @@ import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
 import { registerTrain } from './commands/train.js';
 import { registerLora } from './commands/lora.js';
-import { registerServeCommand } from '../server/serve-command.js';
+import { registerServeCommand } from './commands/serve.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
 function packageVersion(): string {

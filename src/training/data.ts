@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError, isDimooError } from '../errors.js';
-import type { SpecialTokens } from '../models/special-tokens.js';
+import type { SpecialTokens } from '../checkpoint/special-tokens.js';
 import {
   IGNORE,
   answerText,

@@ -25,7 +25,7 @@
  *   await trainer.run({ signal, onStep })           until done or aborted (between steps)
  */
 import { DimooError } from '../errors.js';
-import type { SpecialTokens } from '../models/special-tokens.js';
+import type { SpecialTokens } from '../checkpoint/special-tokens.js';
 import { Prng } from '../samplers/prng.js';
 import { collate, labelCount, recordLayout, type Batch, type TrainRecord } from './data.js';
 import { prngChoices } from './recipe.js';

@@ -20,9 +20,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
-import { expectedTensors, INDEX_FILE, type Checkpoint } from '../models/checkpoint.js';
-import { f32ToBf16 } from '../models/dtypes.js';
-import { planShards, shardFileName } from '../models/random-checkpoint.js';
+import { expectedTensors, INDEX_FILE, type Checkpoint } from '../checkpoint/layout.js';
+import { f32ToBf16 } from '../checkpoint/dtypes.js';
+import { planShards, shardFileName } from '../tools/random-checkpoint.js';
 import {
   numel,
   readTensorBytes,
@@ -30,7 +30,7 @@ import {
   SafetensorsFile,
   writeSafetensors,
   type WriteEntry,
-} from '../models/safetensors.js';
+} from '../checkpoint/safetensors.js';
 import type { TrainerConfig } from './loop.js';
 
 export type SaveDtype = 'bf16' | 'float32';

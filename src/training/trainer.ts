@@ -15,10 +15,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError, isDimooError } from '../errors.js';
-import { openCheckpoint, type Checkpoint } from '../models/checkpoint.js';
-import { resolveSpecialTokens, type SpecialTokens } from '../models/special-tokens.js';
+import { openCheckpoint } from '../checkpoint/folder.js';
+import type { Checkpoint } from '../checkpoint/layout.js';
+import { resolveSpecialTokens, type SpecialTokens } from '../checkpoint/special-tokens.js';
 import { TextTokenizer } from '../models/tokenizer.js';
-import { loadVqConfig } from '../models/vq/config.js';
+import { loadVqConfig } from '../checkpoint/vq-config.js';
 import { createTrainEngine, type TrainEngine } from './engine.js';
 import {
   loadTrainingData,

@@ -8,9 +8,9 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { DimooError } from '../../errors.js';
-import { openCheckpoint } from '../../models/checkpoint.js';
-import { loadLoraAdapters, mergeLoraWeight, type LoraRef } from '../../models/lora.js';
-import { readTensorFloat32 } from '../../models/safetensors.js';
+import { openCheckpoint } from '../../checkpoint/folder.js';
+import { loadLoraAdapters, mergeLoraWeight, type LoraRef } from '../../checkpoint/lora.js';
+import { readTensorFloat32 } from '../../checkpoint/safetensors.js';
 import { writeRunFolder, type SaveDtype } from '../../training/save.js';
 import { loraOpt } from '../common.js';
 import type { CliContext } from '../context.js';

@@ -13,7 +13,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
-import { expectedTensors } from './checkpoint.js';
+import { expectedTensors } from './layout.js';
 import type { LladaConfig } from './config.js';
 import { readTensorFloat32, SafetensorsFile } from './safetensors.js';
 
