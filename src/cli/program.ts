@@ -19,6 +19,8 @@ import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
+import { registerTrain } from './commands/train.js';
+import { registerLora } from './commands/lora.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerWorkerCommand } from './commands/worker.js';
 
@@ -67,6 +69,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerServeCommand(program, ctx);
   registerWorkerCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
+  registerTrain(program, ctx);
+  registerLora(program, ctx);
   return program;
 }
 

@@ -8,6 +8,7 @@ import type { Writable } from 'node:stream';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DimooError } from '../../errors.js';
 import type { DimooApi, LoadOptions } from '../../pipelines/types.js';
+import { parseLoraRef, type LoraRef } from '../../checkpoint/lora.js';
 import type { RunningQueueWorker, WorkerLog } from '../../server/cluster/worker.js';
 
 /** The server's defaults (limits.ts), repeated so --help loads no server code. */
@@ -28,6 +29,7 @@ interface WorkerFlags {
   concurrency: number;
   threads?: number;
   device?: string;
+  lora?: LoraRef[];
   results?: string;
   resultsTtl: number;
   jobTimeout: number;
@@ -85,6 +87,11 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
         int('--threads', 1, 1024),
       )
       .option('--device <cpu|webgpu>', 'execution device')
+    .option(
+      '--lora <dir[:scale]>',
+      'add a LoRA adapter (PEFT folder) on the fly; repeat for several',
+      (raw: string, prev: LoraRef[] | undefined) => [...(prev ?? []), parseLoraRef(raw)],
+    )
       .option(
         '--results <dir>',
         'write result PNGs to this folder shared with the API servers (default: in Redis)',
@@ -128,6 +135,7 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
         const lo: LoadOptions = {};
         if (f.threads !== undefined) lo.threads = f.threads;
         if (f.device !== undefined) lo.device = f.device as 'cpu' | 'webgpu';
+      if (f.lora !== undefined && f.lora.length > 0) lo.lora = f.lora;
         const models: DimooApi[] = [];
         let worker: RunningQueueWorker | null = null;
         try {
