@@ -96,6 +96,10 @@ describe('queue: the HTTP API through Redis and workers', () => {
       m.data.map((x: any) => x.id),
       [MODEL],
     );
+    const h = await json(await fetch(base + '/healthz'));
+    assert.equal(h.status, 'ok');
+    assert.equal(h.model, MODEL);
+    assert.equal(h.models[0].workers, 1);
     const j = await createJob(base, gen(7, 8, { preview_every: 2 }));
     assert.equal(j.status, 'queued');
     const events = await readSse(await fetch(base + j.events_url));

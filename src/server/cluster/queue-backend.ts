@@ -469,6 +469,10 @@ export class QueueBackend implements JobBackend {
       ok: true,
       body: {
         status: 'ok',
+        // The embedded server's fields (the web page shows them), summed over the live models.
+        model: out.map((m) => m.id).join(', ') || 'none (no live worker)',
+        device: [...new Set(out.map((m) => m.device))].join(', ') || 'none',
+        has_vq: out.length > 0 && out.every((m) => m.has_vq),
         queue: this.o.redis.display,
         models: out,
         max_waiting: this.o.limits.maxQueue,
