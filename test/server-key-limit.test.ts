@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- response JSON is checked field by field */
 /**
  * `--max-jobs-per-key`: unfinished jobs per API key, counted by the API
  * server in front of any backend (here the embedded one, fake model).
