@@ -77,6 +77,13 @@ export interface TrainGraphOptions {
   /** Full fine-tuning (every weight a trainable input) or LoRA adapters on a frozen base. */
   lora?: LoraGraphSpec;
   maskPadding?: boolean;
+  /**
+   * Float32 lanes of the loss's softmax sum (default 8: PyTorch's AVX2 CPU kernel,
+   * which the golden references ran; see Tape.crossEntropy). 0: ORT's LogSoftmax.
+   */
+  softmaxLanes?: number;
+  /** How the lanes are summed in order (see Tape.crossEntropy): 'cumsum' (CPU, default) or 'matmul' (WebGPU). */
+  laneSum?: 'cumsum' | 'matmul';
   /** MatMulNBits accuracy_level for quantized bases (default 0: float activations). */
   accuracyLevel?: number;
 }
@@ -87,7 +94,11 @@ export interface TrainGraph {
   trainable: TrainableTensor[];
 }
 
-const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
+const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = {
+  BF16: 'bfloat16',
+  F16: 'float16',
+  F32: 'float32',
+};
 
 /** Large negative score for masked keys (exp underflows to exactly 0; no inf arithmetic). */
 export const MASKED_SCORE = -1e30;
@@ -124,7 +135,8 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     return t.wrap(src.dtype === 'F32' ? w : g.cast(w, 'float32'), src.shape);
   };
   /** A weight (or bias/norm) as the graph uses it: trainable input in full FT, frozen otherwise. */
-  const param = (name: string, shape: number[]): TVal => (full ? trainableInput(name, shape) : frozen(name));
+  const param = (name: string, shape: number[]): TVal =>
+    full ? trainableInput(name, shape) : frozen(name);
 
   const loraTargets = new Set((opts.lora?.targets ?? []).map((x) => LORA_TARGETS[x]));
   /** x [N, K] through a block linear `prefix` (+ LoRA when targeted). */
@@ -135,17 +147,30 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const q = full ? undefined : opts.quantized?.(wName);
     if (q) {
       const blocks = q.K / q.blockSize;
-      const data = g.external(`${wName}.q${q.bits}#${extCount++}`, 'uint8', [q.N, blocks, (q.blockSize * q.bits) / 8], {
-        location: q.data.location,
-        offset: q.data.byteOffset,
-        length: q.data.byteLength,
-      });
+      const data = g.external(
+        `${wName}.q${q.bits}#${extCount++}`,
+        'uint8',
+        [q.N, blocks, (q.blockSize * q.bits) / 8],
+        {
+          location: q.data.location,
+          offset: q.data.byteOffset,
+          length: q.data.byteLength,
+        },
+      );
       const scales = g.external(`${wName}.scales#${extCount++}`, 'float32', [q.N * blocks], {
         location: q.scales.location,
         offset: q.scales.byteOffset,
         length: q.scales.byteLength,
       });
-      y = t.linearQuantized(x, { data, scales, N: q.N, K: q.K, bits: q.bits, blockSize: q.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
+      y = t.linearQuantized(x, {
+        data,
+        scales,
+        N: q.N,
+        K: q.K,
+        bits: q.bits,
+        blockSize: q.blockSize,
+        accuracyLevel: opts.accuracyLevel ?? 0,
+      });
       if (b) y = t.add(y, b);
     } else {
       y = t.linear(x, param(wName, [outDim, inDim]), b);
@@ -235,7 +260,10 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const v = linear(h, `${b}.v_proj`, kvDim, D, qkvBias);
     // [N, heads*hd] -> [B, nKv, rep, L, hd]; query head j uses kv head floor(j / rep).
     const toHeads = (z: TVal, r: number): TVal => {
-      return t.transpose(t.reshapeTo(z, shapeBL(nKv, r, hd), ['B', 'L', nKv, r, hd]), [0, 2, 3, 1, 4]);
+      return t.transpose(
+        t.reshapeTo(z, shapeBL(nKv, r, hd), ['B', 'L', nKv, r, hd]),
+        [0, 2, 3, 1, 4],
+      );
     };
     const qh = rope(toHeads(q, rep), cos, sin);
     const kh = rope(toHeads(k, 1), cos, sin);
@@ -246,7 +274,10 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const merged = t.reshape(t.transpose(ctx, [0, 3, 1, 2, 4]), [-1, D], ['N', D]);
     const hRes = t.add(x, linear(merged, `${b}.attn_out`, D, D, c.includeBias));
     const f = rmsNorm(hRes, `${b}.ff_norm.weight`);
-    const act = t.mul(t.silu(linear(f, `${b}.ff_proj`, H, D, c.includeBias)), linear(f, `${b}.up_proj`, H, D, c.includeBias));
+    const act = t.mul(
+      t.silu(linear(f, `${b}.ff_proj`, H, D, c.includeBias)),
+      linear(f, `${b}.up_proj`, H, D, c.includeBias),
+    );
     x = t.add(hRes, linear(act, `${b}.ff_out`, D, H, c.includeBias));
   }
   const final = rmsNorm(x, `${pre}.ln_f.weight`);
@@ -256,30 +287,46 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
   let logits: TVal;
   if (c.weightTying) {
     if (!full) throw new Error('train graph: LoRA over a weight-tied checkpoint is not supported');
-    logits = t.linear(rows, params.find((p) => p.name === embName)!);
+    logits = t.linear(
+      rows,
+      params.find((p) => p.name === embName)!,
+    );
   } else {
     const headName = `${pre}.ff_out.weight`;
     const qHead = full ? undefined : opts.quantized?.(headName);
     const hb = c.includeBias ? param(`${pre}.ff_out.bias`, [V]) : undefined;
     if (qHead) {
       const blocks = qHead.K / qHead.blockSize;
-      const data = g.external(`${headName}.q${qHead.bits}#${extCount++}`, 'uint8', [qHead.N, blocks, (qHead.blockSize * qHead.bits) / 8], {
-        location: qHead.data.location,
-        offset: qHead.data.byteOffset,
-        length: qHead.data.byteLength,
-      });
+      const data = g.external(
+        `${headName}.q${qHead.bits}#${extCount++}`,
+        'uint8',
+        [qHead.N, blocks, (qHead.blockSize * qHead.bits) / 8],
+        {
+          location: qHead.data.location,
+          offset: qHead.data.byteOffset,
+          length: qHead.data.byteLength,
+        },
+      );
       const scales = g.external(`${headName}.scales#${extCount++}`, 'float32', [qHead.N * blocks], {
         location: qHead.scales.location,
         offset: qHead.scales.byteOffset,
         length: qHead.scales.byteLength,
       });
-      logits = t.linearQuantized(rows, { data, scales, N: qHead.N, K: qHead.K, bits: qHead.bits, blockSize: qHead.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
+      logits = t.linearQuantized(rows, {
+        data,
+        scales,
+        N: qHead.N,
+        K: qHead.K,
+        bits: qHead.bits,
+        blockSize: qHead.blockSize,
+        accuracyLevel: opts.accuracyLevel ?? 0,
+      });
       if (hb) logits = t.add(logits, hb);
     } else {
       logits = t.linear(rows, param(headName, [V, D]), hb);
     }
   }
-  const nll = t.crossEntropy(logits, labelIds); // [M]
+  const nll = t.crossEntropy(logits, labelIds, opts.softmaxLanes ?? 8, opts.laneSum ?? 'cumsum'); // [M]
   const lossSum = t.reduceSum(nll, [0], false);
   g.output(lossSum, TRAIN_OUTPUTS.lossSum, 'float32', []);
 
@@ -289,5 +336,10 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const gr = grads[i];
     g.output(gr ? g.add(acc, gr) : g.identity(acc), TRAIN_OUTPUTS.grad(p.name), 'float32', p.shape);
   });
-  return { bytes: g.toBytes(`DiMOO training graph: ${c.nLayers} layers, d_model ${c.dModel}${opts.lora ? `, LoRA r=${opts.lora.r}` : ''}`), trainable };
+  return {
+    bytes: g.toBytes(
+      `DiMOO training graph: ${c.nLayers} layers, d_model ${c.dModel}${opts.lora ? `, LoRA r=${opts.lora.r}` : ''}`,
+    ),
+    trainable,
+  };
 }
