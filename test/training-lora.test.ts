@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { quantizeCheckpoint } from '../src/models/quantize.js';
+import { quantizeCheckpoint } from '../src/tools/quantize.js';
 import {
   createTrainEngine,
   peftKeys,
