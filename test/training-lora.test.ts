@@ -161,3 +161,40 @@ for (const bits of [8, 4] as const) {
     );
   });
 }
+
+test('recomputed blocks (gradient checkpointing) give the same loss and gradients', async () => {
+  for (const lora of [undefined, { r: 4, alpha: 8, targets: ['q', 'up', 'down'] }]) {
+    const run = (recompute: boolean) =>
+      createTrainEngine({ model: goldenCheckpointDir(), threads: 1, lora, recompute }).then((e) =>
+        withEngine(e, async () => {
+          if (lora) {
+            // Non-zero B, so every adapter gradient is non-zero.
+            await e.accumulate(batch, 1 / count);
+            await e.step(opt);
+          }
+          const { lossSum } = await e.accumulate(batch, 1 / count);
+          return { lossSum, grads: e.gradients() };
+        }),
+      );
+    const plain = await run(false);
+    const recomputed = await run(true);
+    assert.ok(
+      Math.abs(plain.lossSum - recomputed.lossSum) <= 1e-6 * Math.abs(plain.lossSum),
+      `${lora ? 'LoRA' : 'full'} loss`,
+    );
+    assert.equal(recomputed.grads.size, plain.grads.size);
+    for (const [name, g] of plain.grads) {
+      const h = recomputed.grads.get(name)!;
+      let maxErr = 0;
+      let maxAbs = 0;
+      for (let i = 0; i < g.length; i++) {
+        maxErr = Math.max(maxErr, Math.abs(g[i]! - h[i]!));
+        maxAbs = Math.max(maxAbs, Math.abs(g[i]!));
+      }
+      assert.ok(
+        maxAbs > 0 && maxErr <= 1e-5 * maxAbs,
+        `${lora ? 'LoRA' : 'full'} ${name}: off by ${maxErr} of ${maxAbs}`,
+      );
+    }
+  }
+});

@@ -583,6 +583,35 @@ export class Tape {
     return this.wrap(this.g.op(op, inputs, attrs)[0]!, shape, dtype, false);
   }
 
+  // ---- recomputation ---------------------------------------------------------------
+
+  /**
+   * `fn(tape, ins)` with its activations recomputed in the backward pass
+   * (gradient checkpointing): the forward runs on a tape that records nothing,
+   * so ORT frees its intermediates; the backward runs `fn` again on a nested
+   * tape from the first input plus an exact zero made from the incoming
+   * gradient's shape (so ORT can neither merge the copy with the forward nor
+   * run it before the gradient exists) and differentiates that copy.
+   * `ins` holds every value of `fn` that needs a gradient (its activation
+   * input first, then trainable weights); frozen values may be captured.
+   */
+  checkpoint(ins: TVal[], fn: (t: Tape, ins: TVal[]) => TVal): TVal {
+    const quiet = new Tape(this.g, this.dtype);
+    const y = fn(
+      quiet,
+      ins.map((v) => quiet.wrap(v, v.shape, v.dtype, false)),
+    );
+    return this.rec(y, y.shape, ins, (gy) => {
+      const sub = new Tape(this.g, this.dtype);
+      const zero = this.g.cast(this.g.reduceSum(this.g.mul(this.g.shape(gy), this.g.constI64([0], [])), [0], false), ins[0]!.dtype);
+      const leaves = ins.map((v) => sub.wrap(v, v.shape, v.dtype, v.req));
+      const x0 = sub.wrap(this.g.add(ins[0]!, zero), ins[0]!.shape, ins[0]!.dtype, true);
+      const y2 = fn(sub, [x0, ...leaves.slice(1)]);
+      const grads = sub.gradients(y2, [x0, ...leaves.slice(1)], gy);
+      return grads;
+    });
+  }
+
   // ---- backward ------------------------------------------------------------------
 
   /**

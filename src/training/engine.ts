@@ -42,8 +42,21 @@ import type { QuantizedCheckpoint } from '../checkpoint/quantized.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import { readTensorFloat32, numel } from '../checkpoint/safetensors.js';
 import type { QuantizedLinearSource, WeightSource } from '../graph/transformer.js';
-import { ADAMW_SCALARS, buildAdamWGraph, buildSumSquaresGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
-import { buildTrainGraph, LORA_TARGETS, MASKED_SCORE, TRAIN_INPUTS, TRAIN_OUTPUTS, type LoraTarget, type TrainableTensor } from '../graph/train-graph.js';
+import {
+  ADAMW_SCALARS,
+  buildAdamWGraph,
+  buildSumSquaresGraph,
+  type AdamWScalar,
+} from '../graph/optimizer-graph.js';
+import {
+  buildTrainGraph,
+  LORA_TARGETS,
+  MASKED_SCORE,
+  TRAIN_INPUTS,
+  TRAIN_OUTPUTS,
+  type LoraTarget,
+  type TrainableTensor,
+} from '../graph/train-graph.js';
 import { Prng } from '../samplers/prng.js';
 
 export interface TrainBatch {
@@ -84,6 +97,12 @@ export interface TrainEngineOptions {
   maskPadding?: boolean;
   /** Seed of the LoRA A initialisation (default 0). */
   seed?: number;
+  /**
+   * Recompute each block's activations in the backward pass (gradient checkpointing):
+   * the memory of one block's activations instead of every block's, for ~1/3 more
+   * compute. Default: on for quantized bases (QLoRA), off otherwise.
+   */
+  recompute?: boolean;
 }
 
 export interface TensorState {
@@ -435,11 +454,17 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
   const c = ckpt.config;
   const quantized = (ckpt as Partial<QuantizedCheckpoint>).quantized;
   if (quantized && !opts.lora)
-    throw new DimooError(`${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`, E);
+    throw new DimooError(
+      `${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`,
+      E,
+    );
   // The training graph differentiates through MatMulNBits blocks only; int8 [K, N] channel
   // weights (dimoo quantize --format qgemm) would be misread as blocks.
   if (quantized && [...quantized.values()].some((q) => q.layout === 'channel'))
-    throw new DimooError(`${ckpt.dir}: a qgemm checkpoint (int8 per output channel) cannot be fine-tuned; quantize with --format nbits for QLoRA`, E);
+    throw new DimooError(
+      `${ckpt.dir}: a qgemm checkpoint (int8 per output channel) cannot be fine-tuned; quantize with --format nbits for QLoRA`,
+      E,
+    );
   const targets = opts.lora ? checkLora(opts.lora) : undefined;
   const device = opts.device ?? 'cpu';
   const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
@@ -485,6 +510,7 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
         ? { r: opts.lora.r, alpha: opts.lora.alpha, targets, names: peftKeys }
         : undefined,
     maskPadding: opts.maskPadding,
+    recompute: opts.recompute ?? quantized !== undefined,
     // Each provider gets the op that sums the loss's softmax terms in order (see Tape.crossEntropy).
     laneSum: device === 'webgpu' ? 'matmul' : 'cumsum',
   });
