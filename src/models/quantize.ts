@@ -31,6 +31,7 @@ import { blobBytes, quantizeRows, type QuantBits, type QuantizedRows, type Quant
 import { numel, SafetensorsFile, writeSafetensors, type TensorInfo, type WriteEntry } from './safetensors.js';
 import type { QuantizedLinear } from './transformer.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
+import { makeDirs } from '../util/fs-errors.js';
 
 export { dequantizeRows, quantizeRows, type QuantBits, type QuantSpec } from './quant-blocks.js';
 
@@ -106,7 +107,7 @@ export function blockSizeFor(K: number, requested: number): number {
 const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 function copyTree(src: string, dst: string): void {
-  fs.mkdirSync(dst, { recursive: true });
+  makeDirs(dst);
   for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
     const s = path.join(src, ent.name);
     const d = path.join(dst, ent.name);
@@ -209,7 +210,7 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
     }
     fs.rmSync(path.join(out, QUANT_MANIFEST), { force: true });
   }
-  fs.mkdirSync(out, { recursive: true });
+  makeDirs(out);
 
   const c = ckpt.config;
   const weightsFile = `model-q${bits}.safetensors`;

@@ -10,7 +10,11 @@
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { openCheckpoint, type Checkpoint } from '../models/checkpoint.js';
-import { resolveSpecialTokens, type SpecialTokens } from '../models/special-tokens.js';
+import {
+  requireSpecialTokens,
+  resolveSpecialTokens,
+  type SpecialTokens,
+} from '../models/special-tokens.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import { Transformer } from '../models/transformer.js';
 import { loadVqConfig, type VqConfig } from '../models/vq/config.js';
@@ -42,6 +46,7 @@ import {
   understandingPrompt,
 } from './prompts.js';
 import { runTextJob } from './text-engine.js';
+import { blameWeights, NonFiniteError } from '../models/nonfinite.js';
 import type {
   DimooApi,
   EditParams,
@@ -94,6 +99,7 @@ export class Dimoo implements DimooApi {
     const tokenizer = TextTokenizer.fromFile(ckpt.tokenizerPath);
     const vqConfig = ckpt.vqvaeDir ? loadVqConfig(ckpt.vqvaeDir) : undefined;
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
+    requireSpecialTokens(tokenizer, ckpt.tokenizerPath);
     const special = resolveSpecialTokens(tokenizer, ckpt.config, { codebookSize });
     const model = await Transformer.load(ckpt, {
       threads: opts.threads,
@@ -268,7 +274,7 @@ export class Dimoo implements DimooApi {
     const uncondIds = await this.encode(texts.uncondPrompt);
     // The original runs a single, unguided branch when cfg_scale is 0.
     const guided = cfg > 0;
-    const r = await runImageJob(
+    const r = await this.blameNonFinite(runImageJob(
       { model: this.model, special: this.special },
       {
         task,
@@ -281,7 +287,7 @@ export class Dimoo implements DimooApi {
         sampling,
       },
       o,
-    );
+    ));
     return this.finish(r.codes, gridH, gridW, r.promptIds, r.codeStart, r.stepMs);
   }
 
@@ -314,7 +320,7 @@ export class Dimoo implements DimooApi {
       this.special,
     );
     const guided = cfg > 0 || cfgImg > 0;
-    const r = await runImageJob(
+    const r = await this.blameNonFinite(runImageJob(
       { model: this.model, special: this.special },
       {
         task: 'edit',
@@ -327,7 +333,7 @@ export class Dimoo implements DimooApi {
         sampling,
       },
       o,
-    );
+    ));
     return this.finish(r.codes, out.gridH, out.gridW, r.promptIds, r.codeStart, r.stepMs);
   }
 
@@ -428,7 +434,7 @@ export class Dimoo implements DimooApi {
       { promptIds, imageCodes: Array.from(g.codes), gridH: g.gridH, gridW: g.gridW, genLength, layout: p.scriptLayout ? 'script' : 'single' },
       this.special,
     );
-    const r = await runTextJob(
+    const r = await this.blameNonFinite(runTextJob(
       this.model,
       {
         ...cache,
@@ -449,7 +455,7 @@ export class Dimoo implements DimooApi {
         decode: o.onProgress ? (ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }) : undefined,
       },
       o,
-    );
+    ));
     const ids = r.sampler.answerIds();
     return {
       text: await this.tokenizer.decode(ids, { skipSpecialTokens: true }),
@@ -458,6 +464,16 @@ export class Dimoo implements DimooApi {
       codeStart: layout.codeStart,
       stepMs: r.stepMs,
     };
+  }
+
+  /** NaN/Inf logits: say which weight holds them (scanned only now, on failure). */
+  private blameNonFinite<T>(run: Promise<T>): Promise<T> {
+    return run.catch((e: unknown) => {
+      if (e instanceof NonFiniteError) {
+        throw new DimooError(e.message + blameWeights(this.checkpoint.weights.values()), e.code);
+      }
+      throw e;
+    });
   }
 
   async dispose(): Promise<void> {
