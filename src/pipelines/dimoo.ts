@@ -65,7 +65,7 @@ import type {
   UnderstandParams,
   UnderstandResult,
 } from './types.js';
-import { checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTextCache } from './validate.js';
+import { checkBlockLayout, checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTextCache } from './validate.js';
 
 const E = 'E_PARAM';
 
@@ -418,10 +418,7 @@ export class Dimoo implements DimooApi {
     const genLength = checkInt('genLength', p.genLength ?? DEFAULTS.mmu.genLength, 1, LIMITS.maxGenLength);
     const blockLength = checkInt('blockLength', p.blockLength ?? Math.min(DEFAULTS.mmu.blockLength, genLength), 1, genLength);
     const steps = checkInt('steps', p.steps ?? Math.min(DEFAULTS.mmu.steps, genLength), 1, LIMITS.maxGenLength);
-    if (genLength % blockLength !== 0) throw new DimooError(`genLength (${genLength}) must be a multiple of blockLength (${blockLength})`, E);
-    if (steps % (genLength / blockLength) !== 0) {
-      throw new DimooError(`steps (${steps}) must be a multiple of the number of blocks (${genLength / blockLength})`, E);
-    }
+    checkBlockLayout(genLength, blockLength, steps);
     const temperature = checkNumber('temperature', p.temperature ?? DEFAULTS.mmu.temperature, 0, 100);
     const cfgScale = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.mmu.cfgScale, 0, 100);
     const remasking = p.remasking ?? 'low_confidence';

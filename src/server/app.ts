@@ -12,7 +12,7 @@ import Fastify, {
   type FastifyServerOptions,
 } from 'fastify';
 import type { DimooApi } from '../pipelines/types.js';
-import { RequestError, toHttpFailure } from './errors.js';
+import { clientErrorResponse, frameworkError, RequestError, toHttpFailure } from './errors.js';
 import { JobQueue, type Job } from './jobs.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { registerNativeRoutes } from './routes-native.js';
@@ -80,6 +80,56 @@ function presentedKey(headers: Record<string, string | string[] | undefined>): s
   return typeof x === 'string' ? x.trim() : undefined;
 }
 
+/** Host names that always mean this machine. */
+function isLoopbackName(host: string): boolean {
+  return (
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    host === '::1' ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+  );
+}
+
+/** "name" of a Host header value ("name:port", "[v6]:port"), lower case. */
+function hostName(host: string): string {
+  const h = host.trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(1, h.indexOf(']') > 0 ? h.indexOf(']') : undefined);
+  const i = h.lastIndexOf(':');
+  return i >= 0 && h.indexOf(':') === i ? h.slice(0, i) : h;
+}
+
+/**
+ * Without an API key: the Host must name this machine (a loopback name or the
+ * address the request arrived at), so a DNS name rebound to 127.0.0.1 is
+ * refused; an Origin, when a browser sends one, must be the server's own (or
+ * allowed with --cors).
+ */
+export function checkBrowserOrigin(
+  headers: Record<string, string | string[] | undefined>,
+  localAddress: string | undefined,
+  allowed: true | ReadonlySet<string>,
+): void {
+  const host = typeof headers['host'] === 'string' ? headers['host'] : '';
+  const name = hostName(host);
+  const local = (localAddress ?? '').toLowerCase().replace(/^::ffff:/, '');
+  if (!isLoopbackName(name) && name !== local) {
+    throw new RequestError(
+      `Host "${host}" is not this server's address; without an API key only loopback names or the address itself are served (DNS rebinding guard)`,
+      'E_FORBIDDEN',
+      403,
+    );
+  }
+  const origin = headers['origin'];
+  if (origin === undefined) return;
+  if (typeof origin === 'string' && origin.toLowerCase() === `http://${host.toLowerCase()}`) return;
+  if (allowed === true || (typeof origin === 'string' && allowed.has(origin))) return;
+  throw new RequestError(
+    `requests from the web page at ${JSON.stringify(origin)} are refused: without an API key only this server's own page may call it (allow other pages with --cors)`,
+    'E_FORBIDDEN',
+    403,
+  );
+}
+
 export function sendFailure(reply: FastifyReply, e: unknown): FastifyReply {
   const f = toHttpFailure(e);
   for (const [k, v] of Object.entries(f.headers)) reply.header(k, v);
@@ -135,6 +185,15 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     // Job ids and log lines use this; clients may pass their own for tracing.
     requestIdHeader: 'x-request-id',
     return503OnClosing: true,
+    // Errors raised before any route or hook runs leave in the documented shape too.
+    frameworkErrors: (err, _req, reply) => {
+      void sendFailure(reply, frameworkError(err));
+    },
+    clientErrorHandler: (err, socket) => {
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
+      if (socket.writable) socket.write(clientErrorResponse(err as NodeJS.ErrnoException));
+      socket.destroy();
+    },
   });
   const info = opts.api.info();
   const queue = new JobQueue({
@@ -176,10 +235,18 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     throwFileSizeLimit: true,
   });
 
+  const allowedOrigins =
+    opts.cors === true ? true : new Set([opts.cors ?? []].flat().filter((o) => o !== false));
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-content-type-options', 'nosniff');
     reply.header('x-request-id', req.id);
-    if (!opts.apiKey || req.method === 'OPTIONS' || isPublic(req.url)) return;
+    if (!opts.apiKey) {
+      // No key: any web page the user visits could otherwise drive this server
+      // (simple cross-origin POSTs need no preflight; a rebound DNS name reaches it).
+      checkBrowserOrigin(req.headers, req.socket.localAddress, allowedOrigins);
+      return;
+    }
+    if (req.method === 'OPTIONS' || isPublic(req.url)) return;
     const key = presentedKey(req.headers);
     if (key === undefined || !timingSafeEqual(digest(key), digest(opts.apiKey))) {
       reply.header('www-authenticate', 'Bearer');
@@ -200,7 +267,10 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       new RequestError(`no route for ${req.method} ${req.url.split('?')[0]}`, 'E_NOT_FOUND', 404),
     ),
   );
-  app.addHook('onClose', async () => {
+  // preClose runs before fastify waits for in-flight requests: cancelling the
+  // jobs first lets those requests end now (with a JSON error) instead of
+  // after every running and queued job has finished.
+  app.addHook('preClose', async () => {
     await queue.close();
   });
 

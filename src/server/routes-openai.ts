@@ -32,6 +32,7 @@ import {
 } from './params.js';
 import { SseStream } from './sse.js';
 import { requireVq, runImage, runUnderstand, toTokens, type ImageOutput } from './tasks.js';
+import { checkBlockLayout } from '../pipelines/validate.js';
 
 function origin(req: FastifyRequest): string {
   return `${req.protocol}://${req.host}`;
@@ -408,6 +409,13 @@ export function parseUnderstand(
   p.steps =
     optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
     Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
+  // The model refuses a layout whose blocks do not divide evenly; say so before queueing.
+  try {
+    checkBlockLayout(p.genLength, p.blockLength, p.steps);
+  } catch (e) {
+    const param = /^steps/.test((e as Error).message) ? 'steps' : 'block_length';
+    throw new RequestError((e as Error).message, 'E_PARAM', 400, param);
+  }
   const t = optNumber(b, 'temperature', 0, 100);
   if (t !== undefined) p.temperature = t;
   const c = optNumber(b, 'cfg_scale', 0, 100);
