@@ -18,11 +18,11 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import { DimooError } from '../src/errors.js';
-import { loadWeightTable, validateWeights } from '../src/models/checkpoint.js';
-import { parseLladaConfig, type LladaConfig } from '../src/models/config.js';
-import { dtypeSize } from '../src/models/dtypes.js';
-import { numel, SafetensorsFile, type TensorInfo } from '../src/models/safetensors.js';
-import { FakeDimoo } from '../src/runtime/fake-dimoo.js';
+import { loadWeightTable, validateWeights } from '../src/checkpoint/folder.js';
+import { parseLladaConfig, type LladaConfig } from '../src/checkpoint/config.js';
+import { dtypeSize } from '../src/checkpoint/dtypes.js';
+import { numel, SafetensorsFile, type TensorInfo } from '../src/checkpoint/safetensors.js';
+import { FakeDimoo } from './helpers/fake-dimoo.js';
 import { createServer } from '../src/server/app.js';
 import { decodeUpload } from '../src/server/images.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
@@ -153,7 +153,9 @@ describe(`fuzz: safetensors shards (${CASES} cases)`, () => {
       try {
         checkLayout(f);
       } catch (e) {
-        throw new Error(`${label}: accepted a malformed file: ${(e as Error).message}`);
+        throw new Error(`${label}: accepted a malformed file: ${(e as Error).message}`, {
+          cause: e,
+        });
       }
     }
     // Most mutations must be caught; a few (e.g. a digit swapped inside a name) stay valid.

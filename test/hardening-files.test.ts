@@ -11,11 +11,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DimooError } from '../src/errors.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
-import { loadLladaConfig } from '../src/models/config.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { loadLladaConfig } from '../src/checkpoint/config.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
-import { writeRandomCheckpoint } from '../src/models/random-checkpoint.js';
+import { writeRandomCheckpoint } from '../src/tools/random-checkpoint.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 const GOLDEN = goldenCheckpointDir();

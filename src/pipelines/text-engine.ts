@@ -15,13 +15,13 @@
  *   textRecomputePositions); the other masked positions reuse their cached
  *   prediction. Greedy unguided decoding only (it caches argmax + probability).
  */
-import { ModelStream, type TextRows } from '../models/ml-cache.js';
+import { ModelStream, type TextRows } from '../models/model-stream.js';
 import type { Transformer } from '../models/transformer.js';
 import { textRecomputePositions } from '../samplers/mlcache.js';
 import { isCacheRefreshStep } from '../samplers/schedule.js';
 import { BlockwiseTextSampler, type BlockwiseTextOptions } from '../samplers/text-blockwise.js';
 import type { RunOptions } from './types.js';
-import { firstNonFinite, NonFiniteError } from '../models/nonfinite.js';
+import { firstNonFinite, NonFiniteError } from '../checkpoint/nonfinite.js';
 
 export type TextCacheMode = 'none' | 'dual' | 'ml-cache';
 

@@ -34,13 +34,13 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
-import { openCheckpoint } from '../models/checkpoint.js';
-import type { LladaConfig } from '../models/config.js';
+import { openCheckpoint } from '../checkpoint/folder.js';
+import type { LladaConfig } from '../checkpoint/config.js';
 import { createSession, type Device } from '../models/device.js';
-import type { QuantizedCheckpoint } from '../models/quantize.js';
-import { ropeInvFreq, ropeTables } from '../models/rope.js';
-import { readTensorFloat32, numel } from '../models/safetensors.js';
-import type { QuantizedLinearSource, WeightSource } from '../models/transformer-graph.js';
+import type { QuantizedCheckpoint } from '../checkpoint/quantized.js';
+import { ropeInvFreq, ropeTables } from '../graph/rope.js';
+import { readTensorFloat32, numel } from '../checkpoint/safetensors.js';
+import type { QuantizedLinearSource, WeightSource } from '../graph/transformer.js';
 import { ADAMW_SCALARS, buildAdamWGraph, buildSumSquaresGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
 import { buildTrainGraph, LORA_TARGETS, MASKED_SCORE, TRAIN_INPUTS, TRAIN_OUTPUTS, type LoraTarget, type TrainableTensor } from '../graph/train-graph.js';
 import { Prng } from '../samplers/prng.js';
@@ -365,6 +365,10 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
   const quantized = (ckpt as Partial<QuantizedCheckpoint>).quantized;
   if (quantized && !opts.lora)
     throw new DimooError(`${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`, E);
+  // The training graph differentiates through MatMulNBits blocks only; int8 [K, N] channel
+  // weights (dimoo quantize --format qgemm) would be misread as blocks.
+  if (quantized && [...quantized.values()].some((q) => q.layout === 'channel'))
+    throw new DimooError(`${ckpt.dir}: a qgemm checkpoint (int8 per output channel) cannot be fine-tuned; quantize with --format nbits for QLoRA`, E);
   const targets = opts.lora ? checkLora(opts.lora) : undefined;
   const device = opts.device ?? 'cpu';
   const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');

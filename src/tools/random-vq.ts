@@ -10,19 +10,19 @@
  * spread similar to the latents', so encoding does not collapse onto one code.
  */
 import * as path from 'node:path';
-import { DimooError } from '../../errors.js';
-import { atomicWriteFileSync } from '../../util/atomic-write.js';
-import { makeDirs } from '../../util/fs-errors.js';
-import { f32ToBf16, f32ToF16 } from '../dtypes.js';
-import { Rng, tensorSeed } from '../random-checkpoint.js';
-import { numel, writeSafetensors, type WriteEntry } from '../safetensors.js';
+import { DimooError } from '../errors.js';
+import { atomicWriteFileSync } from '../util/atomic-write.js';
+import { makeDirs } from '../util/fs-errors.js';
+import { f32ToBf16, f32ToF16 } from '../checkpoint/dtypes.js';
+import { Rng, tensorSeed } from './random-checkpoint.js';
+import { numel, writeSafetensors, type WriteEntry } from '../checkpoint/safetensors.js';
 import {
   expectedVqTensors,
   parseVqConfig,
   VQ_CONFIG_FILE,
   VQ_WEIGHTS_FILE,
   type VqConfig,
-} from './config.js';
+} from '../checkpoint/vq-config.js';
 
 export type VqPreset = 'tiny' | 'amused';
 
