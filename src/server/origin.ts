@@ -48,7 +48,9 @@ export function checkBrowserOrigin(
   }
   const origin = headers['origin'];
   if (origin === undefined) return;
-  if (typeof origin === 'string' && origin.toLowerCase() === `http://${host.toLowerCase()}`) return;
+  // The server's own page (https when a TLS proxy sits in front).
+  const own = typeof origin === 'string' ? origin.toLowerCase() : '';
+  if (own === `http://${host.toLowerCase()}` || own === `https://${host.toLowerCase()}`) return;
   if (allowed === true || (typeof origin === 'string' && allowed.has(origin))) return;
   throw new RequestError(
     `requests from the web page at ${JSON.stringify(origin)} are refused: without an API key only this server's own page may call it (allow other pages with --cors)`,
