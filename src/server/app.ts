@@ -15,7 +15,9 @@ import Fastify, {
 import type { DimooApi } from '../pipelines/types.js';
 import { AccountedBackend, LocalBackend, type JobBackend } from './backend.js';
 import { digest, presentedKey, sendFailure, type ServerState } from './context.js';
-import { RequestError } from './errors.js';
+import { clientErrorResponse, frameworkError, RequestError } from './errors.js';
+import { JobQueue } from './jobs.js';
+import { checkBrowserOrigin } from './origin.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { ServerMetrics } from './metrics.js';
 import { registerNativeRoutes } from './routes-native.js';
@@ -63,6 +65,15 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     // Job ids and log lines use this; clients may pass their own for tracing.
     requestIdHeader: 'x-request-id',
     return503OnClosing: true,
+    // Errors raised before any route or hook runs leave in the documented shape too.
+    frameworkErrors: (err, _req, reply) => {
+      void sendFailure(reply, frameworkError(err));
+    },
+    clientErrorHandler: (err, socket) => {
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
+      if (socket.writable) socket.write(clientErrorResponse(err as NodeJS.ErrnoException));
+      socket.destroy();
+    },
   });
   let inner: JobBackend;
   if (opts.backend) inner = opts.backend(limits, app.log);
@@ -74,6 +85,10 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   );
   app.decorate('dimoo', {
     jobs,
+    queue:
+      inner instanceof LocalBackend
+        ? inner.queue
+        : new JobQueue({ maxQueue: 0, jobTimeoutMs: 1, retentionMs: 1 }),
     store: jobs.store,
     log: app.log,
     limits,
@@ -103,10 +118,18 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     throwFileSizeLimit: true,
   });
 
+  const allowedOrigins =
+    opts.cors === true ? true : new Set([opts.cors ?? []].flat().filter((o) => o !== false));
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-content-type-options', 'nosniff');
     reply.header('x-request-id', req.id);
-    if (!opts.apiKey || req.method === 'OPTIONS' || isPublic(req.url)) return;
+    if (!opts.apiKey) {
+      // No key: any web page the user visits could otherwise drive this server
+      // (simple cross-origin POSTs need no preflight; a rebound DNS name reaches it).
+      checkBrowserOrigin(req.headers, req.socket.localAddress, allowedOrigins);
+      return;
+    }
+    if (req.method === 'OPTIONS' || isPublic(req.url)) return;
     const key = presentedKey(req.headers);
     if (key === undefined || !timingSafeEqual(digest(key), digest(opts.apiKey))) {
       reply.header('www-authenticate', 'Bearer');
@@ -127,7 +150,10 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       new RequestError(`no route for ${req.method} ${req.url.split('?')[0]}`, 'E_NOT_FOUND', 404),
     ),
   );
-  app.addHook('onClose', async () => {
+  // preClose runs before fastify waits for in-flight requests: cancelling the
+  // jobs first lets those requests end now (with a JSON error) instead of
+  // after every running and queued job has finished.
+  app.addHook('preClose', async () => {
     await jobs.close();
   });
 

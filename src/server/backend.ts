@@ -79,7 +79,8 @@ export function modelNotFound(field: unknown, available: string[]): RequestError
 /** One model in this process: today's embedded server. */
 export class LocalBackend implements JobBackend {
   readonly store: BlobStore;
-  private readonly queue: JobQueue;
+  /** The in-process queue (tests look at it). */
+  readonly queue: JobQueue;
   private readonly entry: ModelEntry;
   private readonly aliases: string[];
 

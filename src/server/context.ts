@@ -7,13 +7,15 @@ import { createHash } from 'node:crypto';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { JobBackend } from './backend.js';
 import { RequestError, toHttpFailure } from './errors.js';
-import type { Job } from './jobs.js';
+import type { Job, JobQueue } from './jobs.js';
 import type { ServerLimits } from './limits.js';
 import type { ResultStore } from './store.js';
 
 export interface ServerState {
   /** Where jobs run: the model in this process, or a Redis queue (cluster/). */
   jobs: JobBackend;
+  /** Embedded mode's in-process queue (in queue mode an idle one: jobs are in Redis). */
+  queue: JobQueue;
   store: ResultStore;
   log: FastifyBaseLogger;
   limits: ServerLimits;

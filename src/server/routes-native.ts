@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EditType, ImageInput, MaskSpec } from '../pipelines/types.js';
+import { paintCellMask } from '../image/masks.js';
 import { awaitJob, ownerOf } from './context.js';
 import type { ModelEntry } from './backend.js';
 import { RequestError } from './errors.js';
@@ -173,6 +174,35 @@ async function parseMask(
   );
 }
 
+/**
+ * The model refuses a mask that selects no token cell; a queued job would
+ * only fail later, so the same cells are worked out here (as the model does)
+ * and such a request is a 400 before any job exists.
+ */
+function refuseEmptyMask(mask: MaskSpec, img: ImageRef, task: string, dilate: number): void {
+  let any: boolean;
+  if (mask.kind === 'cells') any = Array.prototype.some.call(mask.cells, (v: number) => v !== 0);
+  else if (mask.kind === 'ratio') {
+    const m = paintCellMask(img.srcWidth, img.srcHeight, {
+      maskHRatio: mask.hRatio,
+      maskWRatio: mask.wRatio,
+      mode: task === 'outpaint' ? 'outpainting' : 'inpainting',
+      scale: 16,
+      encodedWidth: img.width,
+      encodedHeight: img.height,
+      dilate,
+    });
+    any = m.cells.some((v) => v);
+  } else any = true; // rectangles inside the image always touch a cell
+  if (!any)
+    throw new RequestError(
+      'mask: selects no token cell: nothing to regenerate',
+      'E_MASK',
+      400,
+      'mask',
+    );
+}
+
 function jobJson(job: Job): Record<string, unknown> {
   return { ...job.toJSON(), events_url: `/v1/jobs/${job.id}/events` };
 }
@@ -250,6 +280,7 @@ async function prepareJob(
       ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
       : reqString(b, 'prompt', limits.maxPromptChars);
   const dilate = optInt(b, 'dilate', 0, 16);
+  if (mask) refuseEmptyMask(mask, img, task, dilate ?? 0);
   const p = {
     ...s,
     prompt,
