@@ -29,14 +29,24 @@ let tarball: string;
 const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', DIMOO_DEBUG: '' };
 
 function run(cmd: string, args: string[], cwd: string) {
-  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: 300_000, maxBuffer: 64 << 20 });
+  const r = spawnSync(cmd, args, {
+    cwd,
+    env,
+    encoding: 'utf8',
+    timeout: 300_000,
+    maxBuffer: 64 << 20,
+  });
   return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
 }
 
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-pack-'));
   // `npm test` has just built dist/; --ignore-scripts skips the prepack rebuild.
-  const packed = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], repo);
+  const packed = run(
+    'npm',
+    ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp],
+    repo,
+  );
   assert.equal(packed.code, 0, `npm pack failed:\n${packed.stderr}`);
   const info = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
   tarball = path.join(tmp, info[0]!.filename);
@@ -76,7 +86,11 @@ before(() => {
     path.join(project, 'package-lock.json'),
     JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages }),
   );
-  const installed = run('npm', ['ci', '--offline', '--no-audit', '--no-fund', '--ignore-scripts'], project);
+  const installed = run(
+    'npm',
+    ['ci', '--offline', '--no-audit', '--no-fund', '--ignore-scripts'],
+    project,
+  );
   assert.equal(
     installed.code,
     0,
@@ -103,7 +117,10 @@ test('the tarball holds the build, the binary, the page and the LICENSE, not tes
     assert.ok(list.includes(f), `${f} missing from the tarball`);
   }
   for (const f of list) {
-    assert.ok(!/^package\/(test|bench|dist\/test|dist\/bench|\.ci)\//.test(f), `${f} should not be published`);
+    assert.ok(
+      !/^package\/(test|bench|dist\/test|dist\/bench|\.ci)\//.test(f),
+      `${f} should not be published`,
+    );
   }
   const license = fs.readFileSync(path.join(project, 'node_modules/dimoo/LICENSE'), 'utf8');
   assert.match(license, /Apache License\s+Version 2\.0/);

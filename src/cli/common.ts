@@ -23,6 +23,7 @@ import { readTokenGridFile, writeTokenGridFile } from './token-grid.js';
 
 export interface ModelCommandFlags {
   model: string;
+  revision?: string;
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
@@ -32,7 +33,8 @@ export interface ModelCommandFlags {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--model <dir>', 'checkpoint folder (official Lumina-DiMOO layout)')
+    .requiredOption('--model <dir|id>', 'checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO)')
+    .option('--revision <rev>', 'Hugging Face ids: branch, tag or commit (default main)')
     .option(
       '--threads <n>',
       'CPU threads for ONNX Runtime',

@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import type { CliContext } from './context.js';
 import { reportError } from './errors.js';
 import { registerDecode } from './commands/decode.js';
+import { registerDownload } from './commands/download.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEdit } from './commands/edit.js';
 import { registerEncode } from './commands/encode.js';
@@ -63,6 +64,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerInspect(program, ctx);
   registerInitRandom(program, ctx);
   registerDemo(program, ctx);
+  registerDownload(program, ctx);
   registerServeCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
   return program;

@@ -9,6 +9,7 @@
  * embedding stays in its stored dtype and only gathered rows are upcast.
  * Quantized checkpoints (quantize.ts) run their linears as MatMulNBits.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
@@ -51,6 +52,30 @@ export interface TransformerCheckpoint {
 }
 
 export type { Device } from './device.js';
+
+/**
+ * The folder ONNX Runtime resolves external data against, and each file's
+ * location inside it. ORT refuses locations that leave that folder after
+ * following links, and a Hugging Face cache snapshot links every file into
+ * `../../blobs/`: so the folder is the deepest one holding every file's real
+ * path (the checkpoint folder itself when nothing is a link).
+ */
+export function externalDataRoot(ckpt: TransformerCheckpoint): { folder: string; rel: (file: string) => string } {
+  const files = new Set<string>();
+  for (const w of ckpt.weights.values()) files.add(w.file);
+  for (const q of ckpt.quantized?.values() ?? []) files.add(q.data.file).add(q.scales.file);
+  const real = new Map<string, string>();
+  for (const f of files) real.set(f, fs.realpathSync(f));
+  let folder = real.size ? path.dirname(real.values().next().value!) : fs.realpathSync(ckpt.dir);
+  for (const r of real.values()) {
+    while (path.relative(folder, r).startsWith('..')) folder = path.dirname(folder);
+  }
+  const rel = (file: string): string => {
+    const r = real.get(file) ?? fs.realpathSync(file);
+    return path.relative(folder, r).split(path.sep).join('/');
+  };
+  return { folder, rel };
+}
 
 export interface TransformerLoadOptions {
   /** Intra-op threads (default: ORT's choice, all cores). */
@@ -191,7 +216,7 @@ export class Transformer {
         'E_CONFIG',
       );
     }
-    const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
+    const { folder: dataFolder, rel } = externalDataRoot(ckpt);
     const weight = (name: string): WeightSource => {
       const w = ckpt.weights.get(name);
       if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
@@ -232,7 +257,7 @@ export class Transformer {
     const session = await createSession(
       bytes,
       // Quantized blocks: repacked at load or used in place from the memory-mapped file (device.ts `prepack`).
-      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack, memPattern: device === 'cpu' ? false : undefined },
+      { device, threads: opts.threads, externalDataFolder: dataFolder, prepack, memPattern: device === 'cpu' ? false : undefined },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
     return new Transformer(c, session, imageVocabSize, device, quantBits, prepack);

@@ -10,6 +10,7 @@
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { openCheckpoint, type Checkpoint } from '../models/checkpoint.js';
+import { hubRepoName, resolveModelDir } from '../checkpoint/hub.js';
 import { resolveSpecialTokens, type SpecialTokens } from '../models/special-tokens.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import { Transformer } from '../models/transformer.js';
@@ -89,8 +90,16 @@ export class Dimoo implements DimooApi {
     private readonly opts: LoadOptions,
   ) {}
 
+  /** `dir` is a checkpoint folder or a Hugging Face id (`Alpha-VLLM/Lumina-DiMOO`, through the Hub cache). */
   static async load(dir: string, opts: LoadOptions = {}): Promise<Dimoo> {
-    const ckpt = openCheckpoint(dir);
+    const progress = opts.onProgress ?? (() => {});
+    const local = await resolveModelDir(dir, {
+      revision: opts.revision,
+      token: opts.token,
+      onProgress: (p) => progress({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
+    });
+    const ckpt = openCheckpoint(local);
+    progress({ stage: 'files', done: ckpt.files.length, total: ckpt.files.length, detail: `${ckpt.files.length} files of ${ckpt.dir}` });
     const tokenizer = TextTokenizer.fromFile(ckpt.tokenizerPath);
     const vqConfig = ckpt.vqvaeDir ? loadVqConfig(ckpt.vqvaeDir) : undefined;
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
@@ -101,6 +110,7 @@ export class Dimoo implements DimooApi {
       precision: opts.precision,
       imageVocabSize: codebookSize,
     });
+    progress({ stage: 'session', done: 1, total: 1, detail: `transformer (${model.device})` });
     return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);
   }
 
@@ -112,7 +122,7 @@ export class Dimoo implements DimooApi {
   info(): ModelInfo {
     return {
       dir: this.checkpoint.dir,
-      name: path.basename(path.resolve(this.checkpoint.dir)),
+      name: hubRepoName(this.checkpoint.dir) ?? path.basename(path.resolve(this.checkpoint.dir)),
       hasVq: this.vqConfig !== undefined,
       vqScale: this.vqScale,
       device: this.model.device,

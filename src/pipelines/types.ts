@@ -232,4 +232,23 @@ export interface LoadOptions {
   device?: 'cpu' | 'webgpu';
   /** Weight precision: 'fp16' keeps float16 weights on WebGPU (math stays float32); needs shader-f16. */
   precision?: 'fp32' | 'fp16';
+  /** Hugging Face ids (`owner/name`): branch, tag or commit (default 'main'). */
+  revision?: string;
+  /** Hugging Face ids: access token (default: env HF_TOKEN). */
+  token?: string;
+  /** Loading progress: download bytes (Hub ids), checkpoint files mapped, ONNX Runtime sessions created. */
+  onProgress?: (p: LoadProgress) => void;
+}
+
+/**
+ * One loading step. `download`: bytes fetched from the Hub so far (of `total`);
+ * `files`: checkpoint files opened and memory-mapped; `session`: ONNX Runtime
+ * sessions created (the slow part: weights are read and prepared here).
+ */
+export interface LoadProgress {
+  stage: 'download' | 'files' | 'session';
+  done: number;
+  total: number;
+  /** What this step did, for a log line (e.g. a file name). */
+  detail: string;
 }

@@ -4,7 +4,7 @@
  * (preview codes, decoded pixels) are transferred, not copied twice.
  */
 import { DimooError } from '../errors.js';
-import type { LoadOptions, ModelInfo, ProgressEvent } from '../pipelines/types.js';
+import type { LoadOptions, LoadProgress, ModelInfo, ProgressEvent } from '../pipelines/types.js';
 
 /** Methods of DimooApi the worker runs; the first group takes RunOptions. */
 export const JOB_METHODS = [
@@ -61,6 +61,7 @@ export interface WireError {
 export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
   | { type: 'load-error'; error: WireError }
+  | { type: 'load-progress'; event: LoadProgress }
   | { type: 'progress'; id: number; event: ProgressEvent }
   | { type: 'result'; id: number; value: unknown }
   | { type: 'error'; id: number; error: WireError }
