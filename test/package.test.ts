@@ -75,8 +75,16 @@ before(() => {
       engines: pkg.engines,
     },
   };
+  // With `resolved` spelled out, npm finds each tarball in its cache by integrity and asks
+  // for no registry metadata (which `npm ci` may not have cached).
+  const registry = 'https://registry.npmjs.org/';
   for (const [key, entry] of Object.entries(lock.packages)) {
-    if (key !== '' && !entry.dev && !key.startsWith('node_modules/dimoo/')) packages[key] = entry;
+    if (key === '' || entry.dev || key.startsWith('node_modules/dimoo/')) continue;
+    const name = key.slice(key.lastIndexOf('node_modules/') + 'node_modules/'.length);
+    const version = entry['version'] as string;
+    const resolved =
+      entry['resolved'] ?? `${registry}${name}/-/${name.split('/').pop()}-${version}.tgz`;
+    packages[key] = { ...entry, resolved };
   }
   fs.writeFileSync(
     path.join(project, 'package.json'),

@@ -17,7 +17,10 @@ import { println } from './context.js';
  * Loading on stderr (when progress is shown): a bar of megabytes while a Hub
  * download runs, then one line per loading step.
  */
-export function loadProgress(ctx: CliContext, mode: ProgressMode): { onProgress: (p: LoadProgress) => void; stop: () => void } {
+export function loadProgress(
+  ctx: CliContext,
+  mode: ProgressMode,
+): { onProgress: (p: LoadProgress) => void; stop: () => void } {
   if (!progressEnabled(ctx.stderr, mode)) return { onProgress: () => {}, stop: () => {} };
   const bar = createProgressBar(ctx.stderr, mode);
   let downloading = false;
@@ -32,7 +35,10 @@ export function loadProgress(ctx: CliContext, mode: ProgressMode): { onProgress:
       }
       if (downloading) bar.stop();
       downloading = false;
-      println(ctx.stderr, `dimoo: ${p.stage === 'files' ? 'mapped' : 'session ready:'} ${p.detail}`);
+      println(
+        ctx.stderr,
+        `dimoo: ${p.stage === 'files' ? 'mapped' : 'session ready:'} ${p.detail}`,
+      );
     },
     stop: () => {
       if (downloading) bar.stop();

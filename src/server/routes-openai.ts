@@ -3,10 +3,12 @@
  * Completions (image understanding, optionally streamed), Models.
  */
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Job } from './jobs.js';
+import sharp from 'sharp';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
 import { awaitJob, checkModelField } from './app.js';
-import { RequestError } from './errors.js';
+import { errorBody, RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
   decodeUpload,
@@ -37,22 +39,85 @@ function origin(req: FastifyRequest): string {
   return `${req.protocol}://${req.host}`;
 }
 
-function imagesResponse(
+type OutputFormat = 'png' | 'jpeg' | 'webp';
+
+interface OutputOptions {
+  responseFormat: 'b64_json' | 'url';
+  outputFormat: OutputFormat;
+  /** 0-100, for jpeg and webp (OpenAI's output_compression: 100 = best quality). */
+  compression: number;
+}
+
+function parseOutput(b: Body): OutputOptions {
+  const responseFormat =
+    optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
+  const outputFormat = optChoice(b, 'output_format', ['png', 'jpeg', 'webp'] as const) ?? 'png';
+  const compression = optInt(b, 'output_compression', 0, 100) ?? 100;
+  if (
+    b['output_compression'] !== undefined &&
+    b['output_compression'] !== null &&
+    outputFormat === 'png'
+  ) {
+    throw new RequestError(
+      'output_compression: applies only to output_format jpeg or webp',
+      'E_PARAM',
+      400,
+      'output_compression',
+    );
+  }
+  return { responseFormat, outputFormat, compression };
+}
+
+/** The PNG a job stored, in the format the client asked for. */
+async function encodeAs(png: Buffer, o: OutputOptions): Promise<Buffer> {
+  if (o.outputFormat === 'png') return png;
+  const img = sharp(png);
+  return o.outputFormat === 'jpeg'
+    ? img.jpeg({ quality: Math.max(1, o.compression) }).toBuffer()
+    : img.webp({ quality: Math.max(1, o.compression) }).toBuffer();
+}
+
+/** OpenAI's image usage: tokens fed in (of which `imageTokens` from input images), image tokens out. */
+function imageUsage(outs: ImageOutput[], imageTokens = 0): Record<string, unknown> {
+  const out = outs.reduce((s, o) => s + o.tokens.codes.length, 0);
+  const input = outs.reduce((s, o) => s + o.prompt_tokens, 0);
+  const image = Math.min(input, imageTokens * outs.length);
+  return {
+    input_tokens: input,
+    input_tokens_details: { text_tokens: input - image, image_tokens: image },
+    output_tokens: out,
+    total_tokens: input + out,
+  };
+}
+
+async function imagesResponse(
   app: FastifyInstance,
   req: FastifyRequest,
   outs: ImageOutput[],
-  format: 'b64_json' | 'url',
-): unknown {
+  o: OutputOptions,
+  imageTokens = 0,
+): Promise<unknown> {
+  const data = [];
+  for (const out of outs) {
+    const extra = { seed: out.seed, width: out.width, height: out.height };
+    const f = app.dimoo.store.get(out.file!);
+    if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
+    if (o.responseFormat === 'url') {
+      const url =
+        o.outputFormat === 'png'
+          ? out.image_url!
+          : `/v1/files/${app.dimoo.store.put(await encodeAs(f.data, o), `image/${o.outputFormat}`)}`;
+      data.push({ url: `${origin(req)}${url}`, ...extra });
+    } else {
+      data.push({ b64_json: (await encodeAs(f.data, o)).toString('base64'), ...extra });
+    }
+  }
   return {
     created: Math.floor(Date.now() / 1000),
-    data: outs.map((o) => {
-      const extra = { seed: o.seed, width: o.width, height: o.height };
-      if (format === 'url') return { url: `${origin(req)}${o.image_url}`, ...extra };
-      const f = app.dimoo.store.get(o.file!);
-      if (!f)
-        throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
-      return { b64_json: f.data.toString('base64'), ...extra };
-    }),
+    data,
+    output_format: o.outputFormat,
+    size: outs[0] ? `${outs[0].width}x${outs[0].height}` : undefined,
+    usage: imageUsage(outs, imageTokens),
   };
 }
 
@@ -64,21 +129,19 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     const info = st.api.info();
     return {
       object: 'list',
-      data: [
-        {
-          id: info.name,
-          object: 'model',
-          created: Math.floor(st.startedAt / 1000),
-          owned_by: 'dimoo',
-        },
-      ],
+      // The checkpoint's own name first, then every alias a request may use.
+      data: [...new Set([info.name, ...st.modelIds.slice(2)])].map((id) => ({
+        id,
+        object: 'model',
+        created: Math.floor(st.startedAt / 1000),
+        owned_by: 'dimoo',
+      })),
     };
   });
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
     checkModelField(app, req.params.id);
-    const info = st.api.info();
     return {
-      id: info.name,
+      id: req.params.id,
       object: 'model',
       created: Math.floor(st.startedAt / 1000),
       owned_by: 'dimoo',
@@ -91,10 +154,15 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     requireVq(st.api);
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
-    const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
-    const format = optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
+    const { width, height } =
+      b['size'] === 'auto' ? autoSize(limits) : parseSize(b, limits, TASK_DEFAULTS.size);
+    const output = parseOutput(b);
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
     const T = s.timesteps!;
+    const stream = optBool(b, 'stream') ?? false;
+    const partials = optInt(b, 'partial_images', 0, 3) ?? 0;
+    // Partial images are previews decoded every `previewEvery` steps of the first image.
+    const previewEvery = stream && partials > 0 ? Math.max(1, Math.floor(T / (partials + 1))) : 0;
     const job = st.queue.submit(
       'generate',
       async (ctx) => {
@@ -106,7 +174,7 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
               st,
               ctx,
               (o) => st.api.generate({ ...s, prompt, width, height, seed }, o),
-              0,
+              i === 0 ? previewEvery : 0,
               seed,
               i * T,
               n * T,
@@ -117,8 +185,9 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       },
       { width, height, n, steps: T },
     );
+    if (stream) return streamImages(app, req, reply, job, output, partials);
     const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-    return imagesResponse(app, req, r.images, format);
+    return imagesResponse(app, req, r.images, output);
   });
 
   app.post('/v1/images/edits', async (req, reply) => {
@@ -128,7 +197,7 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     checkModelField(app, b['model']);
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
-    const format = optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
+    const output = parseOutput(b);
     const imageFile = form.files.get('image');
     if (!imageFile)
       throw new RequestError(
@@ -138,10 +207,8 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
         'image',
       );
     const img = await decodeUpload(imageFile.data, 'image', limits);
-    const size =
-      b['size'] !== undefined && b['size'] !== 'auto'
-        ? parseSize(b, limits, 0)
-        : gridSizeFor(img.width, img.height, limits);
+    const sizeGiven = b['size'] !== undefined && b['size'] !== 'auto' && b['size'] !== '';
+    const size = sizeGiven ? parseSize(b, limits, 0) : gridSizeFor(img.width, img.height, limits);
     const maskFile = form.files.get('mask');
     if (maskFile) {
       if (b['edit_type'] !== undefined) {
@@ -202,7 +269,7 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
         { width: size.width, height: size.height, n, steps: s.timesteps },
       );
       const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-      return imagesResponse(app, req, r.images, format);
+      return imagesResponse(app, req, r.images, output, cellsOf(size, st.api.info().vqScale));
     }
     const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
@@ -226,6 +293,11 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       'edit',
       async (ctx) => {
         const outs: ImageOutput[] = [];
+        // An explicit size is kept as a token grid of that size; without one the original's
+        // area-budget crop applies.
+        const image: ImageInput = sizeGiven
+          ? { tokens: await toTokens(st, { rgb }, ctx.signal) }
+          : { rgb };
         for (let i = 0; i < n; i++) {
           const seed = (s.seed + i) >>> 0;
           const p: EditParams = {
@@ -233,7 +305,7 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
             seed,
             prompt,
             editType,
-            image: { rgb },
+            image,
             ...(refImage ? { refImage } : {}),
             ...(cfgImg !== undefined ? { cfgImg } : {}),
           };
@@ -254,7 +326,13 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       { edit_type: editType, n, steps: s.timesteps },
     );
     const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-    return imagesResponse(app, req, r.images, format);
+    return imagesResponse(
+      app,
+      req,
+      r.images,
+      output,
+      cellsOf(size, st.api.info().vqScale) * (refImage ? 2 : 1),
+    );
   });
 
   app.post('/v1/chat/completions', async (req, reply) => {
@@ -268,41 +346,87 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     const p = parseUnderstand(b, limits);
     const params: UnderstandParams = { ...p, question, image: { rgb } };
     const stream = optBool(b, 'stream') ?? false;
+    const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
+    const stops = parseStop(b['stop']);
+    const so = b['stream_options'];
+    const includeUsage =
+      so !== undefined &&
+      so !== null &&
+      typeof so === 'object' &&
+      (so as Body)['include_usage'] === true;
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const model = st.api.info().name;
-    const chunk = (delta: Record<string, string>, finish: string | null): unknown => ({
+    const chunk = (
+      index: number,
+      delta: Record<string, string>,
+      finish: string | null,
+    ): unknown => ({
       id,
       object: 'chat.completion.chunk',
       created,
       model,
-      choices: [{ index: 0, delta, finish_reason: finish }],
+      choices: [{ index, delta, finish_reason: finish }],
     });
 
     let sse: SseStream | null = null;
-    let sent = '';
-    const emitText = (text: string): void => {
+    const sent = new Array<string>(n).fill('');
+    const stopped = new Array<boolean>(n).fill(false);
+    const emitText = (index: number, full: string): void => {
+      if (!sse || stopped[index]) return;
+      const cut = cutAtStop(full, stops);
+      const text = cut.text;
       // Deltas only ever extend what was sent; committed text is a prefix of the final answer.
-      if (sse && text.length > sent.length && text.startsWith(sent)) {
-        sse.send(chunk({ content: text.slice(sent.length) }, null));
-        sent = text;
+      if (text.length > sent[index]!.length && text.startsWith(sent[index]!)) {
+        sse.send(chunk(index, { content: text.slice(sent[index]!.length) }, null));
+        sent[index] = text;
       }
+      if (cut.stopped) stopped[index] = true;
     };
-    const job = st.queue.submit('understand', (ctx) => runUnderstand(st, ctx, params, emitText), {
-      steps: p.steps,
-      gen_length: p.genLength,
-    });
+    const job = st.queue.submit(
+      'understand',
+      async (ctx) => {
+        const answers: UnderstandAnswer[] = [];
+        for (let i = 0; i < n; i++) {
+          const seed = p.seed !== undefined ? (p.seed + i) >>> 0 : undefined;
+          const one = { ...params, ...(seed !== undefined ? { seed } : {}) };
+          answers.push(await runUnderstand(st, ctx, one, (t) => emitText(i, t)));
+        }
+        return { answers };
+      },
+      { steps: p.steps, gen_length: p.genLength, n },
+    );
+    const finishOf = (a: UnderstandAnswer): { text: string; finish: 'stop' | 'length' } => {
+      const cut = cutAtStop(a.text, stops);
+      if (cut.stopped) return { text: cut.text, finish: 'stop' };
+      // No end-of-answer token inside the answer region: it was cut by max_tokens.
+      return { text: a.text, finish: a.tokens >= (p.genLength ?? 0) ? 'length' : 'stop' };
+    };
+    const usageOf = (answers: UnderstandAnswer[]) => {
+      const prompt = answers[0]?.prompt_tokens ?? 0;
+      const completion = answers.reduce((s, a) => s + a.tokens, 0);
+      return {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+      };
+    };
     if (!stream) {
-      const r = (await awaitJob(app, job, reply)) as { text: string; tokens: number };
+      const r = (await awaitJob(app, job, reply)) as { answers: UnderstandAnswer[] };
       return {
         id,
         object: 'chat.completion',
         created,
         model,
-        choices: [
-          { index: 0, message: { role: 'assistant', content: r.text }, finish_reason: 'stop' },
-        ],
-        usage: { prompt_tokens: null, completion_tokens: r.tokens, total_tokens: null },
+        choices: r.answers.map((a, index) => {
+          const f = finishOf(a);
+          return {
+            index,
+            message: { role: 'assistant', content: f.text },
+            finish_reason: f.finish,
+          };
+        }),
+        usage: usageOf(r.answers),
       };
     }
     // Opened only now: a full queue above still answers with a plain 429.
@@ -310,23 +434,62 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     sse.onClose(() => {
       if (!job.finished) st.queue.cancel(job);
     });
-    sse.send(chunk({ role: 'assistant', content: '' }, null));
+    for (let i = 0; i < n; i++) sse.send(chunk(i, { role: 'assistant', content: '' }, null));
     await job.done;
     if (job.status === 'succeeded') {
-      emitText((job.result as { text: string }).text);
-      sse.send(chunk({}, 'stop'));
+      const answers = (job.result as { answers: UnderstandAnswer[] }).answers;
+      answers.forEach((a, i) => {
+        emitText(i, a.text);
+        sse!.send(chunk(i, {}, finishOf(a).finish));
+      });
+      if (includeUsage) {
+        sse.send({
+          id,
+          object: 'chat.completion.chunk',
+          created,
+          model,
+          choices: [],
+          usage: usageOf(answers),
+        });
+      }
     } else {
-      const error = job.error ?? {
-        message: 'the job was cancelled',
-        type: 'invalid_request_error',
-        code: 'E_CANCELLED',
-      };
+      const error = job.error ?? errorBody(409, 'the job was cancelled', 'E_CANCELLED');
       sse.send({ error });
     }
     sse.send('[DONE]');
     sse.end();
     return reply;
   });
+}
+
+type UnderstandAnswer = Awaited<ReturnType<typeof runUnderstand>>;
+
+/** OpenAI's `stop`: a string or up to 4 strings; the answer ends before the first one found. */
+function parseStop(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  const list = typeof v === 'string' ? [v] : v;
+  if (
+    !Array.isArray(list) ||
+    list.length > 4 ||
+    list.some((x) => typeof x !== 'string' || x === '')
+  ) {
+    throw new RequestError(
+      'stop: a non-empty string or an array of at most 4 of them',
+      'E_PARAM',
+      400,
+      'stop',
+    );
+  }
+  return list as string[];
+}
+
+function cutAtStop(text: string, stops: string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at < 0 ? { text, stopped: false } : { text: text.slice(0, at), stopped: true };
 }
 
 /** The question is the last user message's text; the image is its one image_url part (data URL). */
@@ -420,4 +583,98 @@ export function parseUnderstand(
   if (uc !== undefined) p.useCache = uc;
   if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
   return p;
+}
+
+/** size "auto": the default size, shrunk to a square that fits the pixel limit. */
+function autoSize(limits: { maxPixels: number; maxSide: number }): {
+  width: number;
+  height: number;
+} {
+  const side = Math.min(
+    TASK_DEFAULTS.size,
+    limits.maxSide,
+    Math.floor(Math.sqrt(limits.maxPixels) / 16) * 16,
+  );
+  return { width: side, height: side };
+}
+
+/**
+ * `stream: true` on images: OpenAI's events as Server-Sent Events,
+ * `image_generation.partial_image` (decoded previews, `partial_images` of
+ * them at most) then one `image_generation.completed` per image.
+ */
+async function streamImages(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  job: Job,
+  o: OutputOptions,
+  partials: number,
+): Promise<FastifyReply> {
+  const sse = new SseStream(reply);
+  sse.onClose(() => {
+    if (!job.finished) app.dimoo.queue.cancel(job);
+  });
+  const meta = (size: string) => ({
+    created_at: Math.floor(Date.now() / 1000),
+    size,
+    quality: 'auto',
+    background: 'opaque',
+    output_format: o.outputFormat,
+  });
+  let sent = 0;
+  let pending: Promise<void> = Promise.resolve();
+  const size = `${(job.meta['width'] as number) ?? 0}x${(job.meta['height'] as number) ?? 0}`;
+  const unsubscribe = job.subscribe((e) => {
+    if (e.event !== 'preview' || sent >= partials) return;
+    const index = sent++;
+    const png = Buffer.from(
+      String((e.data as { image: string }).image).split(',')[1] ?? '',
+      'base64',
+    );
+    pending = pending.then(async () => {
+      const b64 = (await encodeAs(png, o)).toString('base64');
+      sse.send(
+        {
+          type: 'image_generation.partial_image',
+          b64_json: b64,
+          partial_image_index: index,
+          ...meta(size),
+        },
+        'image_generation.partial_image',
+      );
+    });
+  });
+  await job.done;
+  unsubscribe();
+  await pending.catch(() => undefined);
+  if (job.status === 'succeeded') {
+    const outs = (job.result as { images: ImageOutput[] }).images;
+    const usage = imageUsage(outs);
+    for (const out of outs) {
+      const f = app.dimoo.store.get(out.file!);
+      const b64 = f ? (await encodeAs(f.data, o)).toString('base64') : '';
+      sse.send(
+        {
+          type: 'image_generation.completed',
+          b64_json: b64,
+          ...meta(`${out.width}x${out.height}`),
+          usage,
+        },
+        'image_generation.completed',
+      );
+    }
+  } else {
+    sse.send(
+      { error: job.error ?? errorBody(409, 'the job was cancelled', 'E_CANCELLED') },
+      'error',
+    );
+  }
+  sse.end();
+  void req;
+  return reply;
+}
+
+function cellsOf(size: { width: number; height: number }, scale: number): number {
+  return Math.floor(size.width / scale) * Math.floor(size.height / scale);
 }

@@ -21,6 +21,7 @@ export interface ServeContext {
 
 interface ServeFlags {
   model: string;
+  modelAlias?: string[];
   host: string;
   port: number;
   apiKey?: string;
@@ -106,6 +107,17 @@ export function registerServeCommand(
       int('--preview-every', 0, 100000),
     )
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
+    .option(
+      '--model-alias <name>',
+      'another model name requests may use, e.g. dall-e-3 (repeatable; NAME=MODEL also accepted)',
+      (v: string, prev: string[] = []) => {
+        const [name, target] = v.split('=');
+        if (!name || !/^[\w.:-]+$/.test(name))
+          throw new DimooError(`--model-alias ${v}: expected NAME or NAME=MODEL`, 'E_PARAM');
+        void target;
+        return [...prev, name];
+      },
+    )
     .action(async (f: ServeFlags) => {
       const c = ctx ?? processContext();
       if (f.device !== undefined && f.device !== 'cpu' && f.device !== 'webgpu')
@@ -138,6 +150,7 @@ export function registerServeCommand(
         ...(f.threads !== undefined ? { threads: f.threads } : {}),
         ...(f.device ? { device: f.device } : {}),
         ...(f.previewEvery !== undefined ? { previewEvery: f.previewEvery } : {}),
+        ...(f.modelAlias?.length ? { modelAliases: f.modelAlias } : {}),
       });
       c.stderr.write(
         `dimoo: serving ${server.api.info().name} at ${server.url}/ (open it in a browser; Ctrl-C stops)\n`,

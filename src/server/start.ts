@@ -20,6 +20,8 @@ export interface StartOptions {
   previewEvery?: number;
   /** Default: JSON lines at level info (pino). */
   logger?: FastifyServerOptions['logger'];
+  /** Model names requests may use besides the checkpoint's (e.g. `dall-e-3` for apps with a fixed name). */
+  modelAliases?: string[];
   /** How to open the checkpoint (default: `WorkerDimoo.load`). */
   loadModel?: (dir: string, opts: LoadOptions) => Promise<DimooApi>;
 }
@@ -58,6 +60,7 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
     if (o.cors) so.cors = o.cors;
     if (o.limits) so.limits = o.limits;
     if (o.previewEvery !== undefined) so.previewEvery = o.previewEvery;
+    if (o.modelAliases?.length) so.modelAliases = o.modelAliases;
     app = await createServer(so);
     await app.listen({ host, port });
   } catch (e) {

@@ -12,7 +12,7 @@ interface Entry {
   expires: number;
 }
 
-export const FILE_NAME_RE = /^[0-9a-f]{32}\.(png)$/;
+export const FILE_NAME_RE = /^[0-9a-f]{32}\.(png|jpeg|webp)$/;
 
 export class BlobStore {
   private readonly entries = new Map<string, Entry>();
@@ -23,10 +23,10 @@ export class BlobStore {
     private readonly ttlMs: number,
   ) {}
 
-  /** Stores a PNG; returns its file name (`<id>.png`). */
+  /** Stores an image (PNG unless told); returns its file name (`<id>.png`, `.jpeg`, `.webp`). */
   put(data: Buffer, type = 'image/png'): string {
     this.sweep();
-    const name = `${randomBytes(16).toString('hex')}.png`;
+    const name = `${randomBytes(16).toString('hex')}.${type.slice('image/'.length)}`;
     this.entries.set(name, { data, type, expires: Date.now() + this.ttlMs });
     this.bytes += data.length;
     // Map iteration is insertion order: evict oldest first.

@@ -34,6 +34,8 @@ export interface ImageOutput {
   /** File name in the store. */
   file: string | null;
   step_ms: number[];
+  /** Tokens fed to the model besides the sampled cells (prompt, layout, input images), for OpenAI's usage. */
+  prompt_tokens: number;
 }
 
 export type ImageCall = (o: RunOptions) => Promise<ImageResult>;
@@ -92,6 +94,7 @@ export async function runImage(
     image_url: file ? `/v1/files/${file}` : null,
     file,
     step_ms: r.stepMs.map((x) => Math.round(x * 10) / 10),
+    prompt_tokens: r.promptIds.length - r.codes.length,
   };
 }
 
@@ -113,7 +116,7 @@ export async function runUnderstand(
   ctx: JobContext,
   p: UnderstandParams,
   onText?: (text: string) => void,
-): Promise<{ text: string; tokens: number; step_ms: number[] }> {
+): Promise<{ text: string; tokens: number; prompt_tokens: number; step_ms: number[] }> {
   const r = await env.api.understand(p, {
     signal: ctx.signal,
     onProgress: (e) => {
@@ -128,6 +131,7 @@ export async function runUnderstand(
   return {
     text: r.text,
     tokens: r.ids.length,
+    prompt_tokens: r.codeStart,
     step_ms: r.stepMs.map((x) => Math.round(x * 10) / 10),
   };
 }

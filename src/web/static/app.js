@@ -51,7 +51,7 @@ async function failure(res) {
     const b = await res.json();
     if (b && b.error && b.error.message) {
       message = b.error.message;
-      code = b.error.code;
+      code = b.error.dimoo_code ?? b.error.code;
     }
   } catch {
     // Not JSON: keep the status line.
@@ -102,12 +102,12 @@ async function runJob(body, { onStart, onProgress, onPreview } = {}) {
     else if (ev.event === 'preview') onPreview?.(data);
     else if (ev.event === 'done') return data;
     else if (ev.event === 'failed')
-      throw new ApiError(data.error?.message ?? 'the job failed', 0, data.error?.code);
+      throw new ApiError(data.error?.message ?? 'the job failed', 0, data.error?.dimoo_code ?? data.error?.code);
     else if (ev.event === 'cancelled') throw new ApiError('cancelled', 0, 'E_CANCELLED');
   }
   const st = await apiJson(`/v1/jobs/${job.id}`);
   if (st.status === 'succeeded') return st;
-  throw new ApiError(st.error?.message ?? `the job ended as ${st.status}`, 0, st.error?.code);
+  throw new ApiError(st.error?.message ?? `the job ended as ${st.status}`, 0, st.error?.dimoo_code ?? st.error?.code);
 }
 
 function readFileAsDataUrl(file) {
@@ -945,7 +945,7 @@ $('ask-form').addEventListener('submit', async (e) => {
     for await (const ev of readSse(res)) {
       if (ev.data === '[DONE]') break;
       const chunk = JSON.parse(ev.data);
-      if (chunk.error) throw new ApiError(chunk.error.message, 0, chunk.error.code);
+      if (chunk.error) throw new ApiError(chunk.error.message, 0, chunk.error.dimoo_code ?? chunk.error.code);
       const delta = chunk.choices?.[0]?.delta?.content;
       if (delta) answer.textContent += delta;
     }
