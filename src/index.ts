@@ -9,12 +9,13 @@ export { Dimoo } from './pipelines/dimoo.js';
 export type * from './pipelines/types.js';
 export { DEFAULTS, LIMITS } from './pipelines/validate.js';
 export { DimooError, isDimooError } from './errors.js';
-export { openCheckpoint, type Checkpoint } from './models/checkpoint.js';
-export { inspectCheckpoint } from './models/inspect.js';
-export { writeRandomCheckpoint } from './models/random-checkpoint.js';
-export { writeRandomVq } from './models/vq/random.js';
+export { openCheckpoint } from './checkpoint/folder.js';
+export type { Checkpoint } from './checkpoint/layout.js';
+export { inspectCheckpoint } from './tools/inspect.js';
+export { writeRandomCheckpoint } from './tools/random-checkpoint.js';
+export { writeRandomVq } from './tools/random-vq.js';
 export { Transformer } from './models/transformer.js';
-export { VqModel } from './models/vq/vq-model.js';
+export { VqModel } from './models/vq-model.js';
 export { TextTokenizer } from './models/tokenizer.js';
 export * as samplers from './samplers/index.js';
 // The default choice for applications: the same API on a worker thread, so the

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from './jobs.js';
 import sharp from 'sharp';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
-import { awaitJob, checkModelField } from './app.js';
+import { awaitJob, checkModelField } from './context.js';
 import { errorBody, RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
@@ -22,13 +22,12 @@ import {
   asBody,
   EDIT_TYPES,
   optBool,
-  optBoolOrChoice,
   optChoice,
   optInt,
   optNumber,
-  parseCacheSchedule,
   parseSampling,
   parseSize,
+  parseUnderstand,
   reqString,
   type Body,
 } from './params.js';
@@ -122,9 +121,15 @@ async function imagesResponse(
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance): void {
-  const st = app.dimoo;
-  const { limits } = st;
+  registerModels(app);
+  registerImageGenerations(app);
+  registerImageEdits(app);
+  registerChatCompletions(app);
+}
 
+/** GET /v1/models and /v1/models/:id: the one model served. */
+function registerModels(app: FastifyInstance): void {
+  const st = app.dimoo;
   app.get('/v1/models', async () => {
     const info = st.api.info();
     return {
@@ -147,7 +152,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       owned_by: 'dimoo',
     };
   });
+}
 
+/** POST /v1/images/generations: text-to-image. */
+function registerImageGenerations(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/images/generations', async (req, reply) => {
     const b = asBody(req.body);
     checkModelField(app, b['model']);
@@ -189,7 +199,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
     return imagesResponse(app, req, r.images, output);
   });
+}
 
+/** POST /v1/images/edits: with a mask inpainting/retouching/outpainting, without one an instruction edit. */
+function registerImageEdits(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/images/edits', async (req, reply) => {
     requireVq(st.api);
     const form = await readForm(req, ['image', 'mask', 'ref_image'], limits.maxPromptChars);
@@ -334,7 +349,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       cellsOf(size, st.api.info().vqScale) * (refImage ? 2 : 1),
     );
   });
+}
 
+/** POST /v1/chat/completions: image understanding, optionally streamed (SSE). */
+function registerChatCompletions(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/chat/completions', async (req, reply) => {
     const b = asBody(req.body);
     checkModelField(app, b['model']);
@@ -555,35 +575,6 @@ function parseMessages(v: unknown, maxChars: number): { question: string; image:
   return { question, image: images[0]! };
 }
 
-export function parseUnderstand(
-  b: Body,
-  limits: { maxTokens: number; maxSteps: number },
-): Omit<UnderstandParams, 'question' | 'image'> {
-  const genLength =
-    optInt(b, 'max_tokens', 1, limits.maxTokens, 'maxTokens') ??
-    optInt(b, 'max_completion_tokens', 1, limits.maxTokens, 'maxTokens') ??
-    optInt(b, 'gen_length', 1, limits.maxTokens, 'maxTokens');
-  const p: Omit<UnderstandParams, 'question' | 'image'> = {};
-  const gl = genLength ?? Math.min(TASK_DEFAULTS.mmuGenLength, limits.maxTokens);
-  p.genLength = gl;
-  p.blockLength =
-    optInt(b, 'block_length', 1, limits.maxTokens) ?? Math.min(TASK_DEFAULTS.mmuBlockLength, gl);
-  p.steps =
-    optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
-    Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
-  const t = optNumber(b, 'temperature', 0, 100);
-  if (t !== undefined) p.temperature = t;
-  const c = optNumber(b, 'cfg_scale', 0, 100);
-  if (c !== undefined) p.cfgScale = c;
-  const seed = optInt(b, 'seed', 0, 0xffffffff);
-  if (seed !== undefined) p.seed = seed;
-  const rm = optChoice(b, 'remasking', ['low_confidence', 'random'] as const);
-  if (rm) p.remasking = rm;
-  const uc = optBoolOrChoice(b, 'use_cache', ['dual', 'ml-cache'] as const);
-  if (uc !== undefined) p.useCache = uc;
-  if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
-  return p;
-}
 
 /** size "auto": the default size, shrunk to a square that fits the pixel limit. */
 function autoSize(limits: { maxPixels: number; maxSide: number }): {

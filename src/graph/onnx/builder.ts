@@ -18,7 +18,7 @@ export interface Value {
 
 export type Dim = number | string;
 
-type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
+export type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
 
 interface NodeSpec {
   op_type: string;
@@ -161,6 +161,17 @@ export class GraphBuilder {
     return this.constF32([x], []);
   }
 
+  /** A float64 scalar constant, deduplicated. */
+  scalarF64(x: number): Value {
+    const key = `f64::${x}`;
+    let v = this.constCache.get(key);
+    if (!v) {
+      v = this.initializer(this.fresh('c_f64'), 'float64', [], Float64Array.of(x));
+      this.constCache.set(key, v);
+    }
+    return v;
+  }
+
   // ---- ops -------------------------------------------------------------
 
   private node(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
@@ -179,6 +190,14 @@ export class GraphBuilder {
 
   private one(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}): Value {
     return this.node(op, inputs, attrs)[0]!;
+  }
+
+  /**
+   * Any ONNX op by name, for graph layers (such as the gradient builder) that need
+   * ops this class has no typed method for. `null` inputs are omitted optional ones.
+   */
+  op(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
+    return this.node(op, inputs, attrs, nOut, domain);
   }
 
   add(a: Value, b: Value): Value { return this.one('Add', [a, b]); }
@@ -284,6 +303,44 @@ export class GraphBuilder {
       1,
       'com.microsoft',
     )[0]!;
+  }
+
+  /**
+   * ORT contrib op: y = A @ dequant(B) (+ bias) with A float quantized to uint8 on the fly
+   * (one scale and zero point for the whole tensor) and B int8 [K, N] with a scale per
+   * column (b_scale [N]); MLAS's integer GEMM (VNNI), B prepacked at load.
+   */
+  dynamicQuantizeMatMul(a: Value, b: Value, bScale: Value, bZeroPoint: Value | null = null, bias: Value | null = null): Value {
+    const ins = [a, b, bScale, bZeroPoint, bias];
+    while (ins.length > 3 && ins[ins.length - 1] === null) ins.pop();
+    return this.node('DynamicQuantizeMatMul', ins, {}, 1, 'com.microsoft')[0]!;
+  }
+
+  /**
+   * ORT contrib op: y = (A - a_zp) * a_scale @ (B - b_zp) * b_scale (+ bias) for 8-bit A and
+   * B; the scales multiply the int32 accumulators in the GEMM's output stage.
+   */
+  matMulIntegerToFloat(a: Value, b: Value, aScale: Value, bScale: Value, aZeroPoint: Value | null, bZeroPoint: Value | null = null, bias: Value | null = null): Value {
+    const ins = [a, b, aScale, bScale, aZeroPoint, bZeroPoint, bias];
+    while (ins.length > 4 && ins[ins.length - 1] === null) ins.pop();
+    return this.node('MatMulIntegerToFloat', ins, {}, 1, 'com.microsoft')[0]!;
+  }
+
+  /** ONNX MatMulInteger: int32 (A - a_zp) @ (B - b_zp). */
+  matMulInteger(a: Value, b: Value, aZeroPoint: Value | null = null, bZeroPoint: Value | null = null): Value {
+    const ins = [a, b, aZeroPoint, bZeroPoint];
+    while (ins.length > 2 && ins[ins.length - 1] === null) ins.pop();
+    return this.one('MatMulInteger', ins);
+  }
+
+  /** ONNX QuantizeLinear: saturate(round(x / scale) + zero_point); per-axis when scale is 1-D. */
+  quantizeLinear(x: Value, scale: Value, zeroPoint: Value | null, axis = 1): Value {
+    return this.one('QuantizeLinear', zeroPoint ? [x, scale, zeroPoint] : [x, scale], { axis });
+  }
+
+  abs(a: Value): Value { return this.one('Abs', [a]); }
+  reduceMin(x: Value, axes: number[], keepdims = true): Value {
+    return this.one('ReduceMin', [x, this.constI64(axes)], { keepdims: keepdims ? 1 : 0 });
   }
 
   /**
