@@ -109,7 +109,7 @@ describe('init-random + inspect', () => {
 
   test('--n-kv-heads that does not divide n_heads is refused', () => {
     const r = cli(['init-random', path.join(tmp, 'bad'), '--preset', 'tiny', '--n-kv-heads', '3']);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2, 'a usage error');
     assert.equal(r.stderr, "error: --n-kv-heads 3 must divide the preset's n_heads (4)\n");
   });
 
