@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import { DimooError } from '../errors.js';
 import type { DimooApi, LoadOptions } from '../pipelines/types.js';
+import type { LoraRef } from '../checkpoint/lora.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 import { isHubId } from '../checkpoint/hub.js';
@@ -61,6 +62,7 @@ export interface ModelFlags {
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
+  lora?: LoraRef[];
   revision?: string;
   progress?: ProgressMode;
 }
@@ -88,6 +90,7 @@ export async function withModel<T>(
   if (flags.threads !== undefined) loadOpts.threads = flags.threads;
   if (flags.device !== undefined) loadOpts.device = flags.device;
   if (flags.precision !== undefined) loadOpts.precision = flags.precision;
+  if (flags.lora !== undefined && flags.lora.length > 0) loadOpts.lora = flags.lora;
   if (flags.revision !== undefined) loadOpts.revision = flags.revision;
   const shown = loadProgress(ctx, flags.progress);
   loadOpts.onProgress = shown.onProgress;

@@ -110,6 +110,7 @@ export class Dimoo implements DimooApi {
       device: opts.device,
       precision: opts.precision,
       imageVocabSize: codebookSize,
+      lora: opts.lora,
     });
     progress({ stage: 'session', done: 1, total: 1, detail: `transformer (${model.device})` });
     return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);

@@ -238,6 +238,8 @@ export interface LoadOptions {
   token?: string;
   /** Loading progress: download bytes (Hub ids), checkpoint files mapped, ONNX Runtime sessions created. */
   onProgress?: (p: LoadProgress) => void;
+  /** LoRA adapters (PEFT folders, e.g. from `dimoo train --lora`), added on the fly; scale multiplies alpha/r (default 1). */
+  lora?: Array<{ dir: string; scale?: number }>;
 }
 
 /**

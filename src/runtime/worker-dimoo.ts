@@ -103,6 +103,7 @@ export class WorkerDimoo implements DimooApi {
     if (opts.threads !== undefined) loadOptions.threads = opts.threads;
     if (opts.device !== undefined) loadOptions.device = opts.device;
     if (opts.precision !== undefined) loadOptions.precision = opts.precision;
+    if (opts.lora !== undefined) loadOptions.lora = opts.lora;
     // A Hugging Face id is resolved (and downloaded) here, so download progress reaches the caller directly.
     const local = await resolveModelDir(dir, {
       revision: opts.revision,
