@@ -99,7 +99,8 @@ async function imagesResponse(
   const data = [];
   for (const out of outs) {
     const extra = { seed: out.seed, width: out.width, height: out.height };
-    const f = app.dimoo.store.get(out.file!);
+    // Sent inline (b64_json): taken out of the store, keeping it for an hour would only grow memory under load.
+    const f = o.responseFormat === 'url' ? app.dimoo.store.get(out.file!) : app.dimoo.store.take(out.file!);
     if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
     if (o.responseFormat === 'url') {
       const url =
@@ -643,7 +644,7 @@ async function streamImages(
     const outs = (job.result as { images: ImageOutput[] }).images;
     const usage = imageUsage(outs);
     for (const out of outs) {
-      const f = app.dimoo.store.get(out.file!);
+      const f = app.dimoo.store.take(out.file!);
       const b64 = f ? (await encodeAs(f.data, o)).toString('base64') : '';
       sse.send(
         {
