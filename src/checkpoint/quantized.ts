@@ -17,8 +17,19 @@ const E = 'E_CHECKPOINT';
 
 export const QUANT_MANIFEST = 'dimoo-quant.json';
 export const QUANT_FORMAT = 'dimoo-quantized';
-/** 2: per-entry `bits` (the 8-bit embedding). Version 1 folders are still read. */
-export const QUANT_VERSION = 2;
+/**
+ * 2: per-entry `bits` (the 8-bit embedding); 3: the `qgemm` format (`layout:
+ * "channel"` entries). Versions 1 and 2 are still read.
+ */
+export const QUANT_VERSION = 3;
+
+/**
+ * How linears are stored and run: `nbits` = MatMulNBits blocks (8 or 4 bits);
+ * `qgemm` = int8 [K, N] with a scale per output channel, run on the integer
+ * GEMM (DynamicQuantizeMatMul / MatMulIntegerToFloat).
+ */
+export type QuantFormat = 'nbits' | 'qgemm';
+export const QUANT_FORMATS: readonly QuantFormat[] = ['nbits', 'qgemm'];
 
 export interface QuantManifestLinear {
   /** Tensor names in the weights file. */
@@ -29,12 +40,16 @@ export interface QuantManifestLinear {
   block_size: number;
   /** Bits of this entry when they differ from the manifest's (the 8-bit embedding). */
   bits?: QuantBits;
+  /** `channel`: data I8 [K, N], scales F32 [N] (block_size = K); absent: MatMulNBits blocks. */
+  layout?: 'channel';
 }
 
 export interface QuantManifest {
   format: typeof QUANT_FORMAT;
   version: number;
   bits: QuantBits;
+  /** How the linears are stored (absent: nbits). The embedding is 8-bit blocks in both. */
+  quant_format?: QuantFormat;
   /** Requested block size (a tensor whose K it does not divide uses the largest power of two that does). */
   block_size: number;
   weights_file: string;
@@ -68,8 +83,9 @@ export function readQuantManifest(dir: string): QuantManifest {
   if (!isObject(j)) bad('must be a JSON object');
   const m = j as Record<string, unknown>;
   if (m.format !== QUANT_FORMAT) bad(`"format" must be "${QUANT_FORMAT}", got ${JSON.stringify(m.format)}`);
-  if (m.version !== 1 && m.version !== QUANT_VERSION) bad(`unsupported version ${JSON.stringify(m.version)} (this dimoo reads versions 1 to ${QUANT_VERSION})`);
+  if (m.version !== 1 && m.version !== 2 && m.version !== QUANT_VERSION) bad(`unsupported version ${JSON.stringify(m.version)} (this dimoo reads versions 1 to ${QUANT_VERSION})`);
   if (m.bits !== 8 && m.bits !== 4) bad(`"bits" must be 8 or 4, got ${JSON.stringify(m.bits)}`);
+  if (m.quant_format !== undefined && !QUANT_FORMATS.includes(m.quant_format as QuantFormat)) bad(`"quant_format" must be ${QUANT_FORMATS.join(' or ')}, got ${JSON.stringify(m.quant_format)}`);
   if (typeof m.weights_file !== 'string' || m.weights_file === '' || /[\\/]/.test(m.weights_file)) bad('"weights_file" must be a plain file name in the folder');
   if (!isObject(m.linears)) bad('"linears" must be an object');
   if (!isObject(m.plain)) bad('"plain" must be an object');
@@ -79,8 +95,12 @@ export function readQuantManifest(dir: string): QuantManifest {
     for (const k of ['N', 'K', 'block_size'] as const) {
       if (typeof e[k] !== 'number' || !Number.isSafeInteger(e[k]) || (e[k] as number) <= 0) bad(`linears["${name}"].${k} must be a positive integer`);
     }
+    if (e.layout !== undefined && e.layout !== 'channel') bad(`linears["${name}"].layout must be "channel" or absent, got ${JSON.stringify(e.layout)}`);
     const bs = e.block_size as number;
-    if (bs < 16 || bs > 256 || (bs & (bs - 1)) !== 0 || (e.K as number) % bs !== 0) bad(`linears["${name}"]: block_size ${bs} must be a power of two in [16, 256] dividing K = ${e.K}`);
+    if (e.layout === 'channel') {
+      if (bs !== e.K) bad(`linears["${name}"]: a channel entry has block_size = K (${String(e.K)}), got ${bs}`);
+      if ((e.bits ?? m.bits) !== 8) bad(`linears["${name}"]: channel entries are 8-bit`);
+    } else if (bs < 16 || bs > 256 || (bs & (bs - 1)) !== 0 || (e.K as number) % bs !== 0) bad(`linears["${name}"]: block_size ${bs} must be a power of two in [16, 256] dividing K = ${e.K}`);
     if (typeof e.data !== 'string' || typeof e.scales !== 'string') bad(`linears["${name}"] must name its "data" and "scales" tensors`);
     if (e.bits !== undefined && e.bits !== 8 && e.bits !== 4) bad(`linears["${name}"].bits must be 8 or 4, got ${JSON.stringify(e.bits)}`);
   }
@@ -97,12 +117,13 @@ export interface FileBytes {
   byteLength: number;
 }
 
-/** A linear weight [N, K] in MatMulNBits blocks (see quant-blocks.ts). */
+/** A linear weight [N, K] in MatMulNBits blocks, or int8 [K, N] per output channel (layout 'channel'; see quant-blocks.ts). */
 export interface QuantizedLinear {
   bits: QuantBits;
   blockSize: number;
   N: number;
   K: number;
+  layout?: 'channel';
   data: FileBytes;
   scales: FileBytes;
 }
@@ -154,6 +175,26 @@ export function openQuantizedCheckpoint(dir: string): QuantizedCheckpoint {
       const [N, K] = e.shape as [number, number];
       if (e.shape.length !== 2 || lin.N !== N || lin.K !== K) {
         throw new DimooError(`${manifestPath}: linears["${e.name}"] is [${lin.N}, ${lin.K}], config.json implies [${e.shape.join(', ')}] (${e.origin})`, E);
+      }
+      if (lin.layout === 'channel') {
+        const d = tensor(lin.data, `linears["${e.name}"].data`);
+        const s = tensor(lin.scales, `linears["${e.name}"].scales`);
+        if (d.dtype !== 'I8' || d.shape.length !== 2 || d.shape[0] !== K || d.shape[1] !== N) {
+          throw new DimooError(`${wfile}: tensor "${lin.data}" is ${d.dtype} [${d.shape.join(', ')}], expected I8 [${K}, ${N}] (int8 per output channel, transposed)`, E);
+        }
+        if (s.dtype !== 'F32' || s.shape.length !== 1 || s.shape[0] !== N) {
+          throw new DimooError(`${wfile}: tensor "${lin.scales}" is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${N}]`, E);
+        }
+        quantized.set(e.name, {
+          bits: 8,
+          blockSize: K,
+          N,
+          K,
+          layout: 'channel',
+          data: { file: d.file, byteOffset: d.byteOffset, byteLength: d.byteLength },
+          scales: { file: s.file, byteOffset: s.byteOffset, byteLength: s.byteLength },
+        });
+        continue;
       }
       const spec: QuantSpec = { bits: lin.bits ?? m.bits, blockSize: lin.block_size };
       const blocks = K / spec.blockSize;
