@@ -9,8 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeRandomCheckpoint, PRESETS, type PresetName } from '../src/tools/random-checkpoint.js';
 import { numel } from '../src/checkpoint/safetensors.js';
-import type { QuantFormat } from '../src/checkpoint/quantized.js';
 import { quantizeCheckpoint } from '../src/tools/quantize.js';
+import type { QuantFormat } from '../src/checkpoint/quantized.js';
 import type { QuantBits } from '../src/checkpoint/quant-blocks.js';
 
 export function benchCacheDir(): string {

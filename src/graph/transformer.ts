@@ -204,9 +204,9 @@ interface Weights {
   linearFrom(x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep?: Value): Value;
   /** The checkpoint's linear `prefix`.weight (+ `prefix`.bias) applied to x. */
   linear(x: Value, prefix: string, bias: boolean): Value;
-  /** A channel-layout weight's initializers (one pair per tensor, shared by the head's uses). */
+  /** A channel-layout (integer GEMM) weight's initializers, one pair per tensor (shared by the head's uses). */
   channelWeight(name: string, w: QuantizedLinearSource): { data: Value; scales: Value };
-  /** x @ dequant(B) on the integer GEMM, activations quantized as the options say. */
+  /** x @ dequant(B) on the integer GEMM with the configured activation scales (see emitIntegerGemm). */
   integerGemm(x: Value, B: Value, bScale: Value): Value;
 }
 
@@ -235,6 +235,7 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
   const accuracyLevel = opts.accuracyLevel ?? 4;
   const perRow = (opts.int8Activations ?? 'row') === 'row';
   const channelInits = new Map<string, { data: Value; scales: Value }>();
+  /** A channel-layout weight's initializers (one pair per tensor, shared by the head's uses). */
   const channelWeight = (name: string, w: QuantizedLinearSource): { data: Value; scales: Value } => {
     let v = channelInits.get(name);
     if (!v) {
