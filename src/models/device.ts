@@ -24,11 +24,6 @@ import { GraphBuilder } from '../graph/onnx/builder.js';
 import { describeWebGpuSetup } from './webgpu-setup.js';
 
 export type Device = 'cpu' | 'webgpu';
-export const DEVICES: readonly Device[] = ['cpu', 'webgpu'];
-
-export function isDevice(x: unknown): x is Device {
-  return x === 'cpu' || x === 'webgpu';
-}
 
 export interface SessionSpec {
   device: Device;
