@@ -581,7 +581,7 @@ describe('token grid files', () => {
       [{ height: 60, width: 48, codes: [] }, /"height" must be .*multiple of 16/],
       [{ height: 64, width: 0, codes: [] }, /"width"/],
       [{ height: 64, width: 48 }, /"codes" must be an array/],
-      [{ height: 64, width: 48, codes: [1] }, /1 entries .* 12 cells/],
+      [{ height: 64, width: 48, codes: [1] }, /1 codes .* 12 cells/],
       [
         { ...GRID_64x48, codes: [...GRID_64x48.codes.slice(1), 8192] },
         /codes\[11\] .*\[0, 8192\), got 8192/,

@@ -49,7 +49,7 @@ export function checkTokenGrid(value: unknown, what: string, rules: GridRules = 
   const expected = (height / scale) * (width / scale);
   if (list.length !== expected) {
     fail(
-      `"codes" has ${list.length} entries but a ${width}x${height} image has ${width / scale}x${height / scale} = ${expected} cells`,
+      `"codes" has ${list.length} codes but a ${width}x${height} image has ${width / scale}x${height / scale} = ${expected} cells`,
     );
   }
   for (let i = 0; i < list.length; i++) {
