@@ -30,6 +30,8 @@ export const ERROR_CODES = [
   'E_CANCELLED',
   'E_TIMEOUT',
   'E_TRAIN',
+  'E_LORA',
+  'E_RESUME',
   // runtime
   'E_WEBGPU',
   'E_WORKER',

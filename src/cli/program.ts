@@ -19,6 +19,8 @@ import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
+import { registerTrain } from './commands/train.js';
+import { registerLora } from './commands/lora.js';
 import { registerServeCommand } from './commands/serve.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
@@ -65,6 +67,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerDemo(program, ctx);
   registerServeCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
+  registerTrain(program, ctx);
+  registerLora(program, ctx);
   return program;
 }
 
