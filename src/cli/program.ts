@@ -17,6 +17,7 @@ import { registerInitRandom } from './commands/init-random.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
+import { registerShapes } from './commands/shapes.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
 import { registerServeCommand } from '../server/serve-command.js';
@@ -65,6 +66,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerDemo(program, ctx);
   registerServeCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
+  registerShapes(program, ctx);
   return program;
 }
 
