@@ -1,0 +1,294 @@
+/**
+ * The original SFT recipe's item layout (train/train.py, ItemProcessor.process_item),
+ * as pure functions over token ids. Randomness (which positions are masked,
+ * whether the condition is dropped) comes from a `RecipeChoices` object, so
+ * the same layout code serves seeded training (`prngChoices`) and replaying
+ * the golden masks in tests.
+ *
+ * Layouts (every image: rows of codes each followed by <end-of-line>):
+ *   t2i:  instr + <answer> <IMAGE> masked-answer-image </IMAGE> </answer>
+ *   i2i:  instr[:-1] + <IMAGE> user-image </IMAGE> + instr[-1:] + the t2i tail
+ *         (a dropped condition uses the <uncondition> instruction and no user image)
+ *   mmu:  instr[:-1] + <IMAGE> user-image </IMAGE> + instr[-1:] + <answer>
+ *         + masked(answer_text + </answer>) + masked(pad block up to 1024 tokens)
+ * Labels are -100 except at masked positions, which carry the original id.
+ *
+ *   itemKind(hasUserImage, hasAnswerImage)      which of the three layouts
+ *   layoutItem(item, choices, tokens)           { inputIds, labels }
+ *   maskCount(n, u, always)                     how many of n tokens the cosine ratio masks
+ *   prngChoices(prng)                           the recipe's random choices from our PRNG
+ *   instructionText(system, user) / answerText(answer)   the strings the original tokenizes
+ */
+import { DimooError } from '../errors.js';
+import type { SpecialTokens } from '../models/special-tokens.js';
+import { SPECIAL_TOKEN_STRINGS } from '../models/special-tokens.js';
+import { addBreakLines } from '../pipelines/prompts.js';
+import type { Prng } from '../samplers/prng.js';
+
+export type ItemKind = 't2i' | 'i2i' | 'mmu';
+
+/** An image as a grid of codebook indices (row-major), grid sizes in cells. */
+export interface GridCodes {
+  gridH: number;
+  gridW: number;
+  codes: readonly number[];
+}
+
+/** A training item with its text already tokenized (ids include the BOS template). */
+export interface TokenizedItem {
+  kind: ItemKind;
+  /** "<system>S</system><user>U</user>" */
+  instruction: readonly number[];
+  /** "<system>S</system><user><uncondition></user>" (t2i and i2i). */
+  uncondInstruction?: readonly number[];
+  userImage?: GridCodes;
+  answerImage?: GridCodes;
+  /** answer_text + "</answer>" (mmu). */
+  answer?: readonly number[];
+}
+
+export interface RecipeChoices {
+  /**
+   * Indices (distinct, in [0, n)) to mask in a span of n tokens. `always`
+   * is the original's `mask=True`: short spans (<= 5) are not masked entirely
+   * but drawn by the ratio like longer ones.
+   */
+  maskPositions(n: number, always: boolean): readonly number[];
+  /** The 10% condition drop of t2i/i2i records. */
+  dropCondition(): boolean;
+}
+
+export interface LayoutOptions {
+  /** Answer + padding length of understanding records (the original's 1024). */
+  answerBlock?: number;
+}
+
+export interface Layout {
+  inputIds: number[];
+  labels: number[];
+  /** Whether this layout used the <uncondition> instruction. */
+  dropped: boolean;
+}
+
+type Tokens = Pick<
+  SpecialTokens,
+  'mask' | 'newline' | 'boi' | 'eoi' | 'boa' | 'eoa' | 'pad' | 'imageOffset' | 'codebookSize'
+>;
+
+export const IGNORE = -100;
+/** The original pads understanding answers to this many tokens. */
+export const ANSWER_BLOCK = 1024;
+/** The original truncates every tokenized text to this many ids. */
+export const TEXT_MAX_IDS = 1024;
+/** Share of t2i/i2i records trained with the <uncondition> instruction. */
+export const DROP_CONDITION_P = 0.1;
+
+/** The kind of record the original's process_item makes of these fields. */
+export function itemKind(hasUserImage: boolean, hasAnswerImage: boolean): ItemKind {
+  if (hasUserImage && !hasAnswerImage) return 'mmu';
+  if (!hasUserImage && hasAnswerImage) return 't2i';
+  if (hasUserImage && hasAnswerImage) return 'i2i';
+  throw new DimooError(
+    'record has neither "user_image" nor "answer_image": the recipe knows text-to-image, image-to-image and understanding records only',
+    'E_DATA',
+  );
+}
+
+/** The instruction string the original tokenizes. */
+export function instructionText(system: string, user: string): string {
+  const s = SPECIAL_TOKEN_STRINGS;
+  return `${s.system}${system}${s.systemEnd}${s.user}${user}${s.userEnd}`;
+}
+
+/** The conditionless twin of instructionText. */
+export function uncondInstructionText(system: string): string {
+  return instructionText(system, SPECIAL_TOKEN_STRINGS.uncondition);
+}
+
+/** The understanding answer string the original tokenizes. */
+export function answerText(answer: string): string {
+  return `${answer}${SPECIAL_TOKEN_STRINGS.eoa}`;
+}
+
+/** The original's tokenizer call truncates at 1024 ids (BOS included). */
+export function truncateIds(ids: readonly number[]): number[] {
+  return ids.slice(0, TEXT_MAX_IDS);
+}
+
+/**
+ * Number of tokens mask_codes masks in a span of n, for a uniform draw u in
+ * [0, 1): all of a short span (n <= 5) unless `always`, else
+ * floor(n * cos(u * pi / 2)), at least one.
+ */
+export function maskCount(n: number, u: number, always: boolean): number {
+  if (n <= 0) return 0;
+  const ratio = n <= 5 && !always ? 1 : Math.cos((u * Math.PI) / 2);
+  return Math.min(n, Math.max(1, Math.floor(n * ratio)));
+}
+
+/** The recipe's random choices drawn from one of our seeded streams. */
+export function prngChoices(prng: Prng): RecipeChoices {
+  return {
+    maskPositions(n: number, always: boolean): number[] {
+      const k = maskCount(n, prng.uniform(), always);
+      // Partial Fisher-Yates: the first k entries are a uniform k-subset.
+      const idx = Array.from({ length: n }, (_, i) => i);
+      for (let i = 0; i < k; i++) {
+        const j = prng.randint(i, n);
+        const t = idx[i]!;
+        idx[i] = idx[j]!;
+        idx[j] = t;
+      }
+      return idx.slice(0, k);
+    },
+    dropCondition(): boolean {
+      return prng.uniform() < DROP_CONDITION_P;
+    },
+  };
+}
+
+function checkPositions(pos: readonly number[], n: number, what: string): void {
+  const seen = new Set<number>();
+  for (const p of pos) {
+    if (!Number.isInteger(p) || p < 0 || p >= n || seen.has(p)) {
+      throw new DimooError(
+        `${what}: mask position ${p} is not a distinct index in [0, ${n})`,
+        'E_PARAM',
+      );
+    }
+    seen.add(p);
+  }
+}
+
+/** Masks `ids` at the chosen positions: [masked ids, labels]. */
+function maskSpan(
+  ids: readonly number[],
+  choices: RecipeChoices,
+  always: boolean,
+  mask: number,
+  what: string,
+): [number[], number[]] {
+  const pos = choices.maskPositions(ids.length, always);
+  checkPositions(pos, ids.length, what);
+  const out = ids.slice();
+  const labels = new Array<number>(ids.length).fill(IGNORE);
+  for (const p of pos) {
+    labels[p] = ids[p]!;
+    out[p] = mask;
+  }
+  return [out, labels];
+}
+
+function checkGrid(g: GridCodes, what: string, t: Tokens): void {
+  if (
+    !Number.isSafeInteger(g.gridH) ||
+    g.gridH < 1 ||
+    !Number.isSafeInteger(g.gridW) ||
+    g.gridW < 1
+  ) {
+    throw new DimooError(
+      `${what}: grid size must be positive integers, got ${g.gridH}x${g.gridW}`,
+      'E_DATA',
+    );
+  }
+  if (g.codes.length !== g.gridH * g.gridW) {
+    throw new DimooError(
+      `${what}: ${g.codes.length} codes for a ${g.gridH}x${g.gridW} grid (${g.gridH * g.gridW} expected)`,
+      'E_DATA',
+    );
+  }
+  g.codes.forEach((c, i) => {
+    if (!Number.isInteger(c) || c < 0 || c >= t.codebookSize) {
+      throw new DimooError(
+        `${what}: codes[${i}] = ${c} is outside the codebook [0, ${t.codebookSize})`,
+        'E_DATA',
+      );
+    }
+  });
+}
+
+/** <IMAGE> rows-with-newlines </IMAGE> of an unmasked grid. */
+function imageTokens(g: GridCodes, t: Tokens): number[] {
+  const ids = g.codes.map((c) => t.imageOffset + c);
+  return [t.boi, ...addBreakLines(ids, g.gridH, g.gridW, t.newline), t.eoi];
+}
+
+/** ids[:-1] + middle + ids[-1:] (the original's image splice before </user>). */
+function splice(ids: readonly number[], middle: readonly number[]): number[] {
+  if (ids.length === 0) throw new DimooError('empty instruction', 'E_DATA');
+  return [...ids.slice(0, -1), ...middle, ids[ids.length - 1]!];
+}
+
+/** The layout of one item; `choices` decides masks and the condition drop. */
+export function layoutItem(
+  item: TokenizedItem,
+  choices: RecipeChoices,
+  t: Tokens,
+  opts: LayoutOptions = {},
+): Layout {
+  const block = opts.answerBlock ?? ANSWER_BLOCK;
+  if (item.kind === 'mmu') {
+    if (!item.userImage || !item.answer) {
+      throw new DimooError('understanding record needs a user image and an answer', 'E_DATA');
+    }
+    checkGrid(item.userImage, 'user_image', t);
+    const instr = splice(item.instruction, imageTokens(item.userImage, t));
+    const [answer, answerLabels] = maskSpan(item.answer, choices, false, t.mask, 'answer');
+    // The original pads answer + padding to `block` tokens and masks the padding too.
+    const padLen = Math.max(0, block - item.answer.length);
+    const [pad, padLabels] =
+      padLen > 0
+        ? maskSpan(new Array<number>(padLen).fill(t.pad), choices, true, t.mask, 'padding')
+        : [[], []];
+    return {
+      inputIds: [...instr, t.boa, ...answer, ...pad],
+      labels: [...new Array<number>(instr.length + 1).fill(IGNORE), ...answerLabels, ...padLabels],
+      dropped: false,
+    };
+  }
+  if (!item.answerImage)
+    throw new DimooError(`${item.kind} record needs an answer image`, 'E_DATA');
+  checkGrid(item.answerImage, 'answer_image', t);
+  if (item.kind === 'i2i') {
+    if (!item.userImage) throw new DimooError('i2i record needs a user image', 'E_DATA');
+    checkGrid(item.userImage, 'user_image', t);
+  }
+  const dropped = choices.dropCondition();
+  let instr: number[];
+  if (dropped) {
+    if (!item.uncondInstruction) {
+      throw new DimooError('the condition drop needs the <uncondition> instruction', 'E_PARAM');
+    }
+    // A dropped i2i record keeps neither its text nor its input image.
+    instr = item.uncondInstruction.slice();
+  } else if (item.kind === 'i2i') {
+    instr = splice(item.instruction, imageTokens(item.userImage!, t));
+  } else {
+    instr = item.instruction.slice();
+  }
+  const g = item.answerImage;
+  const cells = g.codes.map((c) => t.imageOffset + c);
+  // Masks are drawn over the cells, then the row breaks go in (labels -100 there).
+  const [masked, cellLabels] = maskSpan(cells, choices, false, t.mask, 'answer_image');
+  const rows = addBreakLines(masked, g.gridH, g.gridW, t.newline);
+  const rowLabels = addBreakLines(cellLabels, g.gridH, g.gridW, IGNORE);
+  return {
+    inputIds: [...instr, t.boa, t.boi, ...rows, t.eoi, t.eoa],
+    labels: [...new Array<number>(instr.length + 2).fill(IGNORE), ...rowLabels, IGNORE, IGNORE],
+    dropped,
+  };
+}
+
+/** Length of an item's layout when its condition is kept (the longest it can be). */
+export function layoutLength(item: TokenizedItem, opts: LayoutOptions = {}): number {
+  const block = opts.answerBlock ?? ANSWER_BLOCK;
+  const img = (g: GridCodes | undefined): number => (g ? g.gridH * (g.gridW + 1) + 2 : 0);
+  if (item.kind === 'mmu') {
+    const a = item.answer?.length ?? 0;
+    return item.instruction.length + img(item.userImage) + 1 + Math.max(a, block);
+  }
+  const user = item.kind === 'i2i' ? img(item.userImage) : 0;
+  // instruction (+ user image) + <answer> + image block + </answer>
+  const instr = Math.max(item.instruction.length + user, item.uncondInstruction?.length ?? 0);
+  return instr + 1 + img(item.answerImage) + 1;
+}

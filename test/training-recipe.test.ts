@@ -1,0 +1,156 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { TextTokenizer } from '../src/models/tokenizer.js';
+import { loadLladaConfig } from '../src/models/config.js';
+import { loadVqConfig } from '../src/models/vq/config.js';
+import { resolveSpecialTokens } from '../src/models/special-tokens.js';
+import { Prng } from '../src/samplers/prng.js';
+import {
+  IGNORE,
+  answerText,
+  instructionText,
+  layoutItem,
+  layoutLength,
+  maskCount,
+  prngChoices,
+  truncateIds,
+  uncondInstructionText,
+  type RecipeChoices,
+  type TokenizedItem,
+} from '../src/training/recipe.js';
+import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
+
+interface GoldenGrid {
+  height: number;
+  width: number;
+  codes: number[];
+}
+interface GoldenTrainCase {
+  items: Array<{
+    kind: 't2i' | 'i2i' | 'mmu';
+    system_prompt: string;
+    user_prompt: string;
+    answer_text: string;
+    grids: { user_image?: GoldenGrid; answer_image?: GoldenGrid };
+  }>;
+  processed: Array<{ input_ids: number[]; labels: number[] }>;
+}
+
+const dir = goldenCheckpointDir();
+const tok = TextTokenizer.fromFile(path.join(dir, 'tokenizer.json'));
+const config = loadLladaConfig(path.join(dir, 'config.json'));
+const vq = loadVqConfig(path.join(dir, 'vqvae'));
+const T = resolveSpecialTokens(tok, config, { codebookSize: vq.numVqEmbeddings });
+
+async function tokenize(item: GoldenTrainCase['items'][number]): Promise<TokenizedItem> {
+  const grid = (g?: GoldenGrid) =>
+    g && {
+      gridH: g.height / vq.scaleFactor,
+      gridW: g.width / vq.scaleFactor,
+      codes: g.codes,
+    };
+  return {
+    kind: item.kind,
+    instruction: truncateIds(
+      await tok.encode(instructionText(item.system_prompt, item.user_prompt)),
+    ),
+    uncondInstruction: truncateIds(await tok.encode(uncondInstructionText(item.system_prompt))),
+    userImage: grid(item.grids.user_image),
+    answerImage: grid(item.grids.answer_image),
+    answer:
+      item.kind === 'mmu' ? truncateIds(await tok.encode(answerText(item.answer_text))) : undefined,
+  };
+}
+
+/**
+ * Choices that replay the golden masks: the masked positions are read off
+ * the golden labels and mapped back to indices within each masked span.
+ */
+function replay(
+  item: TokenizedItem,
+  golden: { input_ids: number[]; labels: number[] },
+): RecipeChoices {
+  const seq = golden.input_ids;
+  const labelled = golden.labels.flatMap((l, i) => (l === IGNORE ? [] : [i]));
+  const dropped = seq.includes(T.uncondition);
+  const spans: number[][] = [];
+  if (item.kind === 'mmu') {
+    const start = seq.indexOf(T.boa) + 1;
+    const n = item.answer!.length;
+    spans.push(labelled.filter((p) => p < start + n).map((p) => p - start));
+    spans.push(labelled.filter((p) => p >= start + n).map((p) => p - start - n));
+  } else {
+    const g = item.answerImage!;
+    const start = seq.length - 2 - g.gridH * (g.gridW + 1);
+    spans.push(
+      labelled.map((p) => {
+        const r = Math.floor((p - start) / (g.gridW + 1));
+        const c = (p - start) % (g.gridW + 1);
+        assert.ok(c < g.gridW, 'a row break is labelled');
+        return r * g.gridW + c;
+      }),
+    );
+  }
+  return {
+    maskPositions: () => spans.shift()!,
+    dropCondition: () => dropped,
+  };
+}
+
+for (const name of ['train_t2i_i2i_padded', 'train_mmu_single']) {
+  test(`recipe layout reproduces golden ${name} processed sequences`, async () => {
+    const g = readGoldenJson<GoldenTrainCase>(`${name}.json`);
+    let drops = 0;
+    for (let i = 0; i < g.items.length; i++) {
+      const item = await tokenize(g.items[i]!);
+      const out = layoutItem(item, replay(item, g.processed[i]!), T);
+      assert.deepEqual(out.inputIds, g.processed[i]!.input_ids, `${name} item ${i} input_ids`);
+      assert.deepEqual(out.labels, g.processed[i]!.labels, `${name} item ${i} labels`);
+      if (out.dropped) drops++;
+      else
+        assert.equal(layoutLength(item), out.inputIds.length, 'layoutLength of a kept condition');
+    }
+    if (name === 'train_t2i_i2i_padded')
+      assert.equal(drops, 1, 'the golden i2i record is a dropped condition');
+  });
+}
+
+test('maskCount follows the cosine ratio with at least one token', () => {
+  assert.equal(maskCount(4, 0.9, false), 4, 'short spans are masked entirely');
+  assert.equal(maskCount(4, 0.9, true), 1, 'unless always: floor(4*cos(0.45pi)) = 0 -> 1');
+  assert.equal(maskCount(100, 0, false), 100);
+  assert.equal(maskCount(100, 0.5, false), Math.floor(100 * Math.cos(Math.PI / 4)));
+  assert.equal(maskCount(0, 0.5, true), 0);
+});
+
+test('seeded layouts: same stream, same layout; masks are the labelled positions', async () => {
+  const g = readGoldenJson<GoldenTrainCase>('train_t2i_i2i_padded.json');
+  const items = await Promise.all(g.items.map(tokenize));
+  let drops = 0;
+  for (let s = 0; s < 200; s++) {
+    for (const [k, item] of items.entries()) {
+      const a = layoutItem(item, prngChoices(new Prng(7, s, k)), T);
+      const b = layoutItem(item, prngChoices(new Prng(7, s, k)), T);
+      assert.deepEqual(a, b);
+      const masked = a.inputIds.flatMap((id, i) => (id === T.mask ? [i] : []));
+      const labelled = a.labels.flatMap((l, i) => (l === IGNORE ? [] : [i]));
+      assert.deepEqual(masked, labelled);
+      assert.ok(labelled.length >= 1);
+      for (const p of labelled) assert.notEqual(a.labels[p], T.newline, 'row breaks never learned');
+      if (a.dropped) {
+        drops++;
+        assert.ok(item.kind !== 'mmu');
+        assert.ok(a.inputIds.includes(T.uncondition));
+        // A dropped i2i record has exactly one image: the answer.
+        assert.equal(a.inputIds.filter((id) => id === T.boi).length, 1);
+      }
+      if (item.kind === 'mmu') {
+        const start = a.inputIds.indexOf(T.boa) + 1;
+        assert.equal(a.inputIds.length - start, 1024, 'answer + padding = 1024 tokens');
+      }
+    }
+  }
+  // 400 t2i/i2i layouts at 10%: 40 expected; the bounds are ~6 sigma wide.
+  assert.ok(drops > 5 && drops < 80, `condition drops ${drops}`);
+});
