@@ -18,7 +18,7 @@ export interface Value {
 
 export type Dim = number | string;
 
-type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
+export type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
 
 interface NodeSpec {
   op_type: string;
@@ -161,6 +161,17 @@ export class GraphBuilder {
     return this.constF32([x], []);
   }
 
+  /** A float64 scalar constant, deduplicated. */
+  scalarF64(x: number): Value {
+    const key = `f64::${x}`;
+    let v = this.constCache.get(key);
+    if (!v) {
+      v = this.initializer(this.fresh('c_f64'), 'float64', [], Float64Array.of(x));
+      this.constCache.set(key, v);
+    }
+    return v;
+  }
+
   // ---- ops -------------------------------------------------------------
 
   private node(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
@@ -179,6 +190,14 @@ export class GraphBuilder {
 
   private one(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}): Value {
     return this.node(op, inputs, attrs)[0]!;
+  }
+
+  /**
+   * Any ONNX op by name, for graph layers (such as the gradient builder) that need
+   * ops this class has no typed method for. `null` inputs are omitted optional ones.
+   */
+  op(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
+    return this.node(op, inputs, attrs, nOut, domain);
   }
 
   add(a: Value, b: Value): Value { return this.one('Add', [a, b]); }

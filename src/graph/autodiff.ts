@@ -1,0 +1,495 @@
+/**
+ * Reverse-mode automatic differentiation over graphs built with GraphBuilder.
+ *
+ * A `Tape` wraps a builder: each differentiable op emits its forward ONNX node
+ * and, when an input needs a gradient, records how to emit its
+ * vector-Jacobian product. `gradients(y, wrt)` walks the record backwards and
+ * appends the backward pass to the same graph as ONNX ops, so forward, loss
+ * and backward are one graph that any ORT session (CPU, WebGPU) runs.
+ *
+ * Shapes are tracked symbolically (numbers, or names for dynamic dims) with
+ * static ranks: that is what broadcasting gradients need (which axes to sum).
+ * Dynamic sizes are read at run time with Shape where a gradient needs them.
+ * A dim that is the literal 1 in an operand and anything else in the result is
+ * a broadcast axis; two different names are assumed equal (ONNX broadcasting
+ * would reject them otherwise).
+ *
+ * Frozen quantized bases (MatMulNBits, GatherBlockQuantized) pass gradients
+ * to their activations only.
+ */
+import { GraphBuilder, type AttrValue, type Dim, type DType, type Value } from '../models/onnx/builder.js';
+
+export type FloatType = 'float32' | 'float64';
+
+/** A value on the tape: its graph name, symbolic shape, element type and whether it needs a gradient. */
+export interface TVal extends Value {
+  readonly shape: readonly Dim[];
+  readonly dtype: DType;
+  readonly req: boolean;
+}
+
+/** Emits the input gradients of one recorded op from its output gradient(s); null = no gradient. */
+type Vjp = (gOut: Value) => (Value | null)[];
+
+interface Entry {
+  out: TVal;
+  ins: TVal[];
+  vjp: Vjp;
+}
+
+/** Quantized linear weight as MatMulNBits takes it ([N, K/bs, bs*bits/8] uint8 + scales [N*K/bs]). */
+export interface QuantWeight {
+  data: Value;
+  scales: Value;
+  N: number;
+  K: number;
+  bits: 4 | 8;
+  blockSize: number;
+  accuracyLevel?: number;
+}
+
+const isOne = (d: Dim): boolean => d === 1;
+
+/** Broadcast result shape of two (or more) operand shapes, right-aligned. */
+export function broadcastShape(...shapes: (readonly Dim[])[]): Dim[] {
+  const rank = Math.max(...shapes.map((s) => s.length));
+  const out: Dim[] = [];
+  for (let i = 0; i < rank; i++) {
+    let d: Dim = 1;
+    for (const s of shapes) {
+      const k = s.length - rank + i;
+      if (k < 0) continue;
+      const e = s[k]!;
+      if (isOne(d)) d = e;
+      else if (!isOne(e) && typeof d === 'number' && typeof e === 'number' && d !== e)
+        throw new Error(`autodiff: shapes [${shapes.map((x) => x.join(',')).join('] and [')}] do not broadcast`);
+      else if (typeof d !== 'number' && typeof e === 'number' && !isOne(e)) d = e;
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+function normAxis(axis: number, rank: number): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= rank) throw new Error(`autodiff: axis ${axis} out of range for rank ${rank}`);
+  return a;
+}
+
+export class Tape {
+  private readonly entries: Entry[] = [];
+  private readonly shapeCache = new Map<string, Value>();
+
+  constructor(
+    readonly g: GraphBuilder,
+    /** Float type of scalar constants the tape creates (float64 for finite-difference tests). */
+    readonly dtype: FloatType = 'float32',
+  ) {}
+
+  // ---- leaves ------------------------------------------------------------
+
+  /** A graph input; `req` marks it as a variable gradients can be taken for. */
+  input(name: string, dtype: DType, shape: readonly Dim[], req = false): TVal {
+    return this.wrap(this.g.input(name, dtype, shape), shape, dtype, req);
+  }
+
+  /** Wraps a value the builder made (weights, constants) as a tape value. */
+  wrap(v: Value, shape: readonly Dim[], dtype: DType = this.dtype, req = false): TVal {
+    return { name: v.name, shape: [...shape], dtype, req };
+  }
+
+  scalar(x: number): TVal {
+    return this.wrap(this.dtype === 'float64' ? this.g.scalarF64(x) : this.g.scalarF32(x), []);
+  }
+
+  /** Scalar constant as a plain builder value (for backward formulas). */
+  private k(x: number): Value {
+    return this.scalar(x);
+  }
+
+  // ---- recording -----------------------------------------------------------
+
+  /** Records an op's output (dtype: that of its first input unless given). */
+  private rec(v: Value, shape: readonly Dim[], ins: TVal[], vjp: Vjp, dtype: DType = ins[0]?.dtype ?? this.dtype): TVal {
+    const req = ins.some((i) => i.req);
+    const out: TVal = { name: v.name, shape: [...shape], dtype, req };
+    if (req) this.entries.push({ out, ins, vjp });
+    return out;
+  }
+
+  private shapeOf(x: Value): Value {
+    let s = this.shapeCache.get(x.name);
+    if (!s) {
+      s = this.g.shape(x);
+      this.shapeCache.set(x.name, s);
+    }
+    return s;
+  }
+
+  /** Sums a gradient of shape `gShape` down to `target`'s shape (undoes broadcasting). */
+  private unbroadcast(grad: Value, gShape: readonly Dim[], target: TVal): Value {
+    const t = target.shape;
+    const lead = gShape.length - t.length;
+    const axes: number[] = [];
+    for (let i = 0; i < gShape.length; i++) {
+      if (i < lead) axes.push(i);
+      else if (isOne(t[i - lead]!) && !isOne(gShape[i]!)) axes.push(i);
+    }
+    if (axes.length === 0) return grad;
+    const summed = this.g.reduceSum(grad, axes, true);
+    return t.length === 0 ? this.g.reshape(summed, []) : this.g.reshape(summed, this.shapeOf(target));
+  }
+
+  // ---- elementwise ---------------------------------------------------------
+
+  add(a: TVal, b: TVal): TVal {
+    const s = broadcastShape(a.shape, b.shape);
+    return this.rec(this.g.add(a, b), s, [a, b], (gy) => [
+      a.req ? this.unbroadcast(gy, s, a) : null,
+      b.req ? this.unbroadcast(gy, s, b) : null,
+    ]);
+  }
+
+  sub(a: TVal, b: TVal): TVal {
+    const s = broadcastShape(a.shape, b.shape);
+    return this.rec(this.g.sub(a, b), s, [a, b], (gy) => [
+      a.req ? this.unbroadcast(gy, s, a) : null,
+      b.req ? this.unbroadcast(this.g.neg(gy), s, b) : null,
+    ]);
+  }
+
+  mul(a: TVal, b: TVal): TVal {
+    const s = broadcastShape(a.shape, b.shape);
+    return this.rec(this.g.mul(a, b), s, [a, b], (gy) => [
+      a.req ? this.unbroadcast(this.g.mul(gy, b), s, a) : null,
+      b.req ? this.unbroadcast(this.g.mul(gy, a), s, b) : null,
+    ]);
+  }
+
+  div(a: TVal, b: TVal): TVal {
+    const s = broadcastShape(a.shape, b.shape);
+    const y = this.g.div(a, b);
+    return this.rec(y, s, [a, b], (gy) => {
+      const ga = this.g.div(gy, b);
+      return [
+        a.req ? this.unbroadcast(ga, s, a) : null,
+        // d(a/b)/db = -(a/b)/b
+        b.req ? this.unbroadcast(this.g.neg(this.g.mul(ga, y)), s, b) : null,
+      ];
+    });
+  }
+
+  neg(x: TVal): TVal {
+    return this.rec(this.g.neg(x), x.shape, [x], (gy) => [this.g.neg(gy)]);
+  }
+
+  sqrt(x: TVal): TVal {
+    const y = this.g.sqrt(x);
+    return this.rec(y, x.shape, [x], (gy) => [this.g.div(this.g.mul(gy, this.k(0.5)), y)]);
+  }
+
+  reciprocal(x: TVal): TVal {
+    const y = this.g.reciprocal(x);
+    return this.rec(y, x.shape, [x], (gy) => [this.g.neg(this.g.mul(gy, this.g.mul(y, y)))]);
+  }
+
+  /** x ** p for a constant exponent p. */
+  pow(x: TVal, p: number): TVal {
+    const y = this.g.op('Pow', [x, this.k(p)])[0]!;
+    return this.rec(y, x.shape, [x], (gy) => {
+      const d = p === 2 ? this.g.mul(x, this.k(2)) : this.g.mul(this.g.op('Pow', [x, this.k(p - 1)])[0]!, this.k(p));
+      return [this.g.mul(gy, d)];
+    });
+  }
+
+  exp(x: TVal): TVal {
+    const y = this.g.exp(x);
+    return this.rec(y, x.shape, [x], (gy) => [this.g.mul(gy, y)]);
+  }
+
+  log(x: TVal): TVal {
+    return this.rec(this.g.log(x), x.shape, [x], (gy) => [this.g.div(gy, x)]);
+  }
+
+  sigmoid(x: TVal): TVal {
+    const y = this.g.sigmoid(x);
+    return this.rec(y, x.shape, [x], (gy) => [this.g.mul(gy, this.g.mul(y, this.g.sub(this.k(1), y)))]);
+  }
+
+  /** x * sigmoid(x), as the original's F.silu. */
+  silu(x: TVal): TVal {
+    const s = this.g.sigmoid(x);
+    const y = this.g.mul(x, s);
+    // d/dx = s * (1 + x * (1 - s))
+    return this.rec(y, x.shape, [x], (gy) => [
+      this.g.mul(gy, this.g.mul(s, this.g.add(this.k(1), this.g.mul(x, this.g.sub(this.k(1), s))))),
+    ]);
+  }
+
+  cast(x: TVal, to: DType): TVal {
+    const y = this.g.cast(x, to);
+    const float = (t: DType): boolean => t === 'float32' || t === 'float64' || t === 'float16' || t === 'bfloat16';
+    if (!float(to) || !float(x.dtype)) return { name: y.name, shape: [...x.shape], dtype: to, req: false };
+    return this.rec(y, x.shape, [x], (gy) => [this.g.cast(gy, x.dtype)], to);
+  }
+
+  /** Where(cond, a, b); cond carries no gradient. */
+  where(cond: Value, condShape: readonly Dim[], a: TVal, b: TVal): TVal {
+    const s = broadcastShape(condShape, a.shape, b.shape);
+    const z = this.k(0);
+    return this.rec(this.g.where(cond, a, b), s, [a, b], (gy) => [
+      a.req ? this.unbroadcast(this.g.where(cond, gy, z), s, a) : null,
+      b.req ? this.unbroadcast(this.g.where(cond, z, gy), s, b) : null,
+    ]);
+  }
+
+  // ---- linear algebra ----------------------------------------------------------
+
+  /** MatMul with numpy batch broadcasting; both operands at least 2-D. */
+  matmul(a: TVal, b: TVal): TVal {
+    if (a.shape.length < 2 || b.shape.length < 2) throw new Error('autodiff: matmul operands must be at least 2-D');
+    const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const s = [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!];
+    const swap = (x: Value, rank: number): Value => {
+      const perm = Array.from({ length: rank }, (_, i) => i);
+      perm[rank - 2] = rank - 1;
+      perm[rank - 1] = rank - 2;
+      return this.g.transpose(x, perm);
+    };
+    return this.rec(this.g.matmul(a, b), s, [a, b], (gy) => {
+      const ga = a.req ? this.g.matmul(gy, swap(b, b.shape.length)) : null;
+      const gb = b.req ? this.g.matmul(swap(a, a.shape.length), gy) : null;
+      const gaShape = [...batch, a.shape[a.shape.length - 2]!, a.shape[a.shape.length - 1]!];
+      const gbShape = [...batch, b.shape[b.shape.length - 2]!, b.shape[b.shape.length - 1]!];
+      return [ga && this.unbroadcast(ga, gaShape, a), gb && this.unbroadcast(gb, gbShape, b)];
+    });
+  }
+
+  /** x [M, K] @ w^T for w [N, K] (PyTorch's linear layout), + optional bias [N]. */
+  linear(x: TVal, w: TVal, bias?: TVal): TVal {
+    if (x.shape.length !== 2 || w.shape.length !== 2) throw new Error('autodiff: linear takes x [M, K] and w [N, K]');
+    const s = [x.shape[0]!, w.shape[0]!];
+    const y = this.g.gemmTransB(x, w, bias);
+    const ins = bias ? [x, w, bias] : [x, w];
+    return this.rec(y, s, ins, (gy) => [
+      x.req ? this.g.matmul(gy, w) : null,
+      w.req ? this.g.op('Gemm', [gy, x], { transA: 1 })[0]! : null,
+      ...(bias ? [bias.req ? this.g.reduceSum(gy, [0], false) : null] : []),
+    ]);
+  }
+
+  /**
+   * x [M, K] @ dequant(W)^T with W a frozen block-quantized [N, K] weight (MatMulNBits).
+   * The gradient w.r.t. x multiplies by dequant(W) rebuilt at run time by
+   * GatherBlockQuantized over every row (a transient float [N, K]).
+   */
+  linearQuantized(x: TVal, w: QuantWeight): TVal {
+    const y = this.g.matMulNBits(x, w.data, w.scales, null, {
+      K: w.K,
+      N: w.N,
+      bits: w.bits,
+      blockSize: w.blockSize,
+      accuracyLevel: w.accuracyLevel ?? 0,
+    });
+    return this.rec(y, [x.shape[0]!, w.N], [x], (gy) => [this.g.matmul(gy, this.dequantize(w))]);
+  }
+
+  /** dequant(W) [N, K] float32 of a MatMulNBits weight. */
+  dequantize(w: QuantWeight): Value {
+    const blocks = w.K / w.blockSize;
+    const rows = this.g.constI64(Array.from({ length: w.N }, (_, i) => i));
+    const data = this.g.reshape(w.data, [w.N, (w.K * w.bits) / 8]);
+    const scales = this.g.reshape(w.scales, [w.N, blocks]);
+    return this.g.gatherBlockQuantized(data, rows, scales, { blockSize: w.blockSize, bits: w.bits });
+  }
+
+  // ---- shape ops -------------------------------------------------------------
+
+  /**
+   * Reshape to `spec` (ONNX semantics: 0 copies the input dim, -1 is inferred);
+   * `shape` is the resulting symbolic shape when the caller knows it better.
+   */
+  reshape(x: TVal, spec: readonly number[], shape?: readonly Dim[]): TVal {
+    const s: Dim[] =
+      shape ? [...shape] : spec.map((d, i) => (d === 0 ? x.shape[i]! : d === -1 ? `${x.name}_r${i}` : d));
+    return this.rec(this.g.reshape(x, [...spec]), s, [x], (gy) => [this.g.reshape(gy, this.shapeOf(x))]);
+  }
+
+  /** Reshape to a shape computed at run time (`shape`, int64 [rank]) whose symbolic form is `outShape`. */
+  reshapeTo(x: TVal, shape: Value, outShape: readonly Dim[]): TVal {
+    return this.rec(this.g.reshape(x, shape), outShape, [x], (gy) => [this.g.reshape(gy, this.shapeOf(x))]);
+  }
+
+  transpose(x: TVal, perm: number[]): TVal {
+    const inv = new Array<number>(perm.length);
+    perm.forEach((p, i) => (inv[p] = i));
+    return this.rec(this.g.transpose(x, perm), perm.map((p) => x.shape[p]!), [x], (gy) => [this.g.transpose(gy, inv)]);
+  }
+
+  unsqueeze(x: TVal, axes: number[]): TVal {
+    const rank = x.shape.length + axes.length;
+    const ax = axes.map((a) => normAxis(a, rank)).sort((p, q) => p - q);
+    const s: Dim[] = [];
+    let j = 0;
+    for (let i = 0; i < rank; i++) s.push(ax.includes(i) ? 1 : x.shape[j++]!);
+    return this.rec(this.g.unsqueeze(x, axes), s, [x], (gy) => [this.g.squeeze(gy, axes)]);
+  }
+
+  squeeze(x: TVal, axes: number[]): TVal {
+    const ax = axes.map((a) => normAxis(a, x.shape.length));
+    const s = x.shape.filter((_, i) => !ax.includes(i));
+    return this.rec(this.g.squeeze(x, axes), s, [x], (gy) => [this.g.unsqueeze(gy, axes)]);
+  }
+
+  /** Expand to `shape` (a runtime shape value) whose symbolic form is `outShape`. */
+  expand(x: TVal, shape: Value, outShape: readonly Dim[]): TVal {
+    const s = broadcastShape(x.shape, outShape);
+    return this.rec(this.g.expand(x, shape), s, [x], (gy) => [this.unbroadcast(gy, s, x)]);
+  }
+
+  /** Static slice along axes whose sizes are known numbers (the gradient pads with zeros). */
+  slice(x: TVal, starts: number[], ends: number[], axes: number[]): TVal {
+    const rank = x.shape.length;
+    const s = [...x.shape];
+    const before = new Array<number>(rank).fill(0);
+    const after = new Array<number>(rank).fill(0);
+    axes.forEach((a0, i) => {
+      const a = normAxis(a0, rank);
+      const dim = x.shape[a];
+      if (typeof dim !== 'number') throw new Error(`autodiff: slice along axis ${a} needs a static size (got ${dim})`);
+      const st = Math.max(0, Math.min(dim, starts[i]! < 0 ? starts[i]! + dim : starts[i]!));
+      const en = Math.max(st, Math.min(dim, ends[i]! < 0 ? ends[i]! + dim : ends[i]!));
+      s[a] = en - st;
+      before[a] = st;
+      after[a] = dim - en;
+    });
+    return this.rec(this.g.slice(x, starts, ends, axes), s, [x], (gy) => [this.g.pad(gy, [...before, ...after])]);
+  }
+
+  concat(xs: TVal[], axis: number): TVal {
+    const rank = xs[0]!.shape.length;
+    const a = normAxis(axis, rank);
+    const sizes = xs.map((x) => x.shape[a]!);
+    const s = [...xs[0]!.shape];
+    s[a] = sizes.every((d) => typeof d === 'number') ? (sizes as number[]).reduce((p, q) => p + q, 0) : `concat_${xs[0]!.name}`;
+    return this.rec(this.g.concat(xs, axis), s, xs, (gy) => {
+      if (!sizes.every((d) => typeof d === 'number')) throw new Error('autodiff: concat gradient needs static sizes along the axis');
+      let off = 0;
+      return xs.map((x, i) => {
+        const n = sizes[i] as number;
+        const r = x.req ? this.g.slice(gy, [off], [off + n], [a]) : null;
+        off += n;
+        return r;
+      });
+    });
+  }
+
+  /** Rows of `table` [V, ...] at integer `idx` (axis 0); the gradient scatter-adds into the table's shape. */
+  gather(table: TVal, idx: Value, idxShape: readonly Dim[]): TVal {
+    const s = [...idxShape, ...table.shape.slice(1)];
+    return this.rec(this.g.gather(table, idx, 0), s, [table], (gy) => {
+      const zeros = this.g.expand(this.k(0), this.shapeOf(table));
+      return [this.g.op('ScatterND', [zeros, this.g.unsqueeze(idx, [-1]), gy], { reduction: 'add' })[0]!];
+    });
+  }
+
+  /** Rows of a frozen 8-bit block-quantized table (no gradient). */
+  gatherQuantized(data: Value, idx: Value, scales: Value, opts: { blockSize: number; bits: number }, outShape: readonly Dim[]): TVal {
+    return this.wrap(this.g.gatherBlockQuantized(data, idx, scales, opts), outShape, 'float32');
+  }
+
+  // ---- reductions and normalisations ---------------------------------------------
+
+  private reducedShape(x: TVal, axes: number[], keep: boolean): { s: Dim[]; ax: number[]; count: number | null } {
+    const ax = axes.map((a) => normAxis(a, x.shape.length));
+    const s = keep ? x.shape.map((d, i) => (ax.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !ax.includes(i));
+    let count: number | null = 1;
+    for (const a of ax) {
+      const d = x.shape[a]!;
+      count = typeof d === 'number' && count !== null ? count * d : null;
+    }
+    return { s, ax, count };
+  }
+
+  reduceSum(x: TVal, axes: number[], keep = true): TVal {
+    const { s, ax } = this.reducedShape(x, axes, keep);
+    return this.rec(this.g.reduceSum(x, axes, keep), s, [x], (gy) => [
+      this.g.expand(keep ? gy : this.g.unsqueeze(gy, ax), this.shapeOf(x)),
+    ]);
+  }
+
+  reduceMean(x: TVal, axes: number[], keep = true): TVal {
+    const { s, ax, count } = this.reducedShape(x, axes, keep);
+    if (count === null) throw new Error('autodiff: reduceMean gradient needs static sizes along the reduced axes');
+    return this.rec(this.g.reduceMean(x, axes, keep), s, [x], (gy) => [
+      this.g.expand(this.g.div(keep ? gy : this.g.unsqueeze(gy, ax), this.k(count)), this.shapeOf(x)),
+    ]);
+  }
+
+  softmax(x: TVal, axis = -1): TVal {
+    const y = this.g.softmax(x, axis);
+    return this.rec(y, x.shape, [x], (gy) => {
+      const dot = this.g.reduceSum(this.g.mul(gy, y), [axis], true);
+      return [this.g.mul(y, this.g.sub(gy, dot))];
+    });
+  }
+
+  logSoftmax(x: TVal, axis = -1): TVal {
+    const y = this.g.op('LogSoftmax', [x], { axis })[0]!;
+    return this.rec(y, x.shape, [x], (gy) => {
+      const sum = this.g.reduceSum(gy, [axis], true);
+      return [this.g.sub(gy, this.g.mul(this.g.exp(y), sum))];
+    });
+  }
+
+  /**
+   * Cross entropy per row of logits [M, V] against integer targets [M] (all valid):
+   * logsumexp(row) - row[target], as PyTorch's F.cross_entropy with reduction none.
+   * The gradient is g * (softmax(row) - onehot(target)).
+   */
+  crossEntropy(logits: TVal, targets: Value): TVal {
+    if (logits.shape.length !== 2) throw new Error('autodiff: crossEntropy takes logits [M, V]');
+    const V = logits.shape[1]!;
+    const logp = this.g.op('LogSoftmax', [logits], { axis: -1 })[0]!;
+    const t2 = this.g.unsqueeze(targets, [-1]);
+    const nll = this.g.neg(this.g.squeeze(this.g.op('GatherElements', [logp, t2], { axis: 1 })[0]!, [-1]));
+    return this.rec(nll, [logits.shape[0]!], [logits], (gy) => {
+      if (typeof V !== 'number') throw new Error('autodiff: crossEntropy needs a static vocabulary size');
+      const ids = this.g.constI64(Array.from({ length: V }, (_, i) => i), [1, V]);
+      const onehot = this.g.cast(this.g.equal(ids, t2), this.dtype);
+      return [this.g.mul(this.g.sub(this.g.exp(logp), onehot), this.g.unsqueeze(gy, [-1]))];
+    });
+  }
+
+  /** Any ONNX op without a gradient (integer maths, masks); wrapped as a constant of the tape. */
+  frozen(op: string, inputs: Value[], shape: readonly Dim[], dtype: DType, attrs: Record<string, AttrValue> = {}): TVal {
+    return this.wrap(this.g.op(op, inputs, attrs)[0]!, shape, dtype, false);
+  }
+
+  // ---- backward ------------------------------------------------------------------
+
+  /**
+   * Appends the backward pass: d(sum(y * seed))/d(w) for each w in `wrt` (seed
+   * defaults to ones, i.e. the gradient of y itself when y is a scalar). Returns
+   * one gradient per `wrt` entry, or null where y does not depend on it.
+   */
+  gradients(y: TVal, wrt: TVal[], seed?: Value): (Value | null)[] {
+    const grads = new Map<string, Value>();
+    const addGrad = (name: string, gv: Value): void => {
+      const prev = grads.get(name);
+      grads.set(name, prev ? this.g.add(prev, gv) : gv);
+    };
+    addGrad(y.name, seed ?? this.g.expand(this.k(1), this.shapeOf(y)));
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const e = this.entries[i]!;
+      const gy = grads.get(e.out.name);
+      if (!gy) continue;
+      const gins = e.vjp(gy);
+      e.ins.forEach((inp, j) => {
+        const gi = gins[j];
+        if (inp.req && gi) addGrad(inp.name, gi);
+      });
+    }
+    return wrt.map((w) => grads.get(w.name) ?? null);
+  }
+}

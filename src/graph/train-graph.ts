@@ -1,0 +1,293 @@
+/**
+ * The DiMOO (LLaDA) transformer's training graph: forward over a batch of
+ * right-padded sequences, cross-entropy loss and backward, as one ONNX graph
+ * differentiated by the tape (autodiff.ts).
+ *
+ * Inputs:
+ *  - `ids` [B, L] int64; `cos`/`sin` [L, head_dim] RoPE tables (positions 0..L-1);
+ *  - `label_rows` [M] int64: flat indices (b * L + t) of the labelled tokens,
+ *    `label_ids` [M] their targets (only those rows reach the output head: the
+ *    ignored -100 rows contribute nothing to loss or gradients);
+ *  - `weight` [] float32: the backward computes weight * d(sum of CE)/d(theta);
+ *  - `attn_bias` [B, L] (only with maskPadding): 0 for real keys, a large
+ *    negative number for padding; without it every position attends to every
+ *    position of its row, padding included, as the original trains;
+ *  - every trainable tensor under its own name, and its gradient accumulator
+ *    `acc:<name>`.
+ * Outputs: `loss_sum` [] (sum of CE over the labelled tokens, unweighted) and
+ * `grad:<name>` = acc + weight * gradient for every trainable tensor.
+ *
+ * Frozen weights (LoRA bases) are external data straight from the checkpoint
+ * (float, upcast once by a folded Cast) or MatMulNBits blocks of a quantized
+ * folder, exactly as the inference graph reads them.
+ */
+import type { LladaConfig } from '../models/config.js';
+import { GraphBuilder, type DType, type Value } from '../models/onnx/builder.js';
+import type { QuantizedLinearSource, WeightSource } from '../models/transformer-graph.js';
+import { Tape, type TVal } from './autodiff.js';
+
+export const TRAIN_INPUTS = {
+  ids: 'ids',
+  cos: 'cos',
+  sin: 'sin',
+  labelRows: 'label_rows',
+  labelIds: 'label_ids',
+  weight: 'weight',
+  attnBias: 'attn_bias',
+  acc: (name: string) => `acc:${name}`,
+} as const;
+
+export const TRAIN_OUTPUTS = {
+  lossSum: 'loss_sum',
+  grad: (name: string) => `grad:${name}`,
+} as const;
+
+/** Which linears of a block LoRA can adapt, by the short names the CLI uses. */
+export const LORA_TARGETS = {
+  q: 'q_proj',
+  k: 'k_proj',
+  v: 'v_proj',
+  attn_out: 'attn_out',
+  ff: 'ff_proj',
+  up: 'up_proj',
+  down: 'ff_out',
+} as const;
+export type LoraTarget = keyof typeof LORA_TARGETS;
+
+/** A trainable tensor of the graph: its input name and shape. */
+export interface TrainableTensor {
+  name: string;
+  shape: number[];
+}
+
+export interface LoraGraphSpec {
+  r: number;
+  alpha: number;
+  targets: LoraTarget[];
+  /** Input name of the A/B matrices of a checkpoint linear (e.g. its PEFT key). */
+  names: (linear: string) => { a: string; b: string };
+}
+
+export interface TrainGraphOptions {
+  config: LladaConfig;
+  /** Resolves a checkpoint tensor name to its bytes (frozen weights only). */
+  weight: (name: string) => WeightSource;
+  /** The quantized form of a frozen linear (or the 8-bit embedding), if the checkpoint has one. */
+  quantized?: (name: string) => QuantizedLinearSource | undefined;
+  /** Full fine-tuning (every weight a trainable input) or LoRA adapters on a frozen base. */
+  lora?: LoraGraphSpec;
+  maskPadding?: boolean;
+  /** MatMulNBits accuracy_level for quantized bases (default 0: float activations). */
+  accuracyLevel?: number;
+}
+
+export interface TrainGraph {
+  bytes: Uint8Array;
+  /** Trainable tensors in a fixed order (inputs of the same name, accumulators `acc:<name>`). */
+  trainable: TrainableTensor[];
+}
+
+const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
+
+/** Large negative score for masked keys (exp underflows to exactly 0; no inf arithmetic). */
+export const MASKED_SCORE = -1e30;
+
+export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
+  const c = opts.config;
+  const g = new GraphBuilder('dimoo_train');
+  const t = new Tape(g, 'float32');
+  const hd = c.headDim;
+  const nKv = c.nKvHeads;
+  const rep = c.nHeads / c.nKvHeads;
+  const D = c.dModel;
+  const V = c.embeddingSize;
+  const pre = 'model.transformer';
+  const trainable: TrainableTensor[] = [];
+  const params: TVal[] = [];
+  const full = !opts.lora;
+  let extCount = 0;
+
+  const trainableInput = (name: string, shape: number[]): TVal => {
+    const v = t.input(name, 'float32', shape, true);
+    trainable.push({ name, shape });
+    params.push(v);
+    return v;
+  };
+  /** A frozen float weight as float32 (the Cast of a constant is folded at load). */
+  const frozen = (name: string): TVal => {
+    const src = opts.weight(name);
+    const w = g.external(`${name}#${extCount++}`, ONNX_DTYPE[src.dtype], src.shape, {
+      location: src.location,
+      offset: src.byteOffset,
+      length: src.byteLength,
+    });
+    return t.wrap(src.dtype === 'F32' ? w : g.cast(w, 'float32'), src.shape);
+  };
+  /** A weight (or bias/norm) as the graph uses it: trainable input in full FT, frozen otherwise. */
+  const param = (name: string, shape: number[]): TVal => (full ? trainableInput(name, shape) : frozen(name));
+
+  const loraTargets = new Set((opts.lora?.targets ?? []).map((x) => LORA_TARGETS[x]));
+  /** x [N, K] through a block linear `prefix` (+ LoRA when targeted). */
+  const linear = (x: TVal, prefix: string, outDim: number, inDim: number, bias: boolean): TVal => {
+    const wName = `${prefix}.weight`;
+    const b = bias ? param(`${prefix}.bias`, [outDim]) : undefined;
+    let y: TVal;
+    const q = full ? undefined : opts.quantized?.(wName);
+    if (q) {
+      const blocks = q.K / q.blockSize;
+      const data = g.external(`${wName}.q${q.bits}#${extCount++}`, 'uint8', [q.N, blocks, (q.blockSize * q.bits) / 8], {
+        location: q.data.location,
+        offset: q.data.byteOffset,
+        length: q.data.byteLength,
+      });
+      const scales = g.external(`${wName}.scales#${extCount++}`, 'float32', [q.N * blocks], {
+        location: q.scales.location,
+        offset: q.scales.byteOffset,
+        length: q.scales.byteLength,
+      });
+      y = t.linearQuantized(x, { data, scales, N: q.N, K: q.K, bits: q.bits, blockSize: q.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
+      if (b) y = t.add(y, b);
+    } else {
+      y = t.linear(x, param(wName, [outDim, inDim]), b);
+    }
+    const suffix = prefix.slice(prefix.lastIndexOf('.') + 1);
+    if (opts.lora && loraTargets.has(suffix as (typeof LORA_TARGETS)[LoraTarget])) {
+      const { r, alpha } = opts.lora;
+      const names = opts.lora.names(wName);
+      const A = trainableInput(names.a, [r, inDim]);
+      const B = trainableInput(names.b, [outDim, r]);
+      // PEFT's order: lora_B(lora_A(x)) * scaling, added to the base output.
+      y = t.add(y, t.mul(t.linear(t.linear(x, A), B), t.scalar(alpha / r)));
+    }
+    return y;
+  };
+
+  const eps = t.scalar(c.rmsNormEps);
+  const rmsNorm = (x: TVal, weightName: string): TVal => {
+    const ms = t.reduceMean(t.mul(x, x), [-1]);
+    let y = t.mul(t.mul(x, t.reciprocal(t.sqrt(t.add(ms, eps)))), param(weightName, [D]));
+    if (c.normBias) y = t.add(y, param(weightName.replace(/\.weight$/, '.bias'), [D]));
+    return y;
+  };
+
+  const half = hd / 2;
+  const rope = (x: TVal, cos: TVal, sin: TVal): TVal => {
+    const x1 = t.slice(x, [0], [half], [-1]);
+    const x2 = t.slice(x, [half], [hd], [-1]);
+    return t.add(t.mul(x, cos), t.mul(t.concat([t.neg(x2), x1], -1), sin));
+  };
+
+  const ids = g.input(TRAIN_INPUTS.ids, 'int64', ['B', 'L']);
+  const cos = t.input(TRAIN_INPUTS.cos, 'float32', ['L', hd]);
+  const sin = t.input(TRAIN_INPUTS.sin, 'float32', ['L', hd]);
+  const labelRows = g.input(TRAIN_INPUTS.labelRows, 'int64', ['M']);
+  const labelIds = g.input(TRAIN_INPUTS.labelIds, 'int64', ['M']);
+  const weight = g.input(TRAIN_INPUTS.weight, 'float32', []);
+  const bl = g.shape(ids); // [B, L]
+  const flatIds = g.reshape(ids, [-1]);
+  const shapeBL = (...rest: number[]): Value => g.concat([bl, g.constI64(rest)], 0);
+
+  // Embedding: trainable table (full FT), or frozen: 8-bit blocks of a quantized folder, or the stored table.
+  const embName = `${pre}.wte.weight`;
+  let x: TVal;
+  const qEmb = full ? undefined : opts.quantized?.(embName);
+  if (qEmb && qEmb.bits === 8) {
+    const blocks = qEmb.K / qEmb.blockSize;
+    const data = g.external(`${embName}.q8#${extCount++}`, 'uint8', [qEmb.N, qEmb.K], {
+      location: qEmb.data.location,
+      offset: qEmb.data.byteOffset,
+      length: qEmb.data.byteLength,
+    });
+    const scales = g.external(`${embName}.scales#${extCount++}`, 'float32', [qEmb.N, blocks], {
+      location: qEmb.scales.location,
+      offset: qEmb.scales.byteOffset,
+      length: qEmb.scales.byteLength,
+    });
+    x = t.gatherQuantized(data, flatIds, scales, { blockSize: qEmb.blockSize, bits: 8 }, ['N', D]);
+  } else if (full) {
+    x = t.gather(trainableInput(embName, [V, D]), flatIds, ['N']);
+  } else {
+    const src = opts.weight(embName);
+    const table = g.external(`${embName}#${extCount++}`, ONNX_DTYPE[src.dtype], src.shape, {
+      location: src.location,
+      offset: src.byteOffset,
+      length: src.byteLength,
+    });
+    const rows = g.gather(table, flatIds, 0);
+    x = t.wrap(src.dtype === 'F32' ? rows : g.cast(rows, 'float32'), ['N', D]);
+  }
+
+  let bias: TVal | undefined;
+  if (opts.maskPadding) {
+    const ab = t.input(TRAIN_INPUTS.attnBias, 'float32', ['B', 'L']);
+    bias = t.unsqueeze(ab, [1, 2, 3]); // [B, 1, 1, 1, L]
+  }
+
+  const qkvBias = c.includeBias || c.includeQkvBias;
+  const scale = t.scalar(1 / Math.sqrt(hd));
+  const kvDim = nKv * hd;
+  const H = c.mlpHiddenSize;
+  for (let i = 0; i < c.nLayers; i++) {
+    const b = `${pre}.blocks.${i}`;
+    const h = rmsNorm(x, `${b}.attn_norm.weight`);
+    const q = linear(h, `${b}.q_proj`, D, D, qkvBias);
+    const k = linear(h, `${b}.k_proj`, kvDim, D, qkvBias);
+    const v = linear(h, `${b}.v_proj`, kvDim, D, qkvBias);
+    // [N, heads*hd] -> [B, nKv, rep, L, hd]; query head j uses kv head floor(j / rep).
+    const toHeads = (z: TVal, r: number): TVal => {
+      return t.transpose(t.reshapeTo(z, shapeBL(nKv, r, hd), ['B', 'L', nKv, r, hd]), [0, 2, 3, 1, 4]);
+    };
+    const qh = rope(toHeads(q, rep), cos, sin);
+    const kh = rope(toHeads(k, 1), cos, sin);
+    const vh = toHeads(v, 1);
+    let scores = t.mul(t.matmul(qh, t.transpose(kh, [0, 1, 2, 4, 3])), scale); // [B, nKv, rep, L, L]
+    if (bias) scores = t.add(scores, bias);
+    const ctx = t.matmul(t.softmax(scores, -1), vh); // [B, nKv, rep, L, hd]
+    const merged = t.reshape(t.transpose(ctx, [0, 3, 1, 2, 4]), [-1, D], ['N', D]);
+    const hRes = t.add(x, linear(merged, `${b}.attn_out`, D, D, c.includeBias));
+    const f = rmsNorm(hRes, `${b}.ff_norm.weight`);
+    const act = t.mul(t.silu(linear(f, `${b}.ff_proj`, H, D, c.includeBias)), linear(f, `${b}.up_proj`, H, D, c.includeBias));
+    x = t.add(hRes, linear(act, `${b}.ff_out`, D, H, c.includeBias));
+  }
+  const final = rmsNorm(x, `${pre}.ln_f.weight`);
+
+  // The output head only on the labelled rows.
+  const rows = t.gather(final, labelRows, ['M']);
+  let logits: TVal;
+  if (c.weightTying) {
+    if (!full) throw new Error('train graph: LoRA over a weight-tied checkpoint is not supported');
+    logits = t.linear(rows, params.find((p) => p.name === embName)!);
+  } else {
+    const headName = `${pre}.ff_out.weight`;
+    const qHead = full ? undefined : opts.quantized?.(headName);
+    const hb = c.includeBias ? param(`${pre}.ff_out.bias`, [V]) : undefined;
+    if (qHead) {
+      const blocks = qHead.K / qHead.blockSize;
+      const data = g.external(`${headName}.q${qHead.bits}#${extCount++}`, 'uint8', [qHead.N, blocks, (qHead.blockSize * qHead.bits) / 8], {
+        location: qHead.data.location,
+        offset: qHead.data.byteOffset,
+        length: qHead.data.byteLength,
+      });
+      const scales = g.external(`${headName}.scales#${extCount++}`, 'float32', [qHead.N * blocks], {
+        location: qHead.scales.location,
+        offset: qHead.scales.byteOffset,
+        length: qHead.scales.byteLength,
+      });
+      logits = t.linearQuantized(rows, { data, scales, N: qHead.N, K: qHead.K, bits: qHead.bits, blockSize: qHead.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
+      if (hb) logits = t.add(logits, hb);
+    } else {
+      logits = t.linear(rows, param(headName, [V, D]), hb);
+    }
+  }
+  const nll = t.crossEntropy(logits, labelIds); // [M]
+  const lossSum = t.reduceSum(nll, [0], false);
+  g.output(lossSum, TRAIN_OUTPUTS.lossSum, 'float32', []);
+
+  const grads = t.gradients(lossSum, params, weight);
+  params.forEach((p, i) => {
+    const acc = g.input(TRAIN_INPUTS.acc(p.name), 'float32', p.shape);
+    const gr = grads[i];
+    g.output(gr ? g.add(acc, gr) : g.identity(acc), TRAIN_OUTPUTS.grad(p.name), 'float32', p.shape);
+  });
+  return { bytes: g.toBytes(`DiMOO training graph: ${c.nLayers} layers, d_model ${c.dModel}${opts.lora ? `, LoRA r=${opts.lora.r}` : ''}`), trainable };
+}

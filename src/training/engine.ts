@@ -1,0 +1,405 @@
+/**
+ * The training engine: gradients and optimiser steps for one checkpoint, on
+ * ONNX Runtime (CPU or WebGPU). The recipe around it (data, masking, batching,
+ * LR schedule, gradient accumulation, saving) lives in the Trainer.
+ *
+ * Contract:
+ *  - `accumulate(batch, weight)` runs forward + cross entropy + backward of one
+ *    micro-batch (one ONNX graph, see graph/train-graph.ts) and adds
+ *    weight * d(sum of CE over the labelled tokens)/d(theta) into the gradient
+ *    accumulators. With weight = 1 / (labelled tokens of the whole optimiser
+ *    step) the accumulators hold the gradient of the original's mean loss.
+ *    Returns the (unweighted) CE sum and the number of labelled tokens.
+ *  - `step(opt)`: total L2 norm of the accumulated gradients (before clipping,
+ *    what `clip_grad_norm_` returns), clipping when `clipGrad` is a number,
+ *    one AdamW update (PyTorch's arithmetic, decoupled weight decay), then
+ *    zeroes the accumulators. `lr` is given per step (the schedule is the
+ *    caller's).
+ *  - `parameters()`: the trainable tensors by name, float32 (full fine-tuning:
+ *    checkpoint names; LoRA: PEFT keys
+ *    `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight`).
+ *  - `exportState()` / `importState()`: parameters, Adam moments and the step
+ *    count, enough to continue bit-identically (taken between steps: the
+ *    accumulators must be empty).
+ *
+ * Batches are right-padded with id 0 (labels -100). By default the padding is
+ * attended to, as the original trains; `maskPadding` adds a key mask from
+ * `attentionMask` (1 = real token).
+ *
+ * Full fine-tuning keeps every weight as a float32 graph input (the
+ * checkpoint's bf16 values upcast exactly); LoRA keeps the base frozen inside
+ * the graph (external data from the checkpoint, or MatMulNBits blocks of a
+ * `dimoo quantize` folder: QLoRA) and trains only the adapters.
+ */
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { DimooError } from '../errors.js';
+import { openCheckpoint } from '../models/checkpoint.js';
+import type { LladaConfig } from '../models/config.js';
+import { createSession, type Device } from '../models/device.js';
+import type { QuantizedCheckpoint } from '../models/quantize.js';
+import { ropeInvFreq, ropeTables } from '../models/rope.js';
+import { readTensorFloat32, numel } from '../models/safetensors.js';
+import type { QuantizedLinearSource, WeightSource } from '../models/transformer-graph.js';
+import { ADAMW_SCALARS, buildAdamWGraph, buildSumSquaresGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
+import { buildTrainGraph, LORA_TARGETS, MASKED_SCORE, TRAIN_INPUTS, TRAIN_OUTPUTS, type LoraTarget, type TrainableTensor } from '../graph/train-graph.js';
+import { Prng } from '../samplers/prng.js';
+
+export interface TrainBatch {
+  /** [batchSize * seqLen] token ids, right-padded with id 0. */
+  inputIds: Int32Array;
+  /** Same shape; -100 = not learned. */
+  labels: Int32Array;
+  batchSize: number;
+  seqLen: number;
+  /** 1 = real token. Used only when the engine was created with maskPadding. */
+  attentionMask?: Uint8Array;
+}
+
+export interface AdamWConfig {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** max_norm of clip_grad_norm_, or null for no clipping. */
+  clipGrad: number | null;
+}
+
+export interface LoraSpec {
+  r: number;
+  alpha: number;
+  /** Subset of q, k, v, attn_out, ff, up, down. */
+  targets: string[];
+}
+
+export interface TrainEngineOptions {
+  /** Checkpoint folder; a quantized folder (dimoo quantize) needs `lora` (QLoRA). */
+  model: string;
+  device?: Device;
+  threads?: number;
+  lora?: LoraSpec;
+  /** Mask attention to padding (default false: padding attended to, as the original). */
+  maskPadding?: boolean;
+  /** Seed of the LoRA A initialisation (default 0). */
+  seed?: number;
+}
+
+export interface TensorState {
+  name: string;
+  shape: number[];
+  param: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+/** Everything an optimiser step depends on. */
+export interface TrainEngineState {
+  /** Optimiser steps taken. */
+  step: number;
+  tensors: TensorState[];
+}
+
+export interface TrainEngine {
+  readonly config: LladaConfig;
+  /** The LoRA spec in use (undefined: full fine-tuning). */
+  readonly lora?: LoraSpec;
+  accumulate(batch: TrainBatch, weight: number): Promise<{ lossSum: number; labelCount: number }>;
+  step(opt: AdamWConfig): Promise<{ gradNorm: number }>;
+  parameters(): Map<string, { shape: number[]; data: Float32Array }>;
+  /** Optimiser steps taken so far. */
+  readonly stepCount: number;
+  exportState(): TrainEngineState;
+  importState(state: TrainEngineState): void;
+  dispose(): Promise<void>;
+}
+
+const E = 'E_TRAIN';
+
+/** PEFT's key names for the adapters of a checkpoint linear. */
+export function peftKeys(linearWeight: string): { a: string; b: string } {
+  const module = linearWeight.replace(/\.weight$/, '');
+  return { a: `base_model.model.${module}.lora_A.weight`, b: `base_model.model.${module}.lora_B.weight` };
+}
+
+function checkLora(l: LoraSpec): LoraTarget[] {
+  if (!Number.isSafeInteger(l.r) || l.r <= 0) throw new DimooError(`LoRA rank must be a positive integer, got ${l.r}`, E);
+  if (!Number.isFinite(l.alpha) || l.alpha <= 0) throw new DimooError(`LoRA alpha must be a positive number, got ${l.alpha}`, E);
+  if (l.targets.length === 0) throw new DimooError('LoRA needs at least one target linear', E);
+  for (const t of l.targets) {
+    if (!(t in LORA_TARGETS))
+      throw new DimooError(`unknown LoRA target "${t}" (known: ${Object.keys(LORA_TARGETS).join(', ')})`, E);
+  }
+  return [...new Set(l.targets)] as LoraTarget[];
+}
+
+/**
+ * PEFT's default init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with
+ * a = sqrt(5)), B = 0, so the adapted model equals the base exactly.
+ */
+function loraInit(t: TrainableTensor, seed: number, index: number): Float32Array {
+  const out = new Float32Array(numel(t.shape));
+  if (!t.name.endsWith('.lora_A.weight')) return out;
+  const bound = 1 / Math.sqrt(t.shape[1]!);
+  const rng = new Prng(seed, index);
+  for (let i = 0; i < out.length; i++) out[i] = (rng.uniform() * 2 - 1) * bound;
+  return out;
+}
+
+function checkBatch(b: TrainBatch, c: LladaConfig, maskPadding: boolean): void {
+  const { batchSize: B, seqLen: L } = b;
+  if (!Number.isSafeInteger(B) || B <= 0) throw new DimooError(`batch: batchSize must be a positive integer, got ${B}`, E);
+  if (!Number.isSafeInteger(L) || L <= 0) throw new DimooError(`batch: seqLen must be a positive integer, got ${L}`, E);
+  if (b.inputIds.length !== B * L) throw new DimooError(`batch: inputIds has ${b.inputIds.length} ids, expected batchSize x seqLen = ${B * L}`, E);
+  if (b.labels.length !== B * L) throw new DimooError(`batch: labels has ${b.labels.length} entries, expected ${B * L}`, E);
+  const V = c.embeddingSize;
+  for (let i = 0; i < B * L; i++) {
+    const id = b.inputIds[i]!;
+    if (id < 0 || id >= V) throw new DimooError(`batch: inputIds[${i}] = ${id} is outside the vocabulary [0, ${V})`, E);
+    const l = b.labels[i]!;
+    if (l !== -100 && (l < 0 || l >= V)) throw new DimooError(`batch: labels[${i}] = ${l} is neither -100 nor a token id in [0, ${V})`, E);
+  }
+  if (maskPadding) {
+    if (!b.attentionMask || b.attentionMask.length !== B * L)
+      throw new DimooError(`batch: maskPadding needs attentionMask with batchSize x seqLen = ${B * L} entries`, E);
+    for (let r = 0; r < B; r++) {
+      if (!b.attentionMask.subarray(r * L, (r + 1) * L).some((x) => x === 1))
+        throw new DimooError(`batch: row ${r} has no real token in attentionMask (nothing to attend to)`, E);
+    }
+  }
+}
+
+function i64(values: ArrayLike<number>, dims: number[]): ort.Tensor {
+  const a = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) a[i] = BigInt(values[i]!);
+  return new ort.Tensor('int64', a, dims);
+}
+
+const f32 = (data: Float32Array, dims: readonly number[]): ort.Tensor => new ort.Tensor('float32', data, [...dims]);
+const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(x), []);
+
+class OrtTrainEngine implements TrainEngine {
+  private step_ = 0;
+  private readonly params = new Map<string, Float32Array>();
+  private m = new Map<string, Float32Array>();
+  private v = new Map<string, Float32Array>();
+  private acc = new Map<string, Float32Array>();
+  private readonly invFreq: Float32Array;
+
+  constructor(
+    readonly config: LladaConfig,
+    private readonly trainable: TrainableTensor[],
+    private readonly train: ort.InferenceSession,
+    private readonly sumsq: ort.InferenceSession,
+    private readonly adamw: ort.InferenceSession,
+    private readonly maskPadding: boolean,
+    init: (t: TrainableTensor, index: number) => Float32Array,
+    readonly lora?: LoraSpec,
+  ) {
+    this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta);
+    trainable.forEach((t, i) => {
+      this.params.set(t.name, init(t, i));
+      this.m.set(t.name, new Float32Array(numel(t.shape)));
+      this.v.set(t.name, new Float32Array(numel(t.shape)));
+    });
+  }
+
+  get stepCount(): number {
+    return this.step_;
+  }
+
+  async accumulate(batch: TrainBatch, weight: number): Promise<{ lossSum: number; labelCount: number }> {
+    checkBatch(batch, this.config, this.maskPadding);
+    if (!Number.isFinite(weight)) throw new DimooError(`accumulate: weight must be a finite number, got ${weight}`, E);
+    const { batchSize: B, seqLen: L } = batch;
+    const rows: number[] = [];
+    const targets: number[] = [];
+    for (let i = 0; i < B * L; i++) {
+      if (batch.labels[i] !== -100) {
+        rows.push(i);
+        targets.push(batch.labels[i]!);
+      }
+    }
+    if (rows.length === 0) return { lossSum: 0, labelCount: 0 };
+    const { cos, sin } = ropeTables(
+      Array.from({ length: L }, (_, i) => i),
+      this.invFreq,
+    );
+    const hd = this.config.headDim;
+    const feeds: Record<string, ort.Tensor> = {
+      [TRAIN_INPUTS.ids]: i64(batch.inputIds, [B, L]),
+      [TRAIN_INPUTS.cos]: f32(cos, [L, hd]),
+      [TRAIN_INPUTS.sin]: f32(sin, [L, hd]),
+      [TRAIN_INPUTS.labelRows]: i64(rows, [rows.length]),
+      [TRAIN_INPUTS.labelIds]: i64(targets, [targets.length]),
+      [TRAIN_INPUTS.weight]: scalar(weight),
+    };
+    if (this.maskPadding) {
+      const bias = new Float32Array(B * L);
+      for (let i = 0; i < B * L; i++) bias[i] = batch.attentionMask![i] === 1 ? 0 : MASKED_SCORE;
+      feeds[TRAIN_INPUTS.attnBias] = f32(bias, [B, L]);
+    }
+    for (const t of this.trainable) {
+      feeds[t.name] = f32(this.params.get(t.name)!, t.shape);
+      let a = this.acc.get(t.name);
+      if (!a) {
+        a = new Float32Array(numel(t.shape));
+        this.acc.set(t.name, a);
+      }
+      feeds[TRAIN_INPUTS.acc(t.name)] = f32(a, t.shape);
+    }
+    const out = await this.train.run(feeds);
+    for (const t of this.trainable) this.acc.set(t.name, out[TRAIN_OUTPUTS.grad(t.name)]!.data as Float32Array);
+    return { lossSum: (out[TRAIN_OUTPUTS.lossSum]!.data as Float32Array)[0]!, labelCount: rows.length };
+  }
+
+  async step(opt: AdamWConfig): Promise<{ gradNorm: number }> {
+    checkAdamW(opt);
+    // clip_grad_norm_: the norm of the per-tensor norms (float32, as PyTorch).
+    const norms: number[] = [];
+    for (const t of this.trainable) {
+      const gr = this.acc.get(t.name);
+      if (!gr) {
+        norms.push(0);
+        continue;
+      }
+      const out = await this.sumsq.run({ g: f32(gr, [gr.length]) });
+      norms.push(Math.fround(Math.sqrt((out.sumsq!.data as Float32Array)[0]!)));
+    }
+    const gradNorm = Math.fround(Math.sqrt(norms.reduce((s, n) => s + n * n, 0)));
+    // PyTorch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1, always applied.
+    const clipCoef = opt.clipGrad === null ? 1 : Math.min(1, Math.fround(opt.clipGrad / (gradNorm + 1e-6)));
+    this.step_ += 1;
+    const t = this.step_;
+    const bc1 = 1 - opt.beta1 ** t;
+    const bc2 = 1 - opt.beta2 ** t;
+    const scalars: Record<AdamWScalar, number> = {
+      clip_coef: clipCoef,
+      decay: 1 - opt.lr * opt.weightDecay,
+      one_minus_beta1: 1 - opt.beta1,
+      beta2: opt.beta2,
+      one_minus_beta2: 1 - opt.beta2,
+      bc2_sqrt: Math.sqrt(bc2),
+      eps: opt.eps,
+      neg_step_size: -(opt.lr / bc1),
+    };
+    const sFeeds = Object.fromEntries(ADAMW_SCALARS.map((k) => [k, scalar(scalars[k])]));
+    for (const tt of this.trainable) {
+      const n = numel(tt.shape);
+      const gr = this.acc.get(tt.name) ?? new Float32Array(n);
+      const out = await this.adamw.run({
+        ...sFeeds,
+        p: f32(this.params.get(tt.name)!, [n]),
+        m: f32(this.m.get(tt.name)!, [n]),
+        v: f32(this.v.get(tt.name)!, [n]),
+        g: f32(gr, [n]),
+      });
+      this.params.set(tt.name, out.p_out!.data as Float32Array);
+      this.m.set(tt.name, out.m_out!.data as Float32Array);
+      this.v.set(tt.name, out.v_out!.data as Float32Array);
+    }
+    this.acc.clear();
+    return { gradNorm };
+  }
+
+  parameters(): Map<string, { shape: number[]; data: Float32Array }> {
+    return new Map(this.trainable.map((t) => [t.name, { shape: [...t.shape], data: this.params.get(t.name)! }]));
+  }
+
+  exportState(): TrainEngineState {
+    if (this.acc.size > 0) throw new DimooError('exportState: gradients are accumulated but not applied (call step first)', E);
+    return {
+      step: this.step_,
+      tensors: this.trainable.map((t) => ({
+        name: t.name,
+        shape: [...t.shape],
+        param: this.params.get(t.name)!.slice(),
+        m: this.m.get(t.name)!.slice(),
+        v: this.v.get(t.name)!.slice(),
+      })),
+    };
+  }
+
+  importState(state: TrainEngineState): void {
+    if (!Number.isSafeInteger(state.step) || state.step < 0) throw new DimooError(`importState: step must be a non-negative integer, got ${state.step}`, E);
+    const byName = new Map(state.tensors.map((t) => [t.name, t]));
+    for (const t of this.trainable) {
+      const s = byName.get(t.name);
+      if (!s) throw new DimooError(`importState: tensor "${t.name}" is missing from the state`, E);
+      const n = numel(t.shape);
+      if (s.shape.join(',') !== t.shape.join(',') || s.param.length !== n || s.m.length !== n || s.v.length !== n)
+        throw new DimooError(`importState: tensor "${t.name}" has shape [${s.shape.join(', ')}] (or wrong lengths), expected [${t.shape.join(', ')}]`, E);
+    }
+    const extra = state.tensors.find((s) => !this.trainable.some((t) => t.name === s.name));
+    if (extra) throw new DimooError(`importState: tensor "${extra.name}" is not trainable in this engine`, E);
+    for (const t of this.trainable) {
+      const s = byName.get(t.name)!;
+      this.params.set(t.name, s.param.slice());
+      this.m.set(t.name, s.m.slice());
+      this.v.set(t.name, s.v.slice());
+    }
+    this.step_ = state.step;
+    this.acc.clear();
+  }
+
+  async dispose(): Promise<void> {
+    await this.train.release();
+    await this.sumsq.release();
+    await this.adamw.release();
+  }
+}
+
+function checkAdamW(o: AdamWConfig): void {
+  const bad = (f: string, v: unknown, want: string): DimooError => new DimooError(`optimizer: ${f} must be ${want}, got ${v}`, E);
+  if (!Number.isFinite(o.lr) || o.lr < 0) throw bad('lr', o.lr, 'a non-negative number');
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) throw bad('beta1', o.beta1, 'in [0, 1)');
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) throw bad('beta2', o.beta2, 'in [0, 1)');
+  if (!Number.isFinite(o.eps) || o.eps <= 0) throw bad('eps', o.eps, 'a positive number');
+  if (!Number.isFinite(o.weightDecay) || o.weightDecay < 0) throw bad('weightDecay', o.weightDecay, 'a non-negative number');
+  if (o.clipGrad !== null && !(Number.isFinite(o.clipGrad) && o.clipGrad > 0)) throw bad('clipGrad', o.clipGrad, 'a positive number or null');
+}
+
+export async function createTrainEngine(opts: TrainEngineOptions): Promise<TrainEngine> {
+  const ckpt = openCheckpoint(opts.model);
+  const c = ckpt.config;
+  const quantized = (ckpt as Partial<QuantizedCheckpoint>).quantized;
+  if (quantized && !opts.lora)
+    throw new DimooError(`${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`, E);
+  const targets = opts.lora ? checkLora(opts.lora) : undefined;
+  const device = opts.device ?? 'cpu';
+  const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
+  const weight = (name: string): WeightSource => {
+    const w = ckpt.weights.get(name);
+    if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
+    if (w.dtype !== 'BF16' && w.dtype !== 'F16' && w.dtype !== 'F32')
+      throw new DimooError(`${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`, 'E_CHECKPOINT');
+    return { dtype: w.dtype, shape: w.shape, location: rel(w.file), byteOffset: w.byteOffset, byteLength: w.byteLength };
+  };
+  const quant = (name: string): QuantizedLinearSource | undefined => {
+    const q = quantized?.get(name);
+    if (!q) return undefined;
+    const ext = (b: { file: string; byteOffset: number; byteLength: number }) => ({ location: rel(b.file), byteOffset: b.byteOffset, byteLength: b.byteLength });
+    return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, data: ext(q.data), scales: ext(q.scales) };
+  };
+  const graph = buildTrainGraph({
+    config: c,
+    weight,
+    quantized: quantized ? quant : undefined,
+    lora: opts.lora && targets ? { r: opts.lora.r, alpha: opts.lora.alpha, targets, names: peftKeys } : undefined,
+    maskPadding: opts.maskPadding,
+  });
+  const spec = { device, threads: opts.threads, externalDataFolder: ckpt.dir, prepack: quantized ? false : undefined, memPattern: false };
+  const train = await createSession(graph.bytes, spec, `${ckpt.dir}: ONNX Runtime could not load the training graph`);
+  // The optimiser is elementwise over float32 copies on the host side: CPU.
+  const small = { device: 'cpu' as const, threads: opts.threads };
+  const sumsq = await createSession(buildSumSquaresGraph(), small, 'sum-of-squares graph');
+  const adamw = await createSession(buildAdamWGraph(), small, 'AdamW graph');
+  const seed = opts.seed ?? 0;
+  const init = (t: TrainableTensor, index: number): Float32Array => {
+    if (opts.lora) return loraInit(t, seed, index);
+    const info = ckpt.weights.get(t.name);
+    if (!info) throw new DimooError(`${ckpt.dir}: weight ${t.name} is missing`, 'E_CHECKPOINT');
+    return readTensorFloat32(info);
+  };
+  return new OrtTrainEngine(c, graph.trainable, train, sumsq, adamw, opts.maskPadding === true, init, opts.lora);
+}
