@@ -11,7 +11,10 @@
  *   --quick           a few minutes: the 8B rows and the 1b ML-Cache/understanding rows are skipped
  *   --json            print one JSON object instead of the table
  *   --json-out FILE   also write the JSON object to FILE
- *   --only a,b        sections: gemm, forward, step, precision, vq, mlcache, understanding, quality
+ *   --only a,b        sections: gemm, int8, forward, step, precision, vq, mlcache, understanding, quality
+ *                     (int8: the int8 kernel table, the 8B qgemm step at 256x256 (and 512x512 with --int8-512),
+ *                     golden accuracy of the qgemm format)
+ *   --int8-512        also the 8B qgemm step at 512x512 (peak RSS) in the int8 section
  *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
  *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
  *   --mlcache P:S,..  ML-Cache rows to run, e.g. 1b:256 (default small:256 and, without --quick, 1b:512: ~20 min)
@@ -27,7 +30,7 @@ import { defaultGoldenDir } from './quality.js';
 import type { GemmResult } from './gemm.js';
 import { buildJson, emptyResults, renderTable } from './report.js';
 import type { ForwardRow, MlCacheRow, QualityRow, StepRow, TaskName, UnderstandingRow } from './tasks.js';
-import { quantizeCheckpoint, QUANT_MANIFEST } from '../src/models/quantize.js';
+import { quantizeCheckpoint, QUANT_MANIFEST, type QuantFormat } from '../src/models/quantize.js';
 import type { PresetName } from '../src/models/random-checkpoint.js';
 
 const argv = process.argv.slice(2);
@@ -81,7 +84,8 @@ async function main(): Promise<void> {
   });
   const dirs: Partial<Record<string, string>> = {};
   const presetDir = async (p: PresetName): Promise<string> => (dirs[p] ??= (await ensurePreset(p, log)).dir);
-  const quantDir = async (p: PresetName, bits: 8 | 4): Promise<string> => (dirs[`${p}-${bits}`] ??= (await ensureQuantized(p, bits, log)).dir);
+  const quantDir = async (p: PresetName, bits: 8 | 4, format: QuantFormat = 'nbits'): Promise<string> =>
+    (dirs[`${p}-${bits}-${format}`] ??= (await ensureQuantized(p, bits, log, format)).dir);
 
   if (want('gemm')) {
     for (const t of [1, 2].filter((t) => t <= cores)) {
@@ -90,6 +94,11 @@ async function main(): Promise<void> {
         res.gemm.push(await runChild<GemmResult>('gemm', { kind, threads: t, M: 1024, K: 4096, N: 4096, prepack }));
       }
     }
+  }
+  if (want('int8')) {
+    log(`int8 kernel table (fp32, MatMulNBits int8, integer GEMM per row / per tensor; M = 1024, 128, 32), ${threads} thread(s)`);
+    const r = await runChild<{ rows: GemmResult[] }>('gemmSet', { kinds: ['fp32', 'int8', 'int8_qgemm', 'int8_qgemm_tensor'], threads, Ms: [1024, 128, 32], rounds: 5 });
+    res.int8Kernels.push(...r.rows);
   }
   const limit = (kind: 'fp32', t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack)?.gflops;
 
@@ -103,7 +112,15 @@ async function main(): Promise<void> {
     }
   }
 
-  const stepRow = async (preset: PresetName, precision: 'fp32' | 'int8' | 'int4', size: number, steps: number, prepack?: boolean): Promise<void> => {
+  const stepRow = async (preset: PresetName, precision: 'fp32' | 'int8' | 'int4' | 'int8-qgemm', size: number, steps: number, prepack?: boolean): Promise<void> => {
+    if (precision === 'int8-qgemm') {
+      const dir = await quantDir(preset, 8, 'qgemm');
+      log(`t2i step ${preset} int8 qgemm ${size}x${size}, ${steps} step(s)`);
+      const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps });
+      const lim = res.int8Kernels.find((g) => g.kind === 'int8_qgemm' && g.M === 1024)?.gflops;
+      res.step.push({ ...r, preset, size, precision, threads, mfu: lim ? r.flops / (r.stepMs * 1e6) / lim : undefined });
+      return;
+    }
     const dir = precision === 'fp32' ? await presetDir(preset) : await quantDir(preset, precision === 'int8' ? 8 : 4);
     log(`t2i step ${preset} ${precision}${prepack === undefined ? '' : prepack ? ' prepacked' : ' unpacked'} ${size}x${size}, ${steps} step(s)`);
     const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps, prepack });
@@ -130,6 +147,31 @@ async function main(): Promise<void> {
       }
     } else {
       res.notes.push(`8B rows skipped (${quick ? '--quick' : '--no-8b'})`);
+    }
+  }
+
+  if (want('int8')) {
+    if (skip8b) res.notes.push(`8B qgemm rows skipped (${quick ? '--quick' : '--no-8b'})`);
+    else {
+      const need = presetBytes('8b') + quantizedBytes('8b', 8);
+      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int8-qgemm', '.complete')) ? Infinity : freeBytes(benchCacheDir());
+      if (have < need) res.notes.push(`8B qgemm rows skipped: need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
+      else {
+        await stepRow('8b', 'int8-qgemm', 256, 2);
+        if (flag('--int8-512')) await stepRow('8b', 'int8-qgemm', 512, 2);
+      }
+    }
+    const golden = path.join(defaultGoldenDir(), 'dimoo-tiny');
+    if (!fs.existsSync(golden)) res.notes.push(`int8 golden accuracy skipped: no golden checkpoint at ${golden} (set DIMOO_GOLDEN)`);
+    else {
+      for (const format of ['nbits', 'qgemm'] as const) {
+        const dir = path.join(benchCacheDir(), `golden-tiny-int8${format === 'qgemm' ? '-qgemm' : ''}`);
+        if (!fs.existsSync(path.join(dir, QUANT_MANIFEST))) await quantizeCheckpoint(golden, dir, { bits: 8, format });
+        const precision = format === 'qgemm' ? 'int8-qgemm' : 'int8';
+        if (res.quality.some((q) => q.precision === precision)) continue;
+        log(`quality on the golden cases: int8 ${format}`);
+        res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
+      }
     }
   }
 

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeRandomCheckpoint, PRESETS, type PresetName } from '../src/models/random-checkpoint.js';
 import { numel } from '../src/models/safetensors.js';
-import { quantizeCheckpoint } from '../src/models/quantize.js';
+import { quantizeCheckpoint, type QuantFormat } from '../src/models/quantize.js';
 import type { QuantBits } from '../src/models/quant-blocks.js';
 
 export function benchCacheDir(): string {
@@ -72,19 +72,19 @@ export function quantizedBytes(preset: PresetName, bits: QuantBits): number {
   return emb + rest * (bits / 8) * 1.15;
 }
 
-/** The quantized copy of a preset's checkpoint, written if absent. */
-export async function ensureQuantized(preset: PresetName, bits: QuantBits, log: (s: string) => void = () => {}): Promise<EnsureResult> {
+/** The quantized copy of a preset's checkpoint (MatMulNBits blocks, or qgemm: int8 per channel), written if absent. */
+export async function ensureQuantized(preset: PresetName, bits: QuantBits, log: (s: string) => void = () => {}, format: QuantFormat = 'nbits'): Promise<EnsureResult> {
   const src = await ensurePreset(preset, log);
-  const dir = path.join(benchCacheDir(), `${preset}-int${bits}`);
+  const dir = path.join(benchCacheDir(), `${preset}-int${bits}${format === 'qgemm' ? '-qgemm' : ''}`);
   if (complete(dir)) return { dir, wroteS: src.wroteS };
   const need = quantizedBytes(preset, bits);
   if (freeBytes(dir) < need) {
     throw new Error(`not enough disk for the ${preset} int${bits} checkpoint: needs ${(need / 1e9).toFixed(1)} GB, ${(freeBytes(dir) / 1e9).toFixed(1)} GB free`);
   }
-  log(`quantizing ${preset} to ${bits} bits into ${dir} ...`);
+  log(`quantizing ${preset} to ${bits} bits (${format}) into ${dir} ...`);
   const t = performance.now();
   fs.rmSync(dir, { recursive: true, force: true });
-  await quantizeCheckpoint(src.dir, dir, { bits });
+  await quantizeCheckpoint(src.dir, dir, { bits, format });
   fs.writeFileSync(path.join(dir, MARK), new Date().toISOString() + '\n');
   return { dir, wroteS: src.wroteS + (performance.now() - t) / 1000 };
 }

@@ -2,14 +2,19 @@
  * The machine's own limit: GFLOP/s of ONNX Runtime's CPU matmul kernels on a
  * large GEMM, fp32 (MatMul against a constant weight, as the transformer's
  * linears run) and block-quantized (MatMulNBits, int8 and int4, accuracy
- * level 4 = int8 activations, the path quantized checkpoints use).
+ * level 4 = int8 activations, the `nbits` path), and the integer GEMM of
+ * `qgemm` checkpoints (int8 weights per output channel, uint8 activations
+ * with a scale per row, MatMulIntegerToFloat; or one per tensor,
+ * DynamicQuantizeMatMul).
  */
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/models/onnx/builder.js';
-import { quantizeRows } from '../src/models/quant-blocks.js';
+import { quantizeChannelRows, quantizeRows } from '../src/models/quant-blocks.js';
+import { emitIntegerGemm } from '../src/models/transformer-graph.js';
 import { DEFAULT_BLOCK_SIZE } from '../src/models/quantize.js';
 
-export type GemmKind = 'fp32' | 'int8' | 'int4';
+/** int8/int4: MatMulNBits blocks; int8_qgemm: integer GEMM, per-row activation scales; int8_qgemm_tensor: DynamicQuantizeMatMul. */
+export type GemmKind = 'fp32' | 'int8' | 'int4' | 'int8_qgemm' | 'int8_qgemm_tensor';
 
 export interface GemmResult {
   kind: GemmKind;
@@ -47,6 +52,12 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize?: numb
     const t = new Float32Array(K * N);
     for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) t[k * N + n] = w[n * K + k]!;
     y = g.matmul(a, g.initializer('w', 'float32', [K, N], t));
+  } else if (kind === 'int8_qgemm' || kind === 'int8_qgemm_tensor') {
+    const q = { data: new Int8Array(K * N), scales: new Float32Array(N) };
+    quantizeChannelRows(w, N, K, 0, N, q);
+    const b = g.initializer('w_i8', 'int8', [K, N], q.data);
+    const sc = g.initializer('w_scales', 'float32', [N], q.scales);
+    y = emitIntegerGemm(g, a, b, sc, kind === 'int8_qgemm' ? 'row' : 'tensor');
   } else {
     const bits = kind === 'int8' ? 8 : 4;
     blockSize ??= DEFAULT_BLOCK_SIZE[bits];
@@ -90,5 +101,53 @@ export async function measureGemm(
     return { kind, prepack: opts.prepack !== false, threads, M, K, N, ms: best, gflops: (2 * M * K * N) / (best * 1e6) };
   } finally {
     await session.release();
+  }
+}
+
+/**
+ * Several kernels and row counts measured in one process, interleaved (round
+ * r runs every kernel once), so that their ratios see the same machine load.
+ */
+export async function measureGemmSet(
+  kinds: GemmKind[],
+  threads: number,
+  opts: { Ms: number[]; K?: number; N?: number; rounds?: number },
+): Promise<GemmResult[]> {
+  const K = opts.K ?? 4096;
+  const N = opts.N ?? 4096;
+  const sessions = new Map<GemmKind, ort.InferenceSession>();
+  try {
+    for (const kind of kinds) {
+      sessions.set(
+        kind,
+        await ort.InferenceSession.create(gemmGraph(kind, K, N), {
+          graphOptimizationLevel: 'all',
+          executionProviders: ['cpu'],
+          intraOpNumThreads: threads,
+          interOpNumThreads: 1,
+          executionMode: 'sequential',
+        }),
+      );
+    }
+    const out: GemmResult[] = [];
+    for (const M of opts.Ms) {
+      const a = new ort.Tensor('float32', pseudoRandom(M * K, 777, 2), [M, K]);
+      const best = new Map<GemmKind, number>();
+      for (const s of sessions.values()) await s.run({ a }); // warm-up (prepacking, arena)
+      for (let r = 0; r < (opts.rounds ?? 5); r++) {
+        for (const [kind, s] of sessions) {
+          const t = performance.now();
+          await s.run({ a });
+          best.set(kind, Math.min(best.get(kind) ?? Infinity, performance.now() - t));
+        }
+      }
+      for (const kind of kinds) {
+        const ms = best.get(kind)!;
+        out.push({ kind, prepack: true, threads, M, K, N, ms, gflops: (2 * M * K * N) / (ms * 1e6) });
+      }
+    }
+    return out;
+  } finally {
+    for (const s of sessions.values()) await s.release();
   }
 }

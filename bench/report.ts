@@ -11,6 +11,8 @@ import type { VqRow } from './vq.js';
 export interface Results {
   machine: Record<string, unknown> & { threads: number };
   gemm: GemmResult[];
+  /** The int8 kernel table (--only int8): every kernel at M = 1024, 128, 32, interleaved in one process. */
+  int8Kernels: GemmResult[];
   forward: (ForwardRow & { preset: string; threads: number })[];
   step: (StepRow & { preset: string; size: number; precision: string; threads: number; mfu?: number })[];
   mlcache: (MlCacheRow & { preset: string; size: number })[];
@@ -32,10 +34,14 @@ export const SUMMARY_KEYS = [
   'understanding_mlcache_agreement',
   'rss_gb_8b_int8',
   'rss_gb_8b_int4',
+  'gemm_gflops_int8_qgemm',
+  'gemm_gflops_int8',
+  't2i_step_mfu_8b_int8_256',
+  'int8_golden_token_agreement',
 ] as const;
 
 export function emptyResults(machine: Results['machine']): Results {
-  return { machine, gemm: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], vq: [], notes: [] };
+  return { machine, gemm: [], int8Kernels: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], vq: [], notes: [] };
 }
 
 /**
@@ -45,7 +51,13 @@ export function emptyResults(machine: Results['machine']): Results {
 export function buildJson(res: Results, earlier8b?: string): Record<string, unknown> {
   const threads = res.machine.threads;
   const step = (preset: string, size: number, precision = 'fp32') => res.step.find((s) => s.preset === preset && s.size === size && s.precision === precision);
-  const gemm = (kind: string, t: number, prepack = true) => res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack === prepack)?.gflops;
+  // The int8 table's M = 1024 rows stand in for the gemm section's when only it ran.
+  const gemm = (kind: string, t: number, prepack = true) =>
+    res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack === prepack)?.gflops ?? (prepack ? kernel(kind, 1024) : undefined);
+  const kernel = (kind: string, M: number) => res.int8Kernels.find((g) => g.kind === kind && g.M === M)?.gflops;
+  const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined ? a / b : null);
+  const qStep = (size: number) => step('8b', size, 'int8-qgemm');
+  const qQuality = res.quality.find((q) => q.precision === 'int8-qgemm');
   const ml = res.mlcache.at(-1);
   const und = res.understanding.filter((u) => u.preset !== 'golden-tiny').at(-1);
   // The 8B rows at the default load settings (the first of each precision).
@@ -63,6 +75,18 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     gemm_gflops_int4: gemm('int4', threads) ?? null,
     gemm_gflops_int8_unpacked: gemm('int8', threads, false) ?? null,
     gemm_gflops_int4_unpacked: gemm('int4', threads, false) ?? null,
+    gemm_gflops_int8_qgemm: gemm('int8_qgemm', threads) ?? null,
+    gemm_gflops_int8_qgemm_tensor: gemm('int8_qgemm_tensor', threads) ?? null,
+    // Ratios within the interleaved int8 table (same process, same load).
+    int8_qgemm_vs_int8_1024: ratio(kernel('int8_qgemm', 1024), kernel('int8', 1024)),
+    int8_qgemm_vs_fp32_1024: ratio(kernel('int8_qgemm', 1024), kernel('fp32', 1024)),
+    t2i_step_mfu_8b_int8_256: qStep(256)?.mfu ?? null,
+    t2i_step_mfu_8b_int8_512: qStep(512)?.mfu ?? null,
+    t2i_step_ms_8b_int8_256: qStep(256)?.stepMs ?? null,
+    t2i_step_ms_8b_int8_512: qStep(512)?.stepMs ?? null,
+    rss_gb_8b_int8_qgemm_512: qStep(512)?.peakRssGb ?? null,
+    int8_golden_token_agreement: qQuality?.caseAgreement ?? null,
+    int8_golden_logits_rel_l2: qQuality?.logitsRelL2 ?? null,
     t2i_step_mfu_1b_512: step('1b', 512)?.mfu ?? null,
     t2i_step_model_mfu_1b_512: (() => {
       const s = step('1b', 512);
@@ -86,7 +110,7 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     vq_encode_ms_512: res.vq.find((v) => v.size === 512)?.encodeMs ?? null,
     vq_decode_ms_512: res.vq.find((v) => v.size === 512)?.decodeMs ?? null,
     machine: res.machine,
-    details: { gemm: res.gemm, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq },
+    details: { gemm: res.gemm, int8Kernels: res.int8Kernels, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq },
     notes: res.notes,
   };
 }
@@ -120,6 +144,35 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
           f(g.ms),
           f(g.gflops),
         ]),
+      ),
+    );
+  }
+  if (res.int8Kernels.length) {
+    const names: Record<string, string> = {
+      fp32: 'MatMul fp32 (prepacked)',
+      int8: 'MatMulNBits int8, acc. level 4, blocks of 128 (nbits)',
+      int8_qgemm: 'integer GEMM, per-row activation scales (qgemm default)',
+      int8_qgemm_tensor: 'DynamicQuantizeMatMul, per-tensor activation scale',
+    };
+    const Ms = [...new Set(res.int8Kernels.map((g) => g.M))];
+    const kinds = [...new Set(res.int8Kernels.map((g) => g.kind))];
+    const at = (k: string, M: number) => res.int8Kernels.find((g) => g.kind === k && g.M === M)?.gflops;
+    out.push(
+      table(
+        `int8 kernels: [M x 4096] x [4096 x 4096] GFLOP/s, ${res.int8Kernels[0]!.threads} threads, interleaved in one process (best of rounds)`,
+        ['kernel', ...Ms.map((M) => `M = ${M}`), 'vs nbits int8 at M = 1024', 'vs fp32 at M = 1024'],
+        kinds.map((k) => [names[k] ?? k, ...Ms.map((M) => f(at(k, M))), f((at(k, 1024) ?? NaN) / (at('int8', 1024) ?? NaN), 2), f((at(k, 1024) ?? NaN) / (at('fp32', 1024) ?? NaN), 2)]),
+      ),
+    );
+  }
+  const qsteps = res.step.filter((s) => s.precision === 'int8-qgemm');
+  if (qsteps.length) {
+    out.push(
+      table(
+        'qgemm text-to-image step (cond + uncond, cfg 4, sampler included)',
+        ['model', 'size', 'tokens c/u', 'load s', 'ms/step', 'model ms', 'GFLOP/s', 'vs integer GEMM limit', 'peak RSS GB'],
+        qsteps.map((s) => [s.preset, `${s.size}`, `${s.condLen}/${s.uncondLen}`, f(s.loadMs / 1000), f(s.stepMs, 0), f(s.modelMs, 0), f(s.flops / (s.stepMs * 1e6)), pct(s.mfu), f(s.peakRssGb, 2)]),
+        'limit = the integer GEMM (per-row scales) at M = 1024 in this run.',
       ),
     );
   }

@@ -12,7 +12,7 @@ import { guideTextToImage } from '../src/samplers/guidance.js';
 import { MASKED } from '../src/samplers/maskgit.js';
 import { DEFAULT_ML_CACHE } from '../src/samplers/mlcache.js';
 import type { ForwardRequest, Transformer } from '../src/models/transformer.js';
-import { measureGemm, type GemmKind, type GemmResult } from './gemm.js';
+import { measureGemm, measureGemmSet, type GemmKind, type GemmResult } from './gemm.js';
 import { passFlops } from './flops.js';
 import { defaultGoldenDir, goldenCaseAgreement, goldenForwardQuality, goldenUnderstandingAgreement, relL2 } from './quality.js';
 
@@ -128,6 +128,12 @@ async function runT2i(d: Dimoo, o: T2iOptions): Promise<{ codes?: Int32Array; st
 export async function taskGemm(a: { kind: GemmKind; threads: number; M: number; K: number; N: number; prepack?: boolean }): Promise<GemmResult & Common> {
   const r = await measureGemm(a.kind, a.threads, { M: a.M, K: a.K, N: a.N, repeats: 5, prepack: a.prepack });
   return { ...r, ...common() };
+}
+
+/** The int8 kernel table: every kernel at every M, interleaved in one process. */
+export async function taskGemmSet(a: { kinds: GemmKind[]; threads: number; Ms: number[]; rounds?: number }): Promise<{ rows: GemmResult[] } & Common> {
+  const rows = await measureGemmSet(a.kinds, a.threads, { Ms: a.Ms, rounds: a.rounds });
+  return { rows, ...common() };
 }
 
 export interface ForwardRow extends Common {
@@ -379,6 +385,7 @@ export async function taskQuality(a: { dir: string; threads: number }): Promise<
 export const TASKS = {
   vq: taskVq,
   gemm: taskGemm,
+  gemmSet: taskGemmSet,
   forward: taskForward,
   t2iStep: taskT2iStep,
   mlcache: taskMlCache,

@@ -114,3 +114,61 @@ export function dequantizeRows(q: QuantizedRows, N: number, K: number, spec: Qua
   }
   return w;
 }
+
+/**
+ * 8-bit weights for ONNX Runtime's integer GEMM (DynamicQuantizeMatMul /
+ * MatMulIntegerToFloat, MLAS QGEMM): one float32 scale per output channel
+ * (row n of W [N, K]), symmetric full range as the blocks above (the row's
+ * largest-magnitude value maps exactly onto -128; no zero point), stored
+ * transposed as int8 [K, N] because those ops take B as [K, N].
+ */
+export interface ChannelQuantized {
+  /** [K, N] int8 codes (B of the integer GEMM). */
+  data: Int8Array;
+  /** [N] scales: w[n, k] ~= data[k, n] * scales[n]. */
+  scales: Float32Array;
+}
+
+/**
+ * Quantizes rows [n0, n0 + rows) of W (given as `w` [rows, K] float32) into
+ * columns n0.. of `out` ([K, N] codes, [N] scales).
+ */
+export function quantizeChannelRows(w: Float32Array, rows: number, K: number, n0: number, N: number, out: ChannelQuantized): void {
+  if (w.length < rows * K) throw new Error(`quantizeChannelRows: ${w.length} values for [${rows}, ${K}]`);
+  if (n0 + rows > N || out.data.length < K * N || out.scales.length < N) throw new Error(`quantizeChannelRows: rows ${n0}..${n0 + rows} do not fit [${K}, ${N}]`);
+  const inv = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let m = 0;
+    let am = 0;
+    for (let k = 0; k < K; k++) {
+      const v = w[r * K + k]!;
+      const a = Math.abs(v);
+      if (a > am) {
+        am = a;
+        m = v;
+      }
+    }
+    const d = m !== 0 ? Math.fround(m / -128) : 0;
+    out.scales[n0 + r] = d;
+    inv[r] = d !== 0 ? 1 / d : 0;
+  }
+  // k outer: each k writes `rows` adjacent bytes of the transposed output.
+  const q = out.data;
+  for (let k = 0; k < K; k++) {
+    const o = k * N + n0;
+    for (let r = 0; r < rows; r++) {
+      const v = Math.round(w[r * K + k]! * inv[r]!);
+      q[o + r] = v < -128 ? -128 : v > 127 ? 127 : v;
+    }
+  }
+}
+
+/** W [N, K] float32 from channel codes (for tests and error measurements). */
+export function dequantizeChannel(q: ChannelQuantized, N: number, K: number): Float32Array {
+  const w = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) {
+    const d = q.scales[n]!;
+    for (let k = 0; k < K; k++) w[n * K + k] = Math.fround(q.data[k * N + n]! * d);
+  }
+  return w;
+}

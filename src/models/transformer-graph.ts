@@ -31,7 +31,9 @@
  *    float32 copy stays below ORT's constant-folding limit (1 GiB).
  *  - Linear weights are bf16/f16/f32 external data (upcast once by folding the
  *    Cast at load) or, for quantized checkpoints, MatMulNBits blocks
- *    (com.microsoft; int8 activations at accuracy level 4).
+ *    (com.microsoft; int8 activations at accuracy level 4) or int8 [K, N] with
+ *    a scale per output channel on the integer GEMM (MatMulIntegerToFloat with
+ *    per-row activation scales, or DynamicQuantizeMatMul with one per tensor).
  */
 import type { LladaConfig } from './config.js';
 import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
@@ -50,15 +52,19 @@ export interface WeightSource extends ExternalBytes {
   shape: number[];
 }
 
-/** A linear weight [N, K] quantized in MatMulNBits' layout (see quant-blocks.ts). */
+/**
+ * A linear weight [N, K] quantized in MatMulNBits' layout, or (layout
+ * 'channel', 8 bits) as int8 [K, N] with one scale per output channel (see quant-blocks.ts).
+ */
 export interface QuantizedLinearSource {
   bits: 4 | 8;
   blockSize: number;
   N: number;
   K: number;
-  /** [N, K / blockSize, blockSize * bits / 8] uint8 */
+  layout?: 'channel';
+  /** [N, K / blockSize, blockSize * bits / 8] uint8; channel: [K, N] int8 */
   data: ExternalBytes;
-  /** [N * K / blockSize] float32 */
+  /** [N * K / blockSize] float32; channel: [N] */
   scales: ExternalBytes;
 }
 
@@ -70,6 +76,11 @@ export interface TransformerGraphOptions {
   quantized?: (name: string) => QuantizedLinearSource | undefined;
   /** MatMulNBits accuracy_level (default 4: int8 activations). */
   accuracyLevel?: number;
+  /**
+   * Channel-layout (integer GEMM) linears: activations quantized with one scale
+   * per row (default; MatMulIntegerToFloat) or one per tensor (DynamicQuantizeMatMul).
+   */
+  int8Activations?: 'row' | 'tensor';
   /** First id and size of the image-token block of the vocabulary. */
   imageVocabStart: number;
   imageVocabSize: number;
@@ -86,6 +97,8 @@ export interface TransformerGraphOptions {
   floatWeights?: 'float32' | 'float16' | 'float16-compute';
   /** Keep reductions over possibly empty row sets non-empty (WebGPU refuses empty ones). */
   padEmptyReductions?: boolean;
+  /** Never Expand a uint8 tensor (WebGPU's Expand fails on uint8): see emitIntegerGemm. */
+  avoidUint8Expand?: boolean;
 }
 
 export const TRANSFORMER_INPUTS = {
@@ -129,8 +142,9 @@ export function weightRows(w: WeightSource, start: number, end: number): WeightS
   };
 }
 
-/** Output rows [start, end) of a quantized linear (rows are contiguous in both data and scales). */
+/** Output rows [start, end) of a quantized linear (rows are contiguous in both data and scales; not for the channel layout). */
 export function quantizedRows(q: QuantizedLinearSource, start: number, end: number): QuantizedLinearSource {
+  if (q.layout === 'channel') throw new Error('quantizedRows: channel-layout weights are [K, N]; slice their columns in the graph');
   const blocks = q.K / q.blockSize;
   const blob = (q.blockSize * q.bits) / 8;
   return {
@@ -139,6 +153,36 @@ export function quantizedRows(q: QuantizedLinearSource, start: number, end: numb
     data: { ...q.data, byteOffset: q.data.byteOffset + start * blocks * blob, byteLength: (end - start) * blocks * blob },
     scales: { ...q.scales, byteOffset: q.scales.byteOffset + start * blocks * 4, byteLength: (end - start) * blocks * 4 },
   };
+}
+
+const zeroPoints = new WeakMap<GraphBuilder, Value>();
+
+/**
+ * x [M, K] @ dequant(B) on ONNX Runtime's integer GEMM (MLAS QGEMM: uint8
+ * activations x int8 weights, VNNI), B int8 [K, N] with scales [N].
+ * `row`: each row of x gets its own scale max|x_row| / 127 (symmetric around
+ * the zero point 128), so a row of small values keeps its precision; the row
+ * and column scales multiply the int32 sums in the GEMM's output stage
+ * (MatMulIntegerToFloat). `tensor`: DynamicQuantizeMatMul, one scale and zero
+ * point for the whole of x. M may be 0. `noUint8Expand` (WebGPU, whose Expand
+ * fails on uint8): shift x by 128 row scales and quantize without a zero-point
+ * input instead of expanding the zero point to one per row (one more pass over x).
+ */
+export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Value, activations: 'row' | 'tensor', noUint8Expand = false): Value {
+  if (activations === 'tensor') return g.dynamicQuantizeMatMul(x, B, bScale);
+  let zp = zeroPoints.get(g);
+  if (!zp) {
+    zp = g.initializer('int8_act_zero_point', 'uint8', [], new Uint8Array([128]));
+    zeroPoints.set(g, zp);
+  }
+  // (+1e-30: an all-zero row gets a non-zero scale and quantizes to exact zeros.)
+  const flat = g.reshape(g.mul(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), g.scalarF32(1 / 127)), [-1]); // [M]
+  // Reshaped, not keepdims: ORT's ReduceMax of an empty [0, K] input keeps its shape.
+  const rowScale = g.reshape(flat, [-1, 1]);
+  const xq = noUint8Expand
+    ? g.quantizeLinear(g.add(x, g.mul(rowScale, g.scalarF32(128))), flat, null, 0)
+    : g.quantizeLinear(x, flat, g.expand(zp, g.shape(flat)), 0);
+  return g.matMulIntegerToFloat(xq, B, rowScale, bScale, zp);
 }
 
 export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array {
@@ -173,11 +217,28 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     return z;
   };
   const accuracyLevel = opts.accuracyLevel ?? 4;
+  const perRow = (opts.int8Activations ?? 'row') === 'row';
+  const channelInits = new Map<string, { data: Value; scales: Value }>();
+  /** A channel-layout weight's initializers (one pair per tensor, shared by the head's uses). */
+  const channelWeight = (name: string, w: QuantizedLinearSource): { data: Value; scales: Value } => {
+    let v = channelInits.get(name);
+    if (!v) {
+      v = { data: external(`${name}.i8`, 'int8', [w.K, w.N], w.data), scales: external(`${name}.scales`, 'float32', [w.N], w.scales) };
+      channelInits.set(name, v);
+    }
+    return v;
+  };
+  const integerGemm = (x: Value, B: Value, bScale: Value): Value => emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor', opts.avoidUint8Expand === true);
   /**
    * x @ W^T (+ b) for W [N, K] given as float or quantized source; `dep` (default x,
    * at least one row) is what float16 weights' upcasts wait for.
    */
   const linearFrom = (x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep: Value = x): Value => {
+    if ('bits' in w && w.layout === 'channel') {
+      const { data, scales } = channelWeight(name, w);
+      const y = integerGemm(x, data, scales);
+      return bias ? g.add(y, bias) : y;
+    }
     if ('bits' in w) {
       const blocks = w.K / w.blockSize;
       const data = external(`${name}.q${w.bits}`, 'uint8', [w.N, blocks, (w.blockSize * w.bits) / 8], w.data);
@@ -319,6 +380,16 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const V = c.embeddingSize;
   /** Head rows [start, end) applied to x. */
   const headPart = (xIn: Value, start: number, end: number): Value => {
+    if ('bits' in head && head.layout === 'channel') {
+      // Columns [start, end) of the [K, V] codes: a Slice of the shared initializer that
+      // ORT folds once at load (the image head: 8192 x d_model bytes).
+      const { data, scales } = channelWeight(headName, head);
+      const whole = start === 0 && end === V;
+      const B = whole ? data : g.slice(data, [start], [end], [1]);
+      const s = whole ? scales : g.slice(scales, [start], [end], [0]);
+      const y = integerGemm(xIn, B, s); // xIn may have 0 rows
+      return headBias ? g.add(y, f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end))) : y;
+    }
     const w = 'bits' in head ? quantizedRows(head, start, end) : weightRows(head, start, end);
     const bias = headBias ? f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)) : undefined;
     return linearFrom(xIn, `${headName}[${start}:${end}]`, w, bias, final); // xIn may have 0 rows

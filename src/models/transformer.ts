@@ -31,12 +31,13 @@ export interface FileBytes {
   byteLength: number;
 }
 
-/** A linear weight [N, K] in MatMulNBits blocks (see quant-blocks.ts). */
+/** A linear weight [N, K] in MatMulNBits blocks, or int8 [K, N] per output channel (layout 'channel'; see quant-blocks.ts). */
 export interface QuantizedLinear {
   bits: 4 | 8;
   blockSize: number;
   N: number;
   K: number;
+  layout?: 'channel';
   data: FileBytes;
   scales: FileBytes;
 }
@@ -67,6 +68,12 @@ export interface TransformerLoadOptions {
    * defaultQuantPrepack (yes for int8, no for int4; docs/performance.md has the numbers).
    */
   prepack?: boolean;
+  /**
+   * qgemm checkpoints: activation scales of the integer GEMM, one per row
+   * (default; env DIMOO_INT8_ACTIVATIONS=row|tensor overrides) or one per
+   * tensor (DynamicQuantizeMatMul). docs/performance.md has both measured.
+   */
+  int8Activations?: 'row' | 'tensor';
   /** Float32 bytes per row chunk of the full output head (default 256 MiB; tests use small ones). */
   headChunkBytes?: number;
   /**
@@ -145,6 +152,12 @@ export function defaultQuantPrepack(bits: 4 | 8): boolean {
   return bits === 8;
 }
 
+/** Activation scales of qgemm linears unless told (env DIMOO_INT8_ACTIVATIONS=row|tensor). */
+export function defaultInt8Activations(): 'row' | 'tensor' {
+  const env = process.env.DIMOO_INT8_ACTIVATIONS;
+  return env === 'tensor' ? 'tensor' : 'row';
+}
+
 function i64(values: ArrayLike<number>): ort.Tensor {
   const a = new BigInt64Array(values.length);
   for (let i = 0; i < values.length; i++) a[i] = BigInt(values[i]!);
@@ -212,7 +225,7 @@ export class Transformer {
       const q = ckpt.quantized?.get(name);
       if (!q) return undefined;
       quantBits = quantBits === undefined ? q.bits : (Math.min(quantBits, q.bits) as 4 | 8);
-      return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, data: ext(q.data), scales: ext(q.scales) };
+      return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, layout: q.layout, data: ext(q.data), scales: ext(q.scales) };
     };
     const device = opts.device ?? 'cpu';
     const precision = opts.precision ?? 'fp32';
@@ -223,8 +236,10 @@ export class Transformer {
       floatWeights: precision === 'fp16' ? 'float16' : precision === 'fp16-compute' ? 'float16-compute' : 'float32',
       quantized: ckpt.quantized ? quantized : undefined,
       accuracyLevel: opts.accuracyLevel,
+      int8Activations: opts.int8Activations ?? defaultInt8Activations(),
       headChunkBytes: opts.headChunkBytes,
       padEmptyReductions: device === 'webgpu',
+      avoidUint8Expand: device === 'webgpu',
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });

@@ -365,6 +365,10 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
   const quantized = (ckpt as Partial<QuantizedCheckpoint>).quantized;
   if (quantized && !opts.lora)
     throw new DimooError(`${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`, E);
+  // The training graph differentiates through MatMulNBits blocks only; int8 [K, N] channel
+  // weights (dimoo quantize --format qgemm) would be misread as blocks.
+  if (quantized && [...quantized.values()].some((q) => q.layout === 'channel'))
+    throw new DimooError(`${ckpt.dir}: a qgemm checkpoint (int8 per output channel) cannot be fine-tuned; quantize with --format nbits for QLoRA`, E);
   const targets = opts.lora ? checkLora(opts.lora) : undefined;
   const device = opts.device ?? 'cpu';
   const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');

@@ -1,11 +1,12 @@
 /**
- * `dimoo quantize MODEL_DIR --bits 8|4 --out DIR`: a repacked checkpoint
- * whose linear weights are MatMulNBits blocks (see src/models/quantize.ts);
- * every command loads it like any checkpoint, memory-mapped.
+ * `dimoo quantize MODEL_DIR --bits 8|4 [--format nbits|qgemm] --out DIR`: a
+ * repacked checkpoint whose linear weights are MatMulNBits blocks or (qgemm,
+ * 8 bits) int8 per output channel for the integer GEMM (see
+ * src/models/quantize.ts); every command loads it like any checkpoint.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantBits, type QuantizeResult } from '../../models/quantize.js';
+import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, QUANT_FORMATS, type QuantBits, type QuantFormat, type QuantizeResult } from '../../models/quantize.js';
 import type { CliContext } from '../context.js';
 import { choiceOpt, intOpt } from '../options.js';
 import { formatBytes, writeJson } from '../output.js';
@@ -15,6 +16,7 @@ export interface QuantizeCommandOptions {
   bits: QuantBits;
   out: string;
   blockSize?: number;
+  format?: QuantFormat;
   embedding?: 'int8' | 'plain';
   json?: boolean;
   progress?: ProgressMode;
@@ -29,6 +31,7 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
     result = await quantizeCheckpoint(modelDir, o.out, {
       bits: o.bits,
       ...(o.blockSize !== undefined && { blockSize: o.blockSize }),
+      ...(o.format !== undefined && { format: o.format }),
       ...(o.embedding !== undefined && { embedding: o.embedding }),
       onProgress: (done, total) => {
         if (!started) {
@@ -47,6 +50,7 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
     writeJson(ctx.stdout, {
       dir: result.dir,
       bits: m.bits,
+      format: m.quant_format ?? 'nbits',
       blockSize: m.block_size,
       weightsFile: result.weightsFile,
       bytes: result.bytes,
@@ -57,7 +61,7 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
     });
   } else {
     ctx.stdout.write(
-      `wrote ${result.dir}: ${m.bits}-bit blocks of ${m.block_size} for ${Object.keys(m.linears).length} matrices (embedding ${embedding === 'int8' ? '8-bit' : 'as stored'}), ` +
+      `wrote ${result.dir}: ${m.quant_format === 'qgemm' ? '8-bit per output channel (integer GEMM)' : `${m.bits}-bit blocks of ${m.block_size}`} for ${Object.keys(m.linears).length} matrices (embedding ${embedding === 'int8' ? '8-bit' : 'as stored'}), ` +
         `${path.basename(result.weightsFile)} ${formatBytes(result.bytes)} (source ${formatBytes(m.source.bytes)}) in ${result.seconds.toFixed(1)} s\n`,
     );
   }
@@ -75,6 +79,11 @@ export function registerQuantizeCommand(program: Command, ctx: CliContext): void
       '--block-size <n>',
       `values per scale along K, a power of two 16..256 (default ${DEFAULT_BLOCK_SIZE[8]} for 8 bits, ${DEFAULT_BLOCK_SIZE[4]} for 4)`,
       intOpt('--block-size', { min: 16, max: 256 }),
+    )
+    .option(
+      '--format <kind>',
+      'linear layout: nbits (MatMulNBits blocks; default) or qgemm (8 bits: int8 per output channel on the integer GEMM, ~2x faster on CPUs with VNNI)',
+      choiceOpt('--format', QUANT_FORMATS),
     )
     .option(
       '--embedding <how>',

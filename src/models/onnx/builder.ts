@@ -306,6 +306,44 @@ export class GraphBuilder {
   }
 
   /**
+   * ORT contrib op: y = A @ dequant(B) (+ bias) with A float quantized to uint8 on the fly
+   * (one scale and zero point for the whole tensor) and B int8 [K, N] with a scale per
+   * column (b_scale [N]); MLAS's integer GEMM (VNNI), B prepacked at load.
+   */
+  dynamicQuantizeMatMul(a: Value, b: Value, bScale: Value, bZeroPoint: Value | null = null, bias: Value | null = null): Value {
+    const ins = [a, b, bScale, bZeroPoint, bias];
+    while (ins.length > 3 && ins[ins.length - 1] === null) ins.pop();
+    return this.node('DynamicQuantizeMatMul', ins, {}, 1, 'com.microsoft')[0]!;
+  }
+
+  /**
+   * ORT contrib op: y = (A - a_zp) * a_scale @ (B - b_zp) * b_scale (+ bias) for 8-bit A and
+   * B; the scales multiply the int32 accumulators in the GEMM's output stage.
+   */
+  matMulIntegerToFloat(a: Value, b: Value, aScale: Value, bScale: Value, aZeroPoint: Value | null, bZeroPoint: Value | null = null, bias: Value | null = null): Value {
+    const ins = [a, b, aScale, bScale, aZeroPoint, bZeroPoint, bias];
+    while (ins.length > 4 && ins[ins.length - 1] === null) ins.pop();
+    return this.node('MatMulIntegerToFloat', ins, {}, 1, 'com.microsoft')[0]!;
+  }
+
+  /** ONNX MatMulInteger: int32 (A - a_zp) @ (B - b_zp). */
+  matMulInteger(a: Value, b: Value, aZeroPoint: Value | null = null, bZeroPoint: Value | null = null): Value {
+    const ins = [a, b, aZeroPoint, bZeroPoint];
+    while (ins.length > 2 && ins[ins.length - 1] === null) ins.pop();
+    return this.one('MatMulInteger', ins);
+  }
+
+  /** ONNX QuantizeLinear: saturate(round(x / scale) + zero_point); per-axis when scale is 1-D. */
+  quantizeLinear(x: Value, scale: Value, zeroPoint: Value | null, axis = 1): Value {
+    return this.one('QuantizeLinear', zeroPoint ? [x, scale, zeroPoint] : [x, scale], { axis });
+  }
+
+  abs(a: Value): Value { return this.one('Abs', [a]); }
+  reduceMin(x: Value, axes: number[], keepdims = true): Value {
+    return this.one('ReduceMin', [x, this.constI64(axes)], { keepdims: keepdims ? 1 : 0 });
+  }
+
+  /**
    * ORT contrib op: rows `indices` of a table quantized in blocks along its last axis
    * (data [N, K] uint8 with the implicit zero point 128 at 8 bits; scales [N, K / blockSize]).
    */
