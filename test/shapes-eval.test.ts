@@ -17,7 +17,7 @@ import type { DimooApi, ImageResult, RgbImage, UnderstandResult } from '../src/p
 import { Prng } from '../src/samplers/prng.js';
 import { detectScene } from '../src/shapes/checker.js';
 import { generateDataset, type ShapesRecord } from '../src/shapes/dataset.js';
-import { EVAL_TASKS, planItems, runShapesEval, type EvalReport } from '../src/shapes/eval.js';
+import { EVAL_TASKS, cellsUnder, planItems, runShapesEval, type EvalReport } from '../src/shapes/eval.js';
 import { formatEvalReport } from '../src/cli/commands/shapes.js';
 import { sampleCaption, sampleEdit, sampleQuestion } from '../src/shapes/language.js';
 import { writeShapesCheckpoint } from '../src/shapes/model.js';
@@ -230,4 +230,29 @@ test('dimoo eval on a random checkpoint: a well-formed report and grid', async (
   const bad = cli(['eval', '--model', ckpt, '--tasks', 't2i,nope']);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /unknown task "nope"/);
+});
+
+test('painting items: the masked token cells cover every changed pixel, and the object stays inside them', () => {
+  for (const task of ['inpaint', 'retouch'] as const) {
+    for (const p of planItems(task, 12, 8, 0.1)) {
+      const before = renderScene(p.scene);
+      const afterPic = renderScene(p.after!);
+      for (const scale of [16, 8]) {
+        const cells = cellsUnder(p.region!, 128, 128, scale);
+        const gw = 128 / scale;
+        let changed = 0;
+        for (let y = 0; y < 128; y++)
+          for (let x = 0; x < 128; x++) {
+            const i = (y * 128 + x) * 3;
+            if (before.data[i] === afterPic.data[i] && before.data[i + 1] === afterPic.data[i + 1] && before.data[i + 2] === afterPic.data[i + 2]) continue;
+            changed++;
+            assert.equal(cells[Math.floor(y / scale) * gw + Math.floor(x / scale)], 1, `${task} ${p.prompt}: pixel ${x},${y} outside the mask`);
+          }
+        assert.ok(changed > 100, `${task}: the change is visible`);
+        // no more than the box's cells: at most ceil(extent/scale)+1 per side
+        const side = Math.ceil(p.region!.extent / scale) + 1;
+        assert.ok(cells.reduce((a, b) => a + b, 0) <= side * side);
+      }
+    }
+  }
 });

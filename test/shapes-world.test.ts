@@ -49,10 +49,10 @@ test('renderer is deterministic and anti-aliased', () => {
   assert.ok(distinct.size > s.objects.length + 3, `only ${distinct.size} distinct colors`);
 });
 
-test('checker reads back exactly what was drawn (every attribute, 600 scenes)', () => {
+test('checker reads back exactly what was drawn (every attribute, 400 scenes)', () => {
   let wrong = 0;
   const first: string[] = [];
-  for (let i = 0; i < 600; i++) {
+  for (let i = 0; i < 400; i++) {
     const s = sampleScene(new Prng(11, i));
     const d = detectScene(renderScene(s));
     if (sceneKey(d) !== sceneKey(s)) {
@@ -75,4 +75,36 @@ test('held-out split depends on the facts only, at about the requested share', (
   assert.ok(held > 120 && held < 300, `held out ${held} of 2000`);
   assert.equal(isHeldOut(sampleScene(new Prng(1)), 0), false);
   assert.equal(isHeldOut(sampleScene(new Prng(1)), 1), true);
+});
+
+/** Decoded pictures are softer and noisier than rendered ones; the checker must not depend on clean edges. */
+function degrade(img: { data: Uint8Array; width: number; height: number }, prng: Prng, sigma: number) {
+  const { width: w, height: h, data } = img;
+  const out = new Uint8Array(data.length);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        // 3x3 box blur, then Gaussian noise
+        let s = 0;
+        let n = 0;
+        for (let dy = -1; dy <= 1; dy++)
+          for (let dx = -1; dx <= 1; dx++) {
+            const xx = x + dx;
+            const yy = y + dy;
+            if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
+            s += data[(yy * w + xx) * 3 + c]!;
+            n++;
+          }
+        const g = Math.sqrt(-2 * Math.log(prng.uniform())) * Math.cos(2 * Math.PI * prng.uniform());
+        out[(y * w + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(s / n + sigma * g)));
+      }
+  return { data: out, width: w, height: h };
+}
+
+test('checker tolerates blur and noise (3x3 blur + noise sigma 10 on 100 scenes)', () => {
+  for (let i = 0; i < 100; i++) {
+    const s = sampleScene(new Prng(13, i));
+    const d = detectScene(degrade(renderScene(s), new Prng(14, i), 10));
+    assert.equal(sceneKey(d), sceneKey(s));
+  }
 });

@@ -15,7 +15,8 @@
  * Items come from the same held-out rule the generator uses (world.isHeldOut
  * with the same fraction), so a model trained on the generator's train split
  * never saw these scenes. Input pictures are encoded with the checkpoint's own
- * VQ-VAE at their size (128x128 -> 8x8 tokens).
+ * VQ-VAE at their size (128x128 -> 8x8 tokens at 16x); painting masks are the
+ * token cells (of the checkpoint's VQ scale) under the object's box.
  */
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
@@ -36,6 +37,7 @@ import {
 import { renderScene } from './render.js';
 import { T2I_ATTRIBUTES, scoreAnswer, scoreChange, scoreT2i, type T2iAttribute } from './score.js';
 import {
+  CANVAS,
   COLORS,
   SHAPES,
   SIZES,
@@ -52,9 +54,6 @@ import {
 
 export const EVAL_TASKS = ['t2i', 'edit', 'inpaint', 'retouch', 'mmu'] as const;
 export type EvalTask = (typeof EVAL_TASKS)[number];
-
-/** Token cell size of the VQ-VAE the masks are laid on. */
-const CELL_PX = 16;
 
 export interface EvalOptions {
   /** Items per task (default 20). */
@@ -118,24 +117,24 @@ interface PlannedItem {
   /** edit / painting: expected scene after */
   after?: Scene;
   editType?: string;
-  /** painting: token cells to regenerate (8x8, row-major) */
-  cells?: Uint8Array;
+  /** painting: the object whose box's token cells are regenerated */
+  region?: ShapeObject;
   /** mmu */
   question?: string;
   answer?: string;
   questionType?: QuestionType;
 }
 
-/** Token cells (of a CANVAS picture) overlapped by an object's box. */
-export function cellsUnder(o: ShapeObject, width: number, height: number): Uint8Array {
-  const gw = width / CELL_PX;
-  const gh = height / CELL_PX;
+/** Token cells (row-major, cells of `scale` px) of a width x height picture overlapped by an object's box. */
+export function cellsUnder(o: ShapeObject, width: number, height: number, scale: number): Uint8Array {
+  const gw = width / scale;
+  const gh = height / scale;
   const cells = new Uint8Array(gw * gh);
   const b = objectBox(o);
-  const c0 = Math.max(0, Math.floor(b.x0 / CELL_PX));
-  const c1 = Math.min(gw - 1, Math.ceil(b.x1 / CELL_PX) - 1);
-  const r0 = Math.max(0, Math.floor(b.y0 / CELL_PX));
-  const r1 = Math.min(gh - 1, Math.ceil(b.y1 / CELL_PX) - 1);
+  const c0 = Math.max(0, Math.floor(b.x0 / scale));
+  const c1 = Math.min(gw - 1, Math.ceil(b.x1 / scale) - 1);
+  const r0 = Math.max(0, Math.floor(b.y0 / scale));
+  const r1 = Math.min(gh - 1, Math.ceil(b.y1 / scale) - 1);
   for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) cells[r * gw + c] = 1;
   return cells;
 }
@@ -194,7 +193,7 @@ export function planItems(task: EvalTask, limit: number, seed: number, holdout: 
           prompt: describeScene(sceneFacts(after)),
           scene,
           after,
-          cells: cellsUnder(o, 128, 128),
+          region: o,
         });
         break;
       }
@@ -209,7 +208,7 @@ export function planItems(task: EvalTask, limit: number, seed: number, holdout: 
         });
         if (!o) continue;
         const after: Scene = { background: scene.background, objects: sortObjects([...scene.objects, o]) };
-        out.push({ task, kind: 'add', prompt: describeScene(sceneFacts(after)), scene, after, cells: cellsUnder(o, 128, 128) });
+        out.push({ task, kind: 'add', prompt: describeScene(sceneFacts(after)), scene, after, region: o });
         break;
       }
       case 'mmu': {
@@ -269,6 +268,9 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
   for (const t of tasks) if (!EVAL_TASKS.includes(t)) throw new DimooError(`unknown eval task "${t}" (known: ${EVAL_TASKS.join(', ')})`, 'E_PARAM');
   const info = api.info();
   if (!info.hasVq) throw new DimooError(`${info.dir} has no VQ-VAE (vqvae/): the evaluation draws and reads pictures`, 'E_PARAM');
+  if (CANVAS % info.vqScale !== 0) {
+    throw new DimooError(`the shapes canvas (${CANVAS} px) is not a multiple of ${info.dir}'s VQ scale ${info.vqScale}`, 'E_PARAM');
+  }
   const tok = TextTokenizer.fromFile(path.join(info.dir, 'tokenizer.json'));
   const plans = tasks.flatMap((t) => planItems(t, limit, seed, holdout));
   const run: RunOptions = o.signal ? { signal: o.signal } : {};
@@ -286,7 +288,7 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
     const sampling = { ...image, seed: seed + i };
     let item: Omit<EvalItem, 'ms'>;
     if (p.task === 't2i') {
-      const r = await api.generate({ prompt: p.prompt, width: 128, height: 128, ...sampling }, run);
+      const r = await api.generate({ prompt: p.prompt, width: CANVAS, height: CANVAS, ...sampling }, run);
       const det = detectScene(r.image!);
       const s = scoreT2i(p.request!, det);
       item = { task: p.task, kind: p.kind, prompt: p.prompt, expected: factsText(sceneFacts(p.scene)), got: factsText(det), pass: s.pass, checks: s.attributes as Record<string, boolean>, output: r.image! };
@@ -298,18 +300,19 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
       item = { task: p.task, kind: p.kind, prompt: p.prompt, expected: p.answer!, got, pass, checks: { exact: pass }, input: rgb };
     } else {
       const { rgb, grid } = await encode(p.scene);
+      const cells = p.region ? cellsUnder(p.region, CANVAS, CANVAS, info.vqScale) : undefined;
       const r =
         p.task === 'edit'
           ? await api.edit({ prompt: p.prompt, editType: p.editType as 'edit', image: { tokens: grid }, ...sampling }, run)
           : p.task === 'inpaint'
-            ? await api.inpaint({ prompt: p.prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: p.cells! }, ...sampling }, run)
-            : await api.retouch({ prompt: p.prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: p.cells! }, ...sampling }, run);
+            ? await api.inpaint({ prompt: p.prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: cells! }, ...sampling }, run)
+            : await api.retouch({ prompt: p.prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: cells! }, ...sampling }, run);
       const det = detectScene(r.image!);
       const s = scoreChange(sceneFacts(p.scene), sceneFacts(p.after!), det);
       item = {
         task: p.task,
         kind: p.kind,
-        prompt: p.cells ? `${p.prompt} [${cellsText(p.cells)}]` : p.prompt,
+        prompt: cells ? `${p.prompt} [${cellsText(cells)}]` : p.prompt,
         expected: factsText(sceneFacts(p.after!)),
         got: factsText(det),
         pass: s.pass,
