@@ -30,8 +30,9 @@ import { defaultGoldenDir } from './quality.js';
 import type { GemmResult } from './gemm.js';
 import { buildJson, emptyResults, renderTable } from './report.js';
 import type { ForwardRow, MlCacheRow, QualityRow, StepRow, TaskName, UnderstandingRow } from './tasks.js';
-import { quantizeCheckpoint, QUANT_MANIFEST, type QuantFormat } from '../src/models/quantize.js';
-import type { PresetName } from '../src/models/random-checkpoint.js';
+import { QUANT_MANIFEST, type QuantFormat } from '../src/checkpoint/quantized.js';
+import { quantizeCheckpoint } from '../src/tools/quantize.js';
+import type { PresetName } from '../src/tools/random-checkpoint.js';
 
 const argv = process.argv.slice(2);
 const flag = (f: string) => argv.includes(f);

@@ -7,10 +7,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { writeRandomCheckpoint, PRESETS, type PresetName } from '../src/models/random-checkpoint.js';
-import { numel } from '../src/models/safetensors.js';
-import { quantizeCheckpoint, type QuantFormat } from '../src/models/quantize.js';
-import type { QuantBits } from '../src/models/quant-blocks.js';
+import { writeRandomCheckpoint, PRESETS, type PresetName } from '../src/tools/random-checkpoint.js';
+import { numel } from '../src/checkpoint/safetensors.js';
+import { quantizeCheckpoint } from '../src/tools/quantize.js';
+import type { QuantFormat } from '../src/checkpoint/quantized.js';
+import type { QuantBits } from '../src/checkpoint/quant-blocks.js';
 
 export function benchCacheDir(): string {
   return process.env.DIMOO_BENCH_CACHE ?? path.join(os.homedir(), '.cache', 'dimoo', 'bench');

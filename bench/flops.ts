@@ -3,7 +3,7 @@
  * matrix products only (what the GEMM limit measures): the linears of P
  * computed rows, attention of P queries over S keys, and the head rows.
  */
-import type { LladaConfig } from '../src/models/config.js';
+import type { LladaConfig } from '../src/checkpoint/config.js';
 
 export interface PassShape {
   /** Rows computed. */

@@ -8,10 +8,10 @@
  * DynamicQuantizeMatMul).
  */
 import * as ort from 'onnxruntime-node';
-import { GraphBuilder } from '../src/models/onnx/builder.js';
-import { quantizeChannelRows, quantizeRows } from '../src/models/quant-blocks.js';
-import { emitIntegerGemm } from '../src/models/transformer-graph.js';
-import { DEFAULT_BLOCK_SIZE } from '../src/models/quantize.js';
+import { GraphBuilder } from '../src/graph/onnx/builder.js';
+import { quantizeChannelRows, quantizeRows } from '../src/checkpoint/quant-blocks.js';
+import { emitIntegerGemm } from '../src/graph/transformer.js';
+import { DEFAULT_BLOCK_SIZE } from '../src/tools/quantize.js';
 
 /** int8/int4: MatMulNBits blocks; int8_qgemm: integer GEMM, per-row activation scales; int8_qgemm_tensor: DynamicQuantizeMatMul. */
 export type GemmKind = 'fp32' | 'int8' | 'int4' | 'int8_qgemm' | 'int8_qgemm_tensor';

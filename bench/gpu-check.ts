@@ -25,18 +25,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { openCheckpoint } from '../src/models/checkpoint.js';
-import { quantizeCheckpoint } from '../src/models/quantize.js';
-import { countParameters, type LladaConfig } from '../src/models/config.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { quantizeCheckpoint } from '../src/tools/quantize.js';
+import { countParameters, type LladaConfig } from '../src/checkpoint/config.js';
 import { probeWebGpu, type Device } from '../src/models/device.js';
 import {
   isPresetName,
   writeRandomCheckpoint,
   type PresetName,
-} from '../src/models/random-checkpoint.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
+} from '../src/tools/random-checkpoint.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import { Transformer } from '../src/models/transformer.js';
-import { VqModel } from '../src/models/vq/vq-model.js';
+import { VqModel } from '../src/models/vq-model.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import type { EditType, TokenGrid } from '../src/pipelines/types.js';
 

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { SafetensorsFile } from '../src/models/safetensors.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import type { Transformer } from '../src/models/transformer.js';
 import type { Dimoo } from '../src/pipelines/dimoo.js';
 import type { UnderstandParams } from '../src/pipelines/types.js';

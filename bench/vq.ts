@@ -6,8 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VqModel } from '../src/models/vq/vq-model.js';
-import { writeRandomVq } from '../src/models/vq/random.js';
+import { VqModel } from '../src/models/vq-model.js';
+import { writeRandomVq } from '../src/tools/random-vq.js';
 
 export interface VqRow {
   size: number;

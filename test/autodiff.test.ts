@@ -11,9 +11,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
-import { GraphBuilder, type Dim, type Value } from '../src/models/onnx/builder.js';
+import { GraphBuilder, type Dim, type Value } from '../src/graph/onnx/builder.js';
 import { Tape, type FloatType, type TVal } from '../src/graph/autodiff.js';
-import { quantizeRows, dequantizeRows } from '../src/models/quant-blocks.js';
+import { quantizeRows, dequantizeRows } from '../src/checkpoint/quant-blocks.js';
 
 /** Deterministic pseudo-random numbers in [-1, 1). */
 function rand(n: number, seed: number): number[] {

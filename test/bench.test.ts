@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
 import { passFlops } from '../bench/flops.js';
 import { buildJson, emptyResults, renderTable, SUMMARY_KEYS } from '../bench/report.js';
 import { taskForward, taskMlCache, taskT2iStep, taskUnderstanding } from '../bench/tasks.js';

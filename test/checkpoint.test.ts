@@ -4,10 +4,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DimooError } from '../src/errors.js';
-import { openCheckpoint, expectedTensors, INDEX_FILE } from '../src/models/checkpoint.js';
-import { parseLladaConfig, loadLladaConfig, countParameters } from '../src/models/config.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/models/safetensors.js';
-import { inspectCheckpoint } from '../src/models/inspect.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { expectedTensors, INDEX_FILE } from '../src/checkpoint/layout.js';
+import { parseLladaConfig, loadLladaConfig, countParameters } from '../src/checkpoint/config.js';
+import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
+import { inspectCheckpoint } from '../src/tools/inspect.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let tmp: string;

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { countParameters, loadLladaConfig } from '../src/models/config.js';
+import { countParameters, loadLladaConfig } from '../src/checkpoint/config.js';
 import type { TokenGrid } from '../src/pipelines/types.js';
 import { readTokenGridFile } from '../src/cli/token-grid.js';
 import { goldenCheckpointDir } from './helpers/golden.js';

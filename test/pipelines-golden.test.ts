@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dimoo } from '../src/pipelines/dimoo.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import type { EditType, ImageResult } from '../src/pipelines/types.js';
 import { GOLDEN_SAMPLING_CASES, runGoldenCase } from '../bench/golden-cases.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';

@@ -5,9 +5,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { DimooError } from '../src/errors.js';
-import { openCheckpoint, INDEX_FILE } from '../src/models/checkpoint.js';
-import { countParameters, parseLladaConfig } from '../src/models/config.js';
-import { SafetensorsFile, readTensorFloat32 } from '../src/models/safetensors.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { INDEX_FILE } from '../src/checkpoint/layout.js';
+import { countParameters, parseLladaConfig } from '../src/checkpoint/config.js';
+import { SafetensorsFile, readTensorFloat32 } from '../src/checkpoint/safetensors.js';
 import {
   PRESETS,
   Rng,
@@ -15,8 +16,8 @@ import {
   planShards,
   writeRandomCheckpoint,
   type PresetName,
-} from '../src/models/random-checkpoint.js';
-import { SPECIAL_TOKENS, WORD_LIST } from '../src/models/tokenizer-files.js';
+} from '../src/tools/random-checkpoint.js';
+import { SPECIAL_TOKENS, WORD_LIST } from '../src/tools/tokenizer-files.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let tmp: string;

@@ -6,7 +6,7 @@ import { WorkerDimoo } from '../src/runtime/worker-dimoo.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-const FAKE = new URL(`../src/runtime/fake-dimoo${EXT}`, import.meta.url);
+const FAKE = new URL(`./helpers/fake-dimoo${EXT}`, import.meta.url);
 
 function loadFake(stepMs = 5): Promise<WorkerDimoo> {
   return WorkerDimoo.load('fake-dir', {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DimooError } from '../src/errors.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/models/safetensors.js';
+import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
 import {
   DTYPES,
   DTYPE_SIZES,
@@ -14,7 +14,7 @@ import {
   f32ToF16,
   f32ToBf16Scalar,
   f32ToF16Scalar,
-} from '../src/models/dtypes.js';
+} from '../src/checkpoint/dtypes.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let tmp: string;

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { Command } from 'commander';
-import { FakeDimoo } from '../src/runtime/fake-dimoo.js';
-import { registerServeCommand, type ServeContext } from '../src/server/serve-command.js';
+import { FakeDimoo } from './helpers/fake-dimoo.js';
+import { registerServeCommand, type ServeContext } from '../src/cli/commands/serve.js';
 import type { RunningServer } from '../src/server/start.js';
 
 function context(env: NodeJS.ProcessEnv = {}): {

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import type { DimooApi } from '../src/pipelines/types.js';
-import { FakeDimoo } from '../src/runtime/fake-dimoo.js';
+import { FakeDimoo } from './helpers/fake-dimoo.js';
 import { createServer, type ServerOptions } from '../src/server/app.js';
 import { startServer } from '../src/server/start.js';
 

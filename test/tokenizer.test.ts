@@ -10,7 +10,7 @@ import {
   imageTokenId,
   isImageToken,
   resolveSpecialTokens,
-} from '../src/models/special-tokens.js';
+} from '../src/checkpoint/special-tokens.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 import { DimooError } from '../src/errors.js';
 

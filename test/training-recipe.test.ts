@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { TextTokenizer } from '../src/models/tokenizer.js';
-import { loadLladaConfig } from '../src/models/config.js';
-import { loadVqConfig } from '../src/models/vq/config.js';
-import { resolveSpecialTokens } from '../src/models/special-tokens.js';
+import { loadLladaConfig } from '../src/checkpoint/config.js';
+import { loadVqConfig } from '../src/checkpoint/vq-config.js';
+import { resolveSpecialTokens } from '../src/checkpoint/special-tokens.js';
 import { Prng } from '../src/samplers/prng.js';
 import {
   IGNORE,

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { openCheckpoint } from '../src/models/checkpoint.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import { Transformer } from '../src/models/transformer.js';
-import { ModelStream } from '../src/models/ml-cache.js';
-import { writeRandomCheckpoint } from '../src/models/random-checkpoint.js';
+import { ModelStream } from '../src/models/model-stream.js';
+import { writeRandomCheckpoint } from '../src/tools/random-checkpoint.js';
 import { goldenCase, goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 import { referenceForward } from './helpers/reference-transformer.js';
 

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VqModel } from '../src/models/vq/vq-model.js';
-import { VQ_PRESETS, writeRandomVq } from '../src/models/vq/random.js';
-import { expectedVqTensors, loadVqConfig, parseVqConfig } from '../src/models/vq/config.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/models/safetensors.js';
+import { VqModel } from '../src/models/vq-model.js';
+import { VQ_PRESETS, writeRandomVq } from '../src/tools/random-vq.js';
+import { expectedVqTensors, loadVqConfig, parseVqConfig } from '../src/checkpoint/vq-config.js';
+import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-vqr-'));

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VqModel, floatToRgb8 } from '../src/models/vq/vq-model.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
+import { VqModel, floatToRgb8 } from '../src/models/vq-model.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import { readImage, writeImage } from '../src/image/io.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
 

@@ -20,7 +20,7 @@ import { registerRetouch } from './commands/retouch.js';
 import { registerShapes } from './commands/shapes.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
-import { registerServeCommand } from '../server/serve-command.js';
+import { registerServeCommand } from './commands/serve.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
 function packageVersion(): string {

@@ -17,7 +17,7 @@
  * Frozen quantized bases (MatMulNBits, GatherBlockQuantized) pass gradients
  * to their activations only.
  */
-import { GraphBuilder, type AttrValue, type Dim, type DType, type Value } from '../models/onnx/builder.js';
+import { GraphBuilder, type AttrValue, type Dim, type DType, type Value } from './onnx/builder.js';
 
 export type FloatType = 'float32' | 'float64';
 

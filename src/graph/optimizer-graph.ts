@@ -13,7 +13,7 @@
  *    The scalars come in as inputs (computed in float64 on the host, as PyTorch does in Python);
  *    products are grouped as PyTorch's addcmul/addcdiv kernels group them.
  */
-import { GraphBuilder } from '../models/onnx/builder.js';
+import { GraphBuilder } from './onnx/builder.js';
 
 export const ADAMW_SCALARS = ['clip_coef', 'decay', 'one_minus_beta1', 'beta2', 'one_minus_beta2', 'bc2_sqrt', 'eps', 'neg_step_size'] as const;
 export type AdamWScalar = (typeof ADAMW_SCALARS)[number];

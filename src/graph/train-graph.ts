@@ -21,9 +21,9 @@
  * (float, upcast once by a folded Cast) or MatMulNBits blocks of a quantized
  * folder, exactly as the inference graph reads them.
  */
-import type { LladaConfig } from '../models/config.js';
-import { GraphBuilder, type DType, type Value } from '../models/onnx/builder.js';
-import type { QuantizedLinearSource, WeightSource } from '../models/transformer-graph.js';
+import type { LladaConfig } from '../checkpoint/config.js';
+import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
+import type { QuantizedLinearSource, WeightSource } from './transformer.js';
 import { Tape, type TVal } from './autodiff.js';
 
 export const TRAIN_INPUTS = {

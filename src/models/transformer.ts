@@ -7,14 +7,14 @@
  * checkpoint's .safetensors files (external data); bf16/f16 linears are
  * upcast once when the session loads (ORT folds the Cast of a constant), the
  * embedding stays in its stored dtype and only gathered rows are upcast.
- * Quantized checkpoints (quantize.ts) run their linears as MatMulNBits.
+ * Quantized checkpoints (checkpoint/quantized.ts) run their linears as MatMulNBits.
  */
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
-import type { LladaConfig } from './config.js';
-import { createSession, requireFp16, type Device } from './device.js';
-import { ropeInvFreq, ropeTables } from './rope.js';
+import type { LladaConfig } from '../checkpoint/config.js';
+import type { FileBytes, QuantizedLinear } from '../checkpoint/quantized.js';
+import { createSession, Tensor, type InferenceSession, requireFp16, type Device } from './device.js';
+import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import {
   buildTransformerGraph,
   TRANSFORMER_INPUTS as IN,
@@ -22,32 +22,14 @@ import {
   type ExternalBytes,
   type QuantizedLinearSource,
   type WeightSource,
-} from './transformer-graph.js';
-
-/** A run of bytes in a file (absolute path). */
-export interface FileBytes {
-  file: string;
-  byteOffset: number;
-  byteLength: number;
-}
-
-/** A linear weight [N, K] in MatMulNBits blocks, or int8 [K, N] per output channel (layout 'channel'; see quant-blocks.ts). */
-export interface QuantizedLinear {
-  bits: 4 | 8;
-  blockSize: number;
-  N: number;
-  K: number;
-  layout?: 'channel';
-  data: FileBytes;
-  scales: FileBytes;
-}
+} from '../graph/transformer.js';
 
 /** What the transformer needs from an opened checkpoint. */
 export interface TransformerCheckpoint {
   dir: string;
   config: LladaConfig;
   weights: Map<string, { dtype: string; shape: number[]; file: string; byteOffset: number; byteLength: number }>;
-  /** Quantized linears by weight name (a repacked checkpoint, see quantize.ts); used instead of `weights`. */
+  /** Quantized linears by weight name (a repacked checkpoint, see checkpoint/quantized.ts); used instead of `weights`. */
   quantized?: Map<string, QuantizedLinear>;
 }
 
@@ -158,10 +140,10 @@ export function defaultInt8Activations(): 'row' | 'tensor' {
   return env === 'tensor' ? 'tensor' : 'row';
 }
 
-function i64(values: ArrayLike<number>): ort.Tensor {
+function i64(values: ArrayLike<number>): Tensor {
   const a = new BigInt64Array(values.length);
   for (let i = 0; i < values.length; i++) a[i] = BigInt(values[i]!);
-  return new ort.Tensor('int64', a, [values.length]);
+  return new Tensor('int64', a, [values.length]);
 }
 
 function iota(n: number): number[] {
@@ -180,7 +162,7 @@ export class Transformer {
 
   private constructor(
     readonly config: LladaConfig,
-    private readonly session: ort.InferenceSession,
+    private readonly session: InferenceSession,
     imageVocabSize: number,
     readonly device: Device,
     quantBits?: 4 | 8,
@@ -353,10 +335,10 @@ export class Transformer {
     const argmaxRows = req.argmaxRows ?? [];
     const allLogitRows = argmaxRows.length ? [...Array.from(logitRows), ...Array.from(argmaxRows)] : logitRows;
     const greedySel = argmaxRows.length ? iota(argmaxRows.length).map((i) => i + logitRows.length) : [];
-    const feeds: Record<string, ort.Tensor> = {
+    const feeds: Record<string, Tensor> = {
       [IN.ids]: i64(req.ids),
-      [IN.qCos]: new ort.Tensor('float32', q.cos, [P, hd]),
-      [IN.qSin]: new ort.Tensor('float32', q.sin, [P, hd]),
+      [IN.qCos]: new Tensor('float32', q.cos, [P, hd]),
+      [IN.qSin]: new Tensor('float32', q.sin, [P, hd]),
       [IN.kvRows]: i64(slots),
       // WebGPU gets one spare row rather than an empty tensor (as for ReduceMax below).
       [IN.kvOutRows]: i64(req.wantKv ? iota(P) : this.device === 'webgpu' ? [0] : []),
@@ -367,13 +349,13 @@ export class Transformer {
       [IN.rowmaxSel]: i64(rowmaxSel),
     };
     const n = nKv * S * hd;
-    const zeros = cache ? undefined : new ort.Tensor('float32', this.zeros(n), [nKv, S, hd]);
+    const zeros = cache ? undefined : new Tensor('float32', this.zeros(n), [nKv, S, hd]);
     for (let i = 0; i < c.nLayers; i++) {
       if (cache && (cache.k[i]!.length !== n || cache.v[i]!.length !== n)) {
         throw new Error(`forward: cache layer ${i} does not hold ${S} slots`);
       }
-      feeds[IN.pastK(i)] = zeros ?? new ort.Tensor('float32', cache!.k[i]!, [nKv, S, hd]);
-      feeds[IN.pastV(i)] = zeros ?? new ort.Tensor('float32', cache!.v[i]!, [nKv, S, hd]);
+      feeds[IN.pastK(i)] = zeros ?? new Tensor('float32', cache!.k[i]!, [nKv, S, hd]);
+      feeds[IN.pastV(i)] = zeros ?? new Tensor('float32', cache!.v[i]!, [nKv, S, hd]);
     }
     const fetches: string[] = [];
     if (logitRows.length) fetches.push(OUT.logits);

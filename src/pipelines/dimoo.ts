@@ -9,12 +9,13 @@
  */
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
-import { openCheckpoint, type Checkpoint } from '../models/checkpoint.js';
-import { resolveSpecialTokens, type SpecialTokens } from '../models/special-tokens.js';
+import { openCheckpoint } from '../checkpoint/folder.js';
+import type { Checkpoint } from '../checkpoint/layout.js';
+import { resolveSpecialTokens, type SpecialTokens } from '../checkpoint/special-tokens.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import { Transformer } from '../models/transformer.js';
-import { loadVqConfig, type VqConfig } from '../models/vq/config.js';
-import { VqModel } from '../models/vq/vq-model.js';
+import { loadVqConfig, type VqConfig } from '../checkpoint/vq-config.js';
+import { VqModel } from '../models/vq-model.js';
 import { varCenterCrop } from '../image/crop.js';
 import type { Image8 } from '../image/image.js';
 import { readImage, readMask } from '../image/io.js';

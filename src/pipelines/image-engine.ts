@@ -10,8 +10,8 @@
  * tail x[code_start-2:], rebuilt from the current grid at each step.
  */
 import { DimooError } from '../errors.js';
-import { ModelStream } from '../models/ml-cache.js';
-import type { SpecialTokens } from '../models/special-tokens.js';
+import { ModelStream } from '../models/model-stream.js';
+import type { SpecialTokens } from '../checkpoint/special-tokens.js';
 import type { Transformer } from '../models/transformer.js';
 import { MaskGitState, MASKED } from '../samplers/maskgit.js';
 import { recomputePositions } from '../samplers/mlcache.js';

@@ -25,7 +25,7 @@
  *   buildUnderstanding({...}, t)                 MMU layout: 'single' (training) or 'script'
  */
 import { DimooError } from '../errors.js';
-import { DEFAULT_SPECIAL_TOKENS, type SpecialTokens } from '../models/special-tokens.js';
+import { DEFAULT_SPECIAL_TOKENS, type SpecialTokens } from '../checkpoint/special-tokens.js';
 
 /** System prompts of utils/prompt_utils.create_prompt_templates (identical to config.py's). */
 export const PROMPT_TEMPLATES = Object.freeze({

@@ -15,7 +15,7 @@
  *   textRecomputePositions); the other masked positions reuse their cached
  *   prediction. Greedy unguided decoding only (it caches argmax + probability).
  */
-import { ModelStream, type TextRows } from '../models/ml-cache.js';
+import { ModelStream, type TextRows } from '../models/model-stream.js';
 import type { Transformer } from '../models/transformer.js';
 import { textRecomputePositions } from '../samplers/mlcache.js';
 import { isCacheRefreshStep } from '../samplers/schedule.js';

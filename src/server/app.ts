@@ -6,20 +6,16 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import cors from '@fastify/cors';
 import multipart from '@fastify/multipart';
-import Fastify, {
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyServerOptions,
-} from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { DimooApi } from '../pipelines/types.js';
-import { RequestError, toHttpFailure } from './errors.js';
-import { JobQueue, type Job } from './jobs.js';
+import { sendFailure, type ServerState } from './context.js';
+import { RequestError } from './errors.js';
+import { JobQueue } from './jobs.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { registerNativeRoutes } from './routes-native.js';
 import { registerOpenAiRoutes } from './routes-openai.js';
 import { registerWebRoutes } from './routes-web.js';
 import { BlobStore } from './store.js';
-import type { TaskEnv } from './tasks.js';
 
 export interface ServerOptions {
   /** The loaded model (a `WorkerDimoo` in production, so inference stays off the event loop). */
@@ -37,20 +33,6 @@ export interface ServerOptions {
   previewEvery?: number;
   /** Names `model` fields may use besides the checkpoint's own name. */
   modelAliases?: string[];
-}
-
-export interface ServerState extends TaskEnv {
-  queue: JobQueue;
-  limits: ServerLimits;
-  previewEvery: number;
-  modelIds: string[];
-  startedAt: number;
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    dimoo: ServerState;
-  }
 }
 
 /** Routes anyone may call even with an API key set: the page, its assets, health, and capability URLs of results. */
@@ -78,53 +60,6 @@ function presentedKey(headers: Record<string, string | string[] | undefined>): s
   }
   const x = headers['x-api-key'];
   return typeof x === 'string' ? x.trim() : undefined;
-}
-
-export function sendFailure(reply: FastifyReply, e: unknown): FastifyReply {
-  const f = toHttpFailure(e);
-  for (const [k, v] of Object.entries(f.headers)) reply.header(k, v);
-  if (f.internal) reply.log.error({ err: e }, 'request failed');
-  return reply.code(f.status).send(f.body);
-}
-
-/**
- * Waits for a job on behalf of a synchronous request; if the client goes
- * away first, the job is cancelled (nobody would get its result).
- */
-export async function awaitJob(
-  app: FastifyInstance,
-  job: Job,
-  reply: FastifyReply,
-): Promise<unknown> {
-  const onClose = (): void => {
-    if (!reply.raw.writableFinished && !job.finished) {
-      reply.log.info({ job: job.id }, 'client went away; cancelling its job');
-      app.dimoo.queue.cancel(job);
-    }
-  };
-  reply.raw.on('close', onClose);
-  try {
-    await job.done;
-  } finally {
-    reply.raw.off('close', onClose);
-  }
-  if (job.status === 'succeeded') return job.result;
-  if (job.status === 'cancelled')
-    throw new RequestError('the job was cancelled', 'E_CANCELLED', 409);
-  const err = job.error!;
-  throw new RequestError(err.message, err.code, job.errorStatus ?? 400, err.param ?? undefined);
-}
-
-export function checkModelField(app: FastifyInstance, model: unknown): void {
-  if (model === undefined || model === null || model === '') return;
-  if (typeof model !== 'string' || !app.dimoo.modelIds.includes(model)) {
-    throw new RequestError(
-      `model ${JSON.stringify(model)} is not served here (available: ${app.dimoo.modelIds.join(', ')})`,
-      'model_not_found',
-      404,
-      'model',
-    );
-  }
 }
 
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {

@@ -1,5 +1,5 @@
-/** The HTTP server: app factory, launcher and the `dimoo serve` command. */
-export { createServer, type ServerOptions, type ServerState } from './app.js';
+/** The HTTP server: app factory and launcher (`dimoo serve` is cli/commands/serve.ts). */
+export { createServer, type ServerOptions } from './app.js';
+export type { ServerState } from './context.js';
 export { startServer, type RunningServer, type StartOptions } from './start.js';
-export { registerServeCommand, type ServeContext } from './serve-command.js';
 export { DEFAULT_LIMITS, type ServerLimits } from './limits.js';

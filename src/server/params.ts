@@ -3,9 +3,9 @@
  * accepts, so a client can fix the request without reading the docs.
  */
 import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
-import type { EditType, ImageSamplingParams } from '../pipelines/types.js';
+import type { EditType, ImageSamplingParams, UnderstandParams } from '../pipelines/types.js';
 import { RequestError } from './errors.js';
-import type { ServerLimits } from './limits.js';
+import { TASK_DEFAULTS, type ServerLimits } from './limits.js';
 
 export type Body = Record<string, unknown>;
 
@@ -199,5 +199,36 @@ export function parseCacheSchedule(b: Body): { cacheRatio?: number; warmupRatio?
   if (wr !== undefined) p.warmupRatio = wr;
   const ri = optInt(b, 'refresh_interval', 1, 100000);
   if (ri !== undefined) p.refreshInterval = ri;
+  return p;
+}
+
+/** Understanding parameters of a chat/understand request (defaults scaled to the requested length). */
+export function parseUnderstand(
+  b: Body,
+  limits: { maxTokens: number; maxSteps: number },
+): Omit<UnderstandParams, 'question' | 'image'> {
+  const genLength =
+    optInt(b, 'max_tokens', 1, limits.maxTokens, 'maxTokens') ??
+    optInt(b, 'max_completion_tokens', 1, limits.maxTokens, 'maxTokens') ??
+    optInt(b, 'gen_length', 1, limits.maxTokens, 'maxTokens');
+  const p: Omit<UnderstandParams, 'question' | 'image'> = {};
+  const gl = genLength ?? Math.min(TASK_DEFAULTS.mmuGenLength, limits.maxTokens);
+  p.genLength = gl;
+  p.blockLength =
+    optInt(b, 'block_length', 1, limits.maxTokens) ?? Math.min(TASK_DEFAULTS.mmuBlockLength, gl);
+  p.steps =
+    optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
+    Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
+  const t = optNumber(b, 'temperature', 0, 100);
+  if (t !== undefined) p.temperature = t;
+  const c = optNumber(b, 'cfg_scale', 0, 100);
+  if (c !== undefined) p.cfgScale = c;
+  const seed = optInt(b, 'seed', 0, 0xffffffff);
+  if (seed !== undefined) p.seed = seed;
+  const rm = optChoice(b, 'remasking', ['low_confidence', 'random'] as const);
+  if (rm) p.remasking = rm;
+  const uc = optBoolOrChoice(b, 'use_cache', ['dual', 'ml-cache'] as const);
+  if (uc !== undefined) p.useCache = uc;
+  if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
   return p;
 }

@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EditType, ImageInput, MaskSpec, TokenGrid } from '../pipelines/types.js';
-import { awaitJob } from './app.js';
+import { awaitJob } from './context.js';
 import { RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
@@ -26,10 +26,10 @@ import {
   optString,
   parseSampling,
   parseSize,
+  parseUnderstand,
   reqString,
   type Body,
 } from './params.js';
-import { parseUnderstand } from './routes-openai.js';
 import { SseStream } from './sse.js';
 import {
   requireVq,

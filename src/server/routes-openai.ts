@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
-import { awaitJob, checkModelField } from './app.js';
+import { awaitJob, checkModelField } from './context.js';
 import { RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
@@ -20,13 +20,12 @@ import {
   asBody,
   EDIT_TYPES,
   optBool,
-  optBoolOrChoice,
   optChoice,
   optInt,
   optNumber,
-  parseCacheSchedule,
   parseSampling,
   parseSize,
+  parseUnderstand,
   reqString,
   type Body,
 } from './params.js';
@@ -57,9 +56,15 @@ function imagesResponse(
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance): void {
-  const st = app.dimoo;
-  const { limits } = st;
+  registerModels(app);
+  registerImageGenerations(app);
+  registerImageEdits(app);
+  registerChatCompletions(app);
+}
 
+/** GET /v1/models and /v1/models/:id: the one model served. */
+function registerModels(app: FastifyInstance): void {
+  const st = app.dimoo;
   app.get('/v1/models', async () => {
     const info = st.api.info();
     return {
@@ -84,7 +89,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
       owned_by: 'dimoo',
     };
   });
+}
 
+/** POST /v1/images/generations: text-to-image. */
+function registerImageGenerations(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/images/generations', async (req, reply) => {
     const b = asBody(req.body);
     checkModelField(app, b['model']);
@@ -120,7 +130,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
     return imagesResponse(app, req, r.images, format);
   });
+}
 
+/** POST /v1/images/edits: with a mask inpainting/retouching/outpainting, without one an instruction edit. */
+function registerImageEdits(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/images/edits', async (req, reply) => {
     requireVq(st.api);
     const form = await readForm(req, ['image', 'mask', 'ref_image'], limits.maxPromptChars);
@@ -256,7 +271,12 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
     const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
     return imagesResponse(app, req, r.images, format);
   });
+}
 
+/** POST /v1/chat/completions: image understanding, optionally streamed (SSE). */
+function registerChatCompletions(app: FastifyInstance): void {
+  const st = app.dimoo;
+  const { limits } = st;
   app.post('/v1/chat/completions', async (req, reply) => {
     const b = asBody(req.body);
     checkModelField(app, b['model']);
@@ -390,34 +410,4 @@ function parseMessages(v: unknown, maxChars: number): { question: string; image:
       'messages',
     );
   return { question, image: images[0]! };
-}
-
-export function parseUnderstand(
-  b: Body,
-  limits: { maxTokens: number; maxSteps: number },
-): Omit<UnderstandParams, 'question' | 'image'> {
-  const genLength =
-    optInt(b, 'max_tokens', 1, limits.maxTokens, 'maxTokens') ??
-    optInt(b, 'max_completion_tokens', 1, limits.maxTokens, 'maxTokens') ??
-    optInt(b, 'gen_length', 1, limits.maxTokens, 'maxTokens');
-  const p: Omit<UnderstandParams, 'question' | 'image'> = {};
-  const gl = genLength ?? Math.min(TASK_DEFAULTS.mmuGenLength, limits.maxTokens);
-  p.genLength = gl;
-  p.blockLength =
-    optInt(b, 'block_length', 1, limits.maxTokens) ?? Math.min(TASK_DEFAULTS.mmuBlockLength, gl);
-  p.steps =
-    optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
-    Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
-  const t = optNumber(b, 'temperature', 0, 100);
-  if (t !== undefined) p.temperature = t;
-  const c = optNumber(b, 'cfg_scale', 0, 100);
-  if (c !== undefined) p.cfgScale = c;
-  const seed = optInt(b, 'seed', 0, 0xffffffff);
-  if (seed !== undefined) p.seed = seed;
-  const rm = optChoice(b, 'remasking', ['low_confidence', 'random'] as const);
-  if (rm) p.remasking = rm;
-  const uc = optBoolOrChoice(b, 'use_cache', ['dual', 'ml-cache'] as const);
-  if (uc !== undefined) p.useCache = uc;
-  if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
-  return p;
 }

@@ -20,8 +20,8 @@
  *   instructionText(system, user) / answerText(answer)   the strings the original tokenizes
  */
 import { DimooError } from '../errors.js';
-import type { SpecialTokens } from '../models/special-tokens.js';
-import { SPECIAL_TOKEN_STRINGS } from '../models/special-tokens.js';
+import type { SpecialTokens } from '../checkpoint/special-tokens.js';
+import { SPECIAL_TOKEN_STRINGS } from '../checkpoint/special-tokens.js';
 import { addBreakLines } from '../pipelines/prompts.js';
 import type { Prng } from '../samplers/prng.js';
 

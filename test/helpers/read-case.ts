@@ -2,7 +2,7 @@
  * Golden case access for the sampler/prompt tests: a case's JSON and, when it
  * has one, its .safetensors arrays (through the project's safetensors reader).
  */
-import { SafetensorsFile } from '../../src/models/safetensors.js';
+import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { goldenCase, readGoldenJson } from './golden.js';
 
 export interface GoldenCase<T> {

@@ -4,8 +4,8 @@
  * graph on shapes the golden checkpoint does not cover (grouped K/V heads,
  * other theta/eps). Only for tiny models.
  */
-import type { Checkpoint } from '../../src/models/checkpoint.js';
-import { readTensorFloat32 } from '../../src/models/safetensors.js';
+import type { Checkpoint } from '../../src/checkpoint/layout.js';
+import { readTensorFloat32 } from '../../src/checkpoint/safetensors.js';
 
 export function referenceForward(ckpt: Checkpoint, ids: number[]): Float64Array {
   const c = ckpt.config;

@@ -12,7 +12,7 @@ import {
   writeRandomCheckpoint,
   type PresetName,
   type RandomCheckpointResult,
-} from '../../models/random-checkpoint.js';
+} from '../../tools/random-checkpoint.js';
 import type { CliContext } from '../context.js';
 import { choiceOpt, intOpt } from '../options.js';
 import { formatBytes, formatCount, writeJson } from '../output.js';
@@ -59,7 +59,7 @@ export async function initRandom(
       ...(o.nKvHeads !== undefined && { overrides: { nKvHeads: o.nKvHeads } }),
       ...(vq !== 'none' && {
         writeVq: async (vqDir: string) => {
-          const { writeRandomVq } = await import('../../models/vq/random.js');
+          const { writeRandomVq } = await import('../../tools/random-vq.js');
           writeRandomVq(vqDir, vq, o.seed !== undefined ? { seed: o.seed } : {});
         },
       }),

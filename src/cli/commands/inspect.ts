@@ -1,7 +1,7 @@
 /** `dimoo inspect MODEL_DIR`: config, parameter count, dtypes, memory per precision. */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { inspectCheckpoint, type CheckpointInspection } from '../../models/inspect.js';
+import { inspectCheckpoint, type CheckpointInspection } from '../../tools/inspect.js';
 import type { CliContext } from '../context.js';
 import { checkModelDir } from '../model.js';
 import { formatBytes, formatCount, formatKeyValues, formatTable, writeJson } from '../output.js';
@@ -16,7 +16,7 @@ interface VqSummary {
 
 async function vqSummary(info: CheckpointInspection): Promise<VqSummary | null> {
   if (!info.hasVqvae) return null;
-  const { loadVqConfig } = await import('../../models/vq/config.js');
+  const { loadVqConfig } = await import('../../checkpoint/vq-config.js');
   const c = loadVqConfig(path.join(info.dir, 'vqvae'));
   return {
     blockOutChannels: c.blockOutChannels,

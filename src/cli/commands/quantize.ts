@@ -2,11 +2,13 @@
  * `dimoo quantize MODEL_DIR --bits 8|4 [--format nbits|qgemm] --out DIR`: a
  * repacked checkpoint whose linear weights are MatMulNBits blocks or (qgemm,
  * 8 bits) int8 per output channel for the integer GEMM (see
- * src/models/quantize.ts); every command loads it like any checkpoint.
+ * src/tools/quantize.ts); every command loads it like any checkpoint.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, QUANT_FORMATS, type QuantBits, type QuantFormat, type QuantizeResult } from '../../models/quantize.js';
+import type { QuantBits } from '../../checkpoint/quant-blocks.js';
+import { QUANT_FORMATS, type QuantFormat } from '../../checkpoint/quantized.js';
+import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantizeResult } from '../../tools/quantize.js';
 import type { CliContext } from '../context.js';
 import { choiceOpt, intOpt } from '../options.js';
 import { formatBytes, writeJson } from '../output.js';

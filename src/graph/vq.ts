@@ -14,8 +14,8 @@
  * Weights are external data read straight from the .safetensors file; F16/BF16
  * weights get a Cast (folded by ORT when the session loads).
  */
-import { GraphBuilder, type DType, type Value } from '../onnx/builder.js';
-import { VQ_NORM_EPS, type VqConfig } from './config.js';
+import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
+import { VQ_NORM_EPS, type VqConfig } from '../checkpoint/vq-config.js';
 
 /** Where one weight's bytes are. */
 export interface VqWeightSource {

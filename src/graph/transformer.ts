@@ -35,7 +35,7 @@
  *    a scale per output channel on the integer GEMM (MatMulIntegerToFloat with
  *    per-row activation scales, or DynamicQuantizeMatMul with one per tensor).
  */
-import type { LladaConfig } from './config.js';
+import type { LladaConfig } from '../checkpoint/config.js';
 import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
 
 /** A run of bytes in a file beside the model (external data). */
@@ -185,19 +185,35 @@ export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Val
   return g.matMulIntegerToFloat(xq, B, rowScale, bScale, zp);
 }
 
-export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array {
-  const { config: c } = opts;
-  const g = new GraphBuilder('dimoo_transformer');
-  const hd = c.headDim;
-  const nKv = c.nKvHeads;
-  const rep = c.nHeads / c.nKvHeads;
-  const P = 'P';
-  const S = 'S';
-  let extCount = 0;
+const PRE = 'model.transformer';
 
+/** How checkpoint weights enter the graph under construction (as float32, float16 or MatMulNBits blocks). */
+interface Weights {
+  g: GraphBuilder;
+  c: LladaConfig;
+  opts: TransformerGraphOptions;
+  external(name: string, dtype: DType, shape: number[], src: ExternalBytes): Value;
+  /** A weight as float32; the Cast of a constant is folded once at session load. */
+  f32(name: string, src: WeightSource): Value;
+  /** A linear weight, quantized when the checkpoint has it so. */
+  source(name: string): WeightSource | QuantizedLinearSource;
+  /**
+   * x @ W^T (+ b) for W [N, K] given as float or quantized source; `dep` (default x,
+   * at least one row) is what float16 weights' upcasts wait for.
+   */
+  linearFrom(x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep?: Value): Value;
+  /** The checkpoint's linear `prefix`.weight (+ `prefix`.bias) applied to x. */
+  linear(x: Value, prefix: string, bias: boolean): Value;
+  /** A channel-layout (integer GEMM) weight's initializers, one pair per tensor (shared by the head's uses). */
+  channelWeight(name: string, w: QuantizedLinearSource): { data: Value; scales: Value };
+  /** x @ dequant(B) on the integer GEMM with the configured activation scales (see emitIntegerGemm). */
+  integerGemm(x: Value, B: Value, bScale: Value): Value;
+}
+
+function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
+  let extCount = 0;
   const external = (name: string, dtype: DType, shape: number[], src: ExternalBytes): Value =>
     g.external(`${name}#${extCount++}`, dtype, shape, { location: src.location, offset: src.byteOffset, length: src.byteLength });
-  /** A weight as float32; the Cast of a constant is folded once at session load. */
   const f32 = (name: string, src: WeightSource): Value => {
     const w = external(name, ONNX_DTYPE[src.dtype], src.shape, src);
     return src.dtype === 'F32' ? w : g.cast(w, 'float32');
@@ -229,10 +245,6 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     return v;
   };
   const integerGemm = (x: Value, B: Value, bScale: Value): Value => emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor', opts.avoidUint8Expand === true);
-  /**
-   * x @ W^T (+ b) for W [N, K] given as float or quantized source; `dep` (default x,
-   * at least one row) is what float16 weights' upcasts wait for.
-   */
   const linearFrom = (x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep: Value = x): Value => {
     if ('bits' in w && w.layout === 'channel') {
       const { data, scales } = channelWeight(name, w);
@@ -261,27 +273,48 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const source = (name: string): WeightSource | QuantizedLinearSource => opts.quantized?.(name) ?? opts.weight(name);
   const linear = (x: Value, prefix: string, bias: boolean): Value =>
     linearFrom(x, `${prefix}.weight`, source(`${prefix}.weight`), bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined);
+  return { g, c: opts.config, opts, external, f32, source, linearFrom, linear, channelWeight, integerGemm };
+}
 
-  const eps = g.scalarF32(c.rmsNormEps);
-  let layerEps = eps;
-  const rmsNorm = (x: Value, weightName: string): Value => {
-    const ms = g.reduceMean(g.mul(x, x), [-1]);
-    const normed = g.mul(x, g.reciprocal(g.sqrt(g.add(ms, layerEps))));
-    const scaled = g.mul(normed, f32(weightName, opts.weight(weightName)));
-    if (!c.normBias) return scaled;
-    const biasName = weightName.replace(/\.weight$/, '.bias');
-    return g.add(scaled, f32(biasName, opts.weight(biasName)));
-  };
+/** RMSNorm over the last dim with the checkpoint's weight (and bias when norms have one). */
+function rmsNorm(w: Weights, x: Value, weightName: string, eps: Value): Value {
+  const { g } = w;
+  const ms = g.reduceMean(g.mul(x, x), [-1]);
+  const normed = g.mul(x, g.reciprocal(g.sqrt(g.add(ms, eps))));
+  const scaled = g.mul(normed, w.f32(weightName, w.opts.weight(weightName)));
+  if (!w.c.normBias) return scaled;
+  const biasName = weightName.replace(/\.weight$/, '.bias');
+  return g.add(scaled, w.f32(biasName, w.opts.weight(biasName)));
+}
 
-  // rotate-half RoPE on [..., N, hd] with cos/sin [N, hd] broadcast over the leading dims.
+/** Rotate-half RoPE on [..., N, hd] with cos/sin [N, hd] broadcast over the leading dims. */
+function rope(g: GraphBuilder, x: Value, cos: Value, sin: Value, hd: number): Value {
   const half = hd / 2;
-  const rope = (x: Value, cos: Value, sin: Value): Value => {
-    const x1 = g.slice(x, [0], [half], [-1]);
-    const x2 = g.slice(x, [half], [hd], [-1]);
-    const rotated = g.concat([g.neg(x2), x1], -1);
-    return g.add(g.mul(x, cos), g.mul(rotated, sin));
-  };
+  const x1 = g.slice(x, [0], [half], [-1]);
+  const x2 = g.slice(x, [half], [hd], [-1]);
+  const rotated = g.concat([g.neg(x2), x1], -1);
+  return g.add(g.mul(x, cos), g.mul(rotated, sin));
+}
 
+/** The per-call inputs besides the caches, and the ScatterND indices every layer's cache write uses. */
+interface CallInputs {
+  ids: Value;
+  qCos: Value;
+  qSin: Value;
+  kvOutRows: Value;
+  logitRows: Value;
+  headRows: Value;
+  imageSel: Value;
+  rowmaxSel: Value;
+  greedySel: Value;
+  /** [nKv, P, 2] = (kv head, slot) for every new row. */
+  scatterIdx: Value;
+}
+
+function callInputs(g: GraphBuilder, c: LladaConfig): CallInputs {
+  const hd = c.headDim;
+  const nKv = c.nKvHeads;
+  const P = 'P';
   const ids = g.input(TRANSFORMER_INPUTS.ids, 'int64', [P]);
   const qCos = g.input(TRANSFORMER_INPUTS.qCos, 'float32', [P, hd]);
   const qSin = g.input(TRANSFORMER_INPUTS.qSin, 'float32', [P, hd]);
@@ -293,7 +326,6 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const rowmaxSel = g.input(TRANSFORMER_INPUTS.rowmaxSel, 'int64', ['R']);
   const greedySel = g.input(TRANSFORMER_INPUTS.greedySel, 'int64', ['G']);
 
-  // ScatterND indices [nKv, P, 2] = (kv head, slot) for every new row.
   const scatterShape = g.concat([g.constI64([nKv]), g.shape(kvRows), g.constI64([1])], 0);
   const headIdx = g.expand(
     g.constI64(
@@ -304,78 +336,121 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   );
   const slotIdx = g.expand(g.reshape(kvRows, [1, -1, 1]), scatterShape);
   const scatterIdx = g.concat([headIdx, slotIdx], -1);
+  return { ids, qCos, qSin, kvOutRows, logitRows, headRows, imageSel, rowmaxSel, greedySel, scatterIdx };
+}
 
-  const pre = 'model.transformer';
-  const embedName = `${pre}.wte.weight`;
-  // Gather from the stored table (bf16, or 8-bit blocks of a quantized checkpoint:
-  // GatherBlockQuantized dequantizes only the rows used; 8-bit blocks [N, K/bs, bs]
-  // are the same bytes as [N, K]), then upcast only those rows.
-  const qEmb = opts.quantized?.(embedName);
-  let x: Value;
+/**
+ * Token embedding: gathered from the stored table (bf16, or 8-bit blocks of a quantized
+ * checkpoint: GatherBlockQuantized dequantizes only the rows used; 8-bit blocks
+ * [N, K/bs, bs] are the same bytes as [N, K]), then only those rows are upcast.
+ */
+function embed(w: Weights, ids: Value): Value {
+  const { g } = w;
+  const embedName = `${PRE}.wte.weight`;
+  const qEmb = w.opts.quantized?.(embedName);
   if (qEmb && qEmb.bits === 8) {
     const blocks = qEmb.K / qEmb.blockSize;
-    const data = external(`${embedName}.q8`, 'uint8', [qEmb.N, qEmb.K], qEmb.data);
-    const scales = external(`${embedName}.scales`, 'float32', [qEmb.N, blocks], qEmb.scales);
-    x = g.gatherBlockQuantized(data, ids, scales, { blockSize: qEmb.blockSize, bits: 8 });
-  } else {
-    const emb = opts.weight(embedName);
-    x = g.gather(external(embedName, ONNX_DTYPE[emb.dtype], emb.shape, emb), ids, 0);
-    if (emb.dtype !== 'F32') x = g.cast(x, 'float32');
+    const data = w.external(`${embedName}.q8`, 'uint8', [qEmb.N, qEmb.K], qEmb.data);
+    const scales = w.external(`${embedName}.scales`, 'float32', [qEmb.N, blocks], qEmb.scales);
+    return g.gatherBlockQuantized(data, ids, scales, { blockSize: qEmb.blockSize, bits: 8 });
   }
+  const emb = w.opts.weight(embedName);
+  const x = g.gather(w.external(embedName, ONNX_DTYPE[emb.dtype], emb.shape, emb), ids, 0);
+  return emb.dtype !== 'F32' ? g.cast(x, 'float32') : x;
+}
 
+/** Attention settings shared by every layer. */
+interface AttentionShared {
+  io: CallInputs;
+  /** 1 / sqrt(head_dim). */
+  scale: Value;
+  /** KV heads whose scores are computed together. */
+  kvPerGroup: number;
+  /** The config's RMSNorm epsilon. */
+  eps: Value;
+}
+
+/**
+ * Self-attention of layer `i` on the normed input h: q/k/v projections, RoPE,
+ * this call's K/V written into the cache slots, attention over all S slots, output
+ * projection. Also returns the epsilon for the norms that follow: eps plus an
+ * exact 0.0 made from this layer's K/V outputs, so the next layer waits for them.
+ */
+function attention(w: Weights, i: number, h: Value, a: AttentionShared): { out: Value; nextEps: Value } {
+  const { g, c } = w;
+  const hd = c.headDim;
+  const nKv = c.nKvHeads;
+  const rep = c.nHeads / c.nKvHeads;
+  const { qCos, qSin, kvOutRows, scatterIdx } = a.io;
+  const b = `${PRE}.blocks.${i}`;
   const qkvBias = c.includeBias || c.includeQkvBias;
-  const kvPerGroup = Math.max(1, Math.floor((opts.attentionHeadsPerGroup ?? 8) / rep));
-  const scale = g.scalarF32(1 / Math.sqrt(hd));
-  for (let i = 0; i < c.nLayers; i++) {
-    const b = `${pre}.blocks.${i}`;
-    const h = rmsNorm(x, `${b}.attn_norm.weight`);
-    const q = linear(h, `${b}.q_proj`, qkvBias);
-    const k = linear(h, `${b}.k_proj`, qkvBias);
-    const v = linear(h, `${b}.v_proj`, qkvBias);
-    // q: [P, nH*hd] -> [nKv, rep, P, hd]; head h uses kv head floor(h / rep).
-    const qr = rope(g.transpose(g.reshape(q, [0, nKv, rep, hd]), [1, 2, 0, 3]), qCos, qSin);
-    const kr = rope(g.transpose(g.reshape(k, [0, nKv, hd]), [1, 0, 2]), qCos, qSin); // [nKv, P, hd]
-    const vh = g.transpose(g.reshape(v, [0, nKv, hd]), [1, 0, 2]);
-    // K/V leave the graph only for the rows asked for, and the next layer waits for
-    // these outputs: ORT schedules nodes that only feed graph outputs after
-    // everything else, which kept every layer's K/V alive to the end of a run
-    // (+1.1 GB for the 8B shape at 512x512, measured). `dep` is an exact 0.0 made
-    // from the outputs' shapes and added to the next RMSNorm's epsilon.
-    const kOut = g.gather(kr, kvOutRows, 1);
-    const vOut = g.gather(vh, kvOutRows, 1);
-    g.output(kOut, TRANSFORMER_OUTPUTS.newK(i), 'float32', [nKv, 'Q', hd]);
-    g.output(vOut, TRANSFORMER_OUTPUTS.newV(i), 'float32', [nKv, 'Q', hd]);
-    const dep = g.cast(g.reduceSum(g.mul(g.concat([g.shape(kOut), g.shape(vOut)], 0), g.constI64([0], [])), [0], false), 'float32');
-    layerEps = g.add(eps, dep);
-    const pastK = g.input(TRANSFORMER_INPUTS.pastK(i), 'float32', [nKv, S, hd]);
-    const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [nKv, S, hd]);
-    const kAll = g.unsqueeze(g.scatterND(pastK, scatterIdx, kr), [1]); // [nKv, 1, S, hd]
-    const vAll = g.unsqueeze(g.scatterND(pastV, scatterIdx, vh), [1]);
-    // Attention over groups of kv heads, one after the other, so that only one
-    // group's [heads, P, S] scores are alive at a time (peak memory).
-    const groups: Value[] = [];
-    for (let h0 = 0; h0 < nKv; h0 += kvPerGroup) {
-      const h1 = Math.min(nKv, h0 + kvPerGroup);
-      const part = (x: Value): Value => (kvPerGroup >= nKv ? x : g.slice(x, [h0], [h1], [0]));
-      const scores = g.mul(g.matmul(part(qr), g.transpose(part(kAll), [0, 1, 3, 2])), scale); // [nKv, rep, P, S]
-      groups.push(g.matmul(g.softmax(scores, -1), part(vAll))); // [nKv, rep, P, hd]
-    }
-    const ctx = groups.length === 1 ? groups[0]! : g.concat(groups, 0);
-    const merged = g.reshape(g.transpose(ctx, [2, 0, 1, 3]), [0, c.dModel]);
-    const attnOut = linear(merged, `${b}.attn_out`, c.includeBias);
-    const hRes = g.add(x, attnOut);
-
-    const f = rmsNorm(hRes, `${b}.ff_norm.weight`);
-    const gate = linear(f, `${b}.ff_proj`, c.includeBias);
-    const up = linear(f, `${b}.up_proj`, c.includeBias);
-    const act = g.mul(g.mul(gate, g.sigmoid(gate)), up);
-    x = g.add(hRes, linear(act, `${b}.ff_out`, c.includeBias));
+  const q = w.linear(h, `${b}.q_proj`, qkvBias);
+  const k = w.linear(h, `${b}.k_proj`, qkvBias);
+  const v = w.linear(h, `${b}.v_proj`, qkvBias);
+  // q: [P, nH*hd] -> [nKv, rep, P, hd]; head h uses kv head floor(h / rep).
+  const qr = rope(g, g.transpose(g.reshape(q, [0, nKv, rep, hd]), [1, 2, 0, 3]), qCos, qSin, hd);
+  const kr = rope(g, g.transpose(g.reshape(k, [0, nKv, hd]), [1, 0, 2]), qCos, qSin, hd); // [nKv, P, hd]
+  const vh = g.transpose(g.reshape(v, [0, nKv, hd]), [1, 0, 2]);
+  // K/V leave the graph only for the rows asked for, and the next layer waits for
+  // these outputs: ORT schedules nodes that only feed graph outputs after
+  // everything else, which kept every layer's K/V alive to the end of a run
+  // (+1.1 GB for the 8B shape at 512x512, measured). `dep` is an exact 0.0 made
+  // from the outputs' shapes and added to the next RMSNorm's epsilon.
+  const kOut = g.gather(kr, kvOutRows, 1);
+  const vOut = g.gather(vh, kvOutRows, 1);
+  g.output(kOut, TRANSFORMER_OUTPUTS.newK(i), 'float32', [nKv, 'Q', hd]);
+  g.output(vOut, TRANSFORMER_OUTPUTS.newV(i), 'float32', [nKv, 'Q', hd]);
+  const dep = g.cast(g.reduceSum(g.mul(g.concat([g.shape(kOut), g.shape(vOut)], 0), g.constI64([0], [])), [0], false), 'float32');
+  const nextEps = g.add(a.eps, dep);
+  const pastK = g.input(TRANSFORMER_INPUTS.pastK(i), 'float32', [nKv, 'S', hd]);
+  const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [nKv, 'S', hd]);
+  const kAll = g.unsqueeze(g.scatterND(pastK, scatterIdx, kr), [1]); // [nKv, 1, S, hd]
+  const vAll = g.unsqueeze(g.scatterND(pastV, scatterIdx, vh), [1]);
+  // Attention over groups of kv heads, one after the other, so that only one
+  // group's [heads, P, S] scores are alive at a time (peak memory).
+  const groups: Value[] = [];
+  const per = a.kvPerGroup;
+  for (let h0 = 0; h0 < nKv; h0 += per) {
+    const h1 = Math.min(nKv, h0 + per);
+    const part = (x: Value): Value => (per >= nKv ? x : g.slice(x, [h0], [h1], [0]));
+    const scores = g.mul(g.matmul(part(qr), g.transpose(part(kAll), [0, 1, 3, 2])), a.scale); // [nKv, rep, P, S]
+    groups.push(g.matmul(g.softmax(scores, -1), part(vAll))); // [nKv, rep, P, hd]
   }
-  const final = rmsNorm(x, `${pre}.ln_f.weight`);
+  const ctx = groups.length === 1 ? groups[0]! : g.concat(groups, 0);
+  const merged = g.reshape(g.transpose(ctx, [2, 0, 1, 3]), [0, c.dModel]);
+  return { out: w.linear(merged, `${b}.attn_out`, c.includeBias), nextEps };
+}
 
-  const headName = c.weightTying ? embedName : `${pre}.ff_out.weight`;
-  const headBiasName = c.includeBias && !c.weightTying ? `${pre}.ff_out.bias` : undefined;
-  const head = source(headName);
+/** SwiGLU MLP of block `b`: ff_out(silu(ff_proj(f)) * up_proj(f)). */
+function mlp(w: Weights, b: string, f: Value): Value {
+  const { g, c } = w;
+  const gate = w.linear(f, `${b}.ff_proj`, c.includeBias);
+  const up = w.linear(f, `${b}.up_proj`, c.includeBias);
+  const act = g.mul(g.mul(gate, g.sigmoid(gate)), up);
+  return w.linear(act, `${b}.ff_out`, c.includeBias);
+}
+
+/** One transformer block (pre-norm): x + attn(norm(x)), then + mlp(norm(.)). */
+function block(w: Weights, i: number, x: Value, normEps: Value, a: AttentionShared): { x: Value; eps: Value } {
+  const { g } = w;
+  const b = `${PRE}.blocks.${i}`;
+  const { out, nextEps } = attention(w, i, rmsNorm(w, x, `${b}.attn_norm.weight`, normEps), a);
+  const hRes = g.add(x, out);
+  const f = rmsNorm(w, hRes, `${b}.ff_norm.weight`, nextEps);
+  return { x: g.add(hRes, mlp(w, b, f)), eps: nextEps };
+}
+
+/**
+ * The output head on the final hidden rows: full-vocabulary logits (in row chunks
+ * whose float32 copies ORT can fold), the greedy-text reductions, and image logits
+ * with their row maxima.
+ */
+function heads(w: Weights, final: Value, io: CallInputs): void {
+  const { g, c, opts } = w;
+  const embedName = `${PRE}.wte.weight`;
+  const headName = c.weightTying ? embedName : `${PRE}.ff_out.weight`;
+  const headBiasName = c.includeBias && !c.weightTying ? `${PRE}.ff_out.bias` : undefined;
+  const head = w.source(headName);
   const headBias = headBiasName ? opts.weight(headBiasName) : undefined;
   const V = c.embeddingSize;
   /** Head rows [start, end) applied to x. */
@@ -383,35 +458,44 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
     if ('bits' in head && head.layout === 'channel') {
       // Columns [start, end) of the [K, V] codes: a Slice of the shared initializer that
       // ORT folds once at load (the image head: 8192 x d_model bytes).
-      const { data, scales } = channelWeight(headName, head);
+      const { data, scales } = w.channelWeight(headName, head);
       const whole = start === 0 && end === V;
       const B = whole ? data : g.slice(data, [start], [end], [1]);
       const s = whole ? scales : g.slice(scales, [start], [end], [0]);
-      const y = integerGemm(xIn, B, s); // xIn may have 0 rows
-      return headBias ? g.add(y, f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end))) : y;
+      const y = w.integerGemm(xIn, B, s); // xIn may have 0 rows
+      return headBias ? g.add(y, w.f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end))) : y;
     }
-    const w = 'bits' in head ? quantizedRows(head, start, end) : weightRows(head, start, end);
-    const bias = headBias ? f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)) : undefined;
-    return linearFrom(xIn, `${headName}[${start}:${end}]`, w, bias, final); // xIn may have 0 rows
+    const wr = 'bits' in head ? quantizedRows(head, start, end) : weightRows(head, start, end);
+    const bias = headBias ? w.f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)) : undefined;
+    return w.linearFrom(xIn, `${headName}[${start}:${end}]`, wr, bias, final); // xIn may have 0 rows
   };
 
-  // Full-vocabulary logits, in row chunks whose float32 copies ORT can fold.
-  const textIn = g.gather(final, logitRows, 0);
+  const textIn = g.gather(final, io.logitRows, 0);
   const chunkRows = 'bits' in head ? V : Math.max(1, Math.floor((opts.headChunkBytes ?? 256 * 2 ** 20) / (c.dModel * 4)));
   const parts: Value[] = [];
   for (let s = 0; s < V; s += chunkRows) parts.push(headPart(textIn, s, Math.min(V, s + chunkRows)));
   const logits = parts.length === 1 ? parts[0]! : g.concat(parts, 1);
   g.output(logits, TRANSFORMER_OUTPUTS.logits, 'float32', ['A', V]);
-  // Greedy text decoding needs only each row's argmax and its softmax probability
-  // exp(0) / (ties + rest): reduced here, so no [G, V] logits leave the graph.
-  // `rest` sums the non-maximal terms on their own (near 1e-8 it would vanish next
-  // to the max's 1 in float32), so the caller's float64 1 / (ties + rest) keeps
-  // the precision the confidence ranking needs.
-  // WebGPU refuses reductions over an empty tensor (G = 0 in every image call): there one
-  // spare zero row keeps them non-empty and is sliced off. Not on CPU, where it cost
-  // 0.4 ms per call (10% of a golden-tiny forward).
+  greedyText(g, logits, io.greedySel, V, opts.padEmptyReductions === true);
+
+  const start = opts.imageVocabStart;
+  const imageLogits = headPart(g.gather(final, io.headRows, 0), start, start + opts.imageVocabSize); // [U, 8192]
+  g.output(g.gather(imageLogits, io.imageSel, 0), TRANSFORMER_OUTPUTS.imageLogits, 'float32', ['B', opts.imageVocabSize]);
+  g.output(g.gather(g.reduceMax(imageLogits, [-1], false), io.rowmaxSel, 0), TRANSFORMER_OUTPUTS.imageRowMax, 'float32', ['R']);
+}
+
+/**
+ * Greedy text decoding needs only each row's argmax and its softmax probability
+ * exp(0) / (ties + rest): reduced here, so no [G, V] logits leave the graph.
+ * `rest` sums the non-maximal terms on their own (near 1e-8 it would vanish next
+ * to the max's 1 in float32), so the caller's float64 1 / (ties + rest) keeps
+ * the precision the confidence ranking needs.
+ * WebGPU refuses reductions over an empty tensor (G = 0 in every image call): there one
+ * spare zero row keeps them non-empty and is sliced off. Not on CPU, where it cost
+ * 0.4 ms per call (10% of a golden-tiny forward).
+ */
+function greedyText(g: GraphBuilder, logits: Value, greedySel: Value, V: number, pad: boolean): void {
   const selected = g.gather(logits, greedySel, 0); // [G, V]
-  const pad = opts.padEmptyReductions === true;
   const gl = pad ? g.concat([selected, g.expand(g.scalarF32(0), g.constI64([1, V]))], 0) : selected;
   const gMax = g.reduceMax(gl, [-1], true);
   const isMax = g.equal(gl, gMax);
@@ -425,11 +509,24 @@ export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array
   const rest = g.reduceSum(g.reduceSum(pieces, [-1], false), [-1], false);
   g.output(firstG(rest), TRANSFORMER_OUTPUTS.textRest, 'float32', ['G']);
   g.output(firstG(g.reduceSum(g.cast(isMax, 'float32'), [-1], false)), TRANSFORMER_OUTPUTS.textTies, 'float32', ['G']);
+}
 
-  const start = opts.imageVocabStart;
-  const imageLogits = headPart(g.gather(final, headRows, 0), start, start + opts.imageVocabSize); // [U, 8192]
-  g.output(g.gather(imageLogits, imageSel, 0), TRANSFORMER_OUTPUTS.imageLogits, 'float32', ['B', opts.imageVocabSize]);
-  g.output(g.gather(g.reduceMax(imageLogits, [-1], false), rowmaxSel, 0), TRANSFORMER_OUTPUTS.imageRowMax, 'float32', ['R']);
-
+export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array {
+  const { config: c } = opts;
+  const g = new GraphBuilder('dimoo_transformer');
+  const w = weightsFor(g, opts);
+  const eps = g.scalarF32(c.rmsNormEps);
+  const io = callInputs(g, c);
+  let x = embed(w, io.ids);
+  const rep = c.nHeads / c.nKvHeads;
+  const a: AttentionShared = {
+    io,
+    eps,
+    kvPerGroup: Math.max(1, Math.floor((opts.attentionHeadsPerGroup ?? 8) / rep)),
+    scale: g.scalarF32(1 / Math.sqrt(c.headDim)),
+  };
+  let normEps = eps;
+  for (let i = 0; i < c.nLayers; i++) ({ x, eps: normEps } = block(w, i, x, normEps, a));
+  heads(w, rmsNorm(w, x, `${PRE}.ln_f.weight`, normEps), io);
   return g.toBytes(`DiMOO transformer: ${c.nLayers} layers, d_model ${c.dModel}`);
 }

@@ -9,10 +9,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
-import { type LladaConfig, countParameters, parseLladaConfig } from './config.js';
-import { expectedTensors, INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
-import { f32ToBf16Scalar } from './dtypes.js';
-import { type TensorProducer, numel, writeSafetensors } from './safetensors.js';
+import { type LladaConfig, countParameters, parseLladaConfig } from '../checkpoint/config.js';
+import { expectedTensors, INDEX_FILE, SINGLE_FILE } from '../checkpoint/layout.js';
+import { f32ToBf16Scalar } from '../checkpoint/dtypes.js';
+import { type TensorProducer, numel, writeSafetensors } from '../checkpoint/safetensors.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
 import { END_ADDED_ID, writeTokenizerFiles } from './tokenizer-files.js';
 

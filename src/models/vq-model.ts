@@ -11,20 +11,19 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
-import { DimooError } from '../../errors.js';
-import { checkImage, type RgbImage } from '../../image/image.js';
-import { resizePil } from '../../image/resample.js';
-import { createSession, type Device } from '../device.js';
-import { SafetensorsFile } from '../safetensors.js';
-import { checkVqWeights, loadVqConfig, VQ_WEIGHTS_FILE, type VqConfig } from './config.js';
+import { DimooError } from '../errors.js';
+import { checkImage, type RgbImage } from '../image/image.js';
+import { resizePil } from '../image/resample.js';
+import { createSession, Tensor, type InferenceSession, type Device } from './device.js';
+import { SafetensorsFile } from '../checkpoint/safetensors.js';
+import { checkVqWeights, loadVqConfig, VQ_WEIGHTS_FILE, type VqConfig } from '../checkpoint/vq-config.js';
 import {
   buildVqDecoderGraph,
   buildVqEncoderGraph,
   VQ_DECODER_IO,
   VQ_ENCODER_IO,
   type VqWeightLookup,
-} from './graph.js';
+} from '../graph/vq.js';
 
 export interface VqLoadOptions {
   /** Intra-op threads (default: ORT's choice). */
@@ -72,9 +71,9 @@ export function floatToRgb8(chw: Float32Array, width: number, height: number): U
 }
 
 export class VqModel {
-  private encoderSession?: Promise<ort.InferenceSession>;
-  private encoderDistSession?: Promise<ort.InferenceSession>;
-  private decoderSession?: Promise<ort.InferenceSession>;
+  private encoderSession?: Promise<InferenceSession>;
+  private encoderDistSession?: Promise<InferenceSession>;
+  private decoderSession?: Promise<InferenceSession>;
 
   private constructor(
     readonly dir: string,
@@ -122,7 +121,7 @@ export class VqModel {
     return new VqModel(dir, config, weight, path.dirname(real), opts.threads, opts.device);
   }
 
-  private createSession(bytes: Uint8Array, what: string): Promise<ort.InferenceSession> {
+  private createSession(bytes: Uint8Array, what: string): Promise<InferenceSession> {
     return createSession(
       bytes,
       {
@@ -137,7 +136,7 @@ export class VqModel {
     );
   }
 
-  private encoder(distances: boolean): Promise<ort.InferenceSession> {
+  private encoder(distances: boolean): Promise<InferenceSession> {
     if (distances) {
       this.encoderDistSession ??= this.createSession(
         buildVqEncoderGraph(this.config, this.weight, { distances: true }),
@@ -152,7 +151,7 @@ export class VqModel {
     return this.encoderSession;
   }
 
-  private decoder(): Promise<ort.InferenceSession> {
+  private decoder(): Promise<InferenceSession> {
     this.decoderSession ??= this.createSession(
       buildVqDecoderGraph(this.config, this.weight),
       'decoder',
@@ -216,7 +215,7 @@ export class VqModel {
     const fetches: string[] = [VQ_ENCODER_IO.indices, VQ_ENCODER_IO.latents];
     if (opts.distances) fetches.push(VQ_ENCODER_IO.distances);
     const out = await session.run(
-      { [VQ_ENCODER_IO.pixels]: new ort.Tensor('float32', pixels, [1, C, height, width]) },
+      { [VQ_ENCODER_IO.pixels]: new Tensor('float32', pixels, [1, C, height, width]) },
       fetches,
     );
     const idx = out[VQ_ENCODER_IO.indices]!.data as BigInt64Array;
@@ -278,7 +277,7 @@ export class VqModel {
     const ids = this.checkCodes(codes, gridH, gridW);
     const session = await this.decoder();
     const out = await session.run({
-      [VQ_DECODER_IO.codes]: new ort.Tensor('int64', ids, [gridH, gridW]),
+      [VQ_DECODER_IO.codes]: new Tensor('int64', ids, [gridH, gridW]),
     });
     return {
       pixels: out[VQ_DECODER_IO.image]!.data as Float32Array,

@@ -1,14 +1,15 @@
 /**
  * `dimoo serve`: the commander command that starts the server. The CLI
  * passes its context (output streams, model loader, Ctrl-C signal); without
- * one, the process's own are used.
+ * one, the process's own are used. The server itself is imported only when
+ * the command runs.
  */
 import type { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
-import { DimooError } from '../errors.js';
-import type { DimooApi, LoadOptions } from '../pipelines/types.js';
-import type { ServerLimits } from './limits.js';
-import { startServer, type RunningServer } from './start.js';
+import { DimooError } from '../../errors.js';
+import type { DimooApi, LoadOptions } from '../../pipelines/types.js';
+import type { ServerLimits } from '../../server/limits.js';
+import type { RunningServer } from '../../server/start.js';
 
 export interface ServeContext {
   stdout: Writable;
@@ -64,7 +65,7 @@ function processContext(): ServeContext {
     env: process.env,
     signal: ac.signal,
     loadModel: async (dir, opts) => {
-      const { WorkerDimoo } = await import('../runtime/worker-dimoo.js');
+      const { WorkerDimoo } = await import('../../runtime/worker-dimoo.js');
       return WorkerDimoo.load(dir, opts);
     },
   };
@@ -126,6 +127,8 @@ export function registerServeCommand(
                 .map((s: string) => s.trim())
                 .filter(Boolean);
       const apiKey = f.apiKey ?? (c.env['DIMOO_API_KEY'] || undefined);
+      // Loaded here so other commands (and --help) never load fastify and sharp.
+      const { startServer } = await import('../../server/start.js');
       const server = await startServer({
         modelDir: f.model,
         host: f.host,

@@ -8,7 +8,7 @@
  * Its "VQ-VAE" maps a code to a flat 16x16 colour (5 bits red, 4 green,
  * 4 blue), and encoding picks the nearest such colour per cell.
  */
-import { DimooError } from '../errors.js';
+import { DimooError } from '../../src/errors.js';
 import type {
   DimooApi,
   EditParams,
@@ -27,7 +27,7 @@ import type {
   TokenGrid,
   UnderstandParams,
   UnderstandResult,
-} from '../pipelines/types.js';
+} from '../../src/pipelines/types.js';
 
 const S = 16;
 const CODES = 8192;

@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DimooError } from '../../errors.js';
+import { DimooError } from '../errors.js';
 
 export interface VqConfig {
   inChannels: number;

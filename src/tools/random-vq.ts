@@ -11,18 +11,18 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DimooError } from '../../errors.js';
-import { atomicWriteFileSync } from '../../util/atomic-write.js';
-import { f32ToBf16, f32ToF16 } from '../dtypes.js';
-import { Rng, tensorSeed } from '../random-checkpoint.js';
-import { numel, writeSafetensors, type WriteEntry } from '../safetensors.js';
+import { DimooError } from '../errors.js';
+import { atomicWriteFileSync } from '../util/atomic-write.js';
+import { f32ToBf16, f32ToF16 } from '../checkpoint/dtypes.js';
+import { Rng, tensorSeed } from './random-checkpoint.js';
+import { numel, writeSafetensors, type WriteEntry } from '../checkpoint/safetensors.js';
 import {
   expectedVqTensors,
   parseVqConfig,
   VQ_CONFIG_FILE,
   VQ_WEIGHTS_FILE,
   type VqConfig,
-} from './config.js';
+} from '../checkpoint/vq-config.js';
 
 export type VqPreset = 'tiny' | 'amused';
 

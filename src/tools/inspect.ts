@@ -4,9 +4,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openCheckpoint } from './checkpoint.js';
-import { countParameters } from './config.js';
-import { numel } from './safetensors.js';
+import { openCheckpoint } from '../checkpoint/folder.js';
+import { countParameters } from '../checkpoint/config.js';
+import { numel } from '../checkpoint/safetensors.js';
 
 export interface CheckpointInspection {
   dir: string;

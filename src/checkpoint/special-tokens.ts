@@ -88,7 +88,7 @@ export interface TokenVocabulary {
   vocabSize?(withAddedTokens?: boolean): number;
 }
 
-/** What it needs from a model config (models/config.ts LladaConfig fits). */
+/** What it needs from a model config (config.ts LladaConfig fits). */
 export interface TokenConfig {
   maskTokenId?: number;
   eosTokenId?: number;

@@ -8,91 +8,18 @@ import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { type LladaConfig, loadLladaConfig } from './config.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
-import type { Dtype } from './dtypes.js';
-import { isQuantizedCheckpoint, openQuantizedCheckpoint } from './quantize.js';
-
-export interface Checkpoint {
-  dir: string;
-  config: LladaConfig;
-  /** Every language-model weight, by its checkpoint name. */
-  weights: Map<string, TensorInfo>;
-  tokenizerPath: string;
-  tokenizerConfigPath?: string;
-  specialTokensMapPath?: string;
-  generationConfigPath?: string;
-  vqvaeDir?: string;
-  /** Absolute paths of the files this checkpoint was read from. */
-  files: string[];
-  /** Weight files (one, or the shards), absolute paths. */
-  weightFiles: string[];
-}
-
-export interface ExpectedTensor {
-  name: string;
-  shape: number[];
-  /** Which config fields imply the shape, for error messages. */
-  origin: string;
-}
+import {
+  expectedTensors,
+  findSideFiles,
+  INDEX_FILE,
+  SINGLE_FILE,
+  sideFileList,
+  WEIGHT_DTYPES,
+  type Checkpoint,
+} from './layout.js';
+import { isQuantizedCheckpoint, openQuantizedCheckpoint } from './quantized.js';
 
 const E = 'E_CHECKPOINT';
-export const WEIGHT_DTYPES: readonly Dtype[] = ['BF16', 'F16', 'F32'];
-export const PREFIX = 'model.transformer.';
-
-export const SINGLE_FILE = 'model.safetensors';
-export const INDEX_FILE = 'model.safetensors.index.json';
-
-/** Names and shapes of every weight the LLaDA architecture has for this config. */
-export function expectedTensors(c: LladaConfig): ExpectedTensor[] {
-  const d = c.dModel;
-  const kv = c.nKvHeads * c.headDim;
-  const h = c.mlpHiddenSize;
-  const out: ExpectedTensor[] = [];
-  const add = (name: string, shape: number[], origin: string): void => {
-    out.push({ name: PREFIX + name, shape, origin });
-  };
-  const dO = `d_model=${d}`;
-  const kvO = `n_kv_heads=${c.nKvHeads} x head_dim=${c.headDim} (d_model/n_heads), d_model=${d}`;
-  const hO = `mlp_hidden_size=${h}, d_model=${d}`;
-  const qkvBias = c.includeBias || c.includeQkvBias;
-  add('wte.weight', [c.embeddingSize, d], `embedding_size=${c.embeddingSize}, d_model=${d}`);
-  for (let i = 0; i < c.nLayers; i++) {
-    const b = `blocks.${i}.`;
-    add(b + 'attn_norm.weight', [d], dO);
-    if (c.normBias) add(b + 'attn_norm.bias', [d], dO + ', bias_for_layer_norm/include_bias');
-    add(b + 'q_proj.weight', [d, d], dO);
-    add(b + 'k_proj.weight', [kv, d], kvO);
-    add(b + 'v_proj.weight', [kv, d], kvO);
-    if (qkvBias) {
-      add(b + 'q_proj.bias', [d], dO + ', include_qkv_bias/include_bias');
-      add(b + 'k_proj.bias', [kv], kvO + ', include_qkv_bias/include_bias');
-      add(b + 'v_proj.bias', [kv], kvO + ', include_qkv_bias/include_bias');
-    }
-    add(b + 'attn_out.weight', [d, d], dO);
-    if (c.includeBias) add(b + 'attn_out.bias', [d], dO + ', include_bias');
-    add(b + 'ff_norm.weight', [d], dO);
-    if (c.normBias) add(b + 'ff_norm.bias', [d], dO + ', bias_for_layer_norm/include_bias');
-    add(b + 'ff_proj.weight', [h, d], hO);
-    add(b + 'up_proj.weight', [h, d], hO);
-    add(b + 'ff_out.weight', [d, h], hO);
-    if (c.includeBias) {
-      add(b + 'ff_proj.bias', [h], hO + ', include_bias');
-      add(b + 'up_proj.bias', [h], hO + ', include_bias');
-      add(b + 'ff_out.bias', [d], dO + ', include_bias');
-    }
-  }
-  add('ln_f.weight', [d], dO);
-  if (c.normBias) add('ln_f.bias', [d], dO + ', bias_for_layer_norm/include_bias');
-  if (!c.weightTying) {
-    add(
-      'ff_out.weight',
-      [c.embeddingSize, d],
-      `embedding_size=${c.embeddingSize}, d_model=${d}, weight_tying=false`,
-    );
-    if (c.includeBias)
-      add('ff_out.bias', [c.embeddingSize], `embedding_size=${c.embeddingSize}, include_bias`);
-  }
-  return out;
-}
 
 function exists(p: string): boolean {
   return fs.existsSync(p);
@@ -254,7 +181,7 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw new DimooError(`${root}: checkpoint folder does not exist`, E);
   }
   if (!st.isDirectory()) throw new DimooError(`${root}: checkpoint path is not a folder`, E);
-  // A folder written by `dimoo quantize` (MatMulNBits blocks + manifest, see quantize.ts).
+  // A folder written by `dimoo quantize` (MatMulNBits blocks + manifest, see quantized.ts).
   if (isQuantizedCheckpoint(root)) return openQuantizedCheckpoint(root);
   const configPath = path.join(root, 'config.json');
   if (!exists(configPath))
@@ -264,38 +191,7 @@ export function openCheckpoint(dir: string): Checkpoint {
   const { weights, files: weightFiles, indexPath } = loadWeightTable(root);
   validateWeights(config, weights, indexPath ?? weightFiles[0]!);
 
-  const tokenizerPath = path.join(root, 'tokenizer.json');
-  if (!exists(tokenizerPath))
-    throw new DimooError(`${tokenizerPath}: missing (the text tokenizer is required)`, E);
-  const opt = (name: string): string | undefined => {
-    const p = path.join(root, name);
-    return exists(p) ? p : undefined;
-  };
-  const tokenizerConfigPath = opt('tokenizer_config.json');
-  const specialTokensMapPath = opt('special_tokens_map.json');
-  const generationConfigPath = opt('generation_config.json');
-  const vq = path.join(root, 'vqvae');
-  const vqvaeDir = exists(vq) && fs.statSync(vq).isDirectory() ? vq : undefined;
-
-  const files = [
-    configPath,
-    ...(indexPath ? [indexPath] : []),
-    ...weightFiles,
-    tokenizerPath,
-    ...[tokenizerConfigPath, specialTokensMapPath, generationConfigPath].filter(
-      (p): p is string => !!p,
-    ),
-  ];
-  return {
-    dir: root,
-    config,
-    weights,
-    tokenizerPath,
-    tokenizerConfigPath,
-    specialTokensMapPath,
-    generationConfigPath,
-    vqvaeDir,
-    files,
-    weightFiles,
-  };
+  const side = findSideFiles(root);
+  const files = [configPath, ...(indexPath ? [indexPath] : []), ...weightFiles, ...sideFileList(side)];
+  return { dir: root, config, weights, ...side, files, weightFiles };
 }
