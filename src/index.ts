@@ -18,3 +18,6 @@ export { Transformer } from './models/transformer.js';
 export { VqModel } from './models/vq-model.js';
 export { TextTokenizer } from './models/tokenizer.js';
 export * as samplers from './samplers/index.js';
+export { Trainer, type TrainOptions } from './training/trainer.js';
+export type { StepReport, TrainerConfig } from './training/loop.js';
+export { TRAIN_DEFAULTS } from './training/loop.js';

@@ -124,3 +124,38 @@ describe('dimoo serve command', () => {
     );
   });
 });
+
+describe('dimoo serve --lora', () => {
+  it('passes the adapters (with scales) to the model load', async () => {
+    const { ctx, ac } = context();
+    let seen: unknown;
+    ctx.loadModel = (dir, opts) => {
+      seen = opts.lora;
+      return FakeDimoo.load(dir, { stepMs: 1 });
+    };
+    const p = program();
+    const listening = new Promise<RunningServer>((resolve) =>
+      registerServeCommand(p, ctx, resolve),
+    );
+    const run = p.parseAsync(
+      [
+        'serve',
+        '--model',
+        'm',
+        '--port',
+        '0',
+        '--log-level',
+        'silent',
+        '--lora',
+        'a',
+        '--lora',
+        'b:0.5',
+      ],
+      { from: 'user' },
+    );
+    await listening;
+    assert.deepEqual(seen, [{ dir: 'a' }, { dir: 'b', scale: 0.5 }]);
+    ac.abort();
+    await run;
+  });
+});

@@ -17,6 +17,13 @@ import type { CliContext } from './context.js';
 import { CACHE, LIMITS } from './defaults.js';
 import { requireVq, withModel } from './model.js';
 import { choiceOpt, intOpt, numOpt } from './options.js';
+import { parseLoraRef, type LoraRef } from '../checkpoint/lora.js';
+
+/** Repeatable --lora DIR[:SCALE]. */
+export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => [
+  ...(prev ?? []),
+  parseLoraRef(raw),
+];
 import { checkImageOutPath, formatMs, writeJson, writeRgbImage } from './output.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
 import { readTokenGridFile, writeTokenGridFile } from './token-grid.js';
@@ -26,6 +33,7 @@ export interface ModelCommandFlags {
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
+  lora?: LoraRef[];
   json?: boolean;
   progress?: ProgressMode;
 }
@@ -47,6 +55,11 @@ export function addModelOptions(cmd: Command): Command {
       '--precision <fp32|fp16>',
       'weight precision (fp16: float16 weights on WebGPU, float32 math)',
       choiceOpt('--precision', ['fp32', 'fp16'] as const),
+    )
+    .option(
+      '--lora <dir[:scale]>',
+      'add a LoRA adapter (PEFT folder) on the fly; repeat for several',
+      loraOpt,
     )
     .option('--json', 'print a machine-readable result on stdout')
     .option('--progress', 'show a progress bar on stderr even when it is not a terminal')

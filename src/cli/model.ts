@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import { DimooError } from '../errors.js';
 import type { DimooApi, LoadOptions } from '../pipelines/types.js';
+import type { LoraRef } from '../checkpoint/lora.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 
@@ -24,6 +25,7 @@ export interface ModelFlags {
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
+  lora?: LoraRef[];
 }
 
 /** Fails early, with the flag's name, on a model folder that is obviously wrong. */
@@ -48,6 +50,7 @@ export async function withModel<T>(
   if (flags.threads !== undefined) loadOpts.threads = flags.threads;
   if (flags.device !== undefined) loadOpts.device = flags.device;
   if (flags.precision !== undefined) loadOpts.precision = flags.precision;
+  if (flags.lora !== undefined && flags.lora.length > 0) loadOpts.lora = flags.lora;
   const api = await ctx.loadModel(flags.model, loadOpts);
   try {
     throwIfCancelled(ctx.signal);

@@ -20,6 +20,8 @@ import { registerRetouch } from './commands/retouch.js';
 import { registerShapes } from './commands/shapes.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
+import { registerTrain } from './commands/train.js';
+import { registerLora } from './commands/lora.js';
 import { registerServeCommand } from './commands/serve.js';
 
 /** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
@@ -66,6 +68,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerDemo(program, ctx);
   registerServeCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
+  registerTrain(program, ctx);
+  registerLora(program, ctx);
   registerShapes(program, ctx);
   return program;
 }

@@ -36,6 +36,7 @@
  *    per-row activation scales, or DynamicQuantizeMatMul with one per tensor).
  */
 import type { LladaConfig } from '../checkpoint/config.js';
+import type { LoraBranch } from '../checkpoint/lora.js';
 import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
 
 /** A run of bytes in a file beside the model (external data). */
@@ -97,6 +98,8 @@ export interface TransformerGraphOptions {
   floatWeights?: 'float32' | 'float16' | 'float16-compute';
   /** Keep reductions over possibly empty row sets non-empty (WebGPU refuses empty ones). */
   padEmptyReductions?: boolean;
+  /** LoRA branches of a linear weight (by checkpoint name), added on the fly: y += scale * (x A^T) B^T. */
+  lora?: (weightName: string) => readonly LoraBranch[] | undefined;
   /** Never Expand a uint8 tensor (WebGPU's Expand fails on uint8): see emitIntegerGemm. */
   avoidUint8Expand?: boolean;
 }
@@ -271,8 +274,18 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
     return g.gemmTransB(x, f32(name, w), bias);
   };
   const source = (name: string): WeightSource | QuantizedLinearSource => opts.quantized?.(name) ?? opts.weight(name);
+  let loraCount = 0;
+  /** Adds the low-rank branches of weight `name` (adapters are small: inline float32 initializers). */
+  const withLora = (x: Value, name: string, y: Value): Value => {
+    for (const br of opts.lora?.(name) ?? []) {
+      const a = g.initializer(`${name}.lora_A#${loraCount}`, 'float32', [br.r, br.a.length / br.r], br.a);
+      const b = g.initializer(`${name}.lora_B#${loraCount++}`, 'float32', [br.b.length / br.r, br.r], br.b);
+      y = g.add(y, g.mul(g.gemmTransB(g.gemmTransB(x, a), b), g.scalarF32(br.scale)));
+    }
+    return y;
+  };
   const linear = (x: Value, prefix: string, bias: boolean): Value =>
-    linearFrom(x, `${prefix}.weight`, source(`${prefix}.weight`), bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined);
+    withLora(x, `${prefix}.weight`, linearFrom(x, `${prefix}.weight`, source(`${prefix}.weight`), bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined));
   return { g, c: opts.config, opts, external, f32, source, linearFrom, linear, channelWeight, integerGemm };
 }
 

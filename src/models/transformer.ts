@@ -12,6 +12,7 @@
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import type { LladaConfig } from '../checkpoint/config.js';
+import { loadLoraAdapters, type LoraRef } from '../checkpoint/lora.js';
 import type { FileBytes, QuantizedLinear } from '../checkpoint/quantized.js';
 import { createSession, Tensor, type InferenceSession, requireFp16, type Device } from './device.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
@@ -65,6 +66,8 @@ export interface TransformerLoadOptions {
    * float16 (logits off by ~1e-2, see docs/gpu.md).
    */
   precision?: 'fp32' | 'fp16' | 'fp16-compute';
+  /** LoRA adapters (PEFT folders) added to the linears on the fly. */
+  lora?: readonly LoraRef[];
 }
 
 /**
@@ -211,6 +214,7 @@ export class Transformer {
     };
     const device = opts.device ?? 'cpu';
     const precision = opts.precision ?? 'fp32';
+    const adapters = opts.lora?.length ? loadLoraAdapters(opts.lora, c) : undefined;
     if (precision !== 'fp32') await requireFp16(device, precision);
     const bytes = buildTransformerGraph({
       config: c,
@@ -222,6 +226,7 @@ export class Transformer {
       headChunkBytes: opts.headChunkBytes,
       padEmptyReductions: device === 'webgpu',
       avoidUint8Expand: device === 'webgpu',
+      lora: adapters ? (name) => adapters.get(name) : undefined,
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });

@@ -101,6 +101,7 @@ export class Dimoo implements DimooApi {
       device: opts.device,
       precision: opts.precision,
       imageVocabSize: codebookSize,
+      lora: opts.lora,
     });
     return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);
   }

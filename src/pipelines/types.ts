@@ -232,4 +232,6 @@ export interface LoadOptions {
   device?: 'cpu' | 'webgpu';
   /** Weight precision: 'fp16' keeps float16 weights on WebGPU (math stays float32); needs shader-f16. */
   precision?: 'fp32' | 'fp16';
+  /** LoRA adapters (PEFT folders, e.g. from `dimoo train --lora`), added on the fly; scale multiplies alpha/r (default 1). */
+  lora?: Array<{ dir: string; scale?: number }>;
 }

@@ -102,6 +102,7 @@ export class WorkerDimoo implements DimooApi {
     if (opts.threads !== undefined) loadOptions.threads = opts.threads;
     if (opts.device !== undefined) loadOptions.device = opts.device;
     if (opts.precision !== undefined) loadOptions.precision = opts.precision;
+    if (opts.lora !== undefined) loadOptions.lora = opts.lora;
     const init: WorkerInit = {
       moduleUrl: String(opts.moduleUrl ?? sibling('../pipelines/dimoo').href),
       exportName: opts.exportName ?? 'Dimoo',

@@ -16,6 +16,8 @@ export interface StartOptions {
   cors?: boolean | string | string[];
   threads?: number;
   device?: LoadOptions['device'];
+  /** LoRA adapters applied to the served model. */
+  lora?: LoadOptions['lora'];
   limits?: Partial<ServerLimits>;
   previewEvery?: number;
   /** Default: JSON lines at level info (pino). */
@@ -47,6 +49,7 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
   const lo: LoadOptions = {};
   if (o.threads !== undefined) lo.threads = o.threads;
   if (o.device !== undefined) lo.device = o.device;
+  if (o.lora !== undefined && o.lora.length > 0) lo.lora = o.lora;
   const api = await load(o.modelDir, lo);
   let app: FastifyInstance;
   try {

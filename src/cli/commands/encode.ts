@@ -17,12 +17,15 @@ import { requireVq, withModel } from '../model.js';
 import { formatMs, writeJson } from '../output.js';
 import { createProgressBar } from '../progress.js';
 import { tokenGridJson, writeTokenGridFile } from '../token-grid.js';
+import { encodeItems } from './encode-items.js';
 
 type Crop = NonNullable<EncodeOptions['crop']>;
 
 interface EncodeFlags extends ModelCommandFlags {
   image?: string;
   list?: string;
+  items?: string;
+  tokensDir?: string;
   crop?: Crop;
   tokensOut: string;
 }
@@ -162,6 +165,11 @@ export function registerEncode(program: Command, ctx: CliContext): void {
     .option('--image <file|folder>', 'an image, or a folder of images (searched recursively)')
     .option('--list <file.jsonl>', 'one {"image": path} per line (relative to the list file)')
     .option(
+      '--items <data.jsonl>',
+      'training records: encode their user_image/answer_image files into --tokens-dir, write the records to --tokens-out',
+    )
+    .option('--tokens-dir <dir>', 'with --items: folder of the token-grid files')
+    .option(
       '--crop <size>',
       "aspect-ratio crop budget: 256, 512, 1024 or none (default: the library's)",
       parseCrop,
@@ -172,11 +180,37 @@ export function registerEncode(program: Command, ctx: CliContext): void {
     );
   addModelOptions(cmd);
   cmd.action(async (f: EncodeFlags) => {
-    if ((f.image === undefined) === (f.list === undefined)) {
+    if ([f.image, f.list, f.items].filter((v) => v !== undefined).length !== 1) {
       throw new DimooError(
-        'give exactly one of --image (a file or folder) and --list FILE.jsonl',
+        'give exactly one of --image (a file or folder), --list FILE.jsonl and --items DATA.jsonl',
         'E_PARAM',
       );
+    }
+    if ((f.items === undefined) !== (f.tokensDir === undefined)) {
+      throw new DimooError('--items and --tokens-dir go together', 'E_PARAM');
+    }
+    if (f.items !== undefined) {
+      await withModel(ctx, f, async (api) => {
+        requireVq(api, 'to encode images');
+        const r = await encodeItems(ctx, api, {
+          items: f.items!,
+          tokensDir: f.tokensDir!,
+          tokensOut: f.tokensOut,
+          crop: f.crop,
+          progress: f.progress,
+        });
+        for (const s of r.skipped) ctx.stderr.write(`skipped ${s.where}: ${s.error}\n`);
+        if (f.json) writeJson(ctx.stdout, { tokensOut: f.tokensOut, ...r });
+        else
+          ctx.stdout.write(
+            `wrote ${f.tokensOut}: ${r.records} record(s), ${r.encoded} image(s) encoded` +
+              (r.skipped.length
+                ? `, ${r.skipped.length} line(s) left out (listed on stderr)`
+                : '') +
+              '\n',
+          );
+      });
+      return;
     }
     let items: EncodeItem[] | undefined;
     let early: Skipped[] = [];

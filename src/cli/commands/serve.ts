@@ -10,6 +10,7 @@ import { DimooError } from '../../errors.js';
 import type { DimooApi, LoadOptions } from '../../pipelines/types.js';
 import type { ServerLimits } from '../../server/limits.js';
 import type { RunningServer } from '../../server/start.js';
+import { parseLoraRef, type LoraRef } from '../../checkpoint/lora.js';
 
 export interface ServeContext {
   stdout: Writable;
@@ -27,6 +28,7 @@ interface ServeFlags {
   apiKey?: string;
   cors?: boolean | string;
   threads?: number;
+  lora?: LoraRef[];
   device?: 'cpu' | 'webgpu';
   maxQueue?: number;
   maxPixels?: number;
@@ -91,6 +93,11 @@ export function registerServeCommand(
       'allow browser calls from other origins: any, or a comma-separated list',
     )
     .option('--threads <n>', 'CPU threads for ONNX Runtime', int('--threads', 1, 1024))
+    .option(
+      '--lora <dir[:scale]>',
+      'add a LoRA adapter (PEFT folder) on the fly; repeat for several',
+      (raw: string, prev: LoraRef[] | undefined) => [...(prev ?? []), parseLoraRef(raw)],
+    )
     .option('--device <cpu|webgpu>', 'execution device')
     .option(
       '--max-queue <n>',
@@ -140,6 +147,7 @@ export function registerServeCommand(
         ...(cors ? { cors } : {}),
         ...(f.threads !== undefined ? { threads: f.threads } : {}),
         ...(f.device ? { device: f.device } : {}),
+        ...(f.lora ? { lora: f.lora } : {}),
         ...(f.previewEvery !== undefined ? { previewEvery: f.previewEvery } : {}),
       });
       c.stderr.write(
