@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Prng } from '../src/samplers/prng.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/checkpoint/folder.js';
 import { TextTokenizer } from '../src/models/tokenizer.js';
 import { PROMPT_TEMPLATES } from '../src/pipelines/prompts.js';
 import { detectScene } from '../src/shapes/checker.js';

@@ -10,9 +10,9 @@ import {
   writeRandomCheckpoint,
   type RandomCheckpointResult,
   type RandomModelSizes,
-} from '../models/random-checkpoint.js';
-import { writeTokenizerFiles } from '../models/tokenizer-files.js';
-import { writeRandomVq } from '../models/vq/random.js';
+} from '../tools/random-checkpoint.js';
+import { writeTokenizerFiles } from '../tools/tokenizer-files.js';
+import { writeRandomVq } from '../tools/random-vq.js';
 import { WORLD_WORDS } from './language.js';
 
 /** d_model 256, 8 layers: ~6.3M parameters besides the 134548-row embedding and head. */
