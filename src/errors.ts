@@ -38,6 +38,7 @@ export const ERROR_CODES = [
   'E_RUNTIME',
   'E_NETWORK',
   'E_INTERNAL',
+  'E_NONFINITE',
   // the HTTP server
   'E_REQUEST',
   'E_JSON',
@@ -47,6 +48,7 @@ export const ERROR_CODES = [
   'E_NOT_FOUND',
   'E_QUEUE_FULL',
   'E_SHUTDOWN',
+  'E_FORBIDDEN',
   // OpenAI-compatible codes the server answers with
   'model_not_found',
   'invalid_api_key',
