@@ -12,7 +12,6 @@ import { asCancellation, throwIfCancelled } from './errors.js';
 import { isHubId } from '../checkpoint/hub.js';
 import type { LoadProgress } from '../pipelines/types.js';
 import { createProgressBar, progressEnabled, type ProgressMode } from './progress.js';
-import { println } from './context.js';
 
 /**
  * Loading on stderr (when progress is shown): a bar of megabytes while a Hub
@@ -36,7 +35,7 @@ export function loadProgress(
       }
       if (downloading) bar.stop();
       downloading = false;
-      println(
+      writeLine(
         ctx.stderr,
         `dimoo: ${p.stage === 'files' ? 'mapped' : 'session ready:'} ${p.detail}`,
       );
@@ -57,6 +56,7 @@ export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooAp
   return WorkerDimoo.load(dir, opts);
 };
 
+/** Which model to load and how (the loading part of every model command's flags). */
 export interface ModelFlags {
   model: string;
   threads?: number;
@@ -115,4 +115,8 @@ export function requireVq(api: DimooApi, why: string): void {
   if (!api.info().hasVq) {
     throw new DimooError(`${api.info().dir} has no VQ-VAE (vqvae/), needed ${why}`, 'E_PARAM');
   }
+}
+
+function writeLine(stream: NodeJS.WritableStream, line: string): void {
+  stream.write(line + '\n');
 }

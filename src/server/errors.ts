@@ -4,7 +4,7 @@
  * errors they caused (DimooError, request checks, the framework's own 4xx);
  * anything else becomes a bare 500 with the details only in the log.
  */
-import { DimooError } from '../errors.js';
+import { DimooError, type ErrorCode } from '../errors.js';
 
 export interface ErrorBody {
   message: string;
@@ -14,14 +14,14 @@ export interface ErrorBody {
   code: string;
   param?: string | null;
   /** Our own finer code (E_PARAM, E_LIMIT, E_QUEUE_FULL, ...), documented in docs/server.md. */
-  dimoo_code: string;
+  dimoo_code: ErrorCode;
 }
 
 /** A request the server refuses, with its HTTP status. */
 export class RequestError extends DimooError {
   constructor(
     message: string,
-    code: string,
+    code: ErrorCode,
     readonly status = 400,
     readonly param?: string,
     readonly headers: Record<string, string> = {},
@@ -62,7 +62,7 @@ export function openAiCode(status: number, code: string): string {
 export function errorBody(
   status: number,
   message: string,
-  code: string,
+  code: ErrorCode,
   param: string | null = null,
 ): ErrorBody {
   return {
@@ -75,7 +75,7 @@ export function errorBody(
 }
 
 /** Codes for the framework's own 4xx errors, which carry FST_* codes. */
-function frameworkCode(status: number, fst: string | undefined): string {
+function frameworkCode(status: number, fst: string | undefined): ErrorCode {
   if (status === 413) return 'E_TOO_LARGE';
   if (status === 415) return 'E_MEDIA_TYPE';
   if (fst === 'FST_ERR_CTP_INVALID_JSON_BODY' || fst === 'FST_ERR_CTP_EMPTY_JSON_BODY')

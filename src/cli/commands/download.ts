@@ -3,7 +3,6 @@ import type { Command } from 'commander';
 import { resolveModelDir, isHubId } from '../../checkpoint/hub.js';
 import { DimooError } from '../../errors.js';
 import type { CliContext } from '../context.js';
-import { println } from '../context.js';
 import { loadProgress } from '../model.js';
 import { writeJson } from '../output.js';
 import type { ProgressMode } from '../progress.js';
@@ -43,6 +42,10 @@ export function registerDownload(program: Command, ctx: CliContext): void {
         shown.stop();
       }
       if (f.json) writeJson(ctx.stdout, { id, revision: f.revision ?? 'main', dir });
-      else println(ctx.stdout, dir);
+      else writeLine(ctx.stdout, dir);
     });
+}
+
+function writeLine(stream: NodeJS.WritableStream, line: string): void {
+  stream.write(line + '\n');
 }
