@@ -155,17 +155,7 @@ describe('images.generate', () => {
 });
 
 describe('images.edit', () => {
-  it('without a mask honours size; with a mask inpaints; usage counts the input image', async () => {
-    const image = await toFile(await pngOf(64, 32), 'in.png', { type: 'image/png' });
-    const r = await client.images.edit({
-      image,
-      prompt: 'add a hat',
-      size: '32x32',
-      steps: 2,
-    } as never);
-    assert.deepEqual(await dims(r.data![0]!.b64_json!), { format: 'png', width: 32, height: 32 });
-    const u = r.usage!;
-    assert.equal(u.input_tokens_details.image_tokens, 4);
+  it('with a mask inpaints, in the asked output_format', async () => {
     const mask = await toFile(await pngOf(64, 32, 0), 'mask.png', { type: 'image/png' });
     const image2 = await toFile(await pngOf(64, 32), 'in.png', { type: 'image/png' });
     const m = await client.images.edit({
