@@ -5,7 +5,6 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,14 +24,15 @@ import type {
   UnderstandParams,
 } from '../src/pipelines/types.js';
 import type { CliContext } from '../src/cli/context.js';
+import { checkTokenGrid } from '../src/pipelines/token-grid.js';
 import { runCli } from '../src/cli/program.js';
 import {
   parseTokenGrid,
   readTokenGridFile,
-  validateTokenGrid,
   writeTokenGridFile,
 } from '../src/cli/token-grid.js';
 import { parseIntValue, parseNumberValue, parseRect } from '../src/cli/options.js';
+import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let tmp: string;
@@ -45,14 +45,9 @@ after(() => {
 
 // ------------------------------------------------------------------ helpers
 
-/** Runs the real executable path (tsx on the sources) as a user would. */
+/** Runs the shipped executable (bin/dimoo.js) as a user would. */
 function spawnCli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, DIMOO_DEBUG: '', ...env },
-    timeout: 60_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runDimoo(args, { env, timeoutMs: 60_000 });
 }
 
 /** One line "error: ...", nothing that looks like a stack trace. */
@@ -180,7 +175,7 @@ class FakeDimoo implements DimooApi {
     };
   }
   info() {
-    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, device: 'cpu' as const };
+    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, codebookSize: 8192, device: 'cpu' as const };
   }
   async dispose() {
     this.disposed++;
@@ -586,7 +581,7 @@ describe('token grid files', () => {
       [{ height: 60, width: 48, codes: [] }, /"height" must be .*multiple of 16/],
       [{ height: 64, width: 0, codes: [] }, /"width"/],
       [{ height: 64, width: 48 }, /"codes" must be an array/],
-      [{ height: 64, width: 48, codes: [1] }, /1 entries .* 12 cells/],
+      [{ height: 64, width: 48, codes: [1] }, /1 codes .* 12 cells/],
       [
         { ...GRID_64x48, codes: [...GRID_64x48.codes.slice(1), 8192] },
         /codes\[11\] .*\[0, 8192\), got 8192/,
@@ -596,7 +591,7 @@ describe('token grid files', () => {
     ];
     for (const [v, re] of bad) {
       assert.throws(
-        () => validateTokenGrid(v, 'g.json'),
+        () => checkTokenGrid(v, 'g.json'),
         (e: unknown) =>
           e instanceof DimooError && re.test(e.message) && e.message.startsWith('g.json: '),
       );

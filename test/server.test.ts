@@ -4,6 +4,9 @@
  * checkpoint (its VQ-VAE decodes real images, 16 px per token).
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -11,6 +14,7 @@ import sharp from 'sharp';
 import type { TokenGrid } from '../src/pipelines/types.js';
 import { WorkerDimoo } from '../src/runtime/worker-dimoo.js';
 import { createServer, type ServerOptions } from '../src/server/app.js';
+import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let api: WorkerDimoo;
@@ -312,6 +316,54 @@ describe('server: POST /v1/images/edits', () => {
       assert.equal(r.status, 200, JSON.stringify(b));
       const f = await fetch(b.data[0].url);
       assert.deepEqual(await pngSize(Buffer.from(await f.arrayBuffer())), [64, 48]);
+    }
+  });
+
+  it('an upload off the 16-px grid gives the same tokens as `dimoo edit` on the same file', async () => {
+    // The server hands the decoded pixels to the library, whose image processor
+    // crops them as the CLI's run does; equal pixels out = equal tokens decoded.
+    const upload = await png(70, 50, opaque);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-edit-parity-'));
+    try {
+      const file = path.join(dir, 'upload.png');
+      fs.writeFileSync(file, upload);
+      const args = { prompt: 'add a hat', edit_type: 'edit_add', steps: '3', seed: '5' };
+      const r = await edit({ image: { data: upload }, ...args });
+      const b = await json(r);
+      assert.equal(r.status, 200, JSON.stringify(b));
+      const out = path.join(dir, 'cli.png');
+      const tokensOut = path.join(dir, 'cli.json');
+      const c = runDimoo([
+        'edit',
+        '--model',
+        goldenCheckpointDir(),
+        '--image',
+        file,
+        '--prompt',
+        args.prompt,
+        '--edit-type',
+        args.edit_type,
+        '--timesteps',
+        args.steps,
+        '--seed',
+        args.seed,
+        '--out',
+        out,
+        '--tokens-out',
+        tokensOut,
+      ]);
+      assert.equal(c.code, 0, c.stderr);
+      const raw = (png: Buffer | string) => sharp(png).raw().toBuffer({ resolveWithObject: true });
+      const served = await raw(Buffer.from(b.data[0].b64_json, 'base64'));
+      const local = await raw(out);
+      assert.deepEqual([served.info.width, served.info.height], [local.info.width, local.info.height]);
+      assert.ok(served.data.equals(local.data), 'server and CLI edits differ');
+      // The CLI's tokens decode to exactly what the server sent.
+      const grid = JSON.parse(fs.readFileSync(tokensOut, 'utf8')) as TokenGrid;
+      const decoded = await api.decodeTokens(grid);
+      assert.ok(Buffer.from(decoded.data).equals(served.data), 'server image is not the CLI tokens decoded');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

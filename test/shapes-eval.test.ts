@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readImage } from '../src/image/io.js';
-import { validateTokenGrid } from '../src/cli/token-grid.js';
+import { checkTokenGrid } from '../src/pipelines/token-grid.js';
 import { TextTokenizer } from '../src/models/tokenizer.js';
 import type { DimooApi, ImageResult, RgbImage, UnderstandResult } from '../src/pipelines/types.js';
 import { Prng } from '../src/samplers/prng.js';
@@ -117,7 +117,7 @@ test('dimoo shapes generate --model writes token grids through the VQ-VAE', () =
   for (const rec of recs) {
     for (const f of [rec.user_image, rec.answer_image].filter((x) => x !== '')) {
       assert.match(f, /^tokens\/.*\.json$/);
-      const g = validateTokenGrid(JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')), f);
+      const g = checkTokenGrid(JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')), f);
       assert.equal(g.width, 128);
       assert.equal(g.codes.length, 64);
     }
@@ -183,7 +183,7 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
       },
       encodeImage: async () => ({ width: 128, height: 128, codes: new Array<number>(64).fill(0) }),
       decodeTokens: async () => pic(plans[0]!.scene),
-      info: () => ({ dir: ckpt, name: 'oracle', hasVq: true, vqScale: 16, device: 'cpu' }),
+      info: () => ({ dir: ckpt, name: 'oracle', hasVq: true, vqScale: 16, codebookSize: 8192, device: 'cpu' }),
       dispose: async () => {},
     };
   };

@@ -20,6 +20,7 @@ export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooAp
   return WorkerDimoo.load(dir, opts);
 };
 
+/** Which model to load and how (the loading part of every model command's flags). */
 export interface ModelFlags {
   model: string;
   threads?: number;

@@ -108,7 +108,8 @@ export interface ForwardRequest {
   wantKv?: boolean;
 }
 
-export interface ForwardResult {
+/** Every output `forward` can return; each is there exactly when its request field is. */
+export interface ForwardOutputs {
   /** [logitRows.length, embeddingSize] */
   logits?: Float32Array;
   /** [imageRows.length, imageVocabSize] */
@@ -126,6 +127,17 @@ export interface ForwardResult {
   newK?: Float32Array[];
   newV?: Float32Array[];
 }
+
+/**
+ * What `forward(req)` returns, typed by what `req` asks for: an output whose
+ * request field the caller set (rows given, wantKv: true) is not optional.
+ */
+export type ForwardResult<R extends ForwardRequest = ForwardRequest> = ForwardOutputs &
+  (R extends { logitRows: ArrayLike<number> } ? { logits: Float32Array } : unknown) &
+  (R extends { imageRows: ArrayLike<number> } ? { imageLogits: Float32Array } : unknown) &
+  (R extends { rowmaxRows: ArrayLike<number> } ? { imageRowMax: Float32Array } : unknown) &
+  (R extends { argmaxRows: ArrayLike<number> } ? { argmax: Int32Array; argmaxProb: Float64Array } : unknown) &
+  (R extends { wantKv: true } ? { newK: Float32Array[]; newV: Float32Array[] } : unknown);
 
 /** Whether quantized checkpoints repack their blocks at load unless told (env DIMOO_QUANT_PREPACK=0/1 overrides). */
 export function defaultQuantPrepack(bits: 4 | 8): boolean {
@@ -149,7 +161,8 @@ function i64(values: ArrayLike<number>): Tensor {
   return new Tensor('int64', a, [values.length]);
 }
 
-function iota(n: number): number[] {
+/** 0, 1, ..., n-1. */
+export function iota(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
 
@@ -245,22 +258,6 @@ export class Transformer {
     return ropeTables(positions, this.invFreq);
   }
 
-  /** Floats per slot per layer in a KvCache (nKvHeads * headDim). */
-  get kvSlotSize(): number {
-    return this.kvDim;
-  }
-
-  /** A zeroed cache of `slots` slots. */
-  allocKv(slots: number): KvCache {
-    const n = slots * this.kvDim;
-    const L = this.config.nLayers;
-    return {
-      slots,
-      k: Array.from({ length: L }, () => new Float32Array(n)),
-      v: Array.from({ length: L }, () => new Float32Array(n)),
-    };
-  }
-
   /** Writes a forward's newK/newV ([nKv, P, hd] per layer) into `cache` at `slots` (one per row). */
   writeKv(cache: KvCache, slots: ArrayLike<number>, newK: Float32Array[], newV: Float32Array[]): void {
     const hd = this.config.headDim;
@@ -288,7 +285,7 @@ export class Transformer {
     return this.scratch.subarray(0, n);
   }
 
-  async forward(req: ForwardRequest): Promise<ForwardResult> {
+  async forward<R extends ForwardRequest>(req: R): Promise<ForwardResult<R>> {
     const c = this.config;
     const P = req.ids.length;
     const hd = c.headDim;
@@ -371,20 +368,21 @@ export class Transformer {
     if (fetches.length === 0) fetches.push(OUT.imageRowMax);
     const out = await this.session.run(feeds, fetches);
     const f32 = (name: string) => out[name]!.data as Float32Array;
-    const res: ForwardResult = {};
-    if (logitRows.length) {
-      const all = f32(OUT.logits);
+    // Every output asked for is returned (empty when its rows are), so ForwardResult<R> holds.
+    const res: ForwardOutputs = {};
+    if (req.logitRows) {
+      const all = logitRows.length ? f32(OUT.logits) : new Float32Array(0);
       res.logits = argmaxRows.length ? all.subarray(0, logitRows.length * c.embeddingSize) : all;
     }
-    if (argmaxRows.length) {
-      const ids = out[OUT.textArgmax]!.data as BigInt64Array;
-      const rest = f32(OUT.textRest);
-      const ties = f32(OUT.textTies);
+    if (req.argmaxRows) {
+      const ids = argmaxRows.length ? (out[OUT.textArgmax]!.data as BigInt64Array) : new BigInt64Array(0);
+      const rest = argmaxRows.length ? f32(OUT.textRest) : new Float32Array(0);
+      const ties = argmaxRows.length ? f32(OUT.textTies) : new Float32Array(0);
       res.argmax = Int32Array.from(ids, Number);
       res.argmaxProb = Float64Array.from(rest, (r, i) => 1 / (ties[i]! + r));
     }
-    if (imageRows.length) res.imageLogits = f32(OUT.imageLogits);
-    if (rowmaxRows.length) res.imageRowMax = f32(OUT.imageRowMax);
+    if (req.imageRows) res.imageLogits = imageRows.length ? f32(OUT.imageLogits) : new Float32Array(0);
+    if (req.rowmaxRows) res.imageRowMax = rowmaxRows.length ? f32(OUT.imageRowMax) : new Float32Array(0);
     if (req.wantKv) {
       res.newK = [];
       res.newV = [];
@@ -393,7 +391,7 @@ export class Transformer {
         res.newV.push(f32(OUT.newV(i)));
       }
     }
-    return res;
+    return res as ForwardResult<R>;
   }
 
   async dispose(): Promise<void> {

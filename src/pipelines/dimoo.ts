@@ -20,9 +20,9 @@ import { TextTokenizer } from '../models/tokenizer.js';
 import { Transformer } from '../models/transformer.js';
 import { loadVqConfig, type VqConfig } from '../checkpoint/vq-config.js';
 import { VqModel } from '../models/vq-model.js';
-import { varCenterCrop } from '../image/crop.js';
 import type { Image8 } from '../image/image.js';
 import { readImage, readMask } from '../image/io.js';
+import type { FitMode } from '../image/processor.js';
 import {
   checkMaskSize,
   dilateCells,
@@ -32,7 +32,6 @@ import {
   type CellMask,
   type PaintMode,
 } from '../image/masks.js';
-import { resizePil } from '../image/resample.js';
 import { guideImageToImage, guideTextToImage } from '../samplers/guidance.js';
 import { MASKED } from '../samplers/maskgit.js';
 import { Prng } from '../samplers/prng.js';
@@ -47,6 +46,8 @@ import {
   understandingPrompt,
 } from './prompts.js';
 import { runTextJob } from './text-engine.js';
+import { TASKS, type PaintTask } from './tasks.js';
+import { checkTokenGrid } from './token-grid.js';
 import { blameWeights, NonFiniteError } from '../checkpoint/nonfinite.js';
 import type {
   DimooApi,
@@ -123,6 +124,7 @@ export class Dimoo implements DimooApi {
       name: path.basename(path.resolve(this.checkpoint.dir)),
       hasVq: this.vqConfig !== undefined,
       vqScale: this.vqScale,
+      codebookSize: this.special.codebookSize,
       device: this.model.device,
     };
   }
@@ -145,23 +147,8 @@ export class Dimoo implements DimooApi {
 
   private checkGrid(grid: TokenGrid, what: string): GridImage {
     const s = this.vqScale;
-    if (typeof grid !== 'object' || grid === null) throw new DimooError(`${what}: token grid must be an object`, E);
-    const height = checkSize(`${what}.height`, grid.height, s);
-    const width = checkSize(`${what}.width`, grid.width, s);
-    const gridH = height / s;
-    const gridW = width / s;
-    if (!Array.isArray(grid.codes) && !ArrayBuffer.isView(grid.codes)) throw new DimooError(`${what}.codes must be an array`, E);
-    const codes = Int32Array.from(grid.codes as ArrayLike<number>);
-    if (codes.length !== gridH * gridW) {
-      throw new DimooError(`${what}: ${codes.length} codes for a ${width}x${height} image (needs ${gridH * gridW})`, E);
-    }
-    for (let i = 0; i < codes.length; i++) {
-      const c = (grid.codes as ArrayLike<number>)[i]!;
-      if (!Number.isInteger(c) || c < 0 || c >= this.special.codebookSize) {
-        throw new DimooError(`${what}.codes[${i}] = ${c} is not a code in [0, ${this.special.codebookSize})`, E);
-      }
-    }
-    return { gridH, gridW, codes, width, height, sourceWidth: width, sourceHeight: height };
+    const { width, height, codes } = checkTokenGrid(grid, what, { scale: s, codebookSize: this.special.codebookSize, maxSide: LIMITS.maxSide });
+    return { gridH: height / s, gridW: width / s, codes: Int32Array.from(codes), width, height, sourceWidth: width, sourceHeight: height };
   }
 
   private async pixels(input: ImageInput, what: string): Promise<Image8> {
@@ -179,27 +166,21 @@ export class Dimoo implements DimooApi {
     throw new DimooError(`${what}: expected {path}, {rgb} or {tokens}`, E);
   }
 
-  /** Resolves an input image to a token grid ('none' keeps the size, flooring to a multiple of the VQ scale). */
-  private async toGrid(input: ImageInput | undefined, what: string, crop: EncodeOptions['crop']): Promise<GridImage> {
+  /**
+   * Resolves an input image to a token grid. Pixels are fitted by the VQ's image
+   * processor: the original's crop to an area budget, 'none' (the size floored
+   * to a multiple of the VQ scale), or an explicit size.
+   */
+  private async toGrid(input: ImageInput | undefined, what: string, fit: FitMode | { width: number; height: number }): Promise<GridImage> {
     if (!input || typeof input !== 'object') throw new DimooError(`${what} is required`, E);
     if ('tokens' in input) return this.checkGrid(input.tokens, what);
     const img = await this.pixels(input, what);
     const vq = await this.vq();
-    const s = this.vqScale;
-    let ready: Image8;
-    if (crop === 'none' || crop === undefined) {
-      const w = img.width - (img.width % s);
-      const h = img.height - (img.height % s);
-      if (w < s || h < s) throw new DimooError(`${what}: ${img.width}x${img.height} is smaller than one ${s}px token`, 'E_IMAGE');
-      // As diffusers' VaeImageProcessor: sizes are floored to the scale and resized (Lanczos).
-      ready = w === img.width && h === img.height ? img : resizePil(img, w, h, 'lanczos');
-    } else {
-      ready = varCenterCrop(img, { budget: crop }).image;
-    }
+    const ready = typeof fit === 'object' ? vq.processor.resize(img, fit.width, fit.height, what) : vq.processor.fit(img, fit, what);
     if (ready.width > LIMITS.maxSide || ready.height > LIMITS.maxSide) {
       throw new DimooError(`${what}: ${ready.width}x${ready.height} exceeds ${LIMITS.maxSide} px`, 'E_IMAGE');
     }
-    const g = await vq.encode({ data: ready.data, width: ready.width, height: ready.height });
+    const g = await vq.encode(ready);
     return {
       gridH: g.gridH,
       gridW: g.gridW,
@@ -214,7 +195,9 @@ export class Dimoo implements DimooApi {
   async encodeImage(input: ImageInput, opts: EncodeOptions = {}): Promise<TokenGrid> {
     const crop = opts.crop ?? 'none';
     if (![256, 512, 1024, 'none'].includes(crop)) throw new DimooError(`crop must be 256, 512, 1024 or none, got ${String(crop)}`, E);
-    const g = await this.toGrid(input, 'image', crop);
+    if (opts.size !== undefined && crop !== 'none') throw new DimooError('encodeImage: give crop or size, not both', E);
+    const size = opts.size && { width: checkSize('size.width', opts.size.width, this.vqScale), height: checkSize('size.height', opts.size.height, this.vqScale) };
+    const g = await this.toGrid(input, 'image', size ?? crop);
     return { height: g.height, width: g.width, codes: Array.from(g.codes) };
   }
 
@@ -385,16 +368,16 @@ export class Dimoo implements DimooApi {
   }
 
   private async paintJob(
-    task: 'inpaint' | 'outpaint' | 'retouch',
+    task: PaintTask,
     p: PaintParams | RetouchParams,
     mode: PaintMode,
     o: RunOptions,
   ): Promise<ImageResult> {
-    const prompt = checkPrompt('prompt', p.prompt, task !== 'retouch');
+    const prompt = checkPrompt('prompt', p.prompt, !TASKS[task].promptOptional);
     const cfg = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.paint.cfgScale, 0, 100);
     const dilate = checkInt('dilate', p.dilate ?? 0, 0, 64);
     const sampling = resolveSampling(p, DEFAULTS.paint);
-    if (task === 'retouch' && !p.mask) throw new DimooError('retouch needs a mask (regions to regenerate)', E);
+    if (TASKS[task].mask === 'required' && !p.mask) throw new DimooError(`${task} needs a mask (regions to regenerate)`, E);
     const g = await this.toGrid(p.image, 'image', 'none');
     const mask = await this.cellsFor(p.mask, g, mode, dilate);
     const cells = Int32Array.from(g.codes, (c, i) => (mask.cells[i] ? MASKED : c));

@@ -3,12 +3,9 @@
  * and the worker-thread proxy all speak these.
  */
 
-/** 8-bit RGB pixels, row-major, 3 bytes per pixel. */
-export interface RgbImage {
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
+/** 8-bit RGB pixels, row-major, 3 bytes per pixel (the image modules' type). */
+export type { RgbImage } from '../image/image.js';
+import type { RgbImage } from '../image/image.js';
 
 /**
  * An image's VQ token grid: `height`/`width` are PIXEL sizes (multiples of the
@@ -201,6 +198,8 @@ export interface UnderstandResult {
 export interface EncodeOptions {
   /** Area budget of the original's aspect-ratio crop (default 1024 for understanding, 512 for editing); 'none' keeps the size (must be a multiple of 16). */
   crop?: 256 | 512 | 1024 | 'none';
+  /** Resize to exactly this size (multiples of 16; Lanczos) instead; only with crop 'none'. */
+  size?: { width: number; height: number };
 }
 
 /** Everything a loaded DiMOO offers; implemented in-process (`Dimoo`) and over a worker thread (`WorkerDimoo`). */
@@ -224,6 +223,8 @@ export interface ModelInfo {
   hasVq: boolean;
   /** VQ downsampling factor (16). */
   vqScale: number;
+  /** Image codes are 0 .. codebookSize - 1 (8192). */
+  codebookSize: number;
   device: 'cpu' | 'webgpu';
 }
 

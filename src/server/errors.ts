@@ -4,12 +4,12 @@
  * errors they caused (DimooError, request checks, the framework's own 4xx);
  * anything else becomes a bare 500 with the details only in the log.
  */
-import { DimooError } from '../errors.js';
+import { DimooError, type ErrorCode } from '../errors.js';
 
 export interface ErrorBody {
   message: string;
   type: string;
-  code: string;
+  code: ErrorCode;
   param?: string | null;
 }
 
@@ -17,7 +17,7 @@ export interface ErrorBody {
 export class RequestError extends DimooError {
   constructor(
     message: string,
-    code: string,
+    code: ErrorCode,
     readonly status = 400,
     readonly param?: string,
     readonly headers: Record<string, string> = {},
@@ -42,7 +42,7 @@ function typeFor(status: number): string {
 }
 
 /** Codes for the framework's own 4xx errors, which carry FST_* codes. */
-function frameworkCode(status: number, fst: string | undefined): string {
+function frameworkCode(status: number, fst: string | undefined): ErrorCode {
   if (status === 413) return 'E_TOO_LARGE';
   if (status === 415) return 'E_MEDIA_TYPE';
   if (fst === 'FST_ERR_CTP_INVALID_JSON_BODY' || fst === 'FST_ERR_CTP_EMPTY_JSON_BODY')

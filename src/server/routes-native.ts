@@ -3,7 +3,8 @@
  * previews), token grids in and out, stored result files, health.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { EditType, ImageInput, MaskSpec, TokenGrid } from '../pipelines/types.js';
+import { runPaintTask, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
+import type { EditType, ImageInput, MaskSpec, ModelInfo, TokenGrid } from '../pipelines/types.js';
 import { paintCellMask } from '../image/masks.js';
 import { awaitJob } from './context.js';
 import { RequestError } from './errors.js';
@@ -11,7 +12,7 @@ import {
   bytesOfDataUrl,
   checkTokenGrid,
   decodeUpload,
-  fitToGrid,
+  gridSizeFor,
   maskCellsFromPng,
   pngOf,
 } from './images.js';
@@ -41,9 +42,8 @@ import {
   type TaskEnv,
 } from './tasks.js';
 
-const TASKS = ['generate', 'edit', 'inpaint', 'outpaint', 'retouch', 'understand'] as const;
 
-/** A parsed `image` field: raw pixels (already on the token grid) or a token grid. */
+/** A parsed `image` field: decoded pixels (with the grid size painting uses) or a token grid. */
 interface ImageRef {
   input: ImageInput;
   /** Size the model sees. */
@@ -54,7 +54,7 @@ interface ImageRef {
   srcHeight: number;
 }
 
-async function parseImageRef(v: unknown, param: string, limits: ServerLimits): Promise<ImageRef> {
+async function parseImageRef(v: unknown, param: string, limits: ServerLimits, model: ModelInfo): Promise<ImageRef> {
   if (typeof v === 'string') v = { data_url: v };
   const o = v as Body | undefined;
   if (!o || typeof o !== 'object')
@@ -65,7 +65,7 @@ async function parseImageRef(v: unknown, param: string, limits: ServerLimits): P
       param,
     );
   if (o['tokens'] !== undefined) {
-    const g = checkTokenGrid(o['tokens'], `${param}.tokens`, limits);
+    const g = checkTokenGrid(o['tokens'], `${param}.tokens`, limits, model);
     return {
       input: { tokens: g },
       width: g.width,
@@ -80,11 +80,12 @@ async function parseImageRef(v: unknown, param: string, limits: ServerLimits): P
       param,
       limits,
     );
-    const rgb = await fitToGrid(img, limits);
+    // Decoded pixels: the library fits them (crop for edits and understanding, `size` for painting).
+    const size = gridSizeFor(img.width, img.height, limits);
     return {
-      input: { rgb },
-      width: rgb.width,
-      height: rgb.height,
+      input: { rgb: img },
+      width: size.width,
+      height: size.height,
       srcWidth: img.width,
       srcHeight: img.height,
     };
@@ -218,13 +219,13 @@ function statusJson(app: FastifyInstance, job: Job): Record<string, unknown> {
 
 /** Builds the runner for a native job from its JSON body; validation errors are thrown here, before queueing. */
 async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDefault: number) {
-  const task = optChoice(b, 'task', TASKS);
+  const task = optChoice(b, 'task', TASK_NAMES);
   if (!task)
-    throw new RequestError(`task: required, one of ${TASKS.join(', ')}`, 'E_PARAM', 400, 'task');
+    throw new RequestError(`task: required, one of ${TASK_NAMES.join(', ')}`, 'E_PARAM', 400, 'task');
   const previewEvery = optInt(b, 'preview_every', 0, 100000) ?? previewDefault;
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
-    const img = await parseImageRef(b['image'], 'image', limits);
+    const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
     const p = { ...parseUnderstand(b, limits), question, image: img.input };
     return {
       task,
@@ -251,14 +252,14 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
         ),
     };
   }
-  const img = await parseImageRef(b['image'], 'image', limits);
+  const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
   if (task === 'edit') {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
     const ref =
       b['ref_image'] !== undefined
-        ? await parseImageRef(b['ref_image'], 'ref_image', limits)
+        ? await parseImageRef(b['ref_image'], 'ref_image', limits, env.api.info())
         : undefined;
     if (editType === 'image_ref_transfer' && !ref)
       throw new RequestError(
@@ -283,17 +284,16 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
     };
   }
   const mask = await parseMask(b['mask'], img, limits);
-  if (task === 'retouch' && !mask)
+  if (TASKS[task].mask === 'required' && !mask)
     throw new RequestError(
-      'mask: retouch needs a mask (cells, rects or data_url)',
+      `mask: ${task} needs a mask (cells, rects or data_url)`,
       'E_MASK',
       400,
       'mask',
     );
-  const prompt =
-    task === 'retouch'
-      ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
-      : reqString(b, 'prompt', limits.maxPromptChars);
+  const prompt = TASKS[task].promptOptional
+    ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
+    : reqString(b, 'prompt', limits.maxPromptChars);
   const dilate = optInt(b, 'dilate', 0, 16);
   if (mask) refuseEmptyMask(mask, img, task, dilate ?? 0);
   return {
@@ -301,7 +301,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
     meta: { width: img.width, height: img.height, steps: s.timesteps },
     run: async (ctx: Parameters<typeof runImage>[1]) => {
       // Pixels are encoded exactly at their (gridded) size, so masks in cells and rects line up.
-      const tokens = await toTokens(env, img.input, ctx.signal);
+      const tokens = await toTokens(env, img.input, ctx.signal, { width: img.width, height: img.height });
       const p = {
         ...s,
         prompt,
@@ -312,12 +312,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
       return runImage(
         env,
         ctx,
-        (o) =>
-          task === 'inpaint'
-            ? env.api.inpaint(p, o)
-            : task === 'outpaint'
-              ? env.api.outpaint(p, o)
-              : env.api.retouch({ ...p, mask: mask! }, o),
+        (o) => runPaintTask(env.api, task, p, o),
         previewEvery,
         seed,
       );
@@ -435,11 +430,11 @@ export function registerNativeRoutes(app: FastifyInstance): void {
       sizeBody = b;
     }
     const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, 0) : undefined;
-    const rgb = await fitToGrid(img, limits, size);
+    const target = size ?? gridSizeFor(img.width, img.height, limits);
     const job = queue.submit(
       'encode',
       async (ctx) => {
-        const tokens: TokenGrid = await toTokens(st, { rgb }, ctx.signal);
+        const tokens: TokenGrid = await toTokens(st, { rgb: img }, ctx.signal, target);
         // The reconstruction is what retouching will start from; show it rather than the upload.
         const png = await pngOf(await st.api.decodeTokens(tokens));
         return {
@@ -449,7 +444,7 @@ export function registerNativeRoutes(app: FastifyInstance): void {
           image_url: `/v1/files/${st.store.put(png)}`,
         };
       },
-      { width: rgb.width, height: rgb.height },
+      { width: target.width, height: target.height },
     );
     return awaitJob(app, job, reply);
   });
@@ -457,7 +452,7 @@ export function registerNativeRoutes(app: FastifyInstance): void {
   app.post('/v1/tokens/decode', async (req, reply) => {
     requireVq(st.api);
     const b = asBody(req.body);
-    const grid = checkTokenGrid(b['tokens'] ?? b, 'tokens', limits);
+    const grid = checkTokenGrid(b['tokens'] ?? b, 'tokens', limits, st.api.info());
     const job = queue.submit('decode', async () => pngOf(await st.api.decodeTokens(grid)), {
       width: grid.width,
       height: grid.height,

@@ -4,13 +4,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { PAINT_TASKS, runPaintTask } from '../pipelines/tasks.js';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
 import { awaitJob, checkModelField } from './context.js';
 import { RequestError } from './errors.js';
 import {
   bytesOfDataUrl,
   decodeUpload,
-  fitToGrid,
   gridSizeFor,
   maskCellsFromPng,
 } from './images.js';
@@ -168,7 +168,7 @@ function registerImageEdits(app: FastifyInstance): void {
           'edit_type',
         );
       }
-      const task = optChoice(b, 'task', ['inpaint', 'retouch', 'outpaint'] as const) ?? 'inpaint';
+      const task = optChoice(b, 'task', PAINT_TASKS) ?? 'inpaint';
       const cells = await maskCellsFromPng(maskFile.data, img.width, img.height, size, limits);
       if (!cells.some((c) => c === 1)) {
         throw new RequestError(
@@ -180,11 +180,10 @@ function registerImageEdits(app: FastifyInstance): void {
       }
       const dilate = optInt(b, 'dilate', 0, 16);
       const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
-      const rgb = await fitToGrid(img, limits, size);
       const job = st.queue.submit(
         task,
         async (ctx) => {
-          const tokens = await toTokens(st, { rgb }, ctx.signal);
+          const tokens = await toTokens(st, { rgb: img }, ctx.signal, size);
           const outs: ImageOutput[] = [];
           for (let i = 0; i < n; i++) {
             const seed = (s.seed + i) >>> 0;
@@ -200,12 +199,7 @@ function registerImageEdits(app: FastifyInstance): void {
               await runImage(
                 st,
                 ctx,
-                (o) =>
-                  task === 'inpaint'
-                    ? st.api.inpaint(p, o)
-                    : task === 'outpaint'
-                      ? st.api.outpaint(p, o)
-                      : st.api.retouch(p, o),
+                (o) => runPaintTask(st.api, task, p, o),
                 0,
                 seed,
                 i * s.timesteps!,
@@ -223,13 +217,11 @@ function registerImageEdits(app: FastifyInstance): void {
     const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
-    const rgb = await fitToGrid(img, limits, size);
+    // The library crops both images as the original does (as for `dimoo edit`).
+    const rgb = img;
     let refImage: ImageInput | undefined;
     const refFile = form.files.get('ref_image');
-    if (refFile)
-      refImage = {
-        rgb: await fitToGrid(await decodeUpload(refFile.data, 'ref_image', limits), limits),
-      };
+    if (refFile) refImage = { rgb: await decodeUpload(refFile.data, 'ref_image', limits) };
     if (editType === 'image_ref_transfer' && !refImage) {
       throw new RequestError(
         'ref_image: edit_type image_ref_transfer needs a second image (ref_image or a second image[])',
@@ -282,10 +274,7 @@ function registerChatCompletions(app: FastifyInstance): void {
     const b = asBody(req.body);
     checkModelField(app, b['model']);
     const { question, image } = parseMessages(b['messages'], limits.maxPromptChars);
-    const rgb = await fitToGrid(
-      await decodeUpload(bytesOfDataUrl(image, 'messages[].image_url'), 'image_url', limits),
-      limits,
-    );
+    const rgb = await decodeUpload(bytesOfDataUrl(image, 'messages[].image_url'), 'image_url', limits);
     const p = parseUnderstand(b, limits);
     const params: UnderstandParams = { ...p, question, image: { rgb } };
     const stream = optBool(b, 'stream') ?? false;

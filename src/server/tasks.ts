@@ -96,14 +96,16 @@ export async function runImage(
 }
 
 /** Raw pixels arriving as an already-gridded RGB image are encoded first, so masks in cells line up exactly. */
+/** Pixels -> tokens at `size` (the library resizes with its image processor), or at the image's own size floored to the grid. */
 export async function toTokens(
   env: TaskEnv,
   input: ImageInput,
   signal: AbortSignal,
+  size?: { width: number; height: number },
 ): Promise<TokenGrid> {
   signal.throwIfAborted();
   if ('tokens' in input) return input.tokens;
-  const g = await env.api.encodeImage(input, { crop: 'none' });
+  const g = await env.api.encodeImage(input, size ? { size } : { crop: 'none' });
   signal.throwIfAborted();
   return g;
 }
