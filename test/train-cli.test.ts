@@ -189,6 +189,12 @@ test('Ctrl-C saves a resumable checkpoint; --resume continues bit-identically', 
   assert.equal(part.code, 130);
   assert.match(part.stderr, /interrupted after step 2: saved .*checkpoint-2/);
   assert.equal(steps(part.stdout).length, 2);
+  const state = JSON.parse(
+    fs.readFileSync(path.join(tmp, 'part', 'checkpoint-2', 'trainer_state.json'), 'utf8'),
+  ) as { step: number; position: unknown; rng: { seed: number } };
+  assert.equal(state.step, 2);
+  assert.deepEqual(state.position, { epoch: 2, microBatch: 0, batchesPerEpoch: 1 });
+  assert.equal(state.rng.seed, 5);
   const resumed = await run([
     'train',
     '--model',
@@ -359,7 +365,7 @@ test('image files: dimoo encode --items pre-tokenizes a data set; training on it
     '--model',
     model,
     '--steps',
-    '2',
+    '1',
     '--batch-size',
     '2',
     '--json',

@@ -77,6 +77,12 @@ export interface TrainerStateFile {
   config: TrainerConfig;
   data: { files: string[]; sha256: string; records: number };
   history: Array<{ step: number; loss: number; gradNorm: number; lr: number }>;
+  /**
+   * Where the data stands and what the random streams are (informational: both
+   * follow from `step` and the seed, which is why resuming needs nothing else).
+   */
+  position?: { epoch: number; microBatch: number; batchesPerEpoch: number };
+  rng?: { generator: string; seed: number; shuffle: string; masks: string };
 }
 
 export interface RunFolderContents {

@@ -336,6 +336,17 @@ export class Trainer {
       config: this.config,
       data: this.dataInfo,
       history: this.history,
+      position: {
+        epoch: Math.floor((this.step * this.config.gradAccum) / this.loop.batchesPerEpoch),
+        microBatch: (this.step * this.config.gradAccum) % this.loop.batchesPerEpoch,
+        batchesPerEpoch: this.loop.batchesPerEpoch,
+      },
+      rng: {
+        generator: 'xoshiro128** (samplers/prng.ts)',
+        seed: this.config.seed,
+        shuffle: 'epoch e: stream (seed, 1, e)',
+        masks: 'record i in epoch e: stream (seed, 2, e, i)',
+      },
     };
     writeRunFolder(dir, {
       base: this.checkpoint,
