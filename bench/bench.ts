@@ -11,12 +11,13 @@
  *   --quick           a few minutes: the 8B rows and the 1b ML-Cache/understanding rows are skipped
  *   --json            print one JSON object instead of the table
  *   --json-out FILE   also write the JSON object to FILE
- *   --only a,b        sections: gemm, int8, forward, step, precision, vq, mlcache, understanding, quality
+ *   --only a,b        sections: gemm, int8, forward, step, precision, vq, mlcache, understanding, quality, train
  *                     (int8: the int8 kernel table, the 8B qgemm step at 256x256 (and 512x512 with --int8-512),
  *                     golden accuracy of the qgemm format)
  *   --int8-512        also the 8B qgemm step at 512x512 (peak RSS) in the int8 section
  *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
  *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
+ *   --train-steps N   optimiser steps per training row (default 3; the first is timed apart)
  *   --mlcache P:S,..  ML-Cache rows to run, e.g. 1b:256 (default small:256 and, without --quick, 1b:512: ~20 min)
  */
 import { ensureAmusedVq, type VqRow } from './vq.js';
@@ -29,6 +30,7 @@ import { benchCacheDir, ensurePreset, ensureQuantized, freeBytes, presetBytes, q
 import { defaultGoldenDir } from './quality.js';
 import type { GemmResult } from './gemm.js';
 import { buildJson, emptyResults, renderTable } from './report.js';
+import { runTorchTrain, type TrainRow } from './train.js';
 import type { ForwardRow, MlCacheRow, QualityRow, StepRow, TaskName, UnderstandingRow } from './tasks.js';
 import { QUANT_MANIFEST, type QuantFormat } from '../src/checkpoint/quantized.js';
 import { quantizeCheckpoint } from '../src/tools/quantize.js';
@@ -225,6 +227,37 @@ async function main(): Promise<void> {
         }
         log(`quality on the golden cases: ${precision}`);
         res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
+      }
+    }
+  }
+
+  if (want('train')) {
+    // Small preset, 4 x 512 tokens, fp32, 2 threads: ours, then PyTorch on the same checkpoint.
+    const tThreads = Math.min(2, cores);
+    const steps = Number(value('--train-steps') ?? 3);
+    if (!res.gemm.some((g) => g.kind === 'fp32' && g.threads === tThreads && g.prepack)) {
+      log(`GEMM fp32, ${tThreads} thread(s) (the training rows' limit)`);
+      res.gemm.push(await runChild<GemmResult>('gemm', { kind: 'fp32', threads: tThreads, M: 1024, K: 4096, N: 4096, prepack: true }));
+    }
+    const small = await presetDir('small');
+    log(`training step small fp32, 4 x 512 tokens, ${tThreads} threads, ${steps} steps`);
+    const r = await runChild<TrainRow>('trainStep', { dir: small, threads: tThreads, batch: 4, seqLen: 512, steps });
+    const lim = limit('fp32', tThreads);
+    res.train.push({ ...r, label: 'small fp32 full fine-tuning', preset: 'small', precision: 'fp32', mfu: lim ? r.flops / r.stepS / 1e9 / lim : undefined });
+    log(`PyTorch training step small fp32 (bench/torch-train.py), ${tThreads} threads`);
+    res.trainTorch = { ...runTorchTrain({ dir: small, threads: tThreads, batch: 4, seqLen: 512, steps }), preset: 'small' };
+    if (!res.trainTorch.ok) res.notes.push(`PyTorch training row: ${res.trainTorch.reason ?? 'failed'}`);
+    if (skip8b) res.notes.push(`8B QLoRA training row skipped (${quick ? '--quick' : '--no-8b'})`);
+    else {
+      const need = presetBytes('8b') + quantizedBytes('8b', 4);
+      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int4', '.complete')) ? Infinity : freeBytes(benchCacheDir());
+      if (have < need) res.notes.push(`8B QLoRA training row skipped: needs ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
+      else {
+        const dir = await quantDir('8b', 4);
+        const lora = { r: 16, alpha: 32, targets: ['q', 'k', 'v', 'attn_out', 'ff', 'up', 'down'] };
+        log(`training step 8B int4 + LoRA r16 (every attention/MLP linear), 1 x 512 tokens, ${tThreads} threads, 1 step`);
+        const q = await runChild<TrainRow>('trainStep', { dir, threads: tThreads, batch: 1, seqLen: 512, steps: 1, lora });
+        res.train.push({ ...q, label: '8B int4 base + LoRA r16 (QLoRA)', preset: '8b', precision: 'int4' });
       }
     }
   }

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import type { GemmResult } from './gemm.js';
 import type { ForwardRow, MlCacheRow, QualityRow, StepRow, UnderstandingRow } from './tasks.js';
 import type { VqRow } from './vq.js';
+import type { TorchTrainRow, TrainRow } from './train.js';
 
 export interface Results {
   machine: Record<string, unknown> & { threads: number };
@@ -19,6 +20,9 @@ export interface Results {
   understanding: (UnderstandingRow & { preset: string })[];
   quality: (QualityRow & { precision: string })[];
   vq: VqRow[];
+  /** Training steps (--only train): ours per config, and the PyTorch step beside the small row. */
+  train: (TrainRow & { label: string; preset: string; precision: string; mfu?: number })[];
+  trainTorch?: TorchTrainRow & { preset: string };
   notes: string[];
 }
 
@@ -38,10 +42,13 @@ export const SUMMARY_KEYS = [
   'gemm_gflops_int8',
   't2i_step_mfu_8b_int8_256',
   'int8_golden_token_agreement',
+  'train_tokens_per_s_small',
+  'train_mfu_small',
+  'train_rss_gb_8b_int4_lora',
 ] as const;
 
 export function emptyResults(machine: Results['machine']): Results {
-  return { machine, gemm: [], int8Kernels: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], vq: [], notes: [] };
+  return { machine, gemm: [], int8Kernels: [], forward: [], step: [], mlcache: [], understanding: [], quality: [], vq: [], train: [], notes: [] };
 }
 
 /**
@@ -58,6 +65,8 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
   const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined ? a / b : null);
   const qStep = (size: number) => step('8b', size, 'int8-qgemm');
   const qQuality = res.quality.find((q) => q.precision === 'int8-qgemm');
+  const trainSmall = res.train.find((t) => t.preset === 'small' && t.precision === 'fp32' && t.lora === undefined);
+  const train8b = res.train.find((t) => t.preset === '8b' && t.precision === 'int4' && t.lora !== undefined);
   const ml = res.mlcache.at(-1);
   const und = res.understanding.filter((u) => u.preset !== 'golden-tiny').at(-1);
   // The 8B rows at the default load settings (the first of each precision).
@@ -107,10 +116,16 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     rss_gb_8b_int8: rss8.int8,
     rss_gb_8b_int4: rss8.int4,
     ...(rss8From ? { rss_gb_8b_source: rss8From } : {}),
+    train_tokens_per_s_small: trainSmall?.tokensPerS ?? null,
+    train_mfu_small: trainSmall?.mfu ?? null,
+    train_torch_tokens_per_s_small: res.trainTorch?.ok ? (res.trainTorch.tokensPerS ?? null) : null,
+    train_vs_torch_small: trainSmall && res.trainTorch?.ok && res.trainTorch.tokensPerS ? trainSmall.tokensPerS / res.trainTorch.tokensPerS : null,
+    train_rss_gb_8b_int4_lora: train8b?.peakRssGb ?? null,
+    train_s_per_step_8b_int4_lora: train8b?.stepS ?? null,
     vq_encode_ms_512: res.vq.find((v) => v.size === 512)?.encodeMs ?? null,
     vq_decode_ms_512: res.vq.find((v) => v.size === 512)?.decodeMs ?? null,
     machine: res.machine,
-    details: { gemm: res.gemm, int8Kernels: res.int8Kernels, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq },
+    details: { gemm: res.gemm, int8Kernels: res.int8Kernels, forward: res.forward, step: res.step, mlcache: res.mlcache, understanding: res.understanding, quality: res.quality, vq: res.vq, train: res.train, trainTorch: res.trainTorch },
     notes: res.notes,
   };
 }
@@ -268,6 +283,22 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
         'Quality per precision on the golden cases (tiny checkpoint)',
         ['precision', 'logits rel L2', 'argmax agreement', 'token agreement (11 cases)'],
         res.quality.map((q) => [q.precision, f(q.logitsRelL2, 4), pct(q.argmaxAgreement), pct(q.caseAgreement)]),
+      ),
+    );
+  }
+  if (res.train.length > 0) {
+    const t = res.trainTorch;
+    out.push(
+      table(
+        'Training steps (forward + CE + backward + clip_grad_norm_ + AdamW), random batches, half the tokens masked',
+        ['config', 'batch x len', 'threads', 'load s', 's/step', 'tokens/s', 'GFLOP/s', 'vs fp32 GEMM limit', 'peak RSS GB'],
+        [
+          ...res.train.map((r) => [r.label, `${r.batch} x ${r.seqLen}`, String(r.threads), f(r.loadS), f(r.stepS, 2), f(r.tokensPerS), f(r.flops / r.stepS / 1e9), pct(r.mfu), f(r.peakRssGb, 2)]),
+          ...(t
+            ? [[`PyTorch ${t.torch ?? ''} (bench/torch-train.py), ${t.preset} fp32`, '', '', '', f(t.stepS, 2), t.ok ? f(t.tokensPerS) : `- (${t.reason ?? 'failed'})`, '', '', f(t.peakRssGb, 2)]]
+            : []),
+        ],
+        'FLOPs: matrix products of the forward (head on the labelled rows) x3 for full fine-tuning (weight and activation gradients), x2 for LoRA. PyTorch computes the head on every row, as train.py.',
       ),
     );
   }

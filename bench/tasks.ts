@@ -3,6 +3,7 @@
  * child.ts) so that peak RSS and load time belong to one configuration.
  */
 import { taskVq } from './vq.js';
+import { taskTrainStep } from './train.js';
 import * as os from 'node:os';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { runImageJob, type ImageJob, type StepInspection } from '../src/pipelines/image-engine.js';
@@ -391,6 +392,7 @@ export const TASKS = {
   mlcache: taskMlCache,
   understanding: taskUnderstanding,
   quality: taskQuality,
+  trainStep: taskTrainStep,
 } as const;
 
 export type TaskName = keyof typeof TASKS;

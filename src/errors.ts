@@ -32,6 +32,7 @@ export const ERROR_CODES = [
   'E_TRAIN',
   'E_LORA',
   'E_RESUME',
+  'E_NONFINITE',
   // runtime
   'E_WEBGPU',
   'E_WORKER',
@@ -47,6 +48,7 @@ export const ERROR_CODES = [
   'E_NOT_FOUND',
   'E_QUEUE_FULL',
   'E_SHUTDOWN',
+  'E_FORBIDDEN',
   // OpenAI-compatible codes the server answers with
   'model_not_found',
   'invalid_api_key',

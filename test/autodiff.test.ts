@@ -62,10 +62,15 @@ async function checkOp(
   });
   const session = await ort.InferenceSession.create(g.toBytes());
   const Arr = dtype === 'float64' ? Float64Array : Float32Array;
-  const vals = vars.map((v, i) => v.values ?? rand(numel(v.shape), 17 + i * 101).map((x) => x + (v.offset ?? 0)));
+  const vals = vars.map(
+    (v, i) => v.values ?? rand(numel(v.shape), 17 + i * 101).map((x) => x + (v.offset ?? 0)),
+  );
   const rv = rand(yShape.length === 0 ? 1 : numel(yShape), 999);
   const feeds = (vv: number[][]): Record<string, ort.Tensor> => {
-    const f: Record<string, ort.Tensor> = { ...extraFeeds, r: new ort.Tensor(dtype, Arr.from(rv), yShape) };
+    const f: Record<string, ort.Tensor> = {
+      ...extraFeeds,
+      r: new ort.Tensor(dtype, Arr.from(rv), yShape),
+    };
     vars.forEach((v, i) => (f[v.name] = new ort.Tensor(dtype, Arr.from(vv[i]!), v.shape)));
     return f;
   };
@@ -92,7 +97,10 @@ async function checkOp(
       maxErr = Math.max(maxErr, Math.abs(fd - analytic[j]!));
       scale = Math.max(scale, Math.abs(fd));
     }
-    assert.ok(maxErr <= tol * Math.max(1, scale), `${label} d/d${vars[i]!.name}: max error ${maxErr} (scale ${scale}, ${dtype})`);
+    assert.ok(
+      maxErr <= tol * Math.max(1, scale),
+      `${label} d/d${vars[i]!.name}: max error ${maxErr} (scale ${scale}, ${dtype})`,
+    );
   }
   await session.release();
 }
@@ -109,7 +117,15 @@ test('elementwise ops with broadcasting (float64)', async () => {
   await checkOp('sub', ab, (t, [a, b]) => t.sub(b!, a!), F64);
   await checkOp('mul', ab, (t, [a, b]) => t.mul(a!, b!), F64);
   await checkOp('div', ab, (t, [a, b]) => t.div(a!, b!), F64);
-  await checkOp('div scalar-ish', [{ name: 'a', shape: [1] , offset: 3 }, { name: 'b', shape: [2, 3] }], (t, [a, b]) => t.div(b!, a!), F64);
+  await checkOp(
+    'div scalar-ish',
+    [
+      { name: 'a', shape: [1], offset: 3 },
+      { name: 'b', shape: [2, 3] },
+    ],
+    (t, [a, b]) => t.div(b!, a!),
+    F64,
+  );
   const pos = [{ name: 'x', shape: [2, 5], offset: 2 }];
   await checkOp('neg', pos, (t, [x]) => t.neg(x!), F64);
   await checkOp('sqrt', pos, (t, [x]) => t.sqrt(x!), F64);
@@ -134,53 +150,140 @@ test('reductions, casts and where (float64)', async () => {
   await checkOp('reduceSum drop', x, (t, [v]) => t.reduceSum(v!, [0, 2], false), F64);
   await checkOp('reduceMean keep', x, (t, [v]) => t.reduceMean(v!, [-1], true), F64);
   await checkOp('reduceMean drop', x, (t, [v]) => t.reduceMean(v!, [1], false), F64);
-  await checkOp('cast f64 -> f32 -> f64', x, (t, [v]) => t.cast(t.mul(t.cast(v!, 'float32'), t.wrap(t.g.scalarF32(1.5), [], 'float32')), 'float64'), F64, {}, {
-    // Linear in x, but rounded to float32 on the way: a large step keeps the rounding small.
-    h: 1e-2,
-    tol: 1e-4,
-  });
-  await checkOp('where', [{ name: 'a', shape: [2, 3] }, { name: 'b', shape: [3] }], (t, [a, b]) => {
-    const cond = t.g.constI64([1, 0, 1, 0, 0, 1], [2, 3]);
-    return t.where(t.g.cast(cond, 'bool'), [2, 3], a!, b!);
-  }, F64);
+  await checkOp(
+    'cast f64 -> f32 -> f64',
+    x,
+    (t, [v]) =>
+      t.cast(t.mul(t.cast(v!, 'float32'), t.wrap(t.g.scalarF32(1.5), [], 'float32')), 'float64'),
+    F64,
+    {},
+    {
+      // Linear in x, but rounded to float32 on the way: a large step keeps the rounding small.
+      h: 1e-2,
+      tol: 1e-4,
+    },
+  );
+  await checkOp(
+    'where',
+    [
+      { name: 'a', shape: [2, 3] },
+      { name: 'b', shape: [3] },
+    ],
+    (t, [a, b]) => {
+      const cond = t.g.constI64([1, 0, 1, 0, 0, 1], [2, 3]);
+      return t.where(t.g.cast(cond, 'bool'), [2, 3], a!, b!);
+    },
+    F64,
+  );
 });
 
 test('matmul (batch broadcast), linear and shape ops (float64)', async () => {
-  await checkOp('matmul', [{ name: 'a', shape: [2, 3, 4, 5] }, { name: 'b', shape: [2, 1, 5, 3] }], (t, [a, b]) => t.matmul(a!, b!), F64);
-  await checkOp('linear + bias', [{ name: 'x', shape: [4, 5] }, { name: 'w', shape: [3, 5] }, { name: 'b', shape: [3] }], (t, [x, w, b]) => t.linear(x!, w!, b!), F64);
+  await checkOp(
+    'matmul',
+    [
+      { name: 'a', shape: [2, 3, 4, 5] },
+      { name: 'b', shape: [2, 1, 5, 3] },
+    ],
+    (t, [a, b]) => t.matmul(a!, b!),
+    F64,
+  );
+  await checkOp(
+    'linear + bias',
+    [
+      { name: 'x', shape: [4, 5] },
+      { name: 'w', shape: [3, 5] },
+      { name: 'b', shape: [3] },
+    ],
+    (t, [x, w, b]) => t.linear(x!, w!, b!),
+    F64,
+  );
   const x = [{ name: 'x', shape: [2, 3, 4] }];
   await checkOp('reshape', x, (t, [v]) => t.reshape(v!, [0, -1], [2, 12]), F64);
   await checkOp('transpose', x, (t, [v]) => t.transpose(v!, [2, 0, 1]), F64);
   await checkOp('unsqueeze', x, (t, [v]) => t.unsqueeze(v!, [1]), F64);
   await checkOp('squeeze', [{ name: 'x', shape: [2, 1, 4] }], (t, [v]) => t.squeeze(v!, [1]), F64);
-  await checkOp('expand', [{ name: 'x', shape: [3, 1] }], (t, [v]) => t.expand(v!, t.g.constI64([2, 3, 4]), [2, 3, 4]), F64);
+  await checkOp(
+    'expand',
+    [{ name: 'x', shape: [3, 1] }],
+    (t, [v]) => t.expand(v!, t.g.constI64([2, 3, 4]), [2, 3, 4]),
+    F64,
+  );
   await checkOp('slice', x, (t, [v]) => t.slice(v!, [1], [3], [-1]), F64);
-  await checkOp('concat', [{ name: 'a', shape: [2, 3] }, { name: 'b', shape: [2, 2] }], (t, [a, b]) => t.concat([t.neg(b!), a!], -1), F64);
+  await checkOp(
+    'concat',
+    [
+      { name: 'a', shape: [2, 3] },
+      { name: 'b', shape: [2, 2] },
+    ],
+    (t, [a, b]) => t.concat([t.neg(b!), a!], -1),
+    F64,
+  );
 });
 
 test('gather scatter-adds repeated rows (float64)', async () => {
-  const g = (t: Tape, [table]: TVal[]): TVal => t.gather(table!, t.g.constI64([2, 0, 2, 3, 2], [5]), [5]);
+  const g = (t: Tape, [table]: TVal[]): TVal =>
+    t.gather(table!, t.g.constI64([2, 0, 2, 3, 2], [5]), [5]);
   await checkOp('gather', [{ name: 'table', shape: [4, 3] }], g, F64);
-  await checkOp('gather 2-D ids', [{ name: 'table', shape: [5, 2] }], (t, [table]) => t.gather(table!, t.g.constI64([4, 4, 1, 0], [2, 2]), [2, 2]), F64);
+  await checkOp(
+    'gather 2-D ids',
+    [{ name: 'table', shape: [5, 2] }],
+    (t, [table]) => t.gather(table!, t.g.constI64([4, 4, 1, 0], [2, 2]), [2, 2]),
+    F64,
+  );
 });
 
 test('cross entropy (float32)', async () => {
   const targets = new ort.Tensor('int64', BigInt64Array.from([3n, 0n, 3n]), [3]);
-  await checkOp('crossEntropy', [{ name: 'x', shape: [3, 5] }], (t, [x]) => t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3])), F32, { targets });
+  await checkOp(
+    'crossEntropy',
+    [{ name: 'x', shape: [3, 5] }],
+    (t, [x]) => t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3])),
+    F32,
+    { targets },
+  );
+  // The in-order lane sums (PyTorch's float32 summation order) compute the same function.
+  for (const laneSum of ['cumsum', 'matmul'] as const) {
+    await checkOp(
+      `crossEntropy, 2 lanes by ${laneSum}`,
+      [{ name: 'x', shape: [3, 5] }],
+      (t, [x]) => t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3]), 2, laneSum),
+      F32,
+      { targets },
+    );
+  }
 });
 
 test('composite RMSNorm and rotate-half RoPE (float64)', async () => {
-  await checkOp('rmsnorm', [{ name: 'x', shape: [3, 8] }, { name: 'w', shape: [8], offset: 1 }], (t, [x, w]) => {
-    const ms = t.reduceMean(t.mul(x!, x!), [-1]);
-    return t.mul(t.mul(x!, t.reciprocal(t.sqrt(t.add(ms, t.scalar(1e-5))))), w!);
-  }, F64);
-  await checkOp('rope', [{ name: 'x', shape: [2, 3, 4] }], (t, [x]) => {
-    const cos = t.wrap(t.g.initializer('cos', 'float64', [3, 4], Float64Array.from(rand(12, 5))), [3, 4]);
-    const sin = t.wrap(t.g.initializer('sin', 'float64', [3, 4], Float64Array.from(rand(12, 6))), [3, 4]);
-    const x1 = t.slice(x!, [0], [2], [-1]);
-    const x2 = t.slice(x!, [2], [4], [-1]);
-    return t.add(t.mul(x!, cos), t.mul(t.concat([t.neg(x2), x1], -1), sin));
-  }, F64);
+  await checkOp(
+    'rmsnorm',
+    [
+      { name: 'x', shape: [3, 8] },
+      { name: 'w', shape: [8], offset: 1 },
+    ],
+    (t, [x, w]) => {
+      const ms = t.reduceMean(t.mul(x!, x!), [-1]);
+      return t.mul(t.mul(x!, t.reciprocal(t.sqrt(t.add(ms, t.scalar(1e-5))))), w!);
+    },
+    F64,
+  );
+  await checkOp(
+    'rope',
+    [{ name: 'x', shape: [2, 3, 4] }],
+    (t, [x]) => {
+      const cos = t.wrap(
+        t.g.initializer('cos', 'float64', [3, 4], Float64Array.from(rand(12, 5))),
+        [3, 4],
+      );
+      const sin = t.wrap(
+        t.g.initializer('sin', 'float64', [3, 4], Float64Array.from(rand(12, 6))),
+        [3, 4],
+      );
+      const x1 = t.slice(x!, [0], [2], [-1]);
+      const x2 = t.slice(x!, [2], [4], [-1]);
+      return t.add(t.mul(x!, cos), t.mul(t.concat([t.neg(x2), x1], -1), sin));
+    },
+    F64,
+  );
 });
 
 test('frozen MatMulNBits base: gradient w.r.t. the activation (float32)', async () => {
@@ -190,12 +293,17 @@ test('frozen MatMulNBits base: gradient w.r.t. the activation (float32)', async 
     const spec = { bits, blockSize: 16 };
     const q = quantizeRows(Float32Array.from(rand(N * K, 33)), N, K, spec);
     const deq = dequantizeRows(q, N, K, spec);
-    await checkOp(`matMulNBits ${bits}-bit`, [{ name: 'x', shape: [3, K] }], (t, [x]) => {
-      const data = t.g.initializer('qdata', 'uint8', [N, K / 16, (16 * bits) / 8], q.data);
-      const scales = t.g.initializer('qscales', 'float32', [N * (K / 16)], q.scales);
-      const w = { data, scales, N, K, bits, blockSize: 16 };
-      return t.linearQuantized(x!, w);
-    }, F32);
+    await checkOp(
+      `matMulNBits ${bits}-bit`,
+      [{ name: 'x', shape: [3, K] }],
+      (t, [x]) => {
+        const data = t.g.initializer('qdata', 'uint8', [N, K / 16, (16 * bits) / 8], q.data);
+        const scales = t.g.initializer('qscales', 'float32', [N * (K / 16)], q.scales);
+        const w = { data, scales, N, K, bits, blockSize: 16 };
+        return t.linearQuantized(x!, w);
+      },
+      F32,
+    );
     // dequantize() is the exact dequantization (checked directly).
     const g = new GraphBuilder('deq');
     const t = new Tape(g);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
@@ -515,14 +516,25 @@ describe('server: POST /v1/chat/completions', () => {
 
   it('takes use_cache as a boolean or a mode name (dual, ml-cache with its schedule)', async () => {
     for (const use_cache of [true, '1', 'dual', 'ml-cache']) {
-      const r = await post(base, '/v1/chat/completions', body({ use_cache, cache_ratio: 0.8, refresh_interval: 2 }));
+      const r = await post(
+        base,
+        '/v1/chat/completions',
+        body({ use_cache, cache_ratio: 0.8, refresh_interval: 2 }),
+      );
       const b = await json(r);
       assert.equal(r.status, 200, `${String(use_cache)}: ${JSON.stringify(b)}`);
       assert.equal(typeof b.choices[0].message.content, 'string');
     }
     const c = (b: unknown) => post(base, '/v1/chat/completions', b);
-    assert.match((await expectError(await c(body({ use_cache: 'triple' })), 400, 'E_PARAM')).message, /use_cache.*true, false or one of dual, ml-cache/);
-    assert.match((await expectError(await c(body({ use_cache: 'ml-cache', cfg_scale: 1 })), 400, /^E_/)).message, /greedy unguided/);
+    assert.match(
+      (await expectError(await c(body({ use_cache: 'triple' })), 400, 'E_PARAM')).message,
+      /use_cache.*true, false or one of dual, ml-cache/,
+    );
+    assert.match(
+      (await expectError(await c(body({ use_cache: 'ml-cache', cfg_scale: 1 })), 400, /^E_/))
+        .message,
+      /greedy unguided/,
+    );
   });
 
   it('refuses messages without an image, remote image URLs, two images and bad lengths', async () => {
@@ -856,12 +868,18 @@ describe('server: cancellation and the queue', () => {
     assert.equal(res.status, 200);
     const reader = res.body!.getReader();
     await reader.read(); // the role chunk: the stream is open
-    await waitFor(async () => (await json(await fetch(base + '/healthz'))).queue.running === 1);
+    // Events, not the clock: the stream's job is the queue's running one (the queue
+    // was idle, so it started when submitted); its `done` settles once the model
+    // has really stopped, however busy the machine is.
+    const app = servers.find((s) => base.endsWith(`:${(s.server.address() as AddressInfo).port}`))!;
+    const job = app.dimoo.queue.running;
+    assert.ok(job, 'the streamed request has no running job');
+    assert.equal(job.task, 'understand');
     ac.abort();
-    await waitFor(
-      async () => (await json(await fetch(base + '/healthz'))).queue.running === 0,
-      10000,
-    );
+    await job.done;
+    assert.equal(job.status, 'cancelled');
+    // The queue frees its slot right after (a later microtask); /healthz is a round trip later.
+    assert.equal((await json(await fetch(base + '/healthz'))).queue.running, 0);
   });
 
   it('a job over the time limit fails with E_TIMEOUT', async () => {

@@ -41,6 +41,23 @@ const E = 'E_CONFIG';
 export const DEFAULT_MASK_TOKEN_ID = 126336;
 export const DEFAULT_EOS_TOKEN_ID = 126081;
 
+/**
+ * Upper bounds far above any LLaDA/DiMOO model (8B: d_model 4096, 32 layers,
+ * mlp 12288, 126k vocabulary), so a corrupted size fails at parse time instead
+ * of sizing allocations. The weights are then checked against every size.
+ */
+export const SIZE_LIMITS: Readonly<Record<string, number>> = {
+  d_model: 65_536,
+  n_heads: 4_096,
+  n_kv_heads: 4_096,
+  n_layers: 4_096,
+  mlp_hidden_size: 1 << 20,
+  vocab_size: 1 << 24,
+  embedding_size: 1 << 24,
+  max_sequence_length: 1 << 24,
+  block_group_size: 4_096,
+};
+
 export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new DimooError(`${source}: must be a JSON object`, E);
@@ -55,6 +72,11 @@ export function parseLladaConfig(raw: unknown, source = 'config.json'): LladaCon
     if (v === undefined || v === null) throw bad(f, 'is required (a positive integer)');
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
       throw bad(f, `must be a positive integer, got ${JSON.stringify(v)}`);
+    }
+    const limit = SIZE_LIMITS[f];
+    if (limit !== undefined && v > limit) {
+      // Caught here, before anything sized by it (tensor lists, graphs) is built.
+      throw bad(f, `= ${v} is beyond any real model (at most ${limit}); config.json corrupted?`);
     }
     return v;
   };

@@ -132,7 +132,15 @@ export class SafetensorsFile {
       throw new DimooError(`${p}: cannot open safetensors file (${(e as Error).message})`, E);
     }
     try {
-      const size = fs.fstatSync(fd).size;
+      const st = fs.fstatSync(fd);
+      // Opening a folder succeeds on Linux; reading it would fail with a bare EISDIR.
+      if (!st.isFile()) {
+        throw new DimooError(
+          `${p}: not a safetensors file (${st.isDirectory() ? 'it is a folder' : 'not a regular file'})`,
+          E,
+        );
+      }
+      const size = st.size;
       if (size < 8) {
         throw new DimooError(
           `${p}: file is ${size} bytes, too short for a safetensors header (needs at least 8)`,
@@ -265,6 +273,27 @@ export class SafetensorsFile {
           E,
         );
       }
+    }
+    // The format packs tensors back to back from offset 0 to the end of the file.
+    // A header length that is off (every tensor read a few bytes askew), trailing
+    // bytes or holes all break that, so they are refused instead of read as weights.
+    let expectedBegin = 0;
+    for (const s of filled) {
+      if (s.begin !== expectedBegin) {
+        throw new DimooError(
+          expectedBegin === 0
+            ? `${p}: tensor "${s.name}" starts at byte ${s.begin} of the data section; the first tensor must start at 0 (header length wrong, or a gap)`
+            : `${p}: ${s.begin - expectedBegin} unused bytes before tensor "${s.name}" (data_offsets [${s.begin}, ${s.end}]); tensors must be contiguous`,
+          E,
+        );
+      }
+      expectedBegin = s.end;
+    }
+    if (expectedBegin !== dataSize) {
+      throw new DimooError(
+        `${p}: the tensors end at byte ${expectedBegin} of the data section but it has ${dataSize} bytes (${dataSize - expectedBegin} trailing bytes: header length wrong, or extra data)`,
+        E,
+      );
     }
     return new SafetensorsFile(p, metadata, dataStart, size, tensors);
   }

@@ -103,6 +103,24 @@ export interface ResolveOptions {
 
 const E = 'E_SPECIAL_TOKENS';
 
+/**
+ * Refuses a tokenizer that lacks any of DiMOO's added special tokens. Falling
+ * back to the built-in ids would silently give different prompts (and so
+ * different outputs) than the checkpoint's own tokenizer defines.
+ */
+export function requireSpecialTokens(tokenizer: TokenVocabulary, file: string): void {
+  const missing = Object.values(SPECIAL_TOKEN_STRINGS).filter((s) => {
+    const id = tokenizer.tokenToId(s);
+    return id === null || id === undefined;
+  });
+  if (missing.length > 0) {
+    throw new DimooError(
+      `${file}: missing DiMOO's special token(s) ${missing.join(' ')} (its added_tokens must define them; is this the checkpoint's own tokenizer.json?)`,
+      E,
+    );
+  }
+}
+
 export function resolveSpecialTokens(
   tokenizer?: TokenVocabulary,
   config?: TokenConfig,

@@ -3,6 +3,7 @@
  * single line plus a hint (stack only with DIMOO_DEBUG=1), Ctrl-C exits 130.
  */
 import { DimooError, isDimooError } from '../errors.js';
+import { isSystemError, systemCause } from '../util/fs-errors.js';
 import type { CliContext } from './context.js';
 
 /** Exit code of a run cancelled with Ctrl-C (128 + SIGINT), as shells report it. */
@@ -44,6 +45,12 @@ export function reportError(e: unknown, ctx: Pick<CliContext, 'stderr' | 'env'>)
   }
   if (isDimooError(e)) {
     ctx.stderr.write(`error: ${firstLine(e.message)}\n`);
+    if (debug && e.stack) ctx.stderr.write(e.stack + '\n');
+    return EXIT_ERROR;
+  }
+  // A file-system failure is the environment's, not a bug: name the file and the cause.
+  if (isSystemError(e) && e.path) {
+    ctx.stderr.write(`error: ${e.path}: ${systemCause(e)}\n`);
     if (debug && e.stack) ctx.stderr.write(e.stack + '\n');
     return EXIT_ERROR;
   }

@@ -4,23 +4,34 @@
  */
 import * as os from 'node:os';
 import type { CliContext } from './context.js';
-import { EXIT_CANCELLED, EXIT_ERROR, reportError } from './errors.js';
+import { EXIT_ERROR, reportError } from './errors.js';
 import { loadDimoo } from './model.js';
 import { runCli } from './program.js';
 
 const controller = new AbortController();
 let interrupts = 0;
-// First Ctrl-C cancels between steps (outputs are written atomically, so nothing
-// is left half-written); a second one quits at once.
-process.on('SIGINT', () => {
+// First Ctrl-C (or SIGTERM) cancels between steps (outputs are written atomically,
+// so nothing is left half-written; `serve` stops accepting and cancels its jobs);
+// a second one quits at once.
+const onSignal = (sig: NodeJS.Signals): void => {
   interrupts++;
   if (interrupts === 1) {
-    process.stderr.write('\ncancelling... (Ctrl-C again to quit now)\n');
+    process.stderr.write(
+      `\n${sig === 'SIGINT' ? 'cancelling' : `${sig}: stopping`}... (Ctrl-C again to quit now)\n`,
+    );
     controller.abort();
-  } else {
-    process.exit(EXIT_CANCELLED);
+    return;
   }
-});
+  // process.exit() would first terminate the model's worker thread inside an ORT
+  // call, which aborts the process ("terminate called after throwing Napi::Error",
+  // exit 134). Dying by the signal itself skips that and is what shells expect
+  // (status 128 + signal: 130 for Ctrl-C).
+  process.removeAllListeners('SIGINT');
+  process.removeAllListeners('SIGTERM');
+  process.kill(process.pid, sig);
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
 
 const ctx: CliContext = {
   stdout: process.stdout,

@@ -62,7 +62,9 @@ export function broadcastShape(...shapes: (readonly Dim[])[]): Dim[] {
       const e = s[k]!;
       if (isOne(d)) d = e;
       else if (!isOne(e) && typeof d === 'number' && typeof e === 'number' && d !== e)
-        throw new Error(`autodiff: shapes [${shapes.map((x) => x.join(',')).join('] and [')}] do not broadcast`);
+        throw new Error(
+          `autodiff: shapes [${shapes.map((x) => x.join(',')).join('] and [')}] do not broadcast`,
+        );
       else if (typeof d !== 'number' && typeof e === 'number' && !isOne(e)) d = e;
     }
     out.push(d);
@@ -110,7 +112,13 @@ export class Tape {
   // ---- recording -----------------------------------------------------------
 
   /** Records an op's output (dtype: that of its first input unless given). */
-  private rec(v: Value, shape: readonly Dim[], ins: TVal[], vjp: Vjp, dtype: DType = ins[0]?.dtype ?? this.dtype): TVal {
+  private rec(
+    v: Value,
+    shape: readonly Dim[],
+    ins: TVal[],
+    vjp: Vjp,
+    dtype: DType = ins[0]?.dtype ?? this.dtype,
+  ): TVal {
     const req = ins.some((i) => i.req);
     const out: TVal = { name: v.name, shape: [...shape], dtype, req };
     if (req) this.entries.push({ out, ins, vjp });
@@ -137,7 +145,9 @@ export class Tape {
     }
     if (axes.length === 0) return grad;
     const summed = this.g.reduceSum(grad, axes, true);
-    return t.length === 0 ? this.g.reshape(summed, []) : this.g.reshape(summed, this.shapeOf(target));
+    return t.length === 0
+      ? this.g.reshape(summed, [])
+      : this.g.reshape(summed, this.shapeOf(target));
   }
 
   // ---- elementwise ---------------------------------------------------------
@@ -197,7 +207,10 @@ export class Tape {
   pow(x: TVal, p: number): TVal {
     const y = this.g.op('Pow', [x, this.k(p)])[0]!;
     return this.rec(y, x.shape, [x], (gy) => {
-      const d = p === 2 ? this.g.mul(x, this.k(2)) : this.g.mul(this.g.op('Pow', [x, this.k(p - 1)])[0]!, this.k(p));
+      const d =
+        p === 2
+          ? this.g.mul(x, this.k(2))
+          : this.g.mul(this.g.op('Pow', [x, this.k(p - 1)])[0]!, this.k(p));
       return [this.g.mul(gy, d)];
     });
   }
@@ -213,7 +226,9 @@ export class Tape {
 
   sigmoid(x: TVal): TVal {
     const y = this.g.sigmoid(x);
-    return this.rec(y, x.shape, [x], (gy) => [this.g.mul(gy, this.g.mul(y, this.g.sub(this.k(1), y)))]);
+    return this.rec(y, x.shape, [x], (gy) => [
+      this.g.mul(gy, this.g.mul(y, this.g.sub(this.k(1), y))),
+    ]);
   }
 
   /** x * sigmoid(x), as the original's F.silu. */
@@ -228,8 +243,10 @@ export class Tape {
 
   cast(x: TVal, to: DType): TVal {
     const y = this.g.cast(x, to);
-    const float = (t: DType): boolean => t === 'float32' || t === 'float64' || t === 'float16' || t === 'bfloat16';
-    if (!float(to) || !float(x.dtype)) return { name: y.name, shape: [...x.shape], dtype: to, req: false };
+    const float = (t: DType): boolean =>
+      t === 'float32' || t === 'float64' || t === 'float16' || t === 'bfloat16';
+    if (!float(to) || !float(x.dtype))
+      return { name: y.name, shape: [...x.shape], dtype: to, req: false };
     return this.rec(y, x.shape, [x], (gy) => [this.g.cast(gy, x.dtype)], to);
   }
 
@@ -247,7 +264,8 @@ export class Tape {
 
   /** MatMul with numpy batch broadcasting; both operands at least 2-D. */
   matmul(a: TVal, b: TVal): TVal {
-    if (a.shape.length < 2 || b.shape.length < 2) throw new Error('autodiff: matmul operands must be at least 2-D');
+    if (a.shape.length < 2 || b.shape.length < 2)
+      throw new Error('autodiff: matmul operands must be at least 2-D');
     const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
     const s = [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!];
     const swap = (x: Value, rank: number): Value => {
@@ -267,7 +285,8 @@ export class Tape {
 
   /** x [M, K] @ w^T for w [N, K] (PyTorch's linear layout), + optional bias [N]. */
   linear(x: TVal, w: TVal, bias?: TVal): TVal {
-    if (x.shape.length !== 2 || w.shape.length !== 2) throw new Error('autodiff: linear takes x [M, K] and w [N, K]');
+    if (x.shape.length !== 2 || w.shape.length !== 2)
+      throw new Error('autodiff: linear takes x [M, K] and w [N, K]');
     const s = [x.shape[0]!, w.shape[0]!];
     const y = this.g.gemmTransB(x, w, bias);
     const ins = bias ? [x, w, bias] : [x, w];
@@ -300,7 +319,10 @@ export class Tape {
     const rows = this.g.constI64(Array.from({ length: w.N }, (_, i) => i));
     const data = this.g.reshape(w.data, [w.N, (w.K * w.bits) / 8]);
     const scales = this.g.reshape(w.scales, [w.N, blocks]);
-    return this.g.gatherBlockQuantized(data, rows, scales, { blockSize: w.blockSize, bits: w.bits });
+    return this.g.gatherBlockQuantized(data, rows, scales, {
+      blockSize: w.blockSize,
+      bits: w.bits,
+    });
   }
 
   // ---- shape ops -------------------------------------------------------------
@@ -310,20 +332,30 @@ export class Tape {
    * `shape` is the resulting symbolic shape when the caller knows it better.
    */
   reshape(x: TVal, spec: readonly number[], shape?: readonly Dim[]): TVal {
-    const s: Dim[] =
-      shape ? [...shape] : spec.map((d, i) => (d === 0 ? x.shape[i]! : d === -1 ? `${x.name}_r${i}` : d));
-    return this.rec(this.g.reshape(x, [...spec]), s, [x], (gy) => [this.g.reshape(gy, this.shapeOf(x))]);
+    const s: Dim[] = shape
+      ? [...shape]
+      : spec.map((d, i) => (d === 0 ? x.shape[i]! : d === -1 ? `${x.name}_r${i}` : d));
+    return this.rec(this.g.reshape(x, [...spec]), s, [x], (gy) => [
+      this.g.reshape(gy, this.shapeOf(x)),
+    ]);
   }
 
   /** Reshape to a shape computed at run time (`shape`, int64 [rank]) whose symbolic form is `outShape`. */
   reshapeTo(x: TVal, shape: Value, outShape: readonly Dim[]): TVal {
-    return this.rec(this.g.reshape(x, shape), outShape, [x], (gy) => [this.g.reshape(gy, this.shapeOf(x))]);
+    return this.rec(this.g.reshape(x, shape), outShape, [x], (gy) => [
+      this.g.reshape(gy, this.shapeOf(x)),
+    ]);
   }
 
   transpose(x: TVal, perm: number[]): TVal {
     const inv = new Array<number>(perm.length);
     perm.forEach((p, i) => (inv[p] = i));
-    return this.rec(this.g.transpose(x, perm), perm.map((p) => x.shape[p]!), [x], (gy) => [this.g.transpose(gy, inv)]);
+    return this.rec(
+      this.g.transpose(x, perm),
+      perm.map((p) => x.shape[p]!),
+      [x],
+      (gy) => [this.g.transpose(gy, inv)],
+    );
   }
 
   unsqueeze(x: TVal, axes: number[]): TVal {
@@ -356,14 +388,17 @@ export class Tape {
     axes.forEach((a0, i) => {
       const a = normAxis(a0, rank);
       const dim = x.shape[a];
-      if (typeof dim !== 'number') throw new Error(`autodiff: slice along axis ${a} needs a static size (got ${dim})`);
+      if (typeof dim !== 'number')
+        throw new Error(`autodiff: slice along axis ${a} needs a static size (got ${dim})`);
       const st = Math.max(0, Math.min(dim, starts[i]! < 0 ? starts[i]! + dim : starts[i]!));
       const en = Math.max(st, Math.min(dim, ends[i]! < 0 ? ends[i]! + dim : ends[i]!));
       s[a] = en - st;
       before[a] = st;
       after[a] = dim - en;
     });
-    return this.rec(this.g.slice(x, starts, ends, axes), s, [x], (gy) => [this.g.pad(gy, [...before, ...after])]);
+    return this.rec(this.g.slice(x, starts, ends, axes), s, [x], (gy) => [
+      this.g.pad(gy, [...before, ...after]),
+    ]);
   }
 
   concat(xs: TVal[], axis: number): TVal {
@@ -371,9 +406,12 @@ export class Tape {
     const a = normAxis(axis, rank);
     const sizes = xs.map((x) => x.shape[a]!);
     const s = [...xs[0]!.shape];
-    s[a] = sizes.every((d) => typeof d === 'number') ? (sizes as number[]).reduce((p, q) => p + q, 0) : `concat_${xs[0]!.name}`;
+    s[a] = sizes.every((d) => typeof d === 'number')
+      ? (sizes as number[]).reduce((p, q) => p + q, 0)
+      : `concat_${xs[0]!.name}`;
     return this.rec(this.g.concat(xs, axis), s, xs, (gy) => {
-      if (!sizes.every((d) => typeof d === 'number')) throw new Error('autodiff: concat gradient needs static sizes along the axis');
+      if (!sizes.every((d) => typeof d === 'number'))
+        throw new Error('autodiff: concat gradient needs static sizes along the axis');
       let off = 0;
       return xs.map((x, i) => {
         const n = sizes[i] as number;
@@ -389,20 +427,34 @@ export class Tape {
     const s = [...idxShape, ...table.shape.slice(1)];
     return this.rec(this.g.gather(table, idx, 0), s, [table], (gy) => {
       const zeros = this.g.expand(this.k(0), this.shapeOf(table));
-      return [this.g.op('ScatterND', [zeros, this.g.unsqueeze(idx, [-1]), gy], { reduction: 'add' })[0]!];
+      return [
+        this.g.op('ScatterND', [zeros, this.g.unsqueeze(idx, [-1]), gy], { reduction: 'add' })[0]!,
+      ];
     });
   }
 
   /** Rows of a frozen 8-bit block-quantized table (no gradient). */
-  gatherQuantized(data: Value, idx: Value, scales: Value, opts: { blockSize: number; bits: number }, outShape: readonly Dim[]): TVal {
+  gatherQuantized(
+    data: Value,
+    idx: Value,
+    scales: Value,
+    opts: { blockSize: number; bits: number },
+    outShape: readonly Dim[],
+  ): TVal {
     return this.wrap(this.g.gatherBlockQuantized(data, idx, scales, opts), outShape, 'float32');
   }
 
   // ---- reductions and normalisations ---------------------------------------------
 
-  private reducedShape(x: TVal, axes: number[], keep: boolean): { s: Dim[]; ax: number[]; count: number | null } {
+  private reducedShape(
+    x: TVal,
+    axes: number[],
+    keep: boolean,
+  ): { s: Dim[]; ax: number[]; count: number | null } {
     const ax = axes.map((a) => normAxis(a, x.shape.length));
-    const s = keep ? x.shape.map((d, i) => (ax.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !ax.includes(i));
+    const s = keep
+      ? x.shape.map((d, i) => (ax.includes(i) ? 1 : d))
+      : x.shape.filter((_, i) => !ax.includes(i));
     let count: number | null = 1;
     for (const a of ax) {
       const d = x.shape[a]!;
@@ -420,9 +472,13 @@ export class Tape {
 
   reduceMean(x: TVal, axes: number[], keep = true): TVal {
     const { s, ax, count } = this.reducedShape(x, axes, keep);
-    if (count === null) throw new Error('autodiff: reduceMean gradient needs static sizes along the reduced axes');
+    if (count === null)
+      throw new Error('autodiff: reduceMean gradient needs static sizes along the reduced axes');
     return this.rec(this.g.reduceMean(x, axes, keep), s, [x], (gy) => [
-      this.g.expand(this.g.div(keep ? gy : this.g.unsqueeze(gy, ax), this.k(count)), this.shapeOf(x)),
+      this.g.expand(
+        this.g.div(keep ? gy : this.g.unsqueeze(gy, ax), this.k(count)),
+        this.shapeOf(x),
+      ),
     ]);
   }
 
@@ -446,24 +502,114 @@ export class Tape {
    * Cross entropy per row of logits [M, V] against integer targets [M] (all valid):
    * logsumexp(row) - row[target], as PyTorch's F.cross_entropy with reduction none.
    * The gradient is g * (softmax(row) - onehot(target)).
+   *
+   * `lanes` > 0 sums the row's exp(x - max) the way PyTorch's vectorised CPU
+   * log_softmax does: `lanes` running float32 sums over the row (element i goes
+   * to lane i % lanes), then the lanes. Over ~1e5 mostly tiny terms a float32
+   * sum drops what is below half an ulp of the running total, so the order
+   * decides a systematic bias (measured on the golden rows: -6e-5 in the mean
+   * CE with 8 lanes, the reference's; -3e-5 with 16; -4e-4 with one) that the
+   * gradients inherit as a common scale. 0 leaves the sum to LogSoftmax.
    */
-  crossEntropy(logits: TVal, targets: Value): TVal {
+  crossEntropy(
+    logits: TVal,
+    targets: Value,
+    lanes = 0,
+    laneSum: 'cumsum' | 'matmul' = 'cumsum',
+  ): TVal {
     if (logits.shape.length !== 2) throw new Error('autodiff: crossEntropy takes logits [M, V]');
     const V = logits.shape[1]!;
-    const logp = this.g.op('LogSoftmax', [logits], { axis: -1 })[0]!;
+    let logp: Value;
+    if (lanes > 0) {
+      if (typeof V !== 'number')
+        throw new Error('autodiff: crossEntropy lanes need a static vocabulary size');
+      const mx = this.g.reduceMax(logits, [-1], true);
+      const e = this.g.exp(this.g.sub(logits, mx));
+      const width = Math.ceil(V / lanes) * lanes;
+      const padded = width === V ? e : this.g.pad(e, [0, 0, 0, width - V]);
+      const steps = width / lanes;
+      const blocks = this.g.reshape(padded, [0, steps, lanes]);
+      // The order must be element after element, in float32 (ReduceSum sums in other orders
+      // on CPU and WebGPU). 'cumsum': the last of the running sums (ORT CPU: linear time);
+      // 'matmul': a product with ones, which the WebGPU kernel accumulates in order
+      // (checked exact), where its CumSum is quadratic.
+      const laneSums =
+        laneSum === 'cumsum'
+          ? this.g.reshape(
+              this.g.slice(
+                this.g.op('CumSum', [blocks, this.g.constI64([1], [])])[0]!,
+                [steps - 1],
+                [steps],
+                [1],
+              ),
+              [0, lanes],
+            )
+          : this.g.reshape(
+              this.g.matmul(
+                this.g.transpose(blocks, [0, 2, 1]),
+                this.g.constF32(new Float32Array(steps).fill(1), [steps, 1]),
+              ),
+              [0, lanes],
+            ); // [M, lanes]
+      const lse = this.g.add(mx, this.g.log(this.g.reduceSum(laneSums, [-1], true)));
+      logp = this.g.sub(logits, lse);
+    } else {
+      logp = this.g.op('LogSoftmax', [logits], { axis: -1 })[0]!;
+    }
     const t2 = this.g.unsqueeze(targets, [-1]);
-    const nll = this.g.neg(this.g.squeeze(this.g.op('GatherElements', [logp, t2], { axis: 1 })[0]!, [-1]));
+    const nll = this.g.neg(
+      this.g.squeeze(this.g.op('GatherElements', [logp, t2], { axis: 1 })[0]!, [-1]),
+    );
     return this.rec(nll, [logits.shape[0]!], [logits], (gy) => {
-      if (typeof V !== 'number') throw new Error('autodiff: crossEntropy needs a static vocabulary size');
-      const ids = this.g.constI64(Array.from({ length: V }, (_, i) => i), [1, V]);
+      if (typeof V !== 'number')
+        throw new Error('autodiff: crossEntropy needs a static vocabulary size');
+      const ids = this.g.constI64(
+        Array.from({ length: V }, (_, i) => i),
+        [1, V],
+      );
       const onehot = this.g.cast(this.g.equal(ids, t2), this.dtype);
       return [this.g.mul(this.g.sub(this.g.exp(logp), onehot), this.g.unsqueeze(gy, [-1]))];
     });
   }
 
   /** Any ONNX op without a gradient (integer maths, masks); wrapped as a constant of the tape. */
-  frozen(op: string, inputs: Value[], shape: readonly Dim[], dtype: DType, attrs: Record<string, AttrValue> = {}): TVal {
+  frozen(
+    op: string,
+    inputs: Value[],
+    shape: readonly Dim[],
+    dtype: DType,
+    attrs: Record<string, AttrValue> = {},
+  ): TVal {
     return this.wrap(this.g.op(op, inputs, attrs)[0]!, shape, dtype, false);
+  }
+
+  // ---- recomputation ---------------------------------------------------------------
+
+  /**
+   * `fn(tape, ins)` with its activations recomputed in the backward pass
+   * (gradient checkpointing): the forward runs on a tape that records nothing,
+   * so ORT frees its intermediates; the backward runs `fn` again on a nested
+   * tape from the first input plus an exact zero made from the incoming
+   * gradient's shape (so ORT can neither merge the copy with the forward nor
+   * run it before the gradient exists) and differentiates that copy.
+   * `ins` holds every value of `fn` that needs a gradient (its activation
+   * input first, then trainable weights); frozen values may be captured.
+   */
+  checkpoint(ins: TVal[], fn: (t: Tape, ins: TVal[]) => TVal): TVal {
+    const quiet = new Tape(this.g, this.dtype);
+    const y = fn(
+      quiet,
+      ins.map((v) => quiet.wrap(v, v.shape, v.dtype, false)),
+    );
+    return this.rec(y, y.shape, ins, (gy) => {
+      const sub = new Tape(this.g, this.dtype);
+      const zero = this.g.cast(this.g.reduceSum(this.g.mul(this.g.shape(gy), this.g.constI64([0], [])), [0], false), ins[0]!.dtype);
+      const leaves = ins.map((v) => sub.wrap(v, v.shape, v.dtype, v.req));
+      const x0 = sub.wrap(this.g.add(ins[0]!, zero), ins[0]!.shape, ins[0]!.dtype, true);
+      const y2 = fn(sub, [x0, ...leaves.slice(1)]);
+      const grads = sub.gradients(y2, [x0, ...leaves.slice(1)], gy);
+      return grads;
+    });
   }
 
   // ---- backward ------------------------------------------------------------------

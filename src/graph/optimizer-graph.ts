@@ -15,7 +15,16 @@
  */
 import { GraphBuilder } from './onnx/builder.js';
 
-export const ADAMW_SCALARS = ['clip_coef', 'decay', 'one_minus_beta1', 'beta2', 'one_minus_beta2', 'bc2_sqrt', 'eps', 'neg_step_size'] as const;
+export const ADAMW_SCALARS = [
+  'clip_coef',
+  'decay',
+  'one_minus_beta1',
+  'beta2',
+  'one_minus_beta2',
+  'bc2_sqrt',
+  'eps',
+  'neg_step_size',
+] as const;
 export type AdamWScalar = (typeof ADAMW_SCALARS)[number];
 
 export function buildSumSquaresGraph(): Uint8Array {
@@ -31,7 +40,10 @@ export function buildAdamWGraph(): Uint8Array {
   const m = g.input('m', 'float32', ['n']);
   const v = g.input('v', 'float32', ['n']);
   const grad = g.input('g', 'float32', ['n']);
-  const s = Object.fromEntries(ADAMW_SCALARS.map((k) => [k, g.input(k, 'float32', [])])) as Record<AdamWScalar, ReturnType<typeof g.input>>;
+  const s = Object.fromEntries(ADAMW_SCALARS.map((k) => [k, g.input(k, 'float32', [])])) as Record<
+    AdamWScalar,
+    ReturnType<typeof g.input>
+  >;
   const gc = g.mul(grad, s.clip_coef);
   const pDecayed = g.mul(p, s.decay);
   const m1 = g.add(m, g.mul(s.one_minus_beta1, g.sub(gc, m)));

@@ -24,7 +24,7 @@
 import type { LladaConfig } from '../checkpoint/config.js';
 import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
 import type { QuantizedLinearSource, WeightSource } from './transformer.js';
-import { Tape, type TVal } from './autodiff.js';
+import { Tape, type QuantWeight, type TVal } from './autodiff.js';
 
 export const TRAIN_INPUTS = {
   ids: 'ids',
@@ -77,6 +77,18 @@ export interface TrainGraphOptions {
   /** Full fine-tuning (every weight a trainable input) or LoRA adapters on a frozen base. */
   lora?: LoraGraphSpec;
   maskPadding?: boolean;
+  /**
+   * Float32 lanes of the loss's softmax sum (default 8: PyTorch's AVX2 CPU kernel,
+   * which the golden references ran; see Tape.crossEntropy). 0: ORT's LogSoftmax.
+   */
+  softmaxLanes?: number;
+  /** How the lanes are summed in order (see Tape.crossEntropy): 'cumsum' (CPU, default) or 'matmul' (WebGPU). */
+  laneSum?: 'cumsum' | 'matmul';
+  /**
+   * Recompute each block's activations in the backward pass instead of keeping them
+   * (gradient checkpointing: memory of one block instead of all, ~1/3 more compute).
+   */
+  recompute?: boolean;
   /** MatMulNBits accuracy_level for quantized bases (default 0: float activations). */
   accuracyLevel?: number;
 }
@@ -87,7 +99,11 @@ export interface TrainGraph {
   trainable: TrainableTensor[];
 }
 
-const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
+const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = {
+  BF16: 'bfloat16',
+  F16: 'float16',
+  F32: 'float32',
+};
 
 /** Large negative score for masked keys (exp underflows to exactly 0; no inf arithmetic). */
 export const MASKED_SCORE = -1e30;
@@ -107,14 +123,26 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
   const full = !opts.lora;
   let extCount = 0;
 
-  const trainableInput = (name: string, shape: number[]): TVal => {
-    const v = t.input(name, 'float32', shape, true);
-    trainable.push({ name, shape });
-    params.push(v);
+  // Weights are created once per name (a recomputed block asks for them again).
+  const made = new Map<string, TVal>();
+  const once = (key: string, make: () => TVal): TVal => {
+    let v = made.get(key);
+    if (!v) {
+      v = make();
+      made.set(key, v);
+    }
     return v;
   };
+  const trainableInput = (name: string, shape: number[]): TVal =>
+    once(name, () => {
+      const v = t.input(name, 'float32', shape, true);
+      trainable.push({ name, shape });
+      params.push(v);
+      return v;
+    });
   /** A frozen float weight as float32 (the Cast of a constant is folded at load). */
-  const frozen = (name: string): TVal => {
+  const frozen = (name: string): TVal => once(`frozen:${name}`, () => frozenNew(name));
+  const frozenNew = (name: string): TVal => {
     const src = opts.weight(name);
     const w = g.external(`${name}#${extCount++}`, ONNX_DTYPE[src.dtype], src.shape, {
       location: src.location,
@@ -124,8 +152,11 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     return t.wrap(src.dtype === 'F32' ? w : g.cast(w, 'float32'), src.shape);
   };
   /** A weight (or bias/norm) as the graph uses it: trainable input in full FT, frozen otherwise. */
-  const param = (name: string, shape: number[]): TVal => (full ? trainableInput(name, shape) : frozen(name));
+  const param = (name: string, shape: number[]): TVal =>
+    full ? trainableInput(name, shape) : frozen(name);
 
+  /** The tape the block code records on (a recomputed block runs on nested tapes). */
+  let cur: Tape = t;
   const loraTargets = new Set((opts.lora?.targets ?? []).map((x) => LORA_TARGETS[x]));
   /** x [N, K] through a block linear `prefix` (+ LoRA when targeted). */
   const linear = (x: TVal, prefix: string, outDim: number, inDim: number, bias: boolean): TVal => {
@@ -134,47 +165,69 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     let y: TVal;
     const q = full ? undefined : opts.quantized?.(wName);
     if (q) {
-      const blocks = q.K / q.blockSize;
-      const data = g.external(`${wName}.q${q.bits}#${extCount++}`, 'uint8', [q.N, blocks, (q.blockSize * q.bits) / 8], {
-        location: q.data.location,
-        offset: q.data.byteOffset,
-        length: q.data.byteLength,
-      });
-      const scales = g.external(`${wName}.scales#${extCount++}`, 'float32', [q.N * blocks], {
-        location: q.scales.location,
-        offset: q.scales.byteOffset,
-        length: q.scales.byteLength,
-      });
-      y = t.linearQuantized(x, { data, scales, N: q.N, K: q.K, bits: q.bits, blockSize: q.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
-      if (b) y = t.add(y, b);
+      const qw = quantWeights.get(wName) ?? quantWeight(wName, q);
+      quantWeights.set(wName, qw);
+      y = cur.linearQuantized(x, qw);
+      if (b) y = cur.add(y, b);
     } else {
-      y = t.linear(x, param(wName, [outDim, inDim]), b);
+      y = cur.linear(x, param(wName, [outDim, inDim]), b);
     }
     const suffix = prefix.slice(prefix.lastIndexOf('.') + 1);
     if (opts.lora && loraTargets.has(suffix as (typeof LORA_TARGETS)[LoraTarget])) {
       const { r, alpha } = opts.lora;
-      const names = opts.lora.names(wName);
-      const A = trainableInput(names.a, [r, inDim]);
-      const B = trainableInput(names.b, [outDim, r]);
+      const { A, B } = loraPair(wName, outDim, inDim);
       // PEFT's order: lora_B(lora_A(x)) * scaling, added to the base output.
-      y = t.add(y, t.mul(t.linear(t.linear(x, A), B), t.scalar(alpha / r)));
+      y = cur.add(y, cur.mul(cur.linear(cur.linear(x, A), B), cur.scalar(alpha / r)));
     }
     return y;
+  };
+  const loraPair = (wName: string, outDim: number, inDim: number): { A: TVal; B: TVal } => {
+    const { r } = opts.lora!;
+    const names = opts.lora!.names(wName);
+    return { A: trainableInput(names.a, [r, inDim]), B: trainableInput(names.b, [outDim, r]) };
+  };
+  const quantWeights = new Map<string, QuantWeight>();
+  const quantWeight = (wName: string, q: QuantizedLinearSource): QuantWeight => {
+    const blocks = q.K / q.blockSize;
+    const data = g.external(
+      `${wName}.q${q.bits}#${extCount++}`,
+      'uint8',
+      [q.N, blocks, (q.blockSize * q.bits) / 8],
+      {
+        location: q.data.location,
+        offset: q.data.byteOffset,
+        length: q.data.byteLength,
+      },
+    );
+    const scales = g.external(`${wName}.scales#${extCount++}`, 'float32', [q.N * blocks], {
+      location: q.scales.location,
+      offset: q.scales.byteOffset,
+      length: q.scales.byteLength,
+    });
+    return {
+      data,
+      scales,
+      N: q.N,
+      K: q.K,
+      bits: q.bits,
+      blockSize: q.blockSize,
+      accuracyLevel: opts.accuracyLevel ?? 0,
+    };
   };
 
   const eps = t.scalar(c.rmsNormEps);
   const rmsNorm = (x: TVal, weightName: string): TVal => {
-    const ms = t.reduceMean(t.mul(x, x), [-1]);
-    let y = t.mul(t.mul(x, t.reciprocal(t.sqrt(t.add(ms, eps)))), param(weightName, [D]));
-    if (c.normBias) y = t.add(y, param(weightName.replace(/\.weight$/, '.bias'), [D]));
+    const ms = cur.reduceMean(cur.mul(x, x), [-1]);
+    let y = cur.mul(cur.mul(x, cur.reciprocal(cur.sqrt(cur.add(ms, eps)))), param(weightName, [D]));
+    if (c.normBias) y = cur.add(y, param(weightName.replace(/\.weight$/, '.bias'), [D]));
     return y;
   };
 
   const half = hd / 2;
   const rope = (x: TVal, cos: TVal, sin: TVal): TVal => {
-    const x1 = t.slice(x, [0], [half], [-1]);
-    const x2 = t.slice(x, [half], [hd], [-1]);
-    return t.add(t.mul(x, cos), t.mul(t.concat([t.neg(x2), x1], -1), sin));
+    const x1 = cur.slice(x, [0], [half], [-1]);
+    const x2 = cur.slice(x, [half], [hd], [-1]);
+    return cur.add(cur.mul(x, cos), cur.mul(cur.concat([cur.neg(x2), x1], -1), sin));
   };
 
   const ids = g.input(TRAIN_INPUTS.ids, 'int64', ['B', 'L']);
@@ -227,27 +280,78 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
   const scale = t.scalar(1 / Math.sqrt(hd));
   const kvDim = nKv * hd;
   const H = c.mlpHiddenSize;
-  for (let i = 0; i < c.nLayers; i++) {
+  const block = (tape: Tape, x: TVal, i: number): TVal => {
+    const prev = cur;
+    cur = tape;
+    try {
+      const b = `${pre}.blocks.${i}`;
+      const h = rmsNorm(x, `${b}.attn_norm.weight`);
+      const q = linear(h, `${b}.q_proj`, D, D, qkvBias);
+      const k = linear(h, `${b}.k_proj`, kvDim, D, qkvBias);
+      const v = linear(h, `${b}.v_proj`, kvDim, D, qkvBias);
+      // [N, heads*hd] -> [B, nKv, rep, L, hd]; query head j uses kv head floor(j / rep).
+      const toHeads = (z: TVal, r: number): TVal => {
+        return cur.transpose(
+          cur.reshapeTo(z, shapeBL(nKv, r, hd), ['B', 'L', nKv, r, hd]),
+          [0, 2, 3, 1, 4],
+        );
+      };
+      const qh = rope(toHeads(q, rep), cos, sin);
+      const kh = rope(toHeads(k, 1), cos, sin);
+      const vh = toHeads(v, 1);
+      let scores = cur.mul(cur.matmul(qh, cur.transpose(kh, [0, 1, 2, 4, 3])), scale); // [B, nKv, rep, L, L]
+      if (bias) scores = cur.add(scores, bias);
+      const ctx = cur.matmul(cur.softmax(scores, -1), vh); // [B, nKv, rep, L, hd]
+      const merged = cur.reshape(cur.transpose(ctx, [0, 3, 1, 2, 4]), [-1, D], ['N', D]);
+      const hRes = cur.add(x, linear(merged, `${b}.attn_out`, D, D, c.includeBias));
+      const f = rmsNorm(hRes, `${b}.ff_norm.weight`);
+      const act = cur.mul(
+        cur.silu(linear(f, `${b}.ff_proj`, H, D, c.includeBias)),
+        linear(f, `${b}.up_proj`, H, D, c.includeBias),
+      );
+      return cur.add(hRes, linear(act, `${b}.ff_out`, D, H, c.includeBias));
+    } finally {
+      cur = prev;
+    }
+  };
+  /** The trainable tensors block i uses (created here, in a fixed order). */
+  const blockTrainables = (i: number): TVal[] => {
     const b = `${pre}.blocks.${i}`;
-    const h = rmsNorm(x, `${b}.attn_norm.weight`);
-    const q = linear(h, `${b}.q_proj`, D, D, qkvBias);
-    const k = linear(h, `${b}.k_proj`, kvDim, D, qkvBias);
-    const v = linear(h, `${b}.v_proj`, kvDim, D, qkvBias);
-    // [N, heads*hd] -> [B, nKv, rep, L, hd]; query head j uses kv head floor(j / rep).
-    const toHeads = (z: TVal, r: number): TVal => {
-      return t.transpose(t.reshapeTo(z, shapeBL(nKv, r, hd), ['B', 'L', nKv, r, hd]), [0, 2, 3, 1, 4]);
-    };
-    const qh = rope(toHeads(q, rep), cos, sin);
-    const kh = rope(toHeads(k, 1), cos, sin);
-    const vh = toHeads(v, 1);
-    let scores = t.mul(t.matmul(qh, t.transpose(kh, [0, 1, 2, 4, 3])), scale); // [B, nKv, rep, L, L]
-    if (bias) scores = t.add(scores, bias);
-    const ctx = t.matmul(t.softmax(scores, -1), vh); // [B, nKv, rep, L, hd]
-    const merged = t.reshape(t.transpose(ctx, [0, 3, 1, 2, 4]), [-1, D], ['N', D]);
-    const hRes = t.add(x, linear(merged, `${b}.attn_out`, D, D, c.includeBias));
-    const f = rmsNorm(hRes, `${b}.ff_norm.weight`);
-    const act = t.mul(t.silu(linear(f, `${b}.ff_proj`, H, D, c.includeBias)), linear(f, `${b}.up_proj`, H, D, c.includeBias));
-    x = t.add(hRes, linear(act, `${b}.ff_out`, D, H, c.includeBias));
+    const lin: [string, number, number, boolean][] = [
+      ['q_proj', D, D, qkvBias],
+      ['k_proj', kvDim, D, qkvBias],
+      ['v_proj', kvDim, D, qkvBias],
+      ['attn_out', D, D, c.includeBias],
+      ['ff_proj', H, D, c.includeBias],
+      ['up_proj', H, D, c.includeBias],
+      ['ff_out', D, H, c.includeBias],
+    ];
+    if (!full) {
+      return lin
+        .filter(([n]) => loraTargets.has(n as (typeof LORA_TARGETS)[LoraTarget]))
+        .flatMap(([n, o, k]) => {
+          const { A, B } = loraPair(`${b}.${n}.weight`, o, k);
+          return [A, B];
+        });
+    }
+    const out: TVal[] = [];
+    for (const norm of ['attn_norm', 'ff_norm']) {
+      out.push(param(`${b}.${norm}.weight`, [D]));
+      if (c.normBias) out.push(param(`${b}.${norm}.bias`, [D]));
+    }
+    for (const [n, o, k, bias] of lin) {
+      out.push(param(`${b}.${n}.weight`, [o, k]));
+      if (bias) out.push(param(`${b}.${n}.bias`, [o]));
+    }
+    return out;
+  };
+  for (let i = 0; i < c.nLayers; i++) {
+    if (opts.recompute) {
+      const xi = x;
+      x = t.checkpoint([xi, ...blockTrainables(i)], (tape, ins) => block(tape, ins[0]!, i));
+    } else {
+      x = block(t, x, i);
+    }
   }
   const final = rmsNorm(x, `${pre}.ln_f.weight`);
 
@@ -256,30 +360,46 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
   let logits: TVal;
   if (c.weightTying) {
     if (!full) throw new Error('train graph: LoRA over a weight-tied checkpoint is not supported');
-    logits = t.linear(rows, params.find((p) => p.name === embName)!);
+    logits = t.linear(
+      rows,
+      params.find((p) => p.name === embName)!,
+    );
   } else {
     const headName = `${pre}.ff_out.weight`;
     const qHead = full ? undefined : opts.quantized?.(headName);
     const hb = c.includeBias ? param(`${pre}.ff_out.bias`, [V]) : undefined;
     if (qHead) {
       const blocks = qHead.K / qHead.blockSize;
-      const data = g.external(`${headName}.q${qHead.bits}#${extCount++}`, 'uint8', [qHead.N, blocks, (qHead.blockSize * qHead.bits) / 8], {
-        location: qHead.data.location,
-        offset: qHead.data.byteOffset,
-        length: qHead.data.byteLength,
-      });
+      const data = g.external(
+        `${headName}.q${qHead.bits}#${extCount++}`,
+        'uint8',
+        [qHead.N, blocks, (qHead.blockSize * qHead.bits) / 8],
+        {
+          location: qHead.data.location,
+          offset: qHead.data.byteOffset,
+          length: qHead.data.byteLength,
+        },
+      );
       const scales = g.external(`${headName}.scales#${extCount++}`, 'float32', [qHead.N * blocks], {
         location: qHead.scales.location,
         offset: qHead.scales.byteOffset,
         length: qHead.scales.byteLength,
       });
-      logits = t.linearQuantized(rows, { data, scales, N: qHead.N, K: qHead.K, bits: qHead.bits, blockSize: qHead.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
+      logits = t.linearQuantized(rows, {
+        data,
+        scales,
+        N: qHead.N,
+        K: qHead.K,
+        bits: qHead.bits,
+        blockSize: qHead.blockSize,
+        accuracyLevel: opts.accuracyLevel ?? 0,
+      });
       if (hb) logits = t.add(logits, hb);
     } else {
       logits = t.linear(rows, param(headName, [V, D]), hb);
     }
   }
-  const nll = t.crossEntropy(logits, labelIds); // [M]
+  const nll = t.crossEntropy(logits, labelIds, opts.softmaxLanes ?? 8, opts.laneSum ?? 'cumsum'); // [M]
   const lossSum = t.reduceSum(nll, [0], false);
   g.output(lossSum, TRAIN_OUTPUTS.lossSum, 'float32', []);
 
@@ -289,5 +409,10 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const gr = grads[i];
     g.output(gr ? g.add(acc, gr) : g.identity(acc), TRAIN_OUTPUTS.grad(p.name), 'float32', p.shape);
   });
-  return { bytes: g.toBytes(`DiMOO training graph: ${c.nLayers} layers, d_model ${c.dModel}${opts.lora ? `, LoRA r=${opts.lora.r}` : ''}`), trainable };
+  return {
+    bytes: g.toBytes(
+      `DiMOO training graph: ${c.nLayers} layers, d_model ${c.dModel}${opts.lora ? `, LoRA r=${opts.lora.r}` : ''}`,
+    ),
+    trainable,
+  };
 }

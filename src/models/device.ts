@@ -23,6 +23,20 @@ import { f16BitsToF32, f32ToF16Scalar } from '../checkpoint/dtypes.js';
 import { GraphBuilder } from '../graph/onnx/builder.js';
 import { describeWebGpuSetup } from './webgpu-setup.js';
 
+/**
+ * ORT's start-up telemetry (on by default on Linux) matches regular expressions
+ * against /proc/self/cmdline with a recursive matcher: a long command line (a
+ * 20 000-character `--prompt`) overflows the stack and the process dies with
+ * SIGSEGV (from ~7 000 prompt tokens on a worker thread's 4 MB stack). Turned
+ * off before ORT creates its environment (at the first session). A worker
+ * thread's `process.env` is a copy, so `WorkerDimoo` does the same on the
+ * spawning thread, where it reaches the real environment.
+ */
+export function disableOrtTelemetry(): void {
+  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
+}
+disableOrtTelemetry();
+
 export type Device = 'cpu' | 'webgpu';
 
 export interface SessionSpec {

@@ -16,7 +16,8 @@ import { DimooError } from '../errors.js';
 import type { RgbImage } from '../image/image.js';
 import { ImageProcessor } from '../image/processor.js';
 import { createSession, Tensor, type InferenceSession, type Device } from './device.js';
-import { SafetensorsFile } from '../checkpoint/safetensors.js';
+import { blameWeights, firstNonFinite } from '../checkpoint/nonfinite.js';
+import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
 import { checkVqWeights, loadVqConfig, VQ_WEIGHTS_FILE, type VqConfig } from '../checkpoint/vq-config.js';
 import {
   buildVqDecoderGraph,
@@ -63,6 +64,8 @@ export class VqModel {
     readonly dir: string,
     readonly config: VqConfig,
     private readonly weight: VqWeightLookup,
+    /** The checked weights, scanned only when a decode comes out non-finite. */
+    private readonly tensors: ReadonlyMap<string, TensorInfo>,
     private readonly dataFolder: string,
     private readonly threads: number | undefined,
     readonly device: Device = 'cpu',
@@ -107,7 +110,7 @@ export class VqModel {
         byteLength: w.byteLength,
       };
     };
-    return new VqModel(dir, config, weight, path.dirname(real), opts.threads, opts.device);
+    return new VqModel(dir, config, weight, st.tensors, path.dirname(real), opts.threads, opts.device);
   }
 
   private createSession(bytes: Uint8Array, what: string): Promise<InferenceSession> {
@@ -263,6 +266,13 @@ export class VqModel {
       );
     }
     const f = await this.decodeFloat(codes, gridH, gridW);
+    // Clipping to 8 bits would turn NaN into black pixels and exit 0: refuse instead.
+    if (firstNonFinite(f.pixels) >= 0) {
+      throw new DimooError(
+        `VQ-VAE decoder produced NaN/Inf pixels${blameWeights(this.tensors.values())}`,
+        'E_NONFINITE',
+      );
+    }
     return {
       data: this.processor.toRgb8(f.pixels, f.width, f.height),
       width: f.width,

@@ -11,7 +11,11 @@ import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { openCheckpoint } from '../checkpoint/folder.js';
 import type { Checkpoint } from '../checkpoint/layout.js';
-import { resolveSpecialTokens, type SpecialTokens } from '../checkpoint/special-tokens.js';
+import {
+  requireSpecialTokens,
+  resolveSpecialTokens,
+  type SpecialTokens,
+} from '../checkpoint/special-tokens.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import { Transformer } from '../models/transformer.js';
 import { loadVqConfig, type VqConfig } from '../checkpoint/vq-config.js';
@@ -44,6 +48,7 @@ import {
 import { runTextJob } from './text-engine.js';
 import { TASKS, type PaintTask } from './tasks.js';
 import { checkTokenGrid } from './token-grid.js';
+import { blameWeights, NonFiniteError } from '../checkpoint/nonfinite.js';
 import type {
   DimooApi,
   EditParams,
@@ -62,7 +67,7 @@ import type {
   UnderstandParams,
   UnderstandResult,
 } from './types.js';
-import { checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTextCache } from './validate.js';
+import { checkBlockLayout, checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTextCache } from './validate.js';
 
 const E = 'E_PARAM';
 
@@ -96,6 +101,7 @@ export class Dimoo implements DimooApi {
     const tokenizer = TextTokenizer.fromFile(ckpt.tokenizerPath);
     const vqConfig = ckpt.vqvaeDir ? loadVqConfig(ckpt.vqvaeDir) : undefined;
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
+    requireSpecialTokens(tokenizer, ckpt.tokenizerPath);
     const special = resolveSpecialTokens(tokenizer, ckpt.config, { codebookSize });
     const model = await Transformer.load(ckpt, {
       threads: opts.threads,
@@ -253,7 +259,7 @@ export class Dimoo implements DimooApi {
     const uncondIds = await this.encode(texts.uncondPrompt);
     // The original runs a single, unguided branch when cfg_scale is 0.
     const guided = cfg > 0;
-    const r = await runImageJob(
+    const r = await this.blameNonFinite(runImageJob(
       { model: this.model, special: this.special },
       {
         task,
@@ -266,7 +272,7 @@ export class Dimoo implements DimooApi {
         sampling,
       },
       o,
-    );
+    ));
     return this.finish(r.codes, gridH, gridW, r.promptIds, r.codeStart, r.stepMs);
   }
 
@@ -299,7 +305,7 @@ export class Dimoo implements DimooApi {
       this.special,
     );
     const guided = cfg > 0 || cfgImg > 0;
-    const r = await runImageJob(
+    const r = await this.blameNonFinite(runImageJob(
       { model: this.model, special: this.special },
       {
         task: 'edit',
@@ -312,7 +318,7 @@ export class Dimoo implements DimooApi {
         sampling,
       },
       o,
-    );
+    ));
     return this.finish(r.codes, out.gridH, out.gridW, r.promptIds, r.codeStart, r.stepMs);
   }
 
@@ -397,10 +403,7 @@ export class Dimoo implements DimooApi {
     const genLength = checkInt('genLength', p.genLength ?? DEFAULTS.mmu.genLength, 1, LIMITS.maxGenLength);
     const blockLength = checkInt('blockLength', p.blockLength ?? Math.min(DEFAULTS.mmu.blockLength, genLength), 1, genLength);
     const steps = checkInt('steps', p.steps ?? Math.min(DEFAULTS.mmu.steps, genLength), 1, LIMITS.maxGenLength);
-    if (genLength % blockLength !== 0) throw new DimooError(`genLength (${genLength}) must be a multiple of blockLength (${blockLength})`, E);
-    if (steps % (genLength / blockLength) !== 0) {
-      throw new DimooError(`steps (${steps}) must be a multiple of the number of blocks (${genLength / blockLength})`, E);
-    }
+    checkBlockLayout(genLength, blockLength, steps);
     const temperature = checkNumber('temperature', p.temperature ?? DEFAULTS.mmu.temperature, 0, 100);
     const cfgScale = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.mmu.cfgScale, 0, 100);
     const remasking = p.remasking ?? 'low_confidence';
@@ -413,7 +416,7 @@ export class Dimoo implements DimooApi {
       { promptIds, imageCodes: Array.from(g.codes), gridH: g.gridH, gridW: g.gridW, genLength, layout: p.scriptLayout ? 'script' : 'single' },
       this.special,
     );
-    const r = await runTextJob(
+    const r = await this.blameNonFinite(runTextJob(
       this.model,
       {
         ...cache,
@@ -434,7 +437,7 @@ export class Dimoo implements DimooApi {
         decode: o.onProgress ? (ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }) : undefined,
       },
       o,
-    );
+    ));
     const ids = r.sampler.answerIds();
     return {
       text: await this.tokenizer.decode(ids, { skipSpecialTokens: true }),
@@ -443,6 +446,16 @@ export class Dimoo implements DimooApi {
       codeStart: layout.codeStart,
       stepMs: r.stepMs,
     };
+  }
+
+  /** NaN/Inf logits: say which weight holds them (scanned only now, on failure). */
+  private blameNonFinite<T>(run: Promise<T>): Promise<T> {
+    return run.catch((e: unknown) => {
+      if (e instanceof NonFiniteError) {
+        throw new DimooError(e.message + blameWeights(this.checkpoint.weights.values()), e.code);
+      }
+      throw e;
+    });
   }
 
   async dispose(): Promise<void> {

@@ -19,6 +19,7 @@ import { Prng } from '../samplers/prng.js';
 import { cacheRefreshSchedule } from '../samplers/schedule.js';
 import { answerImage, gridCellPositions } from './prompts.js';
 import type { ProgressEvent, RunOptions, TaskName } from './types.js';
+import { firstNonFinite, NonFiniteError } from '../checkpoint/nonfinite.js';
 
 export interface ResolvedSampling {
   timesteps: number;
@@ -131,6 +132,13 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     }
     const guided = job.guide ? job.guide(branchLogits[0]!, branchLogits.slice(1)) : branchLogits[0]!;
     if (guided.length !== cells.length * V) throw new Error('internal: guided logits have the wrong size');
+    // Sampling NaN logits would still produce codes (and an image): stop, naming the step.
+    const bad = firstNonFinite(guided);
+    if (bad >= 0) {
+      throw new NonFiniteError(
+        `non-finite image logits (${guided[bad]}) at sampling step ${step + 1} of ${s.timesteps}, image cell ${cells[Math.floor(bad / V)]}`,
+      );
+    }
     if (job.inspect) await job.inspect({ step, full: full || !s.useCache, sequences: seqs, rows: rowLists, guided });
     state.step(guided);
     const ms = performance.now() - t0;

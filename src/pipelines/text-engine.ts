@@ -21,6 +21,7 @@ import { textRecomputePositions } from '../samplers/mlcache.js';
 import { isCacheRefreshStep } from '../samplers/schedule.js';
 import { BlockwiseTextSampler, type BlockwiseTextOptions } from '../samplers/text-blockwise.js';
 import type { RunOptions } from './types.js';
+import { firstNonFinite, NonFiniteError } from '../checkpoint/nonfinite.js';
 
 export type TextCacheMode = 'none' | 'dual' | 'ml-cache';
 
@@ -93,6 +94,13 @@ export async function runTextJob(model: Transformer, job: TextJob, opts: RunOpti
       cond0 = await cond.fullText(seq, rows, opt);
       if (uncond) uncond0 = await uncond.fullText(s.uncondSequence(), rows, opt);
       cachedBlock = block;
+    }
+    // NaN logits would still be sampled into an answer: stop, naming the step.
+    const probe = opt.argmax ? [cond0.argmaxProb!] : [cond0.logits!, ...(uncond0 ? [uncond0.logits!] : [])];
+    for (const a of probe) {
+      if (firstNonFinite(a) >= 0) {
+        throw new NonFiniteError(`non-finite logits at understanding step ${stepMs.length + 1} of ${total}`);
+      }
     }
     let rec;
     if (opt.argmax) {

@@ -26,6 +26,19 @@ export const LIMITS = Object.freeze({
 
 const E = 'E_PARAM';
 
+/**
+ * Understanding's block layout: the answer is decoded in whole blocks, each
+ * taking the same share of the steps. Exported so a server can refuse a
+ * request before queueing it, with the same words.
+ */
+export function checkBlockLayout(genLength: number, blockLength: number, steps: number): void {
+  if (genLength % blockLength !== 0)
+    throw new DimooError(`genLength (${genLength}) must be a multiple of blockLength (${blockLength})`, E);
+  if (steps % (genLength / blockLength) !== 0) {
+    throw new DimooError(`steps (${steps}) must be a multiple of the number of blocks (${genLength / blockLength})`, E);
+  }
+}
+
 export function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
     throw new DimooError(`${name} must be an integer in [${min}, ${max}], got ${String(v)}`, E);

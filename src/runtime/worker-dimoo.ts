@@ -64,6 +64,10 @@ function sibling(rel: string): URL {
 }
 
 function spawn(init: WorkerInit): Worker {
+  // Same as models/device.ts (not imported here: it would load ORT on this thread).
+  // ORT reads the process environment, which only this thread can change; without
+  // this a long command line crashes ORT's telemetry start-up in the worker.
+  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
   const entry = sibling('./worker-entry');
   if (EXT === '.js') return new Worker(entry, { workerData: init });
   // Workers do not inherit tsx's loader hooks (Node 20): register them first, then load the .ts entry.

@@ -9,8 +9,9 @@ import multipart from '@fastify/multipart';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { DimooApi } from '../pipelines/types.js';
 import { sendFailure, type ServerState } from './context.js';
-import { RequestError } from './errors.js';
+import { clientErrorResponse, frameworkError, RequestError } from './errors.js';
 import { JobQueue } from './jobs.js';
+import { checkBrowserOrigin } from './origin.js';
 import { DEFAULT_LIMITS, TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { registerNativeRoutes } from './routes-native.js';
 import { registerOpenAiRoutes } from './routes-openai.js';
@@ -70,6 +71,15 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     // Job ids and log lines use this; clients may pass their own for tracing.
     requestIdHeader: 'x-request-id',
     return503OnClosing: true,
+    // Errors raised before any route or hook runs leave in the documented shape too.
+    frameworkErrors: (err, _req, reply) => {
+      void sendFailure(reply, frameworkError(err));
+    },
+    clientErrorHandler: (err, socket) => {
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
+      if (socket.writable) socket.write(clientErrorResponse(err as NodeJS.ErrnoException));
+      socket.destroy();
+    },
   });
   const info = opts.api.info();
   const queue = new JobQueue({
@@ -111,10 +121,18 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     throwFileSizeLimit: true,
   });
 
+  const allowedOrigins =
+    opts.cors === true ? true : new Set([opts.cors ?? []].flat().filter((o) => o !== false));
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-content-type-options', 'nosniff');
     reply.header('x-request-id', req.id);
-    if (!opts.apiKey || req.method === 'OPTIONS' || isPublic(req.url)) return;
+    if (!opts.apiKey) {
+      // No key: any web page the user visits could otherwise drive this server
+      // (simple cross-origin POSTs need no preflight; a rebound DNS name reaches it).
+      checkBrowserOrigin(req.headers, req.socket.localAddress, allowedOrigins);
+      return;
+    }
+    if (req.method === 'OPTIONS' || isPublic(req.url)) return;
     const key = presentedKey(req.headers);
     if (key === undefined || !timingSafeEqual(digest(key), digest(opts.apiKey))) {
       reply.header('www-authenticate', 'Bearer');
@@ -135,7 +153,10 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       new RequestError(`no route for ${req.method} ${req.url.split('?')[0]}`, 'E_NOT_FOUND', 404),
     ),
   );
-  app.addHook('onClose', async () => {
+  // preClose runs before fastify waits for in-flight requests: cancelling the
+  // jobs first lets those requests end now (with a JSON error) instead of
+  // after every running and queued job has finished.
+  app.addHook('preClose', async () => {
     await queue.close();
   });
 

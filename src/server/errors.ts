@@ -133,3 +133,51 @@ export function toHttpFailure(e: unknown): HttpFailure {
     internal: true,
   };
 }
+
+/** HTTP parser failures, said in words (Node's codes mean nothing to a client). */
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'request line or headers too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request not completed in time'],
+  ERR_HTTP_HEADERS_TIMEOUT: [408, 'request headers not completed in time'],
+  HPE_INVALID_CHUNK_SIZE: [400, 'malformed chunked body (bad chunk size)'],
+  HPE_INVALID_TRANSFER_ENCODING: [400, 'malformed Transfer-Encoding'],
+  HPE_INVALID_CONTENT_LENGTH: [400, 'bad Content-Length header'],
+  HPE_UNEXPECTED_CONTENT_LENGTH: [
+    400,
+    'conflicting Content-Length (repeated, or beside Transfer-Encoding)',
+  ],
+  HPE_INVALID_EOF_STATE: [400, 'connection closed before the body was complete'],
+};
+
+/**
+ * The raw HTTP response for an error the HTTP parser raised before any route
+ * or hook ran (fastify's clientErrorHandler), in the same JSON shape as every
+ * other error.
+ */
+export function clientErrorResponse(err: { code?: unknown }): string {
+  const code = typeof err.code === 'string' ? err.code : '';
+  const [status, message] = CLIENT_ERRORS[code] ?? [400, 'malformed HTTP request'];
+  const f = toHttpFailure({ statusCode: status, message, code });
+  const body = JSON.stringify(f.body);
+  const reason = STATUS_TEXT[status] ?? 'Bad Request';
+  return (
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+};
+
+/** fastify's router errors (bad percent-encoding, 414) without echoing a huge URL back. */
+export function frameworkError(err: { statusCode?: number; code?: string; message: string }): {
+  statusCode: number;
+  code: string | undefined;
+  message: string;
+} {
+  const msg = err.message.length > 200 ? `${err.message.slice(0, 200)}...` : err.message;
+  return { statusCode: err.statusCode ?? 400, code: err.code, message: msg };
+}

@@ -4,6 +4,7 @@
  */
 import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
 import type { EditType, ImageSamplingParams, UnderstandParams } from '../pipelines/types.js';
+import { checkBlockLayout } from '../pipelines/validate.js';
 import { RequestError } from './errors.js';
 import { TASK_DEFAULTS, type ServerLimits } from './limits.js';
 
@@ -82,7 +83,11 @@ export function optBool(b: Body, k: string): boolean | undefined {
 }
 
 /** A boolean, or one of `choices` by name (e.g. use_cache: true or "ml-cache"). */
-export function optBoolOrChoice<T extends string>(b: Body, k: string, choices: readonly T[]): boolean | T | undefined {
+export function optBoolOrChoice<T extends string>(
+  b: Body,
+  k: string,
+  choices: readonly T[],
+): boolean | T | undefined {
   const v = raw(b, k);
   if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T;
   try {
@@ -155,12 +160,25 @@ export function parseSize(
   return { width, height };
 }
 
+/** Two names for one field: taking one and ignoring the other would be a silent guess. */
+export function refuseBoth(b: Body, a: string, other: string): void {
+  if (b[a] !== undefined && b[a] !== null && b[other] !== undefined && b[other] !== null)
+    throw new RequestError(
+      `${a} and ${other} name the same setting; give only one`,
+      'E_PARAM',
+      400,
+      other,
+    );
+}
+
 /** DiMOO sampling fields shared by every image task. `steps` is the OpenAI-ish name of `timesteps`. */
 export function parseSampling(
   b: Body,
   limits: ServerLimits,
   defaultSteps: number,
 ): ImageSamplingParams & { seed: number } {
+  refuseBoth(b, 'steps', 'timesteps');
+  refuseBoth(b, 'cfg_scale', 'guidance');
   const steps =
     optInt(b, 'steps', 1, limits.maxSteps, 'maxSteps') ??
     optInt(b, 'timesteps', 1, limits.maxSteps, 'maxSteps') ??
@@ -191,7 +209,11 @@ export function parseSampling(
 export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
 
 /** The ML-Cache schedule fields (`cache_ratio`, `warmup_ratio`, `refresh_interval`), those given. */
-export function parseCacheSchedule(b: Body): { cacheRatio?: number; warmupRatio?: number; refreshInterval?: number } {
+export function parseCacheSchedule(b: Body): {
+  cacheRatio?: number;
+  warmupRatio?: number;
+  refreshInterval?: number;
+} {
   const p: { cacheRatio?: number; warmupRatio?: number; refreshInterval?: number } = {};
   const cr = optNumber(b, 'cache_ratio', 0, 1);
   if (cr !== undefined) p.cacheRatio = cr;
@@ -219,6 +241,13 @@ export function parseUnderstand(
   p.steps =
     optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
     Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
+  // The model refuses a layout whose blocks do not divide evenly; say so before queueing.
+  try {
+    checkBlockLayout(p.genLength!, p.blockLength!, p.steps!);
+  } catch (e) {
+    const param = /^steps/.test((e as Error).message) ? 'steps' : 'block_length';
+    throw new RequestError((e as Error).message, 'E_PARAM', 400, param);
+  }
   const t = optNumber(b, 'temperature', 0, 100);
   if (t !== undefined) p.temperature = t;
   const c = optNumber(b, 'cfg_scale', 0, 100);

@@ -5,6 +5,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { runPaintTask, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
 import type { EditType, ImageInput, MaskSpec, ModelInfo, TokenGrid } from '../pipelines/types.js';
+import { paintCellMask } from '../image/masks.js';
 import { awaitJob } from './context.js';
 import { RequestError } from './errors.js';
 import {
@@ -180,6 +181,35 @@ async function parseMask(
   );
 }
 
+/**
+ * The model refuses a mask that selects no token cell; a queued job would
+ * only fail later, so the same cells are worked out here (as the model does)
+ * and such a request is a 400 before any job exists.
+ */
+function refuseEmptyMask(mask: MaskSpec, img: ImageRef, task: string, dilate: number): void {
+  let any: boolean;
+  if (mask.kind === 'cells') any = Array.prototype.some.call(mask.cells, (v: number) => v !== 0);
+  else if (mask.kind === 'ratio') {
+    const m = paintCellMask(img.srcWidth, img.srcHeight, {
+      maskHRatio: mask.hRatio,
+      maskWRatio: mask.wRatio,
+      mode: task === 'outpaint' ? 'outpainting' : 'inpainting',
+      scale: 16,
+      encodedWidth: img.width,
+      encodedHeight: img.height,
+      dilate,
+    });
+    any = m.cells.some((v) => v);
+  } else any = true; // rectangles inside the image always touch a cell
+  if (!any)
+    throw new RequestError(
+      'mask: selects no token cell: nothing to regenerate',
+      'E_MASK',
+      400,
+      'mask',
+    );
+}
+
 function statusJson(app: FastifyInstance, job: Job): Record<string, unknown> {
   const j = job.toJSON();
   if (job.status === 'queued') j['queue_position'] = app.dimoo.queue.position(job);
@@ -265,6 +295,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
     ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
     : reqString(b, 'prompt', limits.maxPromptChars);
   const dilate = optInt(b, 'dilate', 0, 16);
+  if (mask) refuseEmptyMask(mask, img, task, dilate ?? 0);
   return {
     task,
     meta: { width: img.width, height: img.height, steps: s.timesteps },

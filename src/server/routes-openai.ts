@@ -47,7 +47,8 @@ function imagesResponse(
     data: outs.map((o) => {
       const extra = { seed: o.seed, width: o.width, height: o.height };
       if (format === 'url') return { url: `${origin(req)}${o.image_url}`, ...extra };
-      const f = app.dimoo.store.get(o.file!);
+      // Sent inline: keeping it for an hour would only grow memory under load.
+      const f = app.dimoo.store.take(o.file!);
       if (!f)
         throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
       return { b64_json: f.data.toString('base64'), ...extra };

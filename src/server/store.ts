@@ -45,6 +45,16 @@ export class BlobStore {
     return e;
   }
 
+  /** Gets and forgets an entry: for results that are sent inline and never fetched by URL. */
+  take(name: string): Entry | undefined {
+    const e = this.get(name);
+    if (e) {
+      this.entries.delete(name);
+      this.bytes -= e.data.length;
+    }
+    return e;
+  }
+
   get size(): { files: number; bytes: number } {
     return { files: this.entries.size, bytes: this.bytes };
   }

@@ -44,6 +44,7 @@ import {
 } from '../checkpoint/quantized.js';
 import { numel, writeSafetensors, type TensorInfo, type WriteEntry } from '../checkpoint/safetensors.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
+import { makeDirs } from '../util/fs-errors.js';
 
 /** Default block sizes: int8 loses little with long blocks (and runs fastest); int4 needs short ones. */
 export const DEFAULT_BLOCK_SIZE: Record<QuantBits, number> = { 8: 128, 4: 32 };
@@ -89,7 +90,7 @@ export function blockSizeFor(K: number, requested: number): number {
 const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 function copyTree(src: string, dst: string): void {
-  fs.mkdirSync(dst, { recursive: true });
+  makeDirs(dst);
   for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
     const s = path.join(src, ent.name);
     const d = path.join(dst, ent.name);
@@ -195,7 +196,7 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
     }
     fs.rmSync(path.join(out, QUANT_MANIFEST), { force: true });
   }
-  fs.mkdirSync(out, { recursive: true });
+  makeDirs(out);
 
   const c = ckpt.config;
   const weightsFile = `model-q${bits}.safetensors`;

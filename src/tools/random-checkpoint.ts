@@ -15,6 +15,7 @@ import { f32ToBf16Scalar } from '../checkpoint/dtypes.js';
 import { type TensorProducer, numel, writeSafetensors } from '../checkpoint/safetensors.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
 import { END_ADDED_ID, writeTokenizerFiles } from './tokenizer-files.js';
+import { makeDirs } from '../util/fs-errors.js';
 
 export type PresetName = 'tiny' | 'small' | '1b' | '8b';
 
@@ -384,7 +385,7 @@ export async function writeRandomCheckpoint(
   if (!(maxShard > 0))
     throw new DimooError(`maxShardBytes must be positive, got ${maxShard}`, 'E_PARAM');
 
-  fs.mkdirSync(root, { recursive: true });
+  makeDirs(root);
   const planned = expectedTensors(config).map((t) => ({
     name: t.name,
     shape: t.shape,
@@ -456,7 +457,7 @@ export async function writeRandomCheckpoint(
 
   if (options.writeVq) {
     const vqDir = path.join(root, 'vqvae');
-    fs.mkdirSync(vqDir, { recursive: true });
+    makeDirs(vqDir);
     await options.writeVq(vqDir);
   }
   return {

@@ -9,10 +9,10 @@
  * perturbed around (1, 0) so tests exercise them; the codebook is normal with a
  * spread similar to the latents', so encoding does not collapse onto one code.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
+import { makeDirs } from '../util/fs-errors.js';
 import { f32ToBf16, f32ToF16 } from '../checkpoint/dtypes.js';
 import { Rng, tensorSeed } from './random-checkpoint.js';
 import { numel, writeSafetensors, type WriteEntry } from '../checkpoint/safetensors.js';
@@ -127,7 +127,7 @@ export function writeRandomVq(
     );
   }
   const dir = path.resolve(vqDir);
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const json = { ...VQ_PRESETS[preset], ...opts.overrides };
   const configPath = path.join(dir, VQ_CONFIG_FILE);
   const config = parseVqConfig(json, configPath);

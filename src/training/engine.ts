@@ -15,6 +15,7 @@
  *    one AdamW update (PyTorch's arithmetic, decoupled weight decay), then
  *    zeroes the accumulators. `lr` is given per step (the schedule is the
  *    caller's).
+ *  - `gradients()`: the accumulators (for inspection and tests).
  *  - `parameters()`: the trainable tensors by name, float32 (full fine-tuning:
  *    checkpoint names; LoRA: PEFT keys
  *    `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight`).
@@ -41,8 +42,21 @@ import type { QuantizedCheckpoint } from '../checkpoint/quantized.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import { readTensorFloat32, numel } from '../checkpoint/safetensors.js';
 import type { QuantizedLinearSource, WeightSource } from '../graph/transformer.js';
-import { ADAMW_SCALARS, buildAdamWGraph, buildSumSquaresGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
-import { buildTrainGraph, LORA_TARGETS, MASKED_SCORE, TRAIN_INPUTS, TRAIN_OUTPUTS, type LoraTarget, type TrainableTensor } from '../graph/train-graph.js';
+import {
+  ADAMW_SCALARS,
+  buildAdamWGraph,
+  buildSumSquaresGraph,
+  type AdamWScalar,
+} from '../graph/optimizer-graph.js';
+import {
+  buildTrainGraph,
+  LORA_TARGETS,
+  MASKED_SCORE,
+  TRAIN_INPUTS,
+  TRAIN_OUTPUTS,
+  type LoraTarget,
+  type TrainableTensor,
+} from '../graph/train-graph.js';
 import { Prng } from '../samplers/prng.js';
 
 export interface TrainBatch {
@@ -83,6 +97,12 @@ export interface TrainEngineOptions {
   maskPadding?: boolean;
   /** Seed of the LoRA A initialisation (default 0). */
   seed?: number;
+  /**
+   * Recompute each block's activations in the backward pass (gradient checkpointing):
+   * the memory of one block's activations instead of every block's, for ~1/3 more
+   * compute. Default: on for quantized bases (QLoRA), off otherwise.
+   */
+  recompute?: boolean;
 }
 
 export interface TensorState {
@@ -107,6 +127,8 @@ export interface TrainEngine {
   accumulate(batch: TrainBatch, weight: number): Promise<{ lossSum: number; labelCount: number }>;
   step(opt: AdamWConfig): Promise<{ gradNorm: number }>;
   parameters(): Map<string, { shape: number[]; data: Float32Array }>;
+  /** The accumulated gradients since the last step, by trainable name (absent: none yet). Read-only views. */
+  gradients(): Map<string, Float32Array>;
   /** Optimiser steps taken so far. */
   readonly stepCount: number;
   exportState(): TrainEngineState;
@@ -119,16 +141,24 @@ const E = 'E_TRAIN';
 /** PEFT's key names for the adapters of a checkpoint linear. */
 export function peftKeys(linearWeight: string): { a: string; b: string } {
   const module = linearWeight.replace(/\.weight$/, '');
-  return { a: `base_model.model.${module}.lora_A.weight`, b: `base_model.model.${module}.lora_B.weight` };
+  return {
+    a: `base_model.model.${module}.lora_A.weight`,
+    b: `base_model.model.${module}.lora_B.weight`,
+  };
 }
 
 function checkLora(l: LoraSpec): LoraTarget[] {
-  if (!Number.isSafeInteger(l.r) || l.r <= 0) throw new DimooError(`LoRA rank must be a positive integer, got ${l.r}`, E);
-  if (!Number.isFinite(l.alpha) || l.alpha <= 0) throw new DimooError(`LoRA alpha must be a positive number, got ${l.alpha}`, E);
+  if (!Number.isSafeInteger(l.r) || l.r <= 0)
+    throw new DimooError(`LoRA rank must be a positive integer, got ${l.r}`, E);
+  if (!Number.isFinite(l.alpha) || l.alpha <= 0)
+    throw new DimooError(`LoRA alpha must be a positive number, got ${l.alpha}`, E);
   if (l.targets.length === 0) throw new DimooError('LoRA needs at least one target linear', E);
   for (const t of l.targets) {
     if (!(t in LORA_TARGETS))
-      throw new DimooError(`unknown LoRA target "${t}" (known: ${Object.keys(LORA_TARGETS).join(', ')})`, E);
+      throw new DimooError(
+        `unknown LoRA target "${t}" (known: ${Object.keys(LORA_TARGETS).join(', ')})`,
+        E,
+      );
   }
   return [...new Set(l.targets)] as LoraTarget[];
 }
@@ -148,23 +178,41 @@ function loraInit(t: TrainableTensor, seed: number, index: number): Float32Array
 
 function checkBatch(b: TrainBatch, c: LladaConfig, maskPadding: boolean): void {
   const { batchSize: B, seqLen: L } = b;
-  if (!Number.isSafeInteger(B) || B <= 0) throw new DimooError(`batch: batchSize must be a positive integer, got ${B}`, E);
-  if (!Number.isSafeInteger(L) || L <= 0) throw new DimooError(`batch: seqLen must be a positive integer, got ${L}`, E);
-  if (b.inputIds.length !== B * L) throw new DimooError(`batch: inputIds has ${b.inputIds.length} ids, expected batchSize x seqLen = ${B * L}`, E);
-  if (b.labels.length !== B * L) throw new DimooError(`batch: labels has ${b.labels.length} entries, expected ${B * L}`, E);
+  if (!Number.isSafeInteger(B) || B <= 0)
+    throw new DimooError(`batch: batchSize must be a positive integer, got ${B}`, E);
+  if (!Number.isSafeInteger(L) || L <= 0)
+    throw new DimooError(`batch: seqLen must be a positive integer, got ${L}`, E);
+  if (b.inputIds.length !== B * L)
+    throw new DimooError(
+      `batch: inputIds has ${b.inputIds.length} ids, expected batchSize x seqLen = ${B * L}`,
+      E,
+    );
+  if (b.labels.length !== B * L)
+    throw new DimooError(`batch: labels has ${b.labels.length} entries, expected ${B * L}`, E);
   const V = c.embeddingSize;
   for (let i = 0; i < B * L; i++) {
     const id = b.inputIds[i]!;
-    if (id < 0 || id >= V) throw new DimooError(`batch: inputIds[${i}] = ${id} is outside the vocabulary [0, ${V})`, E);
+    if (id < 0 || id >= V)
+      throw new DimooError(`batch: inputIds[${i}] = ${id} is outside the vocabulary [0, ${V})`, E);
     const l = b.labels[i]!;
-    if (l !== -100 && (l < 0 || l >= V)) throw new DimooError(`batch: labels[${i}] = ${l} is neither -100 nor a token id in [0, ${V})`, E);
+    if (l !== -100 && (l < 0 || l >= V))
+      throw new DimooError(
+        `batch: labels[${i}] = ${l} is neither -100 nor a token id in [0, ${V})`,
+        E,
+      );
   }
   if (maskPadding) {
     if (!b.attentionMask || b.attentionMask.length !== B * L)
-      throw new DimooError(`batch: maskPadding needs attentionMask with batchSize x seqLen = ${B * L} entries`, E);
+      throw new DimooError(
+        `batch: maskPadding needs attentionMask with batchSize x seqLen = ${B * L} entries`,
+        E,
+      );
     for (let r = 0; r < B; r++) {
       if (!b.attentionMask.subarray(r * L, (r + 1) * L).some((x) => x === 1))
-        throw new DimooError(`batch: row ${r} has no real token in attentionMask (nothing to attend to)`, E);
+        throw new DimooError(
+          `batch: row ${r} has no real token in attentionMask (nothing to attend to)`,
+          E,
+        );
     }
   }
 }
@@ -175,7 +223,8 @@ function i64(values: ArrayLike<number>, dims: number[]): ort.Tensor {
   return new ort.Tensor('int64', a, dims);
 }
 
-const f32 = (data: Float32Array, dims: readonly number[]): ort.Tensor => new ort.Tensor('float32', data, [...dims]);
+const f32 = (data: Float32Array, dims: readonly number[]): ort.Tensor =>
+  new ort.Tensor('float32', data, [...dims]);
 const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(x), []);
 
 class OrtTrainEngine implements TrainEngine {
@@ -193,6 +242,8 @@ class OrtTrainEngine implements TrainEngine {
     private readonly sumsq: ort.InferenceSession,
     private readonly adamw: ort.InferenceSession,
     private readonly maskPadding: boolean,
+    /** Labelled rows per graph run (bounds the [rows, vocabulary] logits). */
+    private readonly maxLabelRows: number,
     init: (t: TrainableTensor, index: number) => Float32Array,
     readonly lora?: LoraSpec,
   ) {
@@ -208,9 +259,13 @@ class OrtTrainEngine implements TrainEngine {
     return this.step_;
   }
 
-  async accumulate(batch: TrainBatch, weight: number): Promise<{ lossSum: number; labelCount: number }> {
+  async accumulate(
+    batch: TrainBatch,
+    weight: number,
+  ): Promise<{ lossSum: number; labelCount: number }> {
     checkBatch(batch, this.config, this.maskPadding);
-    if (!Number.isFinite(weight)) throw new DimooError(`accumulate: weight must be a finite number, got ${weight}`, E);
+    if (!Number.isFinite(weight))
+      throw new DimooError(`accumulate: weight must be a finite number, got ${weight}`, E);
     const { batchSize: B, seqLen: L } = batch;
     const rows: number[] = [];
     const targets: number[] = [];
@@ -230,8 +285,6 @@ class OrtTrainEngine implements TrainEngine {
       [TRAIN_INPUTS.ids]: i64(batch.inputIds, [B, L]),
       [TRAIN_INPUTS.cos]: f32(cos, [L, hd]),
       [TRAIN_INPUTS.sin]: f32(sin, [L, hd]),
-      [TRAIN_INPUTS.labelRows]: i64(rows, [rows.length]),
-      [TRAIN_INPUTS.labelIds]: i64(targets, [targets.length]),
       [TRAIN_INPUTS.weight]: scalar(weight),
     };
     if (this.maskPadding) {
@@ -241,16 +294,23 @@ class OrtTrainEngine implements TrainEngine {
     }
     for (const t of this.trainable) {
       feeds[t.name] = f32(this.params.get(t.name)!, t.shape);
-      let a = this.acc.get(t.name);
-      if (!a) {
-        a = new Float32Array(numel(t.shape));
-        this.acc.set(t.name, a);
-      }
-      feeds[TRAIN_INPUTS.acc(t.name)] = f32(a, t.shape);
+      if (!this.acc.has(t.name)) this.acc.set(t.name, new Float32Array(numel(t.shape)));
     }
-    const out = await this.train.run(feeds);
-    for (const t of this.trainable) this.acc.set(t.name, out[TRAIN_OUTPUTS.grad(t.name)]!.data as Float32Array);
-    return { lossSum: (out[TRAIN_OUTPUTS.lossSum]!.data as Float32Array)[0]!, labelCount: rows.length };
+    // Labelled rows in runs of at most maxLabelRows (each run recomputes the transformer;
+    // gradients add up in the accumulators).
+    let lossSum = 0;
+    for (let start = 0; start < rows.length; start += this.maxLabelRows) {
+      const end = Math.min(rows.length, start + this.maxLabelRows);
+      feeds[TRAIN_INPUTS.labelRows] = i64(rows.slice(start, end), [end - start]);
+      feeds[TRAIN_INPUTS.labelIds] = i64(targets.slice(start, end), [end - start]);
+      for (const t of this.trainable)
+        feeds[TRAIN_INPUTS.acc(t.name)] = f32(this.acc.get(t.name)!, t.shape);
+      const out = await this.train.run(feeds);
+      for (const t of this.trainable)
+        this.acc.set(t.name, out[TRAIN_OUTPUTS.grad(t.name)]!.data as Float32Array);
+      lossSum += (out[TRAIN_OUTPUTS.lossSum]!.data as Float32Array)[0]!;
+    }
+    return { lossSum, labelCount: rows.length };
   }
 
   async step(opt: AdamWConfig): Promise<{ gradNorm: number }> {
@@ -268,7 +328,8 @@ class OrtTrainEngine implements TrainEngine {
     }
     const gradNorm = Math.fround(Math.sqrt(norms.reduce((s, n) => s + n * n, 0)));
     // PyTorch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1, always applied.
-    const clipCoef = opt.clipGrad === null ? 1 : Math.min(1, Math.fround(opt.clipGrad / (gradNorm + 1e-6)));
+    const clipCoef =
+      opt.clipGrad === null ? 1 : Math.min(1, Math.fround(opt.clipGrad / (gradNorm + 1e-6)));
     this.step_ += 1;
     const t = this.step_;
     const bc1 = 1 - opt.beta1 ** t;
@@ -303,11 +364,21 @@ class OrtTrainEngine implements TrainEngine {
   }
 
   parameters(): Map<string, { shape: number[]; data: Float32Array }> {
-    return new Map(this.trainable.map((t) => [t.name, { shape: [...t.shape], data: this.params.get(t.name)! }]));
+    return new Map(
+      this.trainable.map((t) => [t.name, { shape: [...t.shape], data: this.params.get(t.name)! }]),
+    );
+  }
+
+  gradients(): Map<string, Float32Array> {
+    return new Map(this.acc);
   }
 
   exportState(): TrainEngineState {
-    if (this.acc.size > 0) throw new DimooError('exportState: gradients are accumulated but not applied (call step first)', E);
+    if (this.acc.size > 0)
+      throw new DimooError(
+        'exportState: gradients are accumulated but not applied (call step first)',
+        E,
+      );
     return {
       step: this.step_,
       tensors: this.trainable.map((t) => ({
@@ -321,17 +392,33 @@ class OrtTrainEngine implements TrainEngine {
   }
 
   importState(state: TrainEngineState): void {
-    if (!Number.isSafeInteger(state.step) || state.step < 0) throw new DimooError(`importState: step must be a non-negative integer, got ${state.step}`, E);
+    if (!Number.isSafeInteger(state.step) || state.step < 0)
+      throw new DimooError(
+        `importState: step must be a non-negative integer, got ${state.step}`,
+        E,
+      );
     const byName = new Map(state.tensors.map((t) => [t.name, t]));
     for (const t of this.trainable) {
       const s = byName.get(t.name);
       if (!s) throw new DimooError(`importState: tensor "${t.name}" is missing from the state`, E);
       const n = numel(t.shape);
-      if (s.shape.join(',') !== t.shape.join(',') || s.param.length !== n || s.m.length !== n || s.v.length !== n)
-        throw new DimooError(`importState: tensor "${t.name}" has shape [${s.shape.join(', ')}] (or wrong lengths), expected [${t.shape.join(', ')}]`, E);
+      if (
+        s.shape.join(',') !== t.shape.join(',') ||
+        s.param.length !== n ||
+        s.m.length !== n ||
+        s.v.length !== n
+      )
+        throw new DimooError(
+          `importState: tensor "${t.name}" has shape [${s.shape.join(', ')}] (or wrong lengths), expected [${t.shape.join(', ')}]`,
+          E,
+        );
     }
     const extra = state.tensors.find((s) => !this.trainable.some((t) => t.name === s.name));
-    if (extra) throw new DimooError(`importState: tensor "${extra.name}" is not trainable in this engine`, E);
+    if (extra)
+      throw new DimooError(
+        `importState: tensor "${extra.name}" is not trainable in this engine`,
+        E,
+      );
     for (const t of this.trainable) {
       const s = byName.get(t.name)!;
       this.params.set(t.name, s.param.slice());
@@ -350,13 +437,16 @@ class OrtTrainEngine implements TrainEngine {
 }
 
 function checkAdamW(o: AdamWConfig): void {
-  const bad = (f: string, v: unknown, want: string): DimooError => new DimooError(`optimizer: ${f} must be ${want}, got ${v}`, E);
+  const bad = (f: string, v: unknown, want: string): DimooError =>
+    new DimooError(`optimizer: ${f} must be ${want}, got ${v}`, E);
   if (!Number.isFinite(o.lr) || o.lr < 0) throw bad('lr', o.lr, 'a non-negative number');
   if (!(o.beta1 >= 0 && o.beta1 < 1)) throw bad('beta1', o.beta1, 'in [0, 1)');
   if (!(o.beta2 >= 0 && o.beta2 < 1)) throw bad('beta2', o.beta2, 'in [0, 1)');
   if (!Number.isFinite(o.eps) || o.eps <= 0) throw bad('eps', o.eps, 'a positive number');
-  if (!Number.isFinite(o.weightDecay) || o.weightDecay < 0) throw bad('weightDecay', o.weightDecay, 'a non-negative number');
-  if (o.clipGrad !== null && !(Number.isFinite(o.clipGrad) && o.clipGrad > 0)) throw bad('clipGrad', o.clipGrad, 'a positive number or null');
+  if (!Number.isFinite(o.weightDecay) || o.weightDecay < 0)
+    throw bad('weightDecay', o.weightDecay, 'a non-negative number');
+  if (o.clipGrad !== null && !(Number.isFinite(o.clipGrad) && o.clipGrad > 0))
+    throw bad('clipGrad', o.clipGrad, 'a positive number or null');
 }
 
 export async function createTrainEngine(opts: TrainEngineOptions): Promise<TrainEngine> {
@@ -364,11 +454,17 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
   const c = ckpt.config;
   const quantized = (ckpt as Partial<QuantizedCheckpoint>).quantized;
   if (quantized && !opts.lora)
-    throw new DimooError(`${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`, E);
+    throw new DimooError(
+      `${ckpt.dir}: a quantized checkpoint can only be fine-tuned with LoRA adapters (QLoRA); full fine-tuning needs float weights`,
+      E,
+    );
   // The training graph differentiates through MatMulNBits blocks only; int8 [K, N] channel
   // weights (dimoo quantize --format qgemm) would be misread as blocks.
   if (quantized && [...quantized.values()].some((q) => q.layout === 'channel'))
-    throw new DimooError(`${ckpt.dir}: a qgemm checkpoint (int8 per output channel) cannot be fine-tuned; quantize with --format nbits for QLoRA`, E);
+    throw new DimooError(
+      `${ckpt.dir}: a qgemm checkpoint (int8 per output channel) cannot be fine-tuned; quantize with --format nbits for QLoRA`,
+      E,
+    );
   const targets = opts.lora ? checkLora(opts.lora) : undefined;
   const device = opts.device ?? 'cpu';
   const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
@@ -376,24 +472,60 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     const w = ckpt.weights.get(name);
     if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
     if (w.dtype !== 'BF16' && w.dtype !== 'F16' && w.dtype !== 'F32')
-      throw new DimooError(`${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`, 'E_CHECKPOINT');
-    return { dtype: w.dtype, shape: w.shape, location: rel(w.file), byteOffset: w.byteOffset, byteLength: w.byteLength };
+      throw new DimooError(
+        `${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`,
+        'E_CHECKPOINT',
+      );
+    return {
+      dtype: w.dtype,
+      shape: w.shape,
+      location: rel(w.file),
+      byteOffset: w.byteOffset,
+      byteLength: w.byteLength,
+    };
   };
   const quant = (name: string): QuantizedLinearSource | undefined => {
     const q = quantized?.get(name);
     if (!q) return undefined;
-    const ext = (b: { file: string; byteOffset: number; byteLength: number }) => ({ location: rel(b.file), byteOffset: b.byteOffset, byteLength: b.byteLength });
-    return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, data: ext(q.data), scales: ext(q.scales) };
+    const ext = (b: { file: string; byteOffset: number; byteLength: number }) => ({
+      location: rel(b.file),
+      byteOffset: b.byteOffset,
+      byteLength: b.byteLength,
+    });
+    return {
+      bits: q.bits,
+      blockSize: q.blockSize,
+      N: q.N,
+      K: q.K,
+      data: ext(q.data),
+      scales: ext(q.scales),
+    };
   };
   const graph = buildTrainGraph({
     config: c,
     weight,
     quantized: quantized ? quant : undefined,
-    lora: opts.lora && targets ? { r: opts.lora.r, alpha: opts.lora.alpha, targets, names: peftKeys } : undefined,
+    lora:
+      opts.lora && targets
+        ? { r: opts.lora.r, alpha: opts.lora.alpha, targets, names: peftKeys }
+        : undefined,
     maskPadding: opts.maskPadding,
+    recompute: opts.recompute ?? quantized !== undefined,
+    // Each provider gets the op that sums the loss's softmax terms in order (see Tape.crossEntropy).
+    laneSum: device === 'webgpu' ? 'matmul' : 'cumsum',
   });
-  const spec = { device, threads: opts.threads, externalDataFolder: ckpt.dir, prepack: quantized ? false : undefined, memPattern: false };
-  const train = await createSession(graph.bytes, spec, `${ckpt.dir}: ONNX Runtime could not load the training graph`);
+  const spec = {
+    device,
+    threads: opts.threads,
+    externalDataFolder: ckpt.dir,
+    prepack: quantized ? false : undefined,
+    memPattern: false,
+  };
+  const train = await createSession(
+    graph.bytes,
+    spec,
+    `${ckpt.dir}: ONNX Runtime could not load the training graph`,
+  );
   // The optimiser is elementwise over float32 copies on the host side: CPU.
   const small = { device: 'cpu' as const, threads: opts.threads };
   const sumsq = await createSession(buildSumSquaresGraph(), small, 'sum-of-squares graph');
@@ -405,5 +537,20 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     if (!info) throw new DimooError(`${ckpt.dir}: weight ${t.name} is missing`, 'E_CHECKPOINT');
     return readTensorFloat32(info);
   };
-  return new OrtTrainEngine(c, graph.trainable, train, sumsq, adamw, opts.maskPadding === true, init, opts.lora);
+  // WebGPU: ORT's kernels go wrong on [rows, vocabulary] tensors beyond 128 MiB (measured on
+  // lavapipe: 486 x 134548 gives -inf rows, 200 x 134548 is right), WebGPU's default
+  // maxStorageBufferBindingSize; the CPU has no such limit.
+  const maxLabelRows =
+    device === 'webgpu' ? Math.max(1, Math.floor(2 ** 27 / (4 * c.embeddingSize))) : Infinity;
+  return new OrtTrainEngine(
+    c,
+    graph.trainable,
+    train,
+    sumsq,
+    adamw,
+    opts.maskPadding === true,
+    maxLabelRows,
+    init,
+    opts.lora,
+  );
 }

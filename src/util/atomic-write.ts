@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { wrapSystemError } from './fs-errors.js';
 
 export function tempPathFor(target: string): string {
   const dir = path.dirname(target);
@@ -38,7 +39,13 @@ export function atomicWriteWithFd(
   opts: AtomicOptions = {},
 ): void {
   const tmp = tempPathFor(target);
-  let fd: number | undefined = fs.openSync(tmp, 'w', opts.mode ?? 0o644);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(tmp, 'w', opts.mode ?? 0o644);
+  } catch (e) {
+    // The temp name means nothing to the user; the target does.
+    throw wrapSystemError(e, target);
+  }
   try {
     fill(fd);
     if (opts.fsync ?? true) fs.fsyncSync(fd);
@@ -54,7 +61,7 @@ export function atomicWriteWithFd(
       }
     }
     fs.rmSync(tmp, { force: true });
-    throw e;
+    throw wrapSystemError(e, target);
   }
 }
 
@@ -73,7 +80,9 @@ export async function atomicWriteFile(
   opts: AtomicOptions = {},
 ): Promise<void> {
   const tmp = tempPathFor(target);
-  const fh = await fsp.open(tmp, 'w', opts.mode ?? 0o644);
+  const fh = await fsp.open(tmp, 'w', opts.mode ?? 0o644).catch((e: unknown) => {
+    throw wrapSystemError(e, target);
+  });
   let closed = false;
   try {
     await fh.writeFile(data);
@@ -84,6 +93,6 @@ export async function atomicWriteFile(
   } catch (e) {
     if (!closed) await fh.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true });
-    throw e;
+    throw wrapSystemError(e, target);
   }
 }

@@ -216,8 +216,17 @@ export function registerEncode(program: Command, ctx: CliContext): void {
     let early: Skipped[] = [];
     if (f.list !== undefined) {
       ({ items, bad: early } = readImageList(f.list));
+      if (items.length === 0 && early.length === 0)
+        throw new DimooError(`--list ${f.list}: lists no image`, 'E_PARAM');
     } else if (fs.existsSync(f.image!) && fs.statSync(f.image!).isDirectory()) {
       items = listImageFiles(f.image!).map((file) => ({ record: { image: file }, file }));
+      // An empty output file and exit 0 would look like success.
+      if (items.length === 0) {
+        throw new DimooError(
+          `--image ${f.image}: the folder holds no images (looked for ${[...IMAGE_EXT].join(' ')})`,
+          'E_PARAM',
+        );
+      }
     } else if (!fs.existsSync(f.image!)) {
       throw new DimooError(`--image ${f.image}: no such file or folder`, 'E_PARAM');
     }
