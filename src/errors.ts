@@ -39,6 +39,7 @@ export const ERROR_CODES = [
   'E_RUNTIME',
   'E_NETWORK',
   'E_INTERNAL',
+  'E_NONFINITE',
   // the HTTP server
   'E_REQUEST',
   'E_JSON',

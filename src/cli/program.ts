@@ -17,6 +17,7 @@ import { registerInitRandom } from './commands/init-random.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
+import { registerShapes } from './commands/shapes.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
 import { registerTrain } from './commands/train.js';
@@ -69,6 +70,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerQuantizeCommand(program, ctx);
   registerTrain(program, ctx);
   registerLora(program, ctx);
+  registerShapes(program, ctx);
   return program;
 }
 
