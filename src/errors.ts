@@ -32,7 +32,6 @@ export const ERROR_CODES = [
   'E_TRAIN',
   'E_LORA',
   'E_RESUME',
-  'E_NONFINITE',
   // runtime
   'E_WEBGPU',
   'E_WORKER',
