@@ -9,7 +9,7 @@ import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import type { Transformer } from '../src/models/transformer.js';
 import type { Dimoo } from '../src/pipelines/dimoo.js';
 import type { UnderstandParams } from '../src/pipelines/types.js';
-import { GOLDEN_SAMPLING_CASES, GOLDEN_TEXT_CASES, goldenCaseFile, runGoldenCase } from './golden-cases.js';
+import { GOLDEN_SAMPLING_CASES, GOLDEN_TEXT_CASES, goldenCaseFile, runGoldenCase } from '../test/helpers/golden-cases.js';
 
 export function defaultGoldenDir(): string {
   return process.env.DIMOO_GOLDEN ?? path.resolve(process.cwd(), '../shared/golden');

@@ -38,7 +38,7 @@ export class ForwardMeter {
 
   constructor(readonly model: Transformer) {
     this.original = model.forward.bind(model);
-    model.forward = async (req: ForwardRequest) => {
+    model.forward = async <R extends ForwardRequest>(req: R) => {
       const t = performance.now();
       const r = await this.original(req);
       this.ms += performance.now() - t;

@@ -18,6 +18,9 @@ export { Transformer } from './models/transformer.js';
 export { VqModel } from './models/vq-model.js';
 export { TextTokenizer } from './models/tokenizer.js';
 export * as samplers from './samplers/index.js';
+// The default choice for applications: the same API on a worker thread, so the
+// event loop stays free (ONNX Runtime's `run` blocks the thread that calls it).
+export { WorkerDimoo, type WorkerDimooOptions } from './runtime/worker-dimoo.js';
 export { Trainer, type TrainOptions } from './training/trainer.js';
 export type { StepReport, TrainerConfig } from './training/loop.js';
 export { TRAIN_DEFAULTS } from './training/loop.js';

@@ -5,19 +5,16 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { countParameters, loadLladaConfig } from '../src/checkpoint/config.js';
 import type { TokenGrid } from '../src/pipelines/types.js';
 import { readTokenGridFile } from '../src/cli/token-grid.js';
+import { runDimoo, spawnDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 import { readCase } from './helpers/read-case.js';
 
-// The task pipeline lands separately; until then only the model-free parts run.
-const HAVE_PIPELINE = fs.existsSync(path.resolve('src/pipelines/dimoo.ts'));
-const needsPipeline = HAVE_PIPELINE ? {} : { skip: 'src/pipelines/dimoo.ts not there yet' };
 
 let tmp: string;
 before(() => {
@@ -27,17 +24,8 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
-
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [...CLI, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, DIMOO_DEBUG: '' },
-    timeout: 300_000,
-    maxBuffer: 64 << 20,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** The shipped executable (bin/dimoo.js on dist/). */
+const cli = (args: string[]) => runDimoo(args);
 
 /** Runs a command that must succeed with --json and returns the parsed result. */
 function cliJson<T = Record<string, unknown>>(args: string[]): T {
@@ -109,7 +97,7 @@ describe('init-random + inspect', () => {
 
   test('--n-kv-heads that does not divide n_heads is refused', () => {
     const r = cli(['init-random', path.join(tmp, 'bad'), '--preset', 'tiny', '--n-kv-heads', '3']);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2, 'a usage error');
     assert.equal(r.stderr, "error: --n-kv-heads 3 must divide the preset's n_heads (4)\n");
   });
 
@@ -153,7 +141,7 @@ interface ImageJson {
 
 const model = goldenCheckpointDir();
 
-describe('golden cases through the CLI', needsPipeline, () => {
+describe('golden cases through the CLI', () => {
   for (const name of [
     't2i_64x48_cfg4',
     't2i_48x80_cfg4',
@@ -440,10 +428,8 @@ describe('golden cases through the CLI', needsPipeline, () => {
 
   test('Ctrl-C on a real run: exit 130, no output file', async () => {
     const out = path.join(tmp, 'sigint.png');
-    const child = spawn(
-      process.execPath,
+    const child = spawnDimoo(
       [
-        ...CLI,
         'generate',
         '--model',
         model,
@@ -465,7 +451,7 @@ describe('golden cases through the CLI', needsPipeline, () => {
     );
     let stderr = '';
     let sent = false;
-    child.stderr.on('data', (d: Buffer) => {
+    child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
       // Interrupt once sampling is under way (the first progress line).
       if (!sent && /\d+\/64/.test(stderr)) {
@@ -490,7 +476,7 @@ describe('golden cases through the CLI', needsPipeline, () => {
 
 // ------------------------------------------------------------------ encode / decode on the golden VQ
 
-describe('encode / decode through the CLI', needsPipeline, () => {
+describe('encode / decode through the CLI', () => {
   const vq = readCase<{
     images: Record<string, { indices: number[]; height: number; width: number }>;
   }>('vq');
@@ -574,7 +560,7 @@ describe('encode / decode through the CLI', needsPipeline, () => {
 
 // ------------------------------------------------------------------ demo
 
-describe('demo', needsPipeline, () => {
+describe('demo', () => {
   test('creates the checkpoint once, writes an image, says it is noise', () => {
     const dir = path.join(tmp, 'demo-ck');
     const out = path.join(tmp, 'demo.png');

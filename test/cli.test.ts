@@ -5,7 +5,6 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,14 +24,15 @@ import type {
   UnderstandParams,
 } from '../src/pipelines/types.js';
 import type { CliContext } from '../src/cli/context.js';
-import { runCli } from '../src/cli/program.js';
+import { checkTokenGrid } from '../src/pipelines/token-grid.js';
+import { normalizeArgv, runCli } from '../src/cli/program.js';
 import {
   parseTokenGrid,
   readTokenGridFile,
-  validateTokenGrid,
   writeTokenGridFile,
 } from '../src/cli/token-grid.js';
 import { parseIntValue, parseNumberValue, parseRect } from '../src/cli/options.js';
+import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let tmp: string;
@@ -45,14 +45,9 @@ after(() => {
 
 // ------------------------------------------------------------------ helpers
 
-/** Runs the real executable path (tsx on the sources) as a user would. */
+/** Runs the shipped executable (bin/dimoo.js) as a user would. */
 function spawnCli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, DIMOO_DEBUG: '', ...env },
-    timeout: 60_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runDimoo(args, { env, timeoutMs: 60_000 });
 }
 
 /** One line "error: ...", nothing that looks like a stack trace. */
@@ -180,7 +175,7 @@ class FakeDimoo implements DimooApi {
     };
   }
   info() {
-    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, device: 'cpu' as const };
+    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, codebookSize: 8192, device: 'cpu' as const };
   }
   async dispose() {
     this.disposed++;
@@ -586,7 +581,7 @@ describe('token grid files', () => {
       [{ height: 60, width: 48, codes: [] }, /"height" must be .*multiple of 16/],
       [{ height: 64, width: 0, codes: [] }, /"width"/],
       [{ height: 64, width: 48 }, /"codes" must be an array/],
-      [{ height: 64, width: 48, codes: [1] }, /1 entries .* 12 cells/],
+      [{ height: 64, width: 48, codes: [1] }, /1 codes .* 12 cells/],
       [
         { ...GRID_64x48, codes: [...GRID_64x48.codes.slice(1), 8192] },
         /codes\[11\] .*\[0, 8192\), got 8192/,
@@ -596,7 +591,7 @@ describe('token grid files', () => {
     ];
     for (const [v, re] of bad) {
       assert.throws(
-        () => validateTokenGrid(v, 'g.json'),
+        () => checkTokenGrid(v, 'g.json'),
         (e: unknown) =>
           e instanceof DimooError && re.test(e.message) && e.message.startsWith('g.json: '),
       );
@@ -801,7 +796,7 @@ describe('task commands (fake model)', () => {
       ],
       { hasVq: false },
     );
-    assert.equal(noVq.code, 1);
+    assert.equal(noVq.code, 2, 'a usage error');
     assert.match(noVq.stderr, /^error: .*no VQ-VAE.*--tokens-out/);
     assert.equal(noVq.fake.calls.length, 0, 'refused before any compute');
     const img = await runFake(
@@ -957,11 +952,22 @@ describe('task commands (fake model)', () => {
     const dual = await runFake([...base, '--use-cache']);
     assert.equal((dual.fake.calls[0]!.params as UnderstandParams).useCache, true);
     assert.equal((dual.fake.calls[0]!.params as UnderstandParams).cacheRatio, undefined);
-    const ml = await runFake([...base, '--use-cache', 'ml-cache', '--cache-ratio', '0.8', '--refresh-interval', '3']);
+    const ml = await runFake([
+      ...base,
+      '--use-cache',
+      'ml-cache',
+      '--cache-ratio',
+      '0.8',
+      '--refresh-interval',
+      '3',
+    ]);
     const mp = ml.fake.calls[0]!.params as UnderstandParams;
-    assert.deepEqual([mp.useCache, mp.cacheRatio, mp.warmupRatio, mp.refreshInterval], ['ml-cache', 0.8, 0.3, 3]);
+    assert.deepEqual(
+      [mp.useCache, mp.cacheRatio, mp.warmupRatio, mp.refreshInterval],
+      ['ml-cache', 0.8, 0.3, 3],
+    );
     const badMode = await runFake([...base, '--use-cache', 'triple']);
-    assert.equal(badMode.code, 1);
+    assert.equal(badMode.code, 2, 'a usage error');
     assert.match(badMode.stderr, /--use-cache.*dual, ml-cache/);
   });
 
@@ -1108,5 +1114,74 @@ describe('task commands (fake model)', () => {
     ]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /error: no image could be encoded/);
+  });
+});
+
+// ------------------------------------------------------------------ spellings and exit codes
+
+describe("the original scripts' spellings and usage exit codes", () => {
+  test('--checkpoint, --cfg_scale, --steps on image commands and --timesteps on understand are accepted', async () => {
+    const model = goldenCheckpointDir();
+    const g = await runFake([
+      'generate',
+      '--checkpoint',
+      model,
+      '--prompt',
+      'x',
+      '--cfg_scale',
+      '2.5',
+      '--steps',
+      '7',
+      '--width=32',
+      '--height',
+      '32',
+      '--json',
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    const p = g.fake.calls[0]!.params as GenerateParams;
+    assert.deepEqual([p.cfgScale, p.timesteps, p.width], [2.5, 7, 32]);
+    const grid = writeGrid('alias.json', GRID_64x48);
+    const u = await runFake([
+      'understand',
+      '--model',
+      model,
+      '--image_tokens',
+      grid,
+      '--prompt',
+      'what?',
+      '--timesteps',
+      '4',
+      '--gen_length',
+      '8',
+      '--block-length',
+      '4',
+    ]);
+    assert.equal(u.code, 0, u.stderr);
+    assert.equal((u.fake.calls[0]!.params as UnderstandParams).steps, 4);
+  });
+
+  test('--image_path is --image; nothing after -- is rewritten', () => {
+    assert.deepEqual(normalizeArgv(['edit', '--image_path', 'a.png', '--cfg_img=2', '--', '--x_y']), [
+      'edit',
+      '--image',
+      'a.png',
+      '--cfg-img=2',
+      '--',
+      '--x_y',
+    ]);
+  });
+
+  test('usage errors exit 2: unknown flag, missing required flag, bad value', async () => {
+    const model = goldenCheckpointDir();
+    assert.equal(
+      (await runFake(['generate', '--model', model, '--prompt', 'x', '--bogus'])).code,
+      2,
+    );
+    assert.equal((await runFake(['generate', '--prompt', 'x'])).code, 2);
+    assert.equal(
+      (await runFake(['generate', '--model', model, '--prompt', 'x', '--width', 'wide'])).code,
+      2,
+    );
+    assert.equal((await runFake(['--help'])).code, 0);
   });
 });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
+import sharp from 'sharp';
 import type { FastifyInstance } from 'fastify';
 import { createServer } from '../src/server/app.js';
 import { QueueBackend } from '../src/server/cluster/queue-backend.js';
@@ -26,6 +27,7 @@ async function apiServer(
   redis: TestRedis,
   limits: Partial<ServerLimits> = {},
   resultsDir?: string,
+  aliases?: Map<string, string | undefined>,
 ): Promise<{ app: FastifyInstance; base: string }> {
   const app = await createServer({
     backend: (l, log) =>
@@ -35,6 +37,7 @@ async function apiServer(
         log,
         reconcileMs: 250,
         ...(resultsDir ? { resultsDir } : {}),
+        ...(aliases ? { aliases } : {}),
       }),
     limits: { maxSteps: 100_000, ...limits },
   });
@@ -71,7 +74,16 @@ describe('queue: the HTTP API through Redis and workers', () => {
 
   before(async () => {
     redis = await TestRedis.start();
-    ({ app, base } = await apiServer(redis, { maxQueue: 2 }));
+    ({ app, base } = await apiServer(
+      redis,
+      { maxQueue: 2 },
+      undefined,
+      new Map([
+        ['dall-e-3', undefined],
+        ['gpt-4o', MODEL],
+        ['nowhere', 'no-such-model'],
+      ]),
+    ));
   });
   after(async () => {
     for (const w of workers) await w.kill('SIGKILL');
@@ -83,7 +95,7 @@ describe('queue: the HTTP API through Redis and workers', () => {
     const r = await post(base, '/v1/jobs', gen(1));
     const b = await json(r);
     assert.equal(r.status, 503, JSON.stringify(b));
-    assert.equal(b.error.code, 'E_NO_WORKERS');
+    assert.equal(b.error.dimoo_code, 'E_NO_WORKERS');
     assert.ok(Number(r.headers.get('retry-after')) > 0);
     const m = await json(await fetch(base + '/v1/models'));
     assert.deepEqual(m.data, []);
@@ -92,9 +104,10 @@ describe('queue: the HTTP API through Redis and workers', () => {
   it('lists the model once a worker is up; runs jobs with progress, previews and a stored PNG', async () => {
     workers.push(await fakeWorker(redis.url, 5));
     const m = await json(await fetch(base + '/v1/models'));
+    // The model, then the aliases that reach it.
     assert.deepEqual(
       m.data.map((x: any) => x.id),
-      [MODEL],
+      [MODEL, 'dall-e-3', 'gpt-4o'],
     );
     const h = await json(await fetch(base + '/healthz'));
     assert.equal(h.status, 'ok');
@@ -140,6 +153,92 @@ describe('queue: the HTTP API through Redis and workers', () => {
     assert.equal((await json(u)).error.code, 'model_not_found');
   });
 
+  it('OpenAI extras through the queue: aliases, webp by URL, partial images, chat with n = 2 streamed', async () => {
+    const models = await json(await fetch(base + '/v1/models'));
+    // An alias whose model has no worker is not listed.
+    assert.deepEqual(
+      models.data.map((x: any) => x.id),
+      [MODEL, 'dall-e-3', 'gpt-4o'],
+    );
+    assert.equal((await json(await fetch(base + '/v1/models/gpt-4o'))).id, 'gpt-4o');
+    const webp = await post(base, '/v1/images/generations', {
+      model: 'dall-e-3',
+      prompt: 'a fox',
+      size: '32x32',
+      steps: 4,
+      output_format: 'webp',
+      response_format: 'url',
+    });
+    const wb = await json(webp);
+    assert.equal(webp.status, 200, JSON.stringify(wb));
+    const file = await fetch(wb.data[0].url);
+    assert.equal(file.status, 200);
+    assert.equal(file.headers.get('content-type'), 'image/webp');
+    assert.equal(
+      Buffer.from(await file.arrayBuffer())
+        .subarray(8, 12)
+        .toString(),
+      'WEBP',
+    );
+
+    const stream = await post(base, '/v1/images/generations', {
+      prompt: 'a fox',
+      size: '32x32',
+      steps: 6,
+      seed: 5,
+      stream: true,
+      partial_images: 2,
+    });
+    const ev = await readSse(stream);
+    const partial = ev.filter((e) => e.event === 'image_generation.partial_image');
+    const completed = ev.filter((e) => e.event === 'image_generation.completed');
+    assert.ok(partial.length >= 1 && partial.length <= 2, ev.map((e) => e.event).join(','));
+    assert.equal(completed.length, 1);
+    assert.equal(
+      Buffer.from(completed[0]!.data.b64_json, 'base64').subarray(1, 4).toString(),
+      'PNG',
+    );
+
+    const png = await sharp({
+      create: { width: 32, height: 32, channels: 3, background: { r: 200, g: 30, b: 30 } },
+    })
+      .png()
+      .toBuffer();
+    const chat = {
+      model: 'gpt-4o',
+      n: 2,
+      steps: 4,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what is this?' },
+            {
+              type: 'image_url',
+              image_url: { url: `data:image/png;base64,${png.toString('base64')}` },
+            },
+          ],
+        },
+      ],
+    };
+    const plain = await json(await post(base, '/v1/chat/completions', chat));
+    assert.equal(plain.model, MODEL);
+    assert.equal(plain.choices.length, 2);
+    const chunks = await readSse(
+      await post(base, '/v1/chat/completions', { ...chat, stream: true }),
+    );
+    assert.equal(chunks.at(-1)!.data, '[DONE]');
+    const texts = ['', ''];
+    for (const c of chunks.slice(0, -1))
+      for (const ch of c.data.choices) texts[ch.index] += ch.delta.content ?? '';
+    assert.deepEqual(
+      texts,
+      plain.choices.map((c: any) => c.message.content),
+    );
+    const gone = await post(base, '/v1/images/generations', { model: 'nowhere', prompt: 'x' });
+    assert.equal(gone.status, 404);
+  });
+
   it('cancels a running job within a step, and the worker takes the next one', async () => {
     const slow = await createJob(base, gen(11, 4000));
     const res = await fetch(base + slow.events_url);
@@ -170,7 +269,7 @@ describe('queue: the HTTP API through Redis and workers', () => {
     assert.equal(q2.queue_position, 2);
     const full = await post(base, '/v1/jobs', gen(23, 4));
     assert.equal(full.status, 429);
-    assert.equal((await json(full)).error.code, 'E_QUEUE_FULL');
+    assert.equal((await json(full)).error.dimoo_code, 'E_QUEUE_FULL');
     assert.ok(Number(full.headers.get('retry-after')) >= 1);
     const c = await json(await fetch(`${base}/v1/jobs/${q2.id}`, { method: 'DELETE' }));
     assert.equal(c.status, 'cancelled');
@@ -199,7 +298,7 @@ describe('queue: the HTTP API through Redis and workers', () => {
         { jobId: 'foreign-1' },
       );
       const reason = JSON.parse(await failed);
-      assert.equal(reason.error.code, 'E_JOB_PAYLOAD');
+      assert.equal(reason.error.dimoo_code, 'E_JOB_PAYLOAD');
       assert.match(reason.error.message, /params\.prompt/);
       const garbage = new Promise<string>((resolve) =>
         ev.on('failed', ({ jobId, failedReason }) => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import type { EditType, ImageResult } from '../src/pipelines/types.js';
-import { GOLDEN_SAMPLING_CASES, runGoldenCase } from '../bench/golden-cases.js';
+import { GOLDEN_SAMPLING_CASES, runGoldenCase } from './helpers/golden-cases.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
 import { runTextJob } from '../src/pipelines/text-engine.js';
 import { DEFAULT_ML_CACHE } from '../src/samplers/mlcache.js';

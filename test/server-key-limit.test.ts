@@ -37,7 +37,7 @@ describe('server: per-API-key job limit', () => {
     const first = await json(await submit(5000));
     const second = await submit(4);
     assert.equal(second.status, 429);
-    assert.equal((await json(second)).error.code, 'E_KEY_LIMIT');
+    assert.equal((await json(second)).error.dimoo_code, 'E_KEY_LIMIT');
     assert.ok(Number(second.headers.get('retry-after')) > 0);
     await fetch(`${base}/v1/jobs/${first.id}/cancel`, {
       method: 'POST',

@@ -4,6 +4,9 @@
  * checkpoint (its VQ-VAE decodes real images, 16 px per token).
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -11,6 +14,7 @@ import sharp from 'sharp';
 import type { TokenGrid } from '../src/pipelines/types.js';
 import { WorkerDimoo } from '../src/runtime/worker-dimoo.js';
 import { createServer, type ServerOptions } from '../src/server/app.js';
+import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 let api: WorkerDimoo;
@@ -51,8 +55,11 @@ async function expectError(res: Response, status: number, code?: string | RegExp
   assert.equal(res.status, status, JSON.stringify(b));
   assert.equal(typeof b.error?.message, 'string');
   assert.equal(typeof b.error?.type, 'string');
-  if (code instanceof RegExp) assert.match(b.error.code, code);
-  else if (code) assert.equal(b.error.code, code);
+  // Our code travels in dimoo_code; `code` is the OpenAI-style one that OpenAI clients read.
+  const ours = /^[a-z_]+$/.test(typeof code === 'string' ? code : '') ? b.error.code : b.error.dimoo_code;
+  if (code instanceof RegExp) assert.match(ours, code);
+  else if (code) assert.equal(ours, code);
+  assert.match(b.error.code, /^[a-z_]+$/, `OpenAI-style code, got ${b.error.code}`);
   assert.ok(!/\n\s+at /.test(JSON.stringify(b)), 'no stack trace');
   return b.error;
 }
@@ -315,6 +322,54 @@ describe('server: POST /v1/images/edits', () => {
     }
   });
 
+  it('an upload off the 16-px grid gives the same tokens as `dimoo edit` on the same file', async () => {
+    // The server hands the decoded pixels to the library, whose image processor
+    // crops them as the CLI's run does; equal pixels out = equal tokens decoded.
+    const upload = await png(70, 50, opaque);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-edit-parity-'));
+    try {
+      const file = path.join(dir, 'upload.png');
+      fs.writeFileSync(file, upload);
+      const args = { prompt: 'add a hat', edit_type: 'edit_add', steps: '3', seed: '5' };
+      const r = await edit({ image: { data: upload }, ...args });
+      const b = await json(r);
+      assert.equal(r.status, 200, JSON.stringify(b));
+      const out = path.join(dir, 'cli.png');
+      const tokensOut = path.join(dir, 'cli.json');
+      const c = runDimoo([
+        'edit',
+        '--model',
+        goldenCheckpointDir(),
+        '--image',
+        file,
+        '--prompt',
+        args.prompt,
+        '--edit-type',
+        args.edit_type,
+        '--timesteps',
+        args.steps,
+        '--seed',
+        args.seed,
+        '--out',
+        out,
+        '--tokens-out',
+        tokensOut,
+      ]);
+      assert.equal(c.code, 0, c.stderr);
+      const raw = (png: Buffer | string) => sharp(png).raw().toBuffer({ resolveWithObject: true });
+      const served = await raw(Buffer.from(b.data[0].b64_json, 'base64'));
+      const local = await raw(out);
+      assert.deepEqual([served.info.width, served.info.height], [local.info.width, local.info.height]);
+      assert.ok(served.data.equals(local.data), 'server and CLI edits differ');
+      // The CLI's tokens decode to exactly what the server sent.
+      const grid = JSON.parse(fs.readFileSync(tokensOut, 'utf8')) as TokenGrid;
+      const decoded = await api.decodeTokens(grid);
+      assert.ok(Buffer.from(decoded.data).equals(served.data), 'server image is not the CLI tokens decoded');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('scales images that are not on the 16-px grid', async () => {
     const odd = await png(70, 50, opaque);
     const mask = await png(70, 50, (x, y) => (y < 25 ? [0, 0, 0, 0] : [0, 0, 0, 255]));
@@ -441,12 +496,14 @@ describe('server: POST /v1/chat/completions', () => {
     assert.equal(b.choices[0].message.role, 'assistant');
     assert.equal(typeof b.choices[0].message.content, 'string');
     assert.ok(b.choices[0].message.content.length > 0);
-    assert.equal(b.choices[0].finish_reason, 'stop');
+    // 'length' exactly when the answer filled max_tokens without an end-of-answer token.
+    assert.equal(b.choices[0].finish_reason, b.usage.completion_tokens >= 32 ? 'length' : 'stop');
+    assert.equal(b.usage.total_tokens, b.usage.prompt_tokens + b.usage.completion_tokens);
   });
 
   it('streams SSE chunks whose deltas add up to the same answer, then [DONE]', async () => {
-    const full = (await json(await post(base, '/v1/chat/completions', body()))).choices[0].message
-      .content;
+    const whole = await json(await post(base, '/v1/chat/completions', body()));
+    const full = whole.choices[0].message.content;
     const events = await sseEvents(
       await post(base, '/v1/chat/completions', body({ stream: true })),
     );
@@ -455,7 +512,7 @@ describe('server: POST /v1/chat/completions', () => {
     assert.ok(chunks.length >= 3, `${chunks.length} chunks`);
     for (const c of chunks) assert.equal(c.object, 'chat.completion.chunk');
     assert.equal(chunks[0].choices[0].delta.role, 'assistant');
-    assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+    assert.equal(chunks.at(-1).choices[0].finish_reason, whole.choices[0].finish_reason);
     const text = chunks.map((c) => c.choices[0].delta.content ?? '').join('');
     assert.equal(text, full);
     // More than one content delta: text arrives as blocks are committed.

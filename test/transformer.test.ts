@@ -25,6 +25,12 @@ interface ForwardCase {
   sequences: Record<string, { input_ids: number[]; full_rows_index: number[] }>;
 }
 
+/**
+ * Largest |logit - reference| allowed. The golden README allows 1e-3; measured on
+ * CPU: up to 1.4e-5 (forward rows), 5e-6 (ML-Cache row maxima): 1e-4 lets drift show.
+ */
+const LOGIT_TOL = 1e-4;
+
 test('forward logits match the golden reference within tolerance', async () => {
   const fj = readGoldenJson<ForwardCase>('forward.json');
   const ref = SafetensorsFile.open(goldenCase('forward.safetensors'));
@@ -35,12 +41,11 @@ test('forward logits match the golden reference within tolerance', async () => {
     const { logits } = await model.forward({ ids: seq.input_ids, logitRows: all });
     assert.ok(logits && logits.length === L * V, `${name}: logits shape`);
     const full = ref.readFloat32(`${name}.full_rows`);
+    let maxDiff = 0;
     ints(`${name}.full_rows_index`).forEach((row, k) => {
-      for (let j = 0; j < V; j++) {
-        const d = Math.abs(logits[row * V + j]! - full[k * V + j]!);
-        if (d > 1e-3) assert.fail(`${name} row ${row} col ${j}: |diff| ${d}`);
-      }
+      for (let j = 0; j < V; j++) maxDiff = Math.max(maxDiff, Math.abs(logits[row * V + j]! - full[k * V + j]!));
     });
+    assert.ok(maxDiff <= LOGIT_TOL, `${name}: logits differ from the reference by up to ${maxDiff}`);
     const argmax = ints(`${name}.argmax`);
     const gap = ref.readFloat32(`${name}.top1_gap`);
     const lse = ref.readFloat32(`${name}.row_logsumexp`);
@@ -126,13 +131,13 @@ test('ML-Cache forward sequence reproduces the golden per-call logits', async ()
       res = await stream.full(ids, maskedRows);
     }
     const wantMax = ref.readFloat32(`${key}.image_row_max`);
-    for (let p = 0; p < ids.length; p++) {
-      assert.ok(Math.abs(res.rowMax![p]! - wantMax[p]!) <= 1e-3, `${key} row max at ${p}`);
-    }
+    let maxRowDiff = 0;
+    for (let p = 0; p < ids.length; p++) maxRowDiff = Math.max(maxRowDiff, Math.abs(res.rowMax![p]! - wantMax[p]!));
+    assert.ok(maxRowDiff <= LOGIT_TOL, `${key}: row maxima differ by up to ${maxRowDiff}`);
     const wantLogits = ref.readFloat32(`${key}.image_logits_masked_rows`);
     let maxDiff = 0;
     for (let i = 0; i < wantLogits.length; i++) maxDiff = Math.max(maxDiff, Math.abs(res.imageLogits[i]! - wantLogits[i]!));
-    assert.ok(maxDiff <= 1e-3, `${key}: masked-row image logits differ by ${maxDiff}`);
+    assert.ok(maxDiff <= LOGIT_TOL, `${key}: masked-row image logits differ by ${maxDiff}`);
   }
   assert.ok(partialCalls >= 4, 'the case exercises partial (cached) calls');
 });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VqModel, floatToRgb8 } from '../src/models/vq-model.js';
+import { ImageProcessor } from '../src/image/processor.js';
+import { VqModel } from '../src/models/vq-model.js';
 import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import { readImage, writeImage } from '../src/image/io.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
@@ -149,7 +150,7 @@ test('golden generation cases: decoded_image_uint8 from their vq_tokens', async 
     const st = SafetensorsFile.open(path.join(dir, j.tensors_file));
     const want = st.readTyped('decoded_image_uint8') as Uint8Array;
     const dec = await m.decodeFloat(codes, j.grid_h!, j.grid_w!);
-    const got = floatToRgb8(dec.pixels, dec.width, dec.height);
+    const got = new ImageProcessor(16).toRgb8(dec.pixels, dec.width, dec.height);
     // No golden float here: a +-1 is accepted only where our own float is within 1e-4 of a boundary.
     assertU8(got, want, dec.pixels, dec.width, dec.height, 1e-4, f);
     checked++;

@@ -21,7 +21,7 @@ import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import { Transformer } from '../src/models/transformer.js';
 import { VqModel } from '../src/models/vq-model.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
-import { GOLDEN_SAMPLING_CASES, runGoldenCase } from '../bench/golden-cases.js';
+import { GOLDEN_SAMPLING_CASES, runGoldenCase } from './helpers/golden-cases.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
 
 const V = 134548;

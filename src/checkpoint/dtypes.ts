@@ -63,11 +63,6 @@ export function bf16ToF32(src: Uint16Array, dst?: Float32Array): Float32Array {
   return out;
 }
 
-export function bf16BitsToF32(h: number): number {
-  scratchU32[0] = (h & 0xffff) << 16;
-  return scratchF32[0]!;
-}
-
 /** Round-to-nearest-even on the dropped 16 bits; NaN -> canonical quiet NaN, as torch does. */
 export function f32BitsToBf16(bits: number): number {
   bits >>>= 0;

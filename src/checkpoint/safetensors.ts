@@ -52,26 +52,6 @@ function isNonNegInt(x: unknown): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 }
 
-export type TypedArrayFor<D extends Dtype> = D extends 'BOOL' | 'U8'
-  ? Uint8Array
-  : D extends 'I8'
-    ? Int8Array
-    : D extends 'I16'
-      ? Int16Array
-      : D extends 'U16' | 'F16' | 'BF16'
-        ? Uint16Array
-        : D extends 'I32'
-          ? Int32Array
-          : D extends 'U32'
-            ? Uint32Array
-            : D extends 'F32'
-              ? Float32Array
-              : D extends 'F64'
-                ? Float64Array
-                : D extends 'I64'
-                  ? BigInt64Array
-                  : BigUint64Array;
-
 export type AnyTypedArray =
   | Uint8Array
   | Int8Array

@@ -15,7 +15,7 @@ import type {
 } from '../pipelines/types.js';
 import type { CliContext } from './context.js';
 import { CACHE, LIMITS } from './defaults.js';
-import { requireVq, withModel } from './model.js';
+import { requireVq, withModel, type ModelFlags } from './model.js';
 import { choiceOpt, intOpt, numOpt } from './options.js';
 import { parseLoraRef, type LoraRef } from '../checkpoint/lora.js';
 
@@ -28,19 +28,16 @@ import { checkImageOutPath, formatMs, writeJson, writeRgbImage } from './output.
 import { createProgressBar, type ProgressMode } from './progress.js';
 import { readTokenGridFile, writeTokenGridFile } from './token-grid.js';
 
-export interface ModelCommandFlags {
-  model: string;
-  threads?: number;
-  device?: 'cpu' | 'webgpu';
-  precision?: 'fp32' | 'fp16';
-  lora?: LoraRef[];
+/** The flags of addModelOptions: which model to load and how, plus the output style. */
+export interface ModelCommandFlags extends ModelFlags {
   json?: boolean;
   progress?: ProgressMode;
 }
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--model <dir>', 'checkpoint folder (official Lumina-DiMOO layout)')
+    .requiredOption('--model <dir|id>', 'checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO)')
+    .option('--revision <rev>', 'Hugging Face ids: branch, tag or commit (default main)')
     .option(
       '--threads <n>',
       'CPU threads for ONNX Runtime',

@@ -18,8 +18,3 @@ export interface CliContext {
   /** Home directory (the demo caches its checkpoint below it). */
   home: string;
 }
-
-/** Writes one line (no trailing newline needed) to a stream. */
-export function println(stream: Writable, line = ''): void {
-  stream.write(line + '\n');
-}

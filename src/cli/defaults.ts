@@ -5,6 +5,7 @@
  */
 import type { EditType } from '../pipelines/types.js';
 import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
+import { DIMOO_GRID } from '../pipelines/token-grid.js';
 import { DEFAULTS, LIMITS } from '../pipelines/validate.js';
 import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
 
@@ -43,9 +44,7 @@ export const DEMO = {
 } as const;
 
 /** Pixel sizes must be multiples of the VQ-VAE's downsampling factor. */
-export const VQ_SCALE = 16;
-/** Codebook size of DiMOO's VQ-VAE: codes are 0..8191. */
-export const CODEBOOK_SIZE = 8192;
+export const VQ_SCALE = DIMOO_GRID.scale;
 
 /**
  * Edit types as the library knows them (the original's names, including the

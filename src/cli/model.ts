@@ -9,6 +9,42 @@ import type { DimooApi, LoadOptions } from '../pipelines/types.js';
 import type { LoraRef } from '../checkpoint/lora.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
+import { isHubId } from '../checkpoint/hub.js';
+import type { LoadProgress } from '../pipelines/types.js';
+import { createProgressBar, progressEnabled, type ProgressMode } from './progress.js';
+
+/**
+ * Loading on stderr (when progress is shown): a bar of megabytes while a Hub
+ * download runs, then one line per loading step.
+ */
+export function loadProgress(
+  ctx: CliContext,
+  mode: ProgressMode,
+): { onProgress: (p: LoadProgress) => void; stop: () => void } {
+  if (!progressEnabled(ctx.stderr, mode)) return { onProgress: () => {}, stop: () => {} };
+  const bar = createProgressBar(ctx.stderr, mode);
+  let downloading = false;
+  const mb = (n: number): number => Math.round(n / 1e6);
+  return {
+    onProgress: (p) => {
+      if (p.stage === 'download') {
+        if (!downloading) bar.start(mb(p.total), 'download MB', p.detail);
+        downloading = true;
+        bar.update(mb(p.done), p.detail);
+        return;
+      }
+      if (downloading) bar.stop();
+      downloading = false;
+      writeLine(
+        ctx.stderr,
+        `dimoo: ${p.stage === 'files' ? 'mapped' : 'session ready:'} ${p.detail}`,
+      );
+    },
+    stop: () => {
+      if (downloading) bar.stop();
+    },
+  };
+}
 
 /**
  * The model runs on a worker thread: ONNX Runtime computes on the calling
@@ -20,16 +56,20 @@ export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooAp
   return WorkerDimoo.load(dir, opts);
 };
 
+/** Which model to load and how (the loading part of every model command's flags). */
 export interface ModelFlags {
   model: string;
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
   lora?: LoraRef[];
+  revision?: string;
+  progress?: ProgressMode;
 }
 
-/** Fails early, with the flag's name, on a model folder that is obviously wrong. */
+/** Fails early, with the flag's name, on a model folder that is obviously wrong (Hub ids pass). */
 export function checkModelDir(dir: string, flag = '--model'): void {
+  if (isHubId(dir)) return;
   let st: fs.Stats;
   try {
     st = fs.statSync(dir);
@@ -51,7 +91,15 @@ export async function withModel<T>(
   if (flags.device !== undefined) loadOpts.device = flags.device;
   if (flags.precision !== undefined) loadOpts.precision = flags.precision;
   if (flags.lora !== undefined && flags.lora.length > 0) loadOpts.lora = flags.lora;
-  const api = await ctx.loadModel(flags.model, loadOpts);
+  if (flags.revision !== undefined) loadOpts.revision = flags.revision;
+  const shown = loadProgress(ctx, flags.progress);
+  loadOpts.onProgress = shown.onProgress;
+  let api: DimooApi;
+  try {
+    api = await ctx.loadModel(flags.model, loadOpts);
+  } finally {
+    shown.stop();
+  }
   try {
     throwIfCancelled(ctx.signal);
     return await fn(api);
@@ -67,4 +115,8 @@ export function requireVq(api: DimooApi, why: string): void {
   if (!api.info().hasVq) {
     throw new DimooError(`${api.info().dir} has no VQ-VAE (vqvae/), needed ${why}`, 'E_PARAM');
   }
+}
+
+function writeLine(stream: NodeJS.WritableStream, line: string): void {
+  stream.write(line + '\n');
 }

@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import type { CliContext } from './context.js';
 import { reportError } from './errors.js';
+import { isDimooError } from '../errors.js';
 import { registerDecode } from './commands/decode.js';
+import { registerDownload } from './commands/download.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEdit } from './commands/edit.js';
 import { registerEncode } from './commands/encode.js';
@@ -17,6 +19,7 @@ import { registerInitRandom } from './commands/init-random.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerInpaint, registerOutpaint } from './commands/paint.js';
 import { registerRetouch } from './commands/retouch.js';
+import { registerShapes } from './commands/shapes.js';
 import { registerUnderstand } from './commands/understand.js';
 import { registerQuantizeCommand } from './commands/quantize.js';
 import { registerTrain } from './commands/train.js';
@@ -66,23 +69,65 @@ export function buildProgram(ctx: CliContext): Command {
   registerInspect(program, ctx);
   registerInitRandom(program, ctx);
   registerDemo(program, ctx);
+  registerDownload(program, ctx);
   registerServeCommand(program, ctx);
   registerWorkerCommand(program, ctx);
   registerQuantizeCommand(program, ctx);
   registerTrain(program, ctx);
   registerLora(program, ctx);
+  registerShapes(program, ctx);
   return program;
+}
+
+/** Exit code of a usage error (unknown flag, missing or bad value), as most Unix tools use. */
+export const EXIT_USAGE = 2;
+
+const IMAGE_COMMANDS = new Set(['generate', 'edit', 'inpaint', 'outpaint', 'retouch']);
+
+/**
+ * Spellings accepted besides ours, so commands copied from the original
+ * scripts work: underscores for hyphens (`--cfg_scale`), `--checkpoint` for
+ * `--model`, `--image_path` for `--image`, and `--steps`/`--timesteps` for
+ * whichever of the two a command calls its sampling steps.
+ */
+export function normalizeArgv(argv: string[]): string[] {
+  const command = argv.find((a) => !a.startsWith('-'));
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const m = /^--([A-Za-z][\w-]*)(=.*)?$/.exec(a);
+    if (!m) {
+      out.push(a);
+      continue;
+    }
+    let name = m[1]!.replace(/_/g, '-');
+    if (name === 'checkpoint') name = 'model';
+    else if (name === 'image-path') name = 'image';
+    else if (name === 'steps' && command && IMAGE_COMMANDS.has(command)) name = 'timesteps';
+    else if (name === 'timesteps' && command === 'understand') name = 'steps';
+    out.push(`--${name}${m[2] ?? ''}`);
+  }
+  return out;
 }
 
 /** Runs `argv` (without node and script) and returns the exit code. */
 export async function runCli(argv: string[], ctx: CliContext): Promise<number> {
   const program = buildProgram(ctx);
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(normalizeArgv(argv), { from: 'user' });
     return 0;
   } catch (e) {
     // Commander has already printed its own one-line "error: ..." (or the help).
-    if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_USAGE;
+    // A bad flag value or parameter is a usage error too.
+    if (isDimooError(e) && e.code === 'E_PARAM') {
+      reportError(e, ctx);
+      return EXIT_USAGE;
+    }
     return reportError(e, ctx);
   }
 }

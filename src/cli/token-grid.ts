@@ -7,44 +7,10 @@ import * as fs from 'node:fs';
 import { DimooError } from '../errors.js';
 import type { TokenGrid } from '../pipelines/types.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
-import { CODEBOOK_SIZE, VQ_SCALE } from './defaults.js';
+import { checkTokenGrid, DIMOO_GRID } from '../pipelines/token-grid.js';
 
-/** Checks a parsed value is a token grid; `what` names it in messages. */
-export function validateTokenGrid(value: unknown, what: string, scale = VQ_SCALE): TokenGrid {
-  const fail = (msg: string): never => {
-    throw new DimooError(`${what}: ${msg}`, 'E_TOKENS');
-  };
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    fail('expected an object {"height", "width", "codes"}');
-  }
-  const v = value as Record<string, unknown>;
-  for (const key of ['height', 'width'] as const) {
-    const n = v[key];
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < scale || n % scale !== 0) {
-      fail(
-        `"${key}" must be a pixel size that is a positive multiple of ${scale}, got ${JSON.stringify(n)}`,
-      );
-    }
-  }
-  const height = v.height as number;
-  const width = v.width as number;
-  const codes = v.codes;
-  if (!Array.isArray(codes)) fail('"codes" must be an array of codebook indices');
-  const list = codes as unknown[];
-  const expected = (height / scale) * (width / scale);
-  if (list.length !== expected) {
-    fail(
-      `"codes" has ${list.length} entries but a ${width}x${height} image has ${width / scale}x${height / scale} = ${expected} cells`,
-    );
-  }
-  for (let i = 0; i < list.length; i++) {
-    const c = list[i];
-    if (typeof c !== 'number' || !Number.isInteger(c) || c < 0 || c >= CODEBOOK_SIZE) {
-      fail(`codes[${i}] must be an integer in [0, ${CODEBOOK_SIZE}), got ${JSON.stringify(c)}`);
-    }
-  }
-  return { height, width, codes: list as number[] };
-}
+/** File grids are checked before a model is loaded: DiMOO's scale and codebook (the library checks again against the checkpoint's). */
+const FILE_GRID = { ...DIMOO_GRID, code: 'E_TOKENS' } as const;
 
 /** Parses the JSON text of a grid file. */
 export function parseTokenGrid(text: string, what: string): TokenGrid {
@@ -54,7 +20,7 @@ export function parseTokenGrid(text: string, what: string): TokenGrid {
   } catch (e) {
     throw new DimooError(`${what}: not valid JSON (${(e as Error).message})`, 'E_TOKENS');
   }
-  return validateTokenGrid(value, what);
+  return checkTokenGrid(value, what, FILE_GRID);
 }
 
 export function readTokenGridFile(file: string): TokenGrid {
@@ -77,7 +43,7 @@ export function tokenGridJson(grid: TokenGrid): string {
 
 /** Writes the grid atomically, so an interrupted run never leaves a truncated file. */
 export function writeTokenGridFile(file: string, grid: TokenGrid): void {
-  validateTokenGrid(grid, 'token grid to write');
+  checkTokenGrid(grid, 'token grid to write', FILE_GRID);
   try {
     atomicWriteFileSync(file, tokenGridJson(grid) + '\n', { fsync: false });
   } catch (e) {

@@ -38,11 +38,6 @@ export function disableOrtTelemetry(): void {
 disableOrtTelemetry();
 
 export type Device = 'cpu' | 'webgpu';
-export const DEVICES: readonly Device[] = ['cpu', 'webgpu'];
-
-export function isDevice(x: unknown): x is Device {
-  return x === 'cpu' || x === 'webgpu';
-}
 
 export interface SessionSpec {
   device: Device;

@@ -15,7 +15,7 @@
  *
  * Also serves uncached generation (no K/V kept), so pipelines have one code path.
  */
-import type { ForwardResult, KvCache, Transformer } from './transformer.js';
+import { iota, type ForwardResult, type KvCache, type Transformer } from './transformer.js';
 
 export interface StreamStepResult {
   /** [imageRows.length, imageVocabSize] image logits at the requested positions. */
@@ -61,10 +61,6 @@ function textRows(r: ForwardResult, opts: TextRowsOptions): TextRows {
   return { logits: r.logits ?? new Float32Array(0) };
 }
 
-function iota(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
-}
-
 export class ModelStream {
   private kv: KvCache | undefined;
   private rowMax: Float32Array = new Float32Array(0);
@@ -99,13 +95,13 @@ export class ModelStream {
     if (!this.caching || opts.keep === false) {
       this.filled = false;
       const r = await this.model.forward({ ids, imageRows });
-      return { imageLogits: r.imageLogits ?? new Float32Array(0) };
+      return { imageLogits: r.imageLogits };
     }
     const r = await this.model.forward({ ids, imageRows, rowmaxRows: iota(L), wantKv: true });
     this.seqLen = L;
-    this.kv = { slots: L, k: r.newK!, v: r.newV! };
-    this.rowMax = r.imageRowMax!;
-    const img = r.imageLogits ?? new Float32Array(0);
+    this.kv = { slots: L, k: r.newK, v: r.newV };
+    this.rowMax = r.imageRowMax;
+    const img = r.imageLogits;
     if (this.logitBuf.length < img.length) this.logitBuf = new Float32Array(img.length);
     this.logitBuf.set(img);
     if (this.slotOf.length < L) this.slotOf = new Int32Array(L);
@@ -147,8 +143,8 @@ export class ModelStream {
       wantKv: true,
     });
     const V = this.model.imageVocabSize;
-    this.model.writeKv(this.kv, compute, r.newK!, r.newV!);
-    for (let i = 0; i < compute.length; i++) this.rowMax[compute[i]!] = r.imageRowMax![i]!;
+    this.model.writeKv(this.kv, compute, r.newK, r.newV);
+    for (let i = 0; i < compute.length; i++) this.rowMax[compute[i]!] = r.imageRowMax[i]!;
     const img = r.imageLogits;
     for (let i = 0; i < freshPos.length; i++) {
       const slot = this.slotOf[freshPos[i]!]!;
@@ -167,7 +163,7 @@ export class ModelStream {
     const r = await this.model.forward({ ids, ...textRequest(rows, opts), wantKv: this.caching });
     if (this.caching) {
       this.seqLen = ids.length;
-      this.kv = { slots: ids.length, k: r.newK!, v: r.newV! };
+      this.kv = { slots: ids.length, k: r.newK!, v: r.newV! }; // wantKv was this.caching
       this.filled = true;
     }
     return textRows(r, opts);
@@ -200,7 +196,7 @@ export class ModelStream {
       ...textRequest(local, opts),
       wantKv: true,
     });
-    this.model.writeKv(this.kv, compute, r.newK!, r.newV!);
+    this.model.writeKv(this.kv, compute, r.newK, r.newV);
     return textRows(r, opts);
   }
 

@@ -9,6 +9,7 @@
  * embedding stays in its stored dtype and only gathered rows are upcast.
  * Quantized checkpoints (checkpoint/quantized.ts) run their linears as MatMulNBits.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import type { LladaConfig } from '../checkpoint/config.js';
@@ -35,6 +36,30 @@ export interface TransformerCheckpoint {
 }
 
 export type { Device } from './device.js';
+
+/**
+ * The folder ONNX Runtime resolves external data against, and each file's
+ * location inside it. ORT refuses locations that leave that folder after
+ * following links, and a Hugging Face cache snapshot links every file into
+ * `../../blobs/`: so the folder is the deepest one holding every file's real
+ * path (the checkpoint folder itself when nothing is a link).
+ */
+export function externalDataRoot(ckpt: TransformerCheckpoint): { folder: string; rel: (file: string) => string } {
+  const files = new Set<string>();
+  for (const w of ckpt.weights.values()) files.add(w.file);
+  for (const q of ckpt.quantized?.values() ?? []) files.add(q.data.file).add(q.scales.file);
+  const real = new Map<string, string>();
+  for (const f of files) real.set(f, fs.realpathSync(f));
+  let folder = real.size ? path.dirname(real.values().next().value!) : fs.realpathSync(ckpt.dir);
+  for (const r of real.values()) {
+    while (path.relative(folder, r).startsWith('..')) folder = path.dirname(folder);
+  }
+  const rel = (file: string): string => {
+    const r = real.get(file) ?? fs.realpathSync(file);
+    return path.relative(folder, r).split(path.sep).join('/');
+  };
+  return { folder, rel };
+}
 
 export interface TransformerLoadOptions {
   /** Intra-op threads (default: ORT's choice, all cores). */
@@ -108,7 +133,8 @@ export interface ForwardRequest {
   wantKv?: boolean;
 }
 
-export interface ForwardResult {
+/** Every output `forward` can return; each is there exactly when its request field is. */
+export interface ForwardOutputs {
   /** [logitRows.length, embeddingSize] */
   logits?: Float32Array;
   /** [imageRows.length, imageVocabSize] */
@@ -126,6 +152,17 @@ export interface ForwardResult {
   newK?: Float32Array[];
   newV?: Float32Array[];
 }
+
+/**
+ * What `forward(req)` returns, typed by what `req` asks for: an output whose
+ * request field the caller set (rows given, wantKv: true) is not optional.
+ */
+export type ForwardResult<R extends ForwardRequest = ForwardRequest> = ForwardOutputs &
+  (R extends { logitRows: ArrayLike<number> } ? { logits: Float32Array } : unknown) &
+  (R extends { imageRows: ArrayLike<number> } ? { imageLogits: Float32Array } : unknown) &
+  (R extends { rowmaxRows: ArrayLike<number> } ? { imageRowMax: Float32Array } : unknown) &
+  (R extends { argmaxRows: ArrayLike<number> } ? { argmax: Int32Array; argmaxProb: Float64Array } : unknown) &
+  (R extends { wantKv: true } ? { newK: Float32Array[]; newV: Float32Array[] } : unknown);
 
 /** Whether quantized checkpoints repack their blocks at load unless told (env DIMOO_QUANT_PREPACK=0/1 overrides). */
 export function defaultQuantPrepack(bits: 4 | 8): boolean {
@@ -149,7 +186,8 @@ function i64(values: ArrayLike<number>): Tensor {
   return new Tensor('int64', a, [values.length]);
 }
 
-function iota(n: number): number[] {
+/** 0, 1, ..., n-1. */
+export function iota(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
 
@@ -189,7 +227,7 @@ export class Transformer {
         'E_CONFIG',
       );
     }
-    const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
+    const { folder: dataFolder, rel } = externalDataRoot(ckpt);
     const weight = (name: string): WeightSource => {
       const w = ckpt.weights.get(name);
       if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
@@ -234,7 +272,7 @@ export class Transformer {
     const session = await createSession(
       bytes,
       // Quantized blocks: repacked at load or used in place from the memory-mapped file (device.ts `prepack`).
-      { device, threads: opts.threads, externalDataFolder: path.resolve(ckpt.dir), prepack, memPattern: device === 'cpu' ? false : undefined },
+      { device, threads: opts.threads, externalDataFolder: dataFolder, prepack, memPattern: device === 'cpu' ? false : undefined },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
     return new Transformer(c, session, imageVocabSize, device, quantBits, prepack);
@@ -243,22 +281,6 @@ export class Transformer {
   /** RoPE cos/sin for absolute positions, [n, headDim]. */
   rope(positions: ArrayLike<number>): { cos: Float32Array; sin: Float32Array } {
     return ropeTables(positions, this.invFreq);
-  }
-
-  /** Floats per slot per layer in a KvCache (nKvHeads * headDim). */
-  get kvSlotSize(): number {
-    return this.kvDim;
-  }
-
-  /** A zeroed cache of `slots` slots. */
-  allocKv(slots: number): KvCache {
-    const n = slots * this.kvDim;
-    const L = this.config.nLayers;
-    return {
-      slots,
-      k: Array.from({ length: L }, () => new Float32Array(n)),
-      v: Array.from({ length: L }, () => new Float32Array(n)),
-    };
   }
 
   /** Writes a forward's newK/newV ([nKv, P, hd] per layer) into `cache` at `slots` (one per row). */
@@ -288,7 +310,7 @@ export class Transformer {
     return this.scratch.subarray(0, n);
   }
 
-  async forward(req: ForwardRequest): Promise<ForwardResult> {
+  async forward<R extends ForwardRequest>(req: R): Promise<ForwardResult<R>> {
     const c = this.config;
     const P = req.ids.length;
     const hd = c.headDim;
@@ -371,20 +393,21 @@ export class Transformer {
     if (fetches.length === 0) fetches.push(OUT.imageRowMax);
     const out = await this.session.run(feeds, fetches);
     const f32 = (name: string) => out[name]!.data as Float32Array;
-    const res: ForwardResult = {};
-    if (logitRows.length) {
-      const all = f32(OUT.logits);
+    // Every output asked for is returned (empty when its rows are), so ForwardResult<R> holds.
+    const res: ForwardOutputs = {};
+    if (req.logitRows) {
+      const all = logitRows.length ? f32(OUT.logits) : new Float32Array(0);
       res.logits = argmaxRows.length ? all.subarray(0, logitRows.length * c.embeddingSize) : all;
     }
-    if (argmaxRows.length) {
-      const ids = out[OUT.textArgmax]!.data as BigInt64Array;
-      const rest = f32(OUT.textRest);
-      const ties = f32(OUT.textTies);
+    if (req.argmaxRows) {
+      const ids = argmaxRows.length ? (out[OUT.textArgmax]!.data as BigInt64Array) : new BigInt64Array(0);
+      const rest = argmaxRows.length ? f32(OUT.textRest) : new Float32Array(0);
+      const ties = argmaxRows.length ? f32(OUT.textTies) : new Float32Array(0);
       res.argmax = Int32Array.from(ids, Number);
       res.argmaxProb = Float64Array.from(rest, (r, i) => 1 / (ties[i]! + r));
     }
-    if (imageRows.length) res.imageLogits = f32(OUT.imageLogits);
-    if (rowmaxRows.length) res.imageRowMax = f32(OUT.imageRowMax);
+    if (req.imageRows) res.imageLogits = imageRows.length ? f32(OUT.imageLogits) : new Float32Array(0);
+    if (req.rowmaxRows) res.imageRowMax = rowmaxRows.length ? f32(OUT.imageRowMax) : new Float32Array(0);
     if (req.wantKv) {
       res.newK = [];
       res.newV = [];
@@ -393,7 +416,7 @@ export class Transformer {
         res.newV.push(f32(OUT.newV(i)));
       }
     }
-    return res;
+    return res as ForwardResult<R>;
   }
 
   async dispose(): Promise<void> {

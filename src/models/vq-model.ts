@@ -1,19 +1,20 @@
 /**
  * The VQ-VAE image tokenizer on ONNX Runtime: RGB pixels <-> codebook indices.
  *
- * Preprocessing is diffusers' VaeImageProcessor(do_normalize=False) for PIL
- * input: sizes not divisible by the scale factor are first resized down to the
- * nearest multiple with PIL's Lanczos (a no-op for the original's crops, which
- * are multiples of 32), then values become u8 / 255 in float32. Decoding ends
- * like decode_vq_to_image: clip to [0, 1], x255 in float32, round half to even.
+ * Pixels go in and out through `processor` (image/processor.ts, diffusers'
+ * VaeImageProcessor(do_normalize=False) for PIL input: sizes not divisible by
+ * the scale factor are first resized down to the nearest multiple with PIL's
+ * Lanczos, then values become u8 / 255 in float32). Decoding ends like
+ * decode_vq_to_image: clip to [0, 1] in the graph, then x255 in float32,
+ * round half to even.
  *
  * Sessions are built on first use (an encode-only run never builds the decoder).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
-import { checkImage, type RgbImage } from '../image/image.js';
-import { resizePil } from '../image/resample.js';
+import type { RgbImage } from '../image/image.js';
+import { ImageProcessor } from '../image/processor.js';
 import { createSession, Tensor, type InferenceSession, type Device } from './device.js';
 import { blameWeights, firstNonFinite } from '../checkpoint/nonfinite.js';
 import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
@@ -54,23 +55,6 @@ export interface Preprocessed {
   height: number;
 }
 
-/** `(x * 255).round().astype(uint8)` on float32 values in [0, 1], CHW -> HWC. */
-export function floatToRgb8(chw: Float32Array, width: number, height: number): Uint8Array {
-  const n = width * height;
-  if (chw.length !== 3 * n)
-    throw new Error(`floatToRgb8: ${chw.length} values for 3x${height}x${width}`);
-  const out = new Uint8Array(3 * n);
-  for (let c = 0; c < 3; c++) {
-    for (let p = 0; p < n; p++) {
-      const v = Math.fround(chw[c * n + p]! * 255);
-      let r = Math.round(v);
-      if (r - v === 0.5 && r % 2 !== 0) r -= 1; // numpy rounds ties to even
-      out[p * 3 + c] = r < 0 ? 0 : r > 255 ? 255 : r;
-    }
-  }
-  return out;
-}
-
 export class VqModel {
   private encoderSession?: Promise<InferenceSession>;
   private encoderDistSession?: Promise<InferenceSession>;
@@ -85,7 +69,12 @@ export class VqModel {
     private readonly dataFolder: string,
     private readonly threads: number | undefined,
     readonly device: Device = 'cpu',
-  ) {}
+  ) {
+    this.processor = new ImageProcessor(config.scaleFactor);
+  }
+
+  /** Pixels in and out of the token grid (sizes, crops, u8 <-> float). */
+  readonly processor: ImageProcessor;
 
   /** Pixels per token side (16 for aMUSEd). */
   get scale(): number {
@@ -162,35 +151,10 @@ export class VqModel {
     return this.decoderSession;
   }
 
-  /** VaeImageProcessor.preprocess: Lanczos down to a multiple of the scale factor if needed, then u8/255. */
+  /** VaeImageProcessor.preprocess: sides floored to the scale factor (Lanczos) if needed, then u8/255. */
   preprocess(rgb: RgbImage): Preprocessed {
-    checkImage(rgb, 'image to encode', 3);
-    const s = this.scale;
-    const w = rgb.width - (rgb.width % s);
-    const h = rgb.height - (rgb.height % s);
-    if (w < s || h < s) {
-      throw new DimooError(
-        `image to encode is ${rgb.width}x${rgb.height}; it must be at least ${s}x${s} pixels`,
-        'E_IMAGE',
-      );
-    }
-    let data = rgb.data;
-    if (w !== rgb.width || h !== rgb.height) {
-      data = resizePil(
-        { data: rgb.data, width: rgb.width, height: rgb.height, channels: 3 },
-        w,
-        h,
-        'lanczos',
-      ).data;
-    }
-    const n = w * h;
-    const pixels = new Float32Array(3 * n);
-    for (let p = 0; p < n; p++) {
-      pixels[p] = data[p * 3]! / 255;
-      pixels[n + p] = data[p * 3 + 1]! / 255;
-      pixels[2 * n + p] = data[p * 3 + 2]! / 255;
-    }
-    return { pixels, width: w, height: h };
+    const img = this.processor.fitToScale(rgb, 'image to encode');
+    return { pixels: this.processor.toPixels(img), width: img.width, height: img.height };
   }
 
   /** Encoder on preprocessed pixels [3, height, width]; latents and optionally all distances. */
@@ -310,7 +274,7 @@ export class VqModel {
       );
     }
     return {
-      data: floatToRgb8(f.pixels, f.width, f.height),
+      data: this.processor.toRgb8(f.pixels, f.width, f.height),
       width: f.width,
       height: f.height,
       channels: 3,

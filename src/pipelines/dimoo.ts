@@ -10,6 +10,7 @@
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { openCheckpoint } from '../checkpoint/folder.js';
+import { hubRepoName, resolveModelDir } from '../checkpoint/hub.js';
 import type { Checkpoint } from '../checkpoint/layout.js';
 import {
   requireSpecialTokens,
@@ -20,9 +21,9 @@ import { TextTokenizer } from '../models/tokenizer.js';
 import { Transformer } from '../models/transformer.js';
 import { loadVqConfig, type VqConfig } from '../checkpoint/vq-config.js';
 import { VqModel } from '../models/vq-model.js';
-import { varCenterCrop } from '../image/crop.js';
 import type { Image8 } from '../image/image.js';
 import { readImage, readMask } from '../image/io.js';
+import type { FitMode } from '../image/processor.js';
 import {
   checkMaskSize,
   dilateCells,
@@ -32,7 +33,6 @@ import {
   type CellMask,
   type PaintMode,
 } from '../image/masks.js';
-import { resizePil } from '../image/resample.js';
 import { guideImageToImage, guideTextToImage } from '../samplers/guidance.js';
 import { MASKED } from '../samplers/maskgit.js';
 import { Prng } from '../samplers/prng.js';
@@ -47,6 +47,8 @@ import {
   understandingPrompt,
 } from './prompts.js';
 import { runTextJob } from './text-engine.js';
+import { TASKS, type PaintTask } from './tasks.js';
+import { checkTokenGrid } from './token-grid.js';
 import { blameWeights, NonFiniteError } from '../checkpoint/nonfinite.js';
 import type {
   DimooApi,
@@ -95,8 +97,16 @@ export class Dimoo implements DimooApi {
     private readonly opts: LoadOptions,
   ) {}
 
+  /** `dir` is a checkpoint folder or a Hugging Face id (`Alpha-VLLM/Lumina-DiMOO`, through the Hub cache). */
   static async load(dir: string, opts: LoadOptions = {}): Promise<Dimoo> {
-    const ckpt = openCheckpoint(dir);
+    const progress = opts.onProgress ?? (() => {});
+    const local = await resolveModelDir(dir, {
+      revision: opts.revision,
+      token: opts.token,
+      onProgress: (p) => progress({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
+    });
+    const ckpt = openCheckpoint(local);
+    progress({ stage: 'files', done: ckpt.files.length, total: ckpt.files.length, detail: `${ckpt.files.length} files of ${ckpt.dir}` });
     const tokenizer = TextTokenizer.fromFile(ckpt.tokenizerPath);
     const vqConfig = ckpt.vqvaeDir ? loadVqConfig(ckpt.vqvaeDir) : undefined;
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
@@ -109,6 +119,7 @@ export class Dimoo implements DimooApi {
       imageVocabSize: codebookSize,
       lora: opts.lora,
     });
+    progress({ stage: 'session', done: 1, total: 1, detail: `transformer (${model.device})` });
     return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);
   }
 
@@ -120,9 +131,10 @@ export class Dimoo implements DimooApi {
   info(): ModelInfo {
     return {
       dir: this.checkpoint.dir,
-      name: path.basename(path.resolve(this.checkpoint.dir)),
+      name: hubRepoName(this.checkpoint.dir) ?? path.basename(path.resolve(this.checkpoint.dir)),
       hasVq: this.vqConfig !== undefined,
       vqScale: this.vqScale,
+      codebookSize: this.special.codebookSize,
       device: this.model.device,
     };
   }
@@ -145,23 +157,8 @@ export class Dimoo implements DimooApi {
 
   private checkGrid(grid: TokenGrid, what: string): GridImage {
     const s = this.vqScale;
-    if (typeof grid !== 'object' || grid === null) throw new DimooError(`${what}: token grid must be an object`, E);
-    const height = checkSize(`${what}.height`, grid.height, s);
-    const width = checkSize(`${what}.width`, grid.width, s);
-    const gridH = height / s;
-    const gridW = width / s;
-    if (!Array.isArray(grid.codes) && !ArrayBuffer.isView(grid.codes)) throw new DimooError(`${what}.codes must be an array`, E);
-    const codes = Int32Array.from(grid.codes as ArrayLike<number>);
-    if (codes.length !== gridH * gridW) {
-      throw new DimooError(`${what}: ${codes.length} codes for a ${width}x${height} image (needs ${gridH * gridW})`, E);
-    }
-    for (let i = 0; i < codes.length; i++) {
-      const c = (grid.codes as ArrayLike<number>)[i]!;
-      if (!Number.isInteger(c) || c < 0 || c >= this.special.codebookSize) {
-        throw new DimooError(`${what}.codes[${i}] = ${c} is not a code in [0, ${this.special.codebookSize})`, E);
-      }
-    }
-    return { gridH, gridW, codes, width, height, sourceWidth: width, sourceHeight: height };
+    const { width, height, codes } = checkTokenGrid(grid, what, { scale: s, codebookSize: this.special.codebookSize, maxSide: LIMITS.maxSide });
+    return { gridH: height / s, gridW: width / s, codes: Int32Array.from(codes), width, height, sourceWidth: width, sourceHeight: height };
   }
 
   private async pixels(input: ImageInput, what: string): Promise<Image8> {
@@ -179,27 +176,21 @@ export class Dimoo implements DimooApi {
     throw new DimooError(`${what}: expected {path}, {rgb} or {tokens}`, E);
   }
 
-  /** Resolves an input image to a token grid ('none' keeps the size, flooring to a multiple of the VQ scale). */
-  private async toGrid(input: ImageInput | undefined, what: string, crop: EncodeOptions['crop']): Promise<GridImage> {
+  /**
+   * Resolves an input image to a token grid. Pixels are fitted by the VQ's image
+   * processor: the original's crop to an area budget, 'none' (the size floored
+   * to a multiple of the VQ scale), or an explicit size.
+   */
+  private async toGrid(input: ImageInput | undefined, what: string, fit: FitMode | { width: number; height: number }): Promise<GridImage> {
     if (!input || typeof input !== 'object') throw new DimooError(`${what} is required`, E);
     if ('tokens' in input) return this.checkGrid(input.tokens, what);
     const img = await this.pixels(input, what);
     const vq = await this.vq();
-    const s = this.vqScale;
-    let ready: Image8;
-    if (crop === 'none' || crop === undefined) {
-      const w = img.width - (img.width % s);
-      const h = img.height - (img.height % s);
-      if (w < s || h < s) throw new DimooError(`${what}: ${img.width}x${img.height} is smaller than one ${s}px token`, 'E_IMAGE');
-      // As diffusers' VaeImageProcessor: sizes are floored to the scale and resized (Lanczos).
-      ready = w === img.width && h === img.height ? img : resizePil(img, w, h, 'lanczos');
-    } else {
-      ready = varCenterCrop(img, { budget: crop }).image;
-    }
+    const ready = typeof fit === 'object' ? vq.processor.resize(img, fit.width, fit.height, what) : vq.processor.fit(img, fit, what);
     if (ready.width > LIMITS.maxSide || ready.height > LIMITS.maxSide) {
       throw new DimooError(`${what}: ${ready.width}x${ready.height} exceeds ${LIMITS.maxSide} px`, 'E_IMAGE');
     }
-    const g = await vq.encode({ data: ready.data, width: ready.width, height: ready.height });
+    const g = await vq.encode(ready);
     return {
       gridH: g.gridH,
       gridW: g.gridW,
@@ -214,7 +205,9 @@ export class Dimoo implements DimooApi {
   async encodeImage(input: ImageInput, opts: EncodeOptions = {}): Promise<TokenGrid> {
     const crop = opts.crop ?? 'none';
     if (![256, 512, 1024, 'none'].includes(crop)) throw new DimooError(`crop must be 256, 512, 1024 or none, got ${String(crop)}`, E);
-    const g = await this.toGrid(input, 'image', crop);
+    if (opts.size !== undefined && crop !== 'none') throw new DimooError('encodeImage: give crop or size, not both', E);
+    const size = opts.size && { width: checkSize('size.width', opts.size.width, this.vqScale), height: checkSize('size.height', opts.size.height, this.vqScale) };
+    const g = await this.toGrid(input, 'image', size ?? crop);
     return { height: g.height, width: g.width, codes: Array.from(g.codes) };
   }
 
@@ -385,16 +378,16 @@ export class Dimoo implements DimooApi {
   }
 
   private async paintJob(
-    task: 'inpaint' | 'outpaint' | 'retouch',
+    task: PaintTask,
     p: PaintParams | RetouchParams,
     mode: PaintMode,
     o: RunOptions,
   ): Promise<ImageResult> {
-    const prompt = checkPrompt('prompt', p.prompt, task !== 'retouch');
+    const prompt = checkPrompt('prompt', p.prompt, !TASKS[task].promptOptional);
     const cfg = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.paint.cfgScale, 0, 100);
     const dilate = checkInt('dilate', p.dilate ?? 0, 0, 64);
     const sampling = resolveSampling(p, DEFAULTS.paint);
-    if (task === 'retouch' && !p.mask) throw new DimooError('retouch needs a mask (regions to regenerate)', E);
+    if (TASKS[task].mask === 'required' && !p.mask) throw new DimooError(`${task} needs a mask (regions to regenerate)`, E);
     const g = await this.toGrid(p.image, 'image', 'none');
     const mask = await this.cellsFor(p.mask, g, mode, dilate);
     const cells = Int32Array.from(g.codes, (c, i) => (mask.cells[i] ? MASKED : c));

@@ -3,12 +3,9 @@
  * and the worker-thread proxy all speak these.
  */
 
-/** 8-bit RGB pixels, row-major, 3 bytes per pixel. */
-export interface RgbImage {
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
+/** 8-bit RGB pixels, row-major, 3 bytes per pixel (the image modules' type). */
+export type { RgbImage } from '../image/image.js';
+import type { RgbImage } from '../image/image.js';
 
 /**
  * An image's VQ token grid: `height`/`width` are PIXEL sizes (multiples of the
@@ -201,6 +198,8 @@ export interface UnderstandResult {
 export interface EncodeOptions {
   /** Area budget of the original's aspect-ratio crop (default 1024 for understanding, 512 for editing); 'none' keeps the size (must be a multiple of 16). */
   crop?: 256 | 512 | 1024 | 'none';
+  /** Resize to exactly this size (multiples of 16; Lanczos) instead; only with crop 'none'. */
+  size?: { width: number; height: number };
 }
 
 /** Everything a loaded DiMOO offers; implemented in-process (`Dimoo`) and over a worker thread (`WorkerDimoo`). */
@@ -224,6 +223,8 @@ export interface ModelInfo {
   hasVq: boolean;
   /** VQ downsampling factor (16). */
   vqScale: number;
+  /** Image codes are 0 .. codebookSize - 1 (8192). */
+  codebookSize: number;
   device: 'cpu' | 'webgpu';
 }
 
@@ -232,6 +233,25 @@ export interface LoadOptions {
   device?: 'cpu' | 'webgpu';
   /** Weight precision: 'fp16' keeps float16 weights on WebGPU (math stays float32); needs shader-f16. */
   precision?: 'fp32' | 'fp16';
+  /** Hugging Face ids (`owner/name`): branch, tag or commit (default 'main'). */
+  revision?: string;
+  /** Hugging Face ids: access token (default: env HF_TOKEN). */
+  token?: string;
+  /** Loading progress: download bytes (Hub ids), checkpoint files mapped, ONNX Runtime sessions created. */
+  onProgress?: (p: LoadProgress) => void;
   /** LoRA adapters (PEFT folders, e.g. from `dimoo train --lora`), added on the fly; scale multiplies alpha/r (default 1). */
   lora?: Array<{ dir: string; scale?: number }>;
+}
+
+/**
+ * One loading step. `download`: bytes fetched from the Hub so far (of `total`);
+ * `files`: checkpoint files opened and memory-mapped; `session`: ONNX Runtime
+ * sessions created (the slow part: weights are read and prepared here).
+ */
+export interface LoadProgress {
+  stage: 'download' | 'files' | 'session';
+  done: number;
+  total: number;
+  /** What this step did, for a log line (e.g. a file name). */
+  detail: string;
 }

@@ -3,20 +3,14 @@
  * thread). Everything crosses by structured clone; typed arrays coming back
  * (preview codes, decoded pixels) are transferred, not copied twice.
  */
-import { DimooError } from '../errors.js';
-import type { LoadOptions, ModelInfo, ProgressEvent } from '../pipelines/types.js';
+import { DimooError, type ErrorCode } from '../errors.js';
+import { TASK_NAMES } from '../pipelines/tasks.js';
+import type { LoadOptions, LoadProgress, ModelInfo, ProgressEvent, TaskName } from '../pipelines/types.js';
 
-/** Methods of DimooApi the worker runs; the first group takes RunOptions. */
-export const JOB_METHODS = [
-  'generate',
-  'edit',
-  'inpaint',
-  'outpaint',
-  'retouch',
-  'understand',
-] as const;
+/** Methods of DimooApi the worker runs: every task (they take RunOptions), then the plain ones. */
+export const JOB_METHODS: readonly TaskName[] = TASK_NAMES;
 export const PLAIN_METHODS = ['encodeImage', 'decodeTokens'] as const;
-export type JobMethod = (typeof JOB_METHODS)[number];
+export type JobMethod = TaskName;
 export type PlainMethod = (typeof PLAIN_METHODS)[number];
 export type Method = JobMethod | PlainMethod;
 
@@ -52,7 +46,7 @@ export type ToWorker =
 export interface WireError {
   message: string;
   /** DimooError code when the error was one. */
-  code?: string;
+  code?: ErrorCode;
   name: string;
   /** Only for internal errors; logged by the host, never shown to users. */
   stack?: string;
@@ -61,6 +55,7 @@ export interface WireError {
 export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
   | { type: 'load-error'; error: WireError }
+  | { type: 'load-progress'; event: LoadProgress }
   | { type: 'progress'; id: number; event: ProgressEvent }
   | { type: 'result'; id: number; value: unknown }
   | { type: 'error'; id: number; error: WireError }

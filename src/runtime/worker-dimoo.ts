@@ -12,6 +12,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { DimooError } from '../errors.js';
+import { resolveModelDir } from '../checkpoint/hub.js';
 import type {
   DimooApi,
   EditParams,
@@ -107,17 +108,29 @@ export class WorkerDimoo implements DimooApi {
     if (opts.device !== undefined) loadOptions.device = opts.device;
     if (opts.precision !== undefined) loadOptions.precision = opts.precision;
     if (opts.lora !== undefined) loadOptions.lora = opts.lora;
+    // A Hugging Face id is resolved (and downloaded) here, so download progress reaches the caller directly.
+    const local = await resolveModelDir(dir, {
+      revision: opts.revision,
+      token: opts.token,
+      onProgress: (p) => opts.onProgress?.({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
+    });
     const init: WorkerInit = {
       moduleUrl: String(opts.moduleUrl ?? sibling('../pipelines/dimoo').href),
       exportName: opts.exportName ?? 'Dimoo',
-      dir,
+      dir: local,
       loadOptions,
       abortFlags,
     };
     const worker = spawn(init);
     const info = await new Promise<ModelInfo>((resolve, reject) => {
       const onMsg = (m: FromWorker): void => {
-        if (m.type === 'ready') {
+        if (m.type === 'load-progress') {
+          try {
+            opts.onProgress?.(m.event);
+          } catch {
+            // A throwing listener must not break the load.
+          }
+        } else if (m.type === 'ready') {
           cleanup();
           resolve(m.info);
         } else if (m.type === 'load-error') {

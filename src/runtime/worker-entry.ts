@@ -5,7 +5,7 @@
  * shared flags (checked between steps) as well as by message.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { DimooApi, ProgressEvent, RgbImage, RunOptions } from '../pipelines/types.js';
+import type { DimooApi, LoadProgress, ProgressEvent, RgbImage, RunOptions } from '../pipelines/types.js';
 import {
   ABORT_SLOTS,
   JOB_METHODS,
@@ -116,7 +116,8 @@ async function main(): Promise<void> {
     const cls = mod[init.exportName];
     if (!cls || typeof cls.load !== 'function')
       throw new Error(`${init.moduleUrl} has no export ${init.exportName} with a static load()`);
-    api = await cls.load(init.dir, init.loadOptions);
+    const onProgress = (event: LoadProgress): void => post({ type: 'load-progress', event });
+    api = await cls.load(init.dir, { ...init.loadOptions, onProgress });
   } catch (e) {
     post({ type: 'load-error', error: toWire(e) });
     return;

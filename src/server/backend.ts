@@ -18,6 +18,9 @@ import { runJobSpec } from './tasks.js';
 export interface ModelEntry {
   id: string;
   hasVq: boolean;
+  /** Pixels per token side and codebook size: what a token grid for this model must fit. */
+  vqScale: number;
+  codebookSize: number;
   device: string;
   /** Unix seconds (for /v1/models). */
   created: number;
@@ -52,6 +55,8 @@ export interface JobBackend {
   resolveModel(field: unknown): Promise<ModelEntry>;
   /** Models that can take jobs now. */
   models(): Promise<ModelEntry[]>;
+  /** What /v1/models lists: the models, then each alias (under its own id) that reaches one. */
+  catalog(): Promise<ModelEntry[]>;
   /** Queues a job, or throws 429 (queue full) / 503 (nothing to run it). */
   submit(model: ModelEntry, spec: JobSpec, opts?: SubmitOptions): Promise<Job>;
   get(id: string): Promise<Job | undefined>;
@@ -101,6 +106,8 @@ export class LocalBackend implements JobBackend {
     this.entry = {
       id: info.name,
       hasVq: info.hasVq,
+      vqScale: info.vqScale,
+      codebookSize: info.codebookSize,
       device: info.device,
       created: Math.floor(Date.now() / 1000),
     };
@@ -116,6 +123,14 @@ export class LocalBackend implements JobBackend {
 
   async models(): Promise<ModelEntry[]> {
     return [this.entry];
+  }
+
+  async catalog(): Promise<ModelEntry[]> {
+    // The checkpoint's own name first, then every alias a request may use ("dimoo" is implied).
+    return [...new Set([this.entry.id, ...this.aliases.slice(2)])].map((id) => ({
+      ...this.entry,
+      id,
+    }));
   }
 
   async submit(_model: ModelEntry, spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
@@ -220,6 +235,9 @@ export class AccountedBackend implements JobBackend {
   }
   models(): Promise<ModelEntry[]> {
     return this.inner.models();
+  }
+  catalog(): Promise<ModelEntry[]> {
+    return this.inner.catalog();
   }
   get(id: string): Promise<Job | undefined> {
     return this.inner.get(id);

@@ -4,20 +4,24 @@
  * errors they caused (DimooError, request checks, the framework's own 4xx);
  * anything else becomes a bare 500 with the details only in the log.
  */
-import { DimooError } from '../errors.js';
+import { DimooError, type ErrorCode } from '../errors.js';
 
 export interface ErrorBody {
   message: string;
+  /** OpenAI's error type (invalid_request_error, authentication_error, rate_limit_error, server_error). */
   type: string;
+  /** OpenAI-style code (invalid_value, model_not_found, rate_limit_exceeded, ...), what OpenAI clients read. */
   code: string;
   param?: string | null;
+  /** Our own finer code (E_PARAM, E_LIMIT, E_QUEUE_FULL, ...), documented in docs/server.md. */
+  dimoo_code: ErrorCode;
 }
 
 /** A request the server refuses, with its HTTP status. */
 export class RequestError extends DimooError {
   constructor(
     message: string,
-    code: string,
+    code: ErrorCode,
     readonly status = 400,
     readonly param?: string,
     readonly headers: Record<string, string> = {},
@@ -35,14 +39,43 @@ const STATUS_BY_CODE: Record<string, number> = {
 
 function typeFor(status: number): string {
   if (status === 401) return 'authentication_error';
-  if (status === 404) return 'not_found_error';
   if (status === 429) return 'rate_limit_error';
   if (status >= 500) return 'server_error';
   return 'invalid_request_error';
 }
 
+/** The OpenAI-style code for one of ours (OpenAI clients switch on these). */
+export function openAiCode(status: number, code: string): string {
+  if (/^[a-z_]+$/.test(code)) return code; // already OpenAI-style (model_not_found, invalid_api_key)
+  if (code === 'E_CANCELLED') return 'cancelled';
+  if (status === 401) return 'invalid_api_key';
+  if (status === 404) return 'not_found';
+  if (status === 408) return 'timeout';
+  if (status === 413) return 'request_too_large';
+  if (status === 415) return 'unsupported_media_type';
+  if (status === 429) return 'rate_limit_exceeded';
+  if (status >= 500) return 'server_error';
+  return 'invalid_value';
+}
+
+/** The error object of a response: OpenAI's fields, our own code beside them. */
+export function errorBody(
+  status: number,
+  message: string,
+  code: ErrorCode,
+  param: string | null = null,
+): ErrorBody {
+  return {
+    message,
+    type: typeFor(status),
+    code: openAiCode(status, code),
+    param,
+    dimoo_code: code,
+  };
+}
+
 /** Codes for the framework's own 4xx errors, which carry FST_* codes. */
-function frameworkCode(status: number, fst: string | undefined): string {
+function frameworkCode(status: number, fst: string | undefined): ErrorCode {
   if (status === 413) return 'E_TOO_LARGE';
   if (status === 415) return 'E_MEDIA_TYPE';
   if (fst === 'FST_ERR_CTP_INVALID_JSON_BODY' || fst === 'FST_ERR_CTP_EMPTY_JSON_BODY')
@@ -65,14 +98,7 @@ export function toHttpFailure(e: unknown): HttpFailure {
   if (e instanceof RequestError) {
     return {
       status: e.status,
-      body: {
-        error: {
-          message: e.message,
-          type: typeFor(e.status),
-          code: e.code,
-          param: e.param ?? null,
-        },
-      },
+      body: { error: errorBody(e.status, e.message, e.code, e.param ?? null) },
       headers: e.headers,
       internal: false,
     };
@@ -81,7 +107,7 @@ export function toHttpFailure(e: unknown): HttpFailure {
     const status = STATUS_BY_CODE[e.code] ?? 400;
     return {
       status,
-      body: { error: { message: e.message, type: typeFor(status), code: e.code, param: null } },
+      body: { error: errorBody(status, e.message, e.code) },
       headers: {},
       internal: status >= 500,
     };
@@ -90,14 +116,7 @@ export function toHttpFailure(e: unknown): HttpFailure {
   if (err && err.name === 'AbortError') {
     return {
       status: 499,
-      body: {
-        error: {
-          message: 'the request was cancelled',
-          type: 'invalid_request_error',
-          code: 'E_CANCELLED',
-          param: null,
-        },
-      },
+      body: { error: errorBody(499, 'the request was cancelled', 'E_CANCELLED') },
       headers: {},
       internal: false,
     };
@@ -108,12 +127,11 @@ export function toHttpFailure(e: unknown): HttpFailure {
     return {
       status: sc,
       body: {
-        error: {
-          message: String(err.message ?? 'bad request'),
-          type: typeFor(sc),
-          code: frameworkCode(sc, typeof err.code === 'string' ? err.code : undefined),
-          param: null,
-        },
+        error: errorBody(
+          sc,
+          String(err.message ?? 'bad request'),
+          frameworkCode(sc, typeof err.code === 'string' ? err.code : undefined),
+        ),
       },
       headers: {},
       internal: false,
@@ -121,14 +139,7 @@ export function toHttpFailure(e: unknown): HttpFailure {
   }
   return {
     status: 500,
-    body: {
-      error: {
-        message: 'internal server error',
-        type: 'server_error',
-        code: 'E_INTERNAL',
-        param: null,
-      },
-    },
+    body: { error: errorBody(500, 'internal server error', 'E_INTERNAL') },
     headers: {},
     internal: true,
   };

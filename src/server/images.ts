@@ -1,14 +1,17 @@
 /**
  * Pixels in and out of the server: uploads and data URLs decoded with the
- * image module's size checks, scaled to the 16-px token grid when needed,
- * results and previews encoded as PNG (sharp runs on libuv's pool, not on the
- * event loop).
+ * image module's size checks, the token-grid size an upload gets, results and
+ * previews encoded as PNG (sharp runs on libuv's pool, not on the event loop).
+ * Uploads reach the library as decoded pixels: fitting them to the grid (crop,
+ * floor, resize) is the library's image processor's job, so an upload gives
+ * the same tokens here as through the CLI.
  */
 import sharp from 'sharp';
 import { DimooError } from '../errors.js';
 import { readImage, readMask } from '../image/io.js';
 import { pixelMaskToCells, type PixelMask } from '../image/masks.js';
-import type { DimooApi, RgbImage, TokenGrid } from '../pipelines/types.js';
+import { checkTokenGrid as checkGrid } from '../pipelines/token-grid.js';
+import type { DimooApi, ModelInfo, RgbImage, TokenGrid } from '../pipelines/types.js';
 import { RequestError } from './errors.js';
 import type { ServerLimits } from './limits.js';
 
@@ -93,34 +96,6 @@ export function gridSizeFor(
   }
 }
 
-export async function resizeRgb(img: RgbImage, width: number, height: number): Promise<RgbImage> {
-  if (img.width === width && img.height === height) return img;
-  const { data, info } = await sharp(
-    Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength),
-    {
-      raw: { width: img.width, height: img.height, channels: 3 },
-    },
-  )
-    .resize(width, height, { fit: 'fill', kernel: 'lanczos3' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return {
-    data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    width: info.width,
-    height: info.height,
-  };
-}
-
-/** Scales an image onto the token grid (sides multiples of 16, within the limits). */
-export async function fitToGrid(
-  img: RgbImage,
-  limits: ServerLimits,
-  size?: { width: number; height: number },
-): Promise<RgbImage> {
-  const t = size ?? gridSizeFor(img.width, img.height, limits);
-  return resizeRgb(img, t.width, t.height);
-}
-
 /**
  * A mask PNG (transparent = regenerate, or white = regenerate for opaque
  * masks) of exactly the image's size -> one flag per token cell.
@@ -148,54 +123,24 @@ export async function maskCellsFromPng(
   return pixelMaskToCells(px, grid.height / S, grid.width / S).cells;
 }
 
-/** Validates a client-sent token grid. */
-export function checkTokenGrid(v: unknown, param: string, limits: ServerLimits): TokenGrid {
-  const g = v as Partial<TokenGrid> | null;
-  if (
-    !g ||
-    typeof g !== 'object' ||
-    !Number.isInteger(g.width) ||
-    !Number.isInteger(g.height) ||
-    !Array.isArray(g.codes)
-  ) {
-    throw new RequestError(
-      `${param}: expected {"width", "height", "codes": [...]}`,
-      'E_PARAM',
-      400,
-      param,
-    );
+/** A client-sent token grid, checked by the library's rules for the served model and the server's size limits. */
+export function checkTokenGrid(
+  v: unknown,
+  param: string,
+  limits: ServerLimits,
+  model: Pick<ModelInfo, 'vqScale' | 'codebookSize'>,
+): TokenGrid {
+  let g: TokenGrid;
+  try {
+    g = checkGrid(v, param, { scale: model.vqScale, codebookSize: model.codebookSize });
+  } catch (e) {
+    if (e instanceof DimooError) throw new RequestError(e.message, e.code, 400, param);
+    throw e;
   }
-  const width = g.width!;
-  const height = g.height!;
-  if (width < S || height < S || width % S || height % S) {
-    throw new RequestError(
-      `${param}: width and height must be positive multiples of 16`,
-      'E_PARAM',
-      400,
-      param,
-    );
+  if (g.width * g.height > limits.maxPixels || g.width > limits.maxSide || g.height > limits.maxSide) {
+    throw new RequestError(`${param}: ${g.width}x${g.height} is over the server's size limits`, 'E_LIMIT', 400, param);
   }
-  if (width * height > limits.maxPixels || width > limits.maxSide || height > limits.maxSide) {
-    throw new RequestError(
-      `${param}: ${width}x${height} is over the server's size limits`,
-      'E_LIMIT',
-      400,
-      param,
-    );
-  }
-  const n = (width / S) * (height / S);
-  if (g.codes.length !== n)
-    throw new RequestError(
-      `${param}: ${width}x${height} needs ${n} codes, got ${g.codes.length}`,
-      'E_PARAM',
-      400,
-      param,
-    );
-  for (const c of g.codes) {
-    if (!Number.isInteger(c) || c < 0 || c > 8191)
-      throw new RequestError(`${param}: codes must be integers 0..8191`, 'E_PARAM', 400, param);
-  }
-  return { width, height, codes: g.codes };
+  return g;
 }
 
 /**

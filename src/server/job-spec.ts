@@ -26,12 +26,26 @@ export type SpecTask = (typeof SPEC_TASKS)[number];
 
 export type ImageSpecParams = GenerateParams | EditParams | PaintParams | RetouchParams;
 
+/** A pixel size on the token grid. */
+export interface GridSize {
+  width: number;
+  height: number;
+}
+
 export interface ImageJobSpec {
   task: ImageTask;
   /** The DimooApi call's parameters; image i of n uses seed `params.seed + i`. */
   params: ImageSpecParams;
+  /**
+   * Encode `params.image` (pixels) to tokens at exactly this size first (the
+   * library's image processor resizes), so masks in cells and rects line up;
+   * the route decided it from the upload and the server's limits. Absent:
+   * paint tasks encode at the image's own size floored to the grid, edits
+   * leave fitting to the library (the original's crop).
+   */
+  encodeSize?: GridSize;
   n: number;
-  /** Preview every k steps (0: none). */
+  /** Preview every k steps of the first image (0: none). */
   previewEvery: number;
   /** 'images': `{images: [...]}` with store names (OpenAI routes); 'single': one image, no store name (native jobs). */
   shape: 'images' | 'single';
@@ -40,12 +54,17 @@ export interface ImageJobSpec {
 export interface UnderstandJobSpec {
   task: 'understand';
   params: UnderstandParams;
+  /** Answers wanted (answer i uses seed `params.seed + i`); default 1. */
+  n?: number;
+  /** 'answers': `{answers: [...]}` (chat completions); 'single' (default): one answer (native jobs). */
+  shape?: 'answers' | 'single';
 }
 
-/** Pixels already on the token grid -> tokens and the PNG of their decoding. */
+/** Pixels -> tokens at `size` (the library's image processor resizes) and the PNG of their decoding. */
 export interface EncodeJobSpec {
   task: 'encode';
   image: RgbImage;
+  size: GridSize;
 }
 
 export interface DecodeJobSpec {
@@ -90,17 +109,20 @@ function maskToWire(m: MaskSpec): unknown {
 
 /** The JSON a queue carries. */
 export function specToWire(spec: JobSpec): Record<string, unknown> {
-  if (spec.task === 'encode') return { v: 1, task: 'encode', image: rgbToWire(spec.image) };
+  if (spec.task === 'encode')
+    return { v: 1, task: 'encode', image: rgbToWire(spec.image), size: spec.size };
   if (spec.task === 'decode') return { v: 1, task: 'decode', tokens: spec.tokens };
   const p: Record<string, unknown> = { ...spec.params };
   for (const k of ['image', 'refImage'] as const)
     if (p[k] !== undefined) p[k] = inputToWire(p[k] as ImageInput);
   if (p['mask'] !== undefined) p['mask'] = maskToWire(p['mask'] as MaskSpec);
-  if (spec.task === 'understand') return { v: 1, task: 'understand', params: p };
+  if (spec.task === 'understand')
+    return { v: 1, task: 'understand', params: p, n: spec.n ?? 1, shape: spec.shape ?? 'single' };
   return {
     v: 1,
     task: spec.task,
     params: p,
+    ...(spec.encodeSize ? { encodeSize: spec.encodeSize } : {}),
     n: spec.n,
     previewEvery: spec.previewEvery,
     shape: spec.shape,
@@ -137,6 +159,14 @@ function rgbFromWire(v: unknown, field: string): RgbImage {
       `${width}x${height} RGB needs ${width * height * 3} bytes, got ${data.length}`,
     );
   return { width, height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
+function sizeFromWire(v: unknown, field: string): GridSize {
+  const o = obj(v, field);
+  return {
+    width: int(o['width'], `${field}.width`, 1, MAX_SIDE),
+    height: int(o['height'], `${field}.height`, 1, MAX_SIDE),
+  };
 }
 
 function tokensFromWire(v: unknown, field: string): TokenGrid {
@@ -178,7 +208,8 @@ export function specFromWire(v: unknown): JobSpec {
   const task = o['task'];
   if (typeof task !== 'string' || !(SPEC_TASKS as readonly string[]).includes(task))
     throw bad('task', `expected one of ${SPEC_TASKS.join(', ')}, got ${JSON.stringify(task)}`);
-  if (task === 'encode') return { task, image: rgbFromWire(o['image'], 'image') };
+  if (task === 'encode')
+    return { task, image: rgbFromWire(o['image'], 'image'), size: sizeFromWire(o['size'], 'size') };
   if (task === 'decode') return { task, tokens: tokensFromWire(o['tokens'], 'tokens') };
   const p: Record<string, unknown> = { ...obj(o['params'], 'params') };
   for (const k of ['image', 'refImage'] as const)
@@ -187,7 +218,15 @@ export function specFromWire(v: unknown): JobSpec {
   if (task === 'understand') {
     if (typeof p['question'] !== 'string') throw bad('params.question', 'expected a string');
     if (p['image'] === undefined) throw bad('params.image', 'required');
-    return { task, params: p as unknown as UnderstandParams };
+    const shape = o['shape'] ?? 'single';
+    if (shape !== 'answers' && shape !== 'single')
+      throw bad('shape', 'expected "answers" or "single"');
+    return {
+      task,
+      params: p as unknown as UnderstandParams,
+      n: o['n'] === undefined ? 1 : int(o['n'], 'n', 1, 64),
+      shape,
+    };
   }
   if (task !== 'retouch' && typeof p['prompt'] !== 'string')
     throw bad('params.prompt', 'expected a string');
@@ -198,6 +237,9 @@ export function specFromWire(v: unknown): JobSpec {
   return {
     task: task as ImageTask,
     params: p as unknown as ImageSpecParams,
+    ...(o['encodeSize'] !== undefined
+      ? { encodeSize: sizeFromWire(o['encodeSize'], 'encodeSize') }
+      : {}),
     n: int(o['n'], 'n', 1, 64),
     previewEvery: int(o['previewEvery'], 'previewEvery', 0, 1_000_000),
     shape,

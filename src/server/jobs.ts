@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { toHttpFailure, RequestError, type ErrorBody } from './errors.js';
 
+const unixSeconds = (ms: number): number => Math.floor(ms / 1000);
+
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobProgress {
@@ -15,6 +17,8 @@ export interface JobProgress {
   total: number;
   masked?: number;
   text?: string;
+  /** Which answer `text` belongs to, when a job asks for several. */
+  index?: number;
 }
 
 export interface JobEvent {
@@ -109,9 +113,10 @@ export class Job {
       object: 'dimoo.job',
       task: this.task,
       status: this.status,
-      created_at: this.createdAt,
-      started_at: this.startedAt ?? null,
-      finished_at: this.finishedAt ?? null,
+      // Unix seconds, as OpenAI's `created` fields.
+      created_at: unixSeconds(this.createdAt),
+      started_at: this.startedAt === undefined ? null : unixSeconds(this.startedAt),
+      finished_at: this.finishedAt === undefined ? null : unixSeconds(this.finishedAt),
       cancel_requested: this.cancelRequested,
       progress: this.progress ?? null,
       ...(this.result !== undefined ? { result: this.result } : {}),
@@ -220,7 +225,7 @@ export class JobQueue {
     const log = this.opts.log;
     job.status = 'running';
     job.startedAt = Date.now();
-    job.emit('started', { started_at: job.startedAt });
+    job.emit('started', { started_at: unixSeconds(job.startedAt) });
     log?.info({ job: job.id, task: job.task, ...job.meta }, 'job started');
     const timer = setTimeout(
       () =>

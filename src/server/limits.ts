@@ -2,6 +2,8 @@
  * What one request may ask of the server. Defaults suit one machine serving a
  * few users; every limit answers with a 4xx that names it.
  */
+import { DEFAULTS } from '../pipelines/validate.js';
+
 export interface ServerLimits {
   /** Largest request body in bytes (JSON with data URLs). */
   bodyBytes: number;
@@ -50,12 +52,12 @@ export const DEFAULT_LIMITS: ServerLimits = {
   retentionMs: 60 * 60 * 1000,
 };
 
-/** Defaults that follow the original's inference scripts. */
+/** The library's task defaults (the original's inference scripts) under the server's names, and the preview interval. */
 export const TASK_DEFAULTS = {
-  size: 1024,
-  steps: 64,
+  size: DEFAULTS.t2i.width,
+  steps: DEFAULTS.t2i.timesteps,
   previewEvery: 4,
-  mmuSteps: 128,
-  mmuGenLength: 1024,
-  mmuBlockLength: 256,
+  mmuSteps: DEFAULTS.mmu.steps,
+  mmuGenLength: DEFAULTS.mmu.genLength,
+  mmuBlockLength: DEFAULTS.mmu.blockLength,
 } as const;

@@ -3,7 +3,8 @@
  * previews), token grids in and out, stored result files, health.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { EditType, ImageInput, MaskSpec } from '../pipelines/types.js';
+import { TASK_NAMES, TASKS } from '../pipelines/tasks.js';
+import type { EditType, ImageInput, MaskSpec, ModelInfo } from '../pipelines/types.js';
 import { paintCellMask } from '../image/masks.js';
 import { awaitJob, ownerOf } from './context.js';
 import type { ModelEntry } from './backend.js';
@@ -12,7 +13,7 @@ import {
   bytesOfDataUrl,
   checkTokenGrid,
   decodeUpload,
-  fitToGrid,
+  gridSizeFor,
   maskCellsFromPng,
 } from './images.js';
 import type { JobSpec } from './job-spec.js';
@@ -35,9 +36,7 @@ import {
 import { SseStream } from './sse.js';
 import { requireVq } from './tasks.js';
 
-const TASKS = ['generate', 'edit', 'inpaint', 'outpaint', 'retouch', 'understand'] as const;
-
-/** A parsed `image` field: raw pixels (already on the token grid) or a token grid. */
+/** A parsed `image` field: decoded pixels (with the grid size painting uses) or a token grid. */
 interface ImageRef {
   input: ImageInput;
   /** Size the model sees. */
@@ -48,7 +47,12 @@ interface ImageRef {
   srcHeight: number;
 }
 
-async function parseImageRef(v: unknown, param: string, limits: ServerLimits): Promise<ImageRef> {
+async function parseImageRef(
+  v: unknown,
+  param: string,
+  limits: ServerLimits,
+  model: Pick<ModelInfo, 'vqScale' | 'codebookSize'>,
+): Promise<ImageRef> {
   if (typeof v === 'string') v = { data_url: v };
   const o = v as Body | undefined;
   if (!o || typeof o !== 'object')
@@ -59,7 +63,7 @@ async function parseImageRef(v: unknown, param: string, limits: ServerLimits): P
       param,
     );
   if (o['tokens'] !== undefined) {
-    const g = checkTokenGrid(o['tokens'], `${param}.tokens`, limits);
+    const g = checkTokenGrid(o['tokens'], `${param}.tokens`, limits, model);
     return {
       input: { tokens: g },
       width: g.width,
@@ -74,11 +78,12 @@ async function parseImageRef(v: unknown, param: string, limits: ServerLimits): P
       param,
       limits,
     );
-    const rgb = await fitToGrid(img, limits);
+    // Decoded pixels: the library fits them (crop for edits and understanding, `size` for painting).
+    const size = gridSizeFor(img.width, img.height, limits);
     return {
-      input: { rgb },
-      width: rgb.width,
-      height: rgb.height,
+      input: { rgb: img },
+      width: size.width,
+      height: size.height,
       srcWidth: img.width,
       srcHeight: img.height,
     };
@@ -220,13 +225,18 @@ async function prepareJob(
   limits: ServerLimits,
   previewDefault: number,
 ): Promise<{ spec: JobSpec; meta: Record<string, unknown> }> {
-  const task = optChoice(b, 'task', TASKS);
+  const task = optChoice(b, 'task', TASK_NAMES);
   if (!task)
-    throw new RequestError(`task: required, one of ${TASKS.join(', ')}`, 'E_PARAM', 400, 'task');
+    throw new RequestError(
+      `task: required, one of ${TASK_NAMES.join(', ')}`,
+      'E_PARAM',
+      400,
+      'task',
+    );
   const previewEvery = optInt(b, 'preview_every', 0, 100000) ?? previewDefault;
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
-    const img = await parseImageRef(b['image'], 'image', limits);
+    const img = await parseImageRef(b['image'], 'image', limits, model);
     const p = { ...parseUnderstand(b, limits), question, image: img.input };
     return { spec: { task, params: p }, meta: { steps: p.steps } };
   }
@@ -241,14 +251,14 @@ async function prepareJob(
       meta: { width, height, steps: s.timesteps },
     };
   }
-  const img = await parseImageRef(b['image'], 'image', limits);
+  const img = await parseImageRef(b['image'], 'image', limits, model);
   if (task === 'edit') {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
     const ref =
       b['ref_image'] !== undefined
-        ? await parseImageRef(b['ref_image'], 'ref_image', limits)
+        ? await parseImageRef(b['ref_image'], 'ref_image', limits, model)
         : undefined;
     if (editType === 'image_ref_transfer' && !ref)
       throw new RequestError(
@@ -268,17 +278,16 @@ async function prepareJob(
     return { spec: { task, params: p, ...one }, meta: { edit_type: editType, steps: s.timesteps } };
   }
   const mask = await parseMask(b['mask'], img, limits);
-  if (task === 'retouch' && !mask)
+  if (TASKS[task].mask === 'required' && !mask)
     throw new RequestError(
-      'mask: retouch needs a mask (cells, rects or data_url)',
+      `mask: ${task} needs a mask (cells, rects or data_url)`,
       'E_MASK',
       400,
       'mask',
     );
-  const prompt =
-    task === 'retouch'
-      ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
-      : reqString(b, 'prompt', limits.maxPromptChars);
+  const prompt = TASKS[task].promptOptional
+    ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
+    : reqString(b, 'prompt', limits.maxPromptChars);
   const dilate = optInt(b, 'dilate', 0, 16);
   if (mask) refuseEmptyMask(mask, img, task, dilate ?? 0);
   const p = {
@@ -289,7 +298,8 @@ async function prepareJob(
     ...(dilate !== undefined ? { dilate } : {}),
   };
   return {
-    spec: { task, params: p, ...one },
+    // Pixels are encoded at their grid size (the library resizes), so masks in cells and rects line up.
+    spec: { task, params: p, encodeSize: { width: img.width, height: img.height }, ...one },
     meta: { width: img.width, height: img.height, steps: s.timesteps },
   };
 }
@@ -387,11 +397,11 @@ export function registerNativeRoutes(app: FastifyInstance): void {
     const model = await jobs.resolveModel(modelField);
     requireVq(model);
     const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, 0) : undefined;
-    const rgb = await fitToGrid(img, limits, size);
+    const target = size ?? gridSizeFor(img.width, img.height, limits);
     const job = await jobs.submit(
       model,
-      { task: 'encode', image: rgb },
-      { meta: { width: rgb.width, height: rgb.height }, owner: ownerOf(req) },
+      { task: 'encode', image: img, size: target },
+      { meta: { width: target.width, height: target.height }, owner: ownerOf(req) },
     );
     return awaitJob(app, job, reply);
   });
@@ -400,14 +410,15 @@ export function registerNativeRoutes(app: FastifyInstance): void {
     const b = asBody(req.body);
     const model = await jobs.resolveModel(b['model']);
     requireVq(model);
-    const grid = checkTokenGrid(b['tokens'] ?? b, 'tokens', limits);
+    const grid = checkTokenGrid(b['tokens'] ?? b, 'tokens', limits, model);
     const job = await jobs.submit(
       model,
       { task: 'decode', tokens: grid },
       { meta: { width: grid.width, height: grid.height }, owner: ownerOf(req) },
     );
     const { file } = (await awaitJob(app, job, reply)) as { file: string };
-    const f = await st.store.get(file);
+    // Sent inline: taken out of the store (nobody fetches it by URL).
+    const f = await st.store.take(file);
     if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
     return reply.type('image/png').send(f.data);
   });

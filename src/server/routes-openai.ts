@@ -4,17 +4,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import sharp from 'sharp';
+import { PAINT_TASKS } from '../pipelines/tasks.js';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
-import { awaitJob, ownerOf } from './context.js';
 import type { ModelEntry } from './backend.js';
-import { RequestError } from './errors.js';
-import {
-  bytesOfDataUrl,
-  decodeUpload,
-  fitToGrid,
-  gridSizeFor,
-  maskCellsFromPng,
-} from './images.js';
+import { awaitJob, ownerOf } from './context.js';
+import { errorBody, RequestError } from './errors.js';
+import type { ImageJobSpec } from './job-spec.js';
+import type { Job } from './jobs.js';
+import { bytesOfDataUrl, decodeUpload, gridSizeFor, maskCellsFromPng } from './images.js';
 import { TASK_DEFAULTS } from './limits.js';
 import { readForm } from './multipart.js';
 import {
@@ -30,32 +28,95 @@ import {
   reqString,
   type Body,
 } from './params.js';
-import type { ImageJobSpec } from './job-spec.js';
 import { SseStream } from './sse.js';
-import { requireVq, type ImageOutput } from './tasks.js';
+import { requireVq, type ImageOutput, type UnderstandAnswer } from './tasks.js';
 
 function origin(req: FastifyRequest): string {
   return `${req.protocol}://${req.host}`;
+}
+
+type OutputFormat = 'png' | 'jpeg' | 'webp';
+
+interface OutputOptions {
+  responseFormat: 'b64_json' | 'url';
+  outputFormat: OutputFormat;
+  /** 0-100, for jpeg and webp (OpenAI's output_compression: 100 = best quality). */
+  compression: number;
+}
+
+function parseOutput(b: Body): OutputOptions {
+  const responseFormat =
+    optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
+  const outputFormat = optChoice(b, 'output_format', ['png', 'jpeg', 'webp'] as const) ?? 'png';
+  const compression = optInt(b, 'output_compression', 0, 100) ?? 100;
+  if (
+    b['output_compression'] !== undefined &&
+    b['output_compression'] !== null &&
+    outputFormat === 'png'
+  ) {
+    throw new RequestError(
+      'output_compression: applies only to output_format jpeg or webp',
+      'E_PARAM',
+      400,
+      'output_compression',
+    );
+  }
+  return { responseFormat, outputFormat, compression };
+}
+
+/** The PNG a job stored, in the format the client asked for. */
+async function encodeAs(png: Buffer, o: OutputOptions): Promise<Buffer> {
+  if (o.outputFormat === 'png') return png;
+  const img = sharp(png);
+  return o.outputFormat === 'jpeg'
+    ? img.jpeg({ quality: Math.max(1, o.compression) }).toBuffer()
+    : img.webp({ quality: Math.max(1, o.compression) }).toBuffer();
+}
+
+/** OpenAI's image usage: tokens fed in (of which `imageTokens` from input images), image tokens out. */
+function imageUsage(outs: ImageOutput[], imageTokens = 0): Record<string, unknown> {
+  const out = outs.reduce((s, o) => s + o.tokens.codes.length, 0);
+  const input = outs.reduce((s, o) => s + o.prompt_tokens, 0);
+  const image = Math.min(input, imageTokens * outs.length);
+  return {
+    input_tokens: input,
+    input_tokens_details: { text_tokens: input - image, image_tokens: image },
+    output_tokens: out,
+    total_tokens: input + out,
+  };
 }
 
 async function imagesResponse(
   app: FastifyInstance,
   req: FastifyRequest,
   outs: ImageOutput[],
-  format: 'b64_json' | 'url',
+  o: OutputOptions,
+  imageTokens = 0,
 ): Promise<unknown> {
   const data = [];
-  for (const o of outs) {
-    const extra = { seed: o.seed, width: o.width, height: o.height };
-    if (format === 'url') {
-      data.push({ url: `${origin(req)}${o.image_url}`, ...extra });
-      continue;
-    }
-    const f = await app.dimoo.store.get(o.file!);
+  for (const out of outs) {
+    const extra = { seed: out.seed, width: out.width, height: out.height };
+    // Sent inline (b64_json): taken out of the store, keeping it for an hour would only grow memory under load.
+    const store = app.dimoo.store;
+    const f = o.responseFormat === 'url' ? await store.get(out.file!) : await store.take(out.file!);
     if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
-    data.push({ b64_json: f.data.toString('base64'), ...extra });
+    if (o.responseFormat === 'url') {
+      const url =
+        o.outputFormat === 'png'
+          ? out.image_url!
+          : `/v1/files/${await store.put(await encodeAs(f.data, o), `image/${o.outputFormat}`)}`;
+      data.push({ url: `${origin(req)}${url}`, ...extra });
+    } else {
+      data.push({ b64_json: (await encodeAs(f.data, o)).toString('base64'), ...extra });
+    }
   }
-  return { created: Math.floor(Date.now() / 1000), data };
+  return {
+    created: Math.floor(Date.now() / 1000),
+    data,
+    output_format: o.outputFormat,
+    size: outs[0] ? `${outs[0].width}x${outs[0].height}` : undefined,
+    usage: imageUsage(outs, imageTokens),
+  };
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance): void {
@@ -65,38 +126,34 @@ export function registerOpenAiRoutes(app: FastifyInstance): void {
   registerChatCompletions(app);
 }
 
-function modelJson(m: ModelEntry): Record<string, unknown> {
-  return { id: m.id, object: 'model', created: m.created, owned_by: 'dimoo' };
+function modelJson(m: ModelEntry, id = m.id): Record<string, unknown> {
+  return { id, object: 'model', created: m.created, owned_by: 'dimoo' };
 }
 
-/** Queues an image spec and answers in the Images API's format. */
-async function imageJob(
-  app: FastifyInstance,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  model: ModelEntry,
-  spec: ImageJobSpec,
-  format: 'b64_json' | 'url',
-  meta: Record<string, unknown>,
-): Promise<unknown> {
-  const job = await app.dimoo.jobs.submit(model, spec, { meta, owner: ownerOf(req) });
-  const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
-  return imagesResponse(app, req, r.images, format);
-}
-
-/** GET /v1/models and /v1/models/:id: the models that can take jobs now. */
+/** GET /v1/models and /v1/models/:id: the models that can take jobs now, and their aliases. */
 function registerModels(app: FastifyInstance): void {
   const st = app.dimoo;
   app.get('/v1/models', async () => ({
     object: 'list',
-    data: (await st.jobs.models()).map(modelJson),
+    data: (await st.jobs.catalog()).map((m) => modelJson(m)),
   }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) =>
-    modelJson(await st.jobs.resolveModel(req.params.id)),
+    modelJson(await st.jobs.resolveModel(req.params.id), req.params.id),
   );
 }
 
-/** POST /v1/images/generations: text to image. */
+/** Queues an image spec; `meta` is logged with the job. */
+function submitImages(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  model: ModelEntry,
+  spec: ImageJobSpec,
+  meta: Record<string, unknown>,
+): Promise<Job> {
+  return app.dimoo.jobs.submit(model, spec, { meta, owner: ownerOf(req) });
+}
+
+/** POST /v1/images/generations: text-to-image. */
 function registerImageGenerations(app: FastifyInstance): void {
   const st = app.dimoo;
   const { limits } = st;
@@ -106,21 +163,30 @@ function registerImageGenerations(app: FastifyInstance): void {
     requireVq(model);
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
-    const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
-    const format = optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
+    const { width, height } =
+      b['size'] === 'auto' ? autoSize(limits) : parseSize(b, limits, TASK_DEFAULTS.size);
+    const output = parseOutput(b);
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
+    const T = s.timesteps!;
+    const stream = optBool(b, 'stream') ?? false;
+    const partials = optInt(b, 'partial_images', 0, 3) ?? 0;
+    // Partial images are previews decoded every `previewEvery` steps of the first image.
+    const previewEvery = stream && partials > 0 ? Math.max(1, Math.floor(T / (partials + 1))) : 0;
     const spec: ImageJobSpec = {
       task: 'generate',
       params: { ...s, prompt, width, height },
       n,
-      previewEvery: 0,
+      previewEvery,
       shape: 'images',
     };
-    return imageJob(app, req, reply, model, spec, format, { width, height, n, steps: s.timesteps });
+    const job = await submitImages(app, req, model, spec, { width, height, n, steps: T });
+    if (stream) return streamImages(app, req, reply, job, output, partials);
+    const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
+    return imagesResponse(app, req, r.images, output);
   });
 }
 
-/** POST /v1/images/edits: edit, inpaint, outpaint, retouch (multipart). */
+/** POST /v1/images/edits: with a mask inpainting/retouching/outpainting, without one an instruction edit. */
 function registerImageEdits(app: FastifyInstance): void {
   const st = app.dimoo;
   const { limits } = st;
@@ -131,7 +197,7 @@ function registerImageEdits(app: FastifyInstance): void {
     requireVq(model);
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
-    const format = optChoice(b, 'response_format', ['b64_json', 'url'] as const) ?? 'b64_json';
+    const output = parseOutput(b);
     const imageFile = form.files.get('image');
     if (!imageFile)
       throw new RequestError(
@@ -141,10 +207,8 @@ function registerImageEdits(app: FastifyInstance): void {
         'image',
       );
     const img = await decodeUpload(imageFile.data, 'image', limits);
-    const size =
-      b['size'] !== undefined && b['size'] !== 'auto'
-        ? parseSize(b, limits, 0)
-        : gridSizeFor(img.width, img.height, limits);
+    const sizeGiven = b['size'] !== undefined && b['size'] !== 'auto' && b['size'] !== '';
+    const size = sizeGiven ? parseSize(b, limits, 0) : gridSizeFor(img.width, img.height, limits);
     const maskFile = form.files.get('mask');
     if (maskFile) {
       if (b['edit_type'] !== undefined) {
@@ -155,7 +219,7 @@ function registerImageEdits(app: FastifyInstance): void {
           'edit_type',
         );
       }
-      const task = optChoice(b, 'task', ['inpaint', 'retouch', 'outpaint'] as const) ?? 'inpaint';
+      const task = optChoice(b, 'task', PAINT_TASKS) ?? 'inpaint';
       const cells = await maskCellsFromPng(maskFile.data, img.width, img.height, size, limits);
       if (!cells.some((c) => c === 1)) {
         throw new RequestError(
@@ -167,37 +231,38 @@ function registerImageEdits(app: FastifyInstance): void {
       }
       const dilate = optInt(b, 'dilate', 0, 16);
       const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
-      const rgb = await fitToGrid(img, limits, size);
       const spec: ImageJobSpec = {
         task,
         params: {
           ...s,
           prompt,
-          image: { rgb },
+          image: { rgb: img },
           mask: { kind: 'cells', cells: Array.from(cells) },
           ...(dilate !== undefined ? { dilate } : {}),
         },
+        // The library resizes the upload to the mask's grid.
+        encodeSize: size,
         n,
         previewEvery: 0,
         shape: 'images',
       };
-      return imageJob(app, req, reply, model, spec, format, {
+      const job = await submitImages(app, req, model, spec, {
         width: size.width,
         height: size.height,
         n,
         steps: s.timesteps,
       });
+      const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
+      return imagesResponse(app, req, r.images, output, cellsOf(size, model.vqScale));
     }
     const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
-    const rgb = await fitToGrid(img, limits, size);
+    // The library crops both images as the original does (as for `dimoo edit`).
+    const rgb = img;
     let refImage: ImageInput | undefined;
     const refFile = form.files.get('ref_image');
-    if (refFile)
-      refImage = {
-        rgb: await fitToGrid(await decodeUpload(refFile.data, 'ref_image', limits), limits),
-      };
+    if (refFile) refImage = { rgb: await decodeUpload(refFile.data, 'ref_image', limits) };
     if (editType === 'image_ref_transfer' && !refImage) {
       throw new RequestError(
         'ref_image: edit_type image_ref_transfer needs a second image (ref_image or a second image[])',
@@ -214,16 +279,33 @@ function registerImageEdits(app: FastifyInstance): void {
       ...(refImage ? { refImage } : {}),
       ...(cfgImg !== undefined ? { cfgImg } : {}),
     };
-    const spec: ImageJobSpec = { task: 'edit', params, n, previewEvery: 0, shape: 'images' };
-    return imageJob(app, req, reply, model, spec, format, {
+    const spec: ImageJobSpec = {
+      task: 'edit',
+      params,
+      // An explicit size is kept (the image is encoded at it); without one the original's
+      // area-budget crop applies.
+      ...(sizeGiven ? { encodeSize: size } : {}),
+      n,
+      previewEvery: 0,
+      shape: 'images',
+    };
+    const job = await submitImages(app, req, model, spec, {
       edit_type: editType,
       n,
       steps: s.timesteps,
     });
+    const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
+    return imagesResponse(
+      app,
+      req,
+      r.images,
+      output,
+      cellsOf(size, model.vqScale) * (refImage ? 2 : 1),
+    );
   });
 }
 
-/** POST /v1/chat/completions: image understanding, optionally streamed. */
+/** POST /v1/chat/completions: image understanding, optionally streamed (SSE). */
 function registerChatCompletions(app: FastifyInstance): void {
   const st = app.dimoo;
   const { limits } = st;
@@ -231,79 +313,156 @@ function registerChatCompletions(app: FastifyInstance): void {
     const b = asBody(req.body);
     const m = await st.jobs.resolveModel(b['model']);
     const { question, image } = parseMessages(b['messages'], limits.maxPromptChars);
-    const rgb = await fitToGrid(
-      await decodeUpload(bytesOfDataUrl(image, 'messages[].image_url'), 'image_url', limits),
+    const rgb = await decodeUpload(
+      bytesOfDataUrl(image, 'messages[].image_url'),
+      'image_url',
       limits,
     );
     const p = parseUnderstand(b, limits);
     const params: UnderstandParams = { ...p, question, image: { rgb } };
     const stream = optBool(b, 'stream') ?? false;
+    const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
+    const stops = parseStop(b['stop']);
+    const so = b['stream_options'];
+    const includeUsage =
+      so !== undefined &&
+      so !== null &&
+      typeof so === 'object' &&
+      (so as Body)['include_usage'] === true;
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const model = m.id;
-    const chunk = (delta: Record<string, string>, finish: string | null): unknown => ({
+    const chunk = (
+      index: number,
+      delta: Record<string, string>,
+      finish: string | null,
+    ): unknown => ({
       id,
       object: 'chat.completion.chunk',
       created,
       model,
-      choices: [{ index: 0, delta, finish_reason: finish }],
+      choices: [{ index, delta, finish_reason: finish }],
     });
 
     let sse: SseStream | null = null;
-    let sent = '';
-    const emitText = (text: string): void => {
+    const sent = new Array<string>(n).fill('');
+    const stopped = new Array<boolean>(n).fill(false);
+    const emitText = (index: number, full: string): void => {
+      if (!sse || stopped[index]) return;
+      const cut = cutAtStop(full, stops);
+      const text = cut.text;
       // Deltas only ever extend what was sent; committed text is a prefix of the final answer.
-      if (sse && text.length > sent.length && text.startsWith(sent)) {
-        sse.send(chunk({ content: text.slice(sent.length) }, null));
-        sent = text;
+      if (text.length > sent[index]!.length && text.startsWith(sent[index]!)) {
+        sse.send(chunk(index, { content: text.slice(sent[index]!.length) }, null));
+        sent[index] = text;
       }
+      if (cut.stopped) stopped[index] = true;
     };
     const job = await st.jobs.submit(
       m,
-      { task: 'understand', params },
-      { meta: { steps: p.steps, gen_length: p.genLength }, owner: ownerOf(req) },
+      { task: 'understand', params, n, shape: 'answers' },
+      { meta: { steps: p.steps, gen_length: p.genLength, n }, owner: ownerOf(req) },
     );
+    const finishOf = (a: UnderstandAnswer): { text: string; finish: 'stop' | 'length' } => {
+      const cut = cutAtStop(a.text, stops);
+      if (cut.stopped) return { text: cut.text, finish: 'stop' };
+      // No end-of-answer token inside the answer region: it was cut by max_tokens.
+      return { text: a.text, finish: a.tokens >= (p.genLength ?? 0) ? 'length' : 'stop' };
+    };
+    const usageOf = (answers: UnderstandAnswer[]) => {
+      const prompt = answers[0]?.prompt_tokens ?? 0;
+      const completion = answers.reduce((s, a) => s + a.tokens, 0);
+      return {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+      };
+    };
     if (!stream) {
-      const r = (await awaitJob(app, job, reply)) as { text: string; tokens: number };
+      const r = (await awaitJob(app, job, reply)) as { answers: UnderstandAnswer[] };
       return {
         id,
         object: 'chat.completion',
         created,
         model,
-        choices: [
-          { index: 0, message: { role: 'assistant', content: r.text }, finish_reason: 'stop' },
-        ],
-        usage: { prompt_tokens: null, completion_tokens: r.tokens, total_tokens: null },
+        choices: r.answers.map((a, index) => {
+          const f = finishOf(a);
+          return {
+            index,
+            message: { role: 'assistant', content: f.text },
+            finish_reason: f.finish,
+          };
+        }),
+        usage: usageOf(r.answers),
       };
     }
     // Opened only now: a full queue above still answers with a plain 429.
     sse = new SseStream(reply);
+    // The text so far travels in progress events (from a worker elsewhere, too).
     const off = job.subscribe((e) => {
-      const t = (e.data as { text?: unknown } | null)?.text;
-      if (e.event === 'progress' && typeof t === 'string') emitText(t);
+      const d = e.data as { text?: unknown; index?: unknown } | null;
+      if (e.event === 'progress' && typeof d?.text === 'string')
+        emitText(typeof d.index === 'number' && d.index < n ? d.index : 0, d.text);
     });
     sse.onClose(() => {
       off();
       if (!job.finished) void st.jobs.cancel(job).catch(() => undefined);
     });
-    sse.send(chunk({ role: 'assistant', content: '' }, null));
+    for (let i = 0; i < n; i++) sse.send(chunk(i, { role: 'assistant', content: '' }, null));
     await job.done;
     off();
     if (job.status === 'succeeded') {
-      emitText((job.result as { text: string }).text);
-      sse.send(chunk({}, 'stop'));
+      const answers = (job.result as { answers: UnderstandAnswer[] }).answers;
+      answers.forEach((a, i) => {
+        emitText(i, a.text);
+        sse!.send(chunk(i, {}, finishOf(a).finish));
+      });
+      if (includeUsage) {
+        sse.send({
+          id,
+          object: 'chat.completion.chunk',
+          created,
+          model,
+          choices: [],
+          usage: usageOf(answers),
+        });
+      }
     } else {
-      const error = job.error ?? {
-        message: 'the job was cancelled',
-        type: 'invalid_request_error',
-        code: 'E_CANCELLED',
-      };
+      const error = job.error ?? errorBody(409, 'the job was cancelled', 'E_CANCELLED');
       sse.send({ error });
     }
     sse.send('[DONE]');
     sse.end();
     return reply;
   });
+}
+
+/** OpenAI's `stop`: a string or up to 4 strings; the answer ends before the first one found. */
+function parseStop(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  const list = typeof v === 'string' ? [v] : v;
+  if (
+    !Array.isArray(list) ||
+    list.length > 4 ||
+    list.some((x) => typeof x !== 'string' || x === '')
+  ) {
+    throw new RequestError(
+      'stop: a non-empty string or an array of at most 4 of them',
+      'E_PARAM',
+      400,
+      'stop',
+    );
+  }
+  return list as string[];
+}
+
+function cutAtStop(text: string, stops: string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at < 0 ? { text, stopped: false } : { text: text.slice(0, at), stopped: true };
 }
 
 /** The question is the last user message's text; the image is its one image_url part (data URL). */
@@ -367,4 +526,98 @@ function parseMessages(v: unknown, maxChars: number): { question: string; image:
       'messages',
     );
   return { question, image: images[0]! };
+}
+
+/** size "auto": the default size, shrunk to a square that fits the pixel limit. */
+function autoSize(limits: { maxPixels: number; maxSide: number }): {
+  width: number;
+  height: number;
+} {
+  const side = Math.min(
+    TASK_DEFAULTS.size,
+    limits.maxSide,
+    Math.floor(Math.sqrt(limits.maxPixels) / 16) * 16,
+  );
+  return { width: side, height: side };
+}
+
+/**
+ * `stream: true` on images: OpenAI's events as Server-Sent Events,
+ * `image_generation.partial_image` (decoded previews, `partial_images` of
+ * them at most) then one `image_generation.completed` per image.
+ */
+async function streamImages(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  job: Job,
+  o: OutputOptions,
+  partials: number,
+): Promise<FastifyReply> {
+  const sse = new SseStream(reply);
+  sse.onClose(() => {
+    if (!job.finished) void app.dimoo.jobs.cancel(job).catch(() => undefined);
+  });
+  const meta = (size: string) => ({
+    created_at: Math.floor(Date.now() / 1000),
+    size,
+    quality: 'auto',
+    background: 'opaque',
+    output_format: o.outputFormat,
+  });
+  let sent = 0;
+  let pending: Promise<void> = Promise.resolve();
+  const size = `${(job.meta['width'] as number) ?? 0}x${(job.meta['height'] as number) ?? 0}`;
+  const unsubscribe = job.subscribe((e) => {
+    if (e.event !== 'preview' || sent >= partials) return;
+    const index = sent++;
+    const png = Buffer.from(
+      String((e.data as { image: string }).image).split(',')[1] ?? '',
+      'base64',
+    );
+    pending = pending.then(async () => {
+      const b64 = (await encodeAs(png, o)).toString('base64');
+      sse.send(
+        {
+          type: 'image_generation.partial_image',
+          b64_json: b64,
+          partial_image_index: index,
+          ...meta(size),
+        },
+        'image_generation.partial_image',
+      );
+    });
+  });
+  await job.done;
+  unsubscribe();
+  await pending.catch(() => undefined);
+  if (job.status === 'succeeded') {
+    const outs = (job.result as { images: ImageOutput[] }).images;
+    const usage = imageUsage(outs);
+    for (const out of outs) {
+      const f = await app.dimoo.store.take(out.file!);
+      const b64 = f ? (await encodeAs(f.data, o)).toString('base64') : '';
+      sse.send(
+        {
+          type: 'image_generation.completed',
+          b64_json: b64,
+          ...meta(`${out.width}x${out.height}`),
+          usage,
+        },
+        'image_generation.completed',
+      );
+    }
+  } else {
+    sse.send(
+      { error: job.error ?? errorBody(409, 'the job was cancelled', 'E_CANCELLED') },
+      'error',
+    );
+  }
+  sse.end();
+  void req;
+  return reply;
+}
+
+function cellsOf(size: { width: number; height: number }, scale: number): number {
+  return Math.floor(size.width / scale) * Math.floor(size.height / scale);
 }

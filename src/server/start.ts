@@ -25,6 +25,12 @@ export interface StartOptions {
   previewEvery?: number;
   /** Default: JSON lines at level info (pino). */
   logger?: FastifyServerOptions['logger'];
+  /**
+   * Model names requests may use besides the checkpoint's (e.g. `dall-e-3` for
+   * apps with a fixed name). In queue mode `NAME=MODEL` names the model an
+   * alias stands for (default: the default model); embedded, MODEL is ignored.
+   */
+  modelAliases?: string[];
   /** How to open the checkpoint (default: `WorkerDimoo.load`). */
   loadModel?: (dir: string, opts: LoadOptions) => Promise<DimooApi>;
 }
@@ -46,6 +52,17 @@ export interface RunningServer {
   url: string;
   /** Cancels jobs, stops listening and releases the model. */
   close(): Promise<void>;
+}
+
+/** `NAME` or `NAME=MODEL` -> name -> the model it stands for (undefined: the default one). */
+function parseAliases(list: string[]): Map<string, string | undefined> {
+  const m = new Map<string, string | undefined>();
+  for (const a of list) {
+    const i = a.indexOf('=');
+    if (i < 0) m.set(a, undefined);
+    else m.set(a.slice(0, i), a.slice(i + 1));
+  }
+  return m;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -78,6 +95,7 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
         ...(q.defaultModel !== undefined ? { defaultModel: q.defaultModel } : {}),
         ...(q.resultsDir !== undefined ? { resultsDir: q.resultsDir } : {}),
         ...(q.resultTtlMs !== undefined ? { resultTtlMs: q.resultTtlMs } : {}),
+        ...(o.modelAliases?.length ? { aliases: parseAliases(o.modelAliases) } : {}),
       });
   } else {
     if (!o.modelDir) throw new Error('startServer: needs modelDir or queue');
@@ -93,6 +111,7 @@ export async function startServer(o: StartOptions): Promise<RunningServer> {
     if (o.cors) so.cors = o.cors;
     if (o.limits) so.limits = o.limits;
     if (o.previewEvery !== undefined) so.previewEvery = o.previewEvery;
+    if (o.modelAliases?.length && api) so.modelAliases = [...parseAliases(o.modelAliases).keys()];
     app = await createServer(so);
     await app.listen({ host, port });
   } catch (e) {

@@ -15,17 +15,29 @@ interface Entry extends StoredFile {
   expires: number;
 }
 
-export const FILE_NAME_RE = /^[0-9a-f]{32}\.(png)$/;
+export const FILE_NAME_RE = /^[0-9a-f]{32}\.(png|jpeg|webp)$/;
 
-/** Where result PNGs go: this process's memory, Redis, or a folder shared by a cluster. */
+/** Where result images go: this process's memory, Redis, or a folder shared by a cluster. */
 export interface ResultStore {
-  /** Stores a PNG; resolves to its file name (`<32 hex>.png`). */
-  put(data: Buffer): Promise<string>;
+  /** Stores an image (PNG unless told); resolves to its file name (`<32 hex>.png`, `.jpeg`, `.webp`). */
+  put(data: Buffer, type?: string): Promise<string>;
   get(name: string): Promise<StoredFile | undefined>;
+  /** Gets and forgets a file: for results sent inline and never fetched by URL. */
+  take(name: string): Promise<StoredFile | undefined>;
 }
 
-export function newFileName(): string {
-  return `${randomBytes(16).toString('hex')}.png`;
+const TYPES: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
+
+/** A new random file name for an image of `type` (image/png, image/jpeg or image/webp). */
+export function newFileName(type = 'image/png'): string {
+  const ext = type.slice('image/'.length);
+  if (!TYPES[ext]) throw new Error(`result store: unsupported type ${type}`);
+  return `${randomBytes(16).toString('hex')}.${ext}`;
+}
+
+/** The content type a stored file's name says. */
+export function typeOfName(name: string): string {
+  return TYPES[name.slice(name.lastIndexOf('.') + 1)] ?? 'application/octet-stream';
 }
 
 export class BlobStore implements ResultStore {
@@ -37,17 +49,22 @@ export class BlobStore implements ResultStore {
     private readonly ttlMs: number,
   ) {}
 
-  async put(data: Buffer): Promise<string> {
-    return this.putSync(data);
+  async put(data: Buffer, type = 'image/png'): Promise<string> {
+    return this.putSync(data, type);
   }
 
   async get(name: string): Promise<StoredFile | undefined> {
     return this.getSync(name);
   }
 
+  async take(name: string): Promise<StoredFile | undefined> {
+    return this.takeSync(name);
+  }
+
+  /** Stores an image (PNG unless told); returns its file name (`<id>.png`, `.jpeg`, `.webp`). */
   putSync(data: Buffer, type = 'image/png'): string {
     this.sweep();
-    const name = newFileName();
+    const name = newFileName(type);
     this.entries.set(name, { data, type, expires: Date.now() + this.ttlMs });
     this.bytes += data.length;
     // Map iteration is insertion order: evict oldest first.
@@ -67,7 +84,7 @@ export class BlobStore implements ResultStore {
   }
 
   /** Gets and forgets an entry: for results that are sent inline and never fetched by URL. */
-  take(name: string): Entry | undefined {
+  takeSync(name: string): Entry | undefined {
     const e = this.getSync(name);
     if (e) {
       this.entries.delete(name);

@@ -6,12 +6,12 @@
  * workers.
  */
 import type { FastifyBaseLogger } from 'fastify';
+import { PAINT_TASKS, runPaintTask } from '../pipelines/tasks.js';
 import type {
   DimooApi,
   EditParams,
   GenerateParams,
   PaintParams,
-  RetouchParams,
   ImageInput,
   ImageResult,
   ProgressEvent,
@@ -21,8 +21,9 @@ import type {
 } from '../pipelines/types.js';
 import { RequestError } from './errors.js';
 import { dataUrl, pngOf, renderPreview } from './images.js';
-import type { ImageJobSpec, JobSpec } from './job-spec.js';
+import type { ImageJobSpec, JobSpec, UnderstandJobSpec } from './job-spec.js';
 import type { JobContext } from './jobs.js';
+import { TASK_DEFAULTS } from './limits.js';
 import type { ResultStore } from './store.js';
 
 export interface TaskEnv {
@@ -41,6 +42,8 @@ export interface ImageOutput {
   /** File name in the store. */
   file: string | null;
   step_ms: number[];
+  /** Tokens fed to the model besides the sampled cells (prompt, layout, input images), for OpenAI's usage. */
+  prompt_tokens: number;
 }
 
 export type ImageCall = (o: RunOptions) => Promise<ImageResult>;
@@ -99,28 +102,41 @@ export async function runImage(
     image_url: file ? `/v1/files/${file}` : null,
     file,
     step_ms: r.stepMs.map((x) => Math.round(x * 10) / 10),
+    prompt_tokens: r.promptIds.length - r.codes.length,
   };
 }
 
-/** Raw pixels arriving as an already-gridded RGB image are encoded first, so masks in cells line up exactly. */
+/** Pixels -> tokens at `size` (the library resizes with its image processor), or at the image's own size floored to the grid. */
 export async function toTokens(
   env: TaskEnv,
   input: ImageInput,
   signal: AbortSignal,
+  size?: { width: number; height: number },
 ): Promise<TokenGrid> {
   signal.throwIfAborted();
   if ('tokens' in input) return input.tokens;
-  const g = await env.api.encodeImage(input, { crop: 'none' });
+  const g = await env.api.encodeImage(input, size ? { size } : { crop: 'none' });
   signal.throwIfAborted();
   return g;
 }
 
+export interface UnderstandAnswer {
+  text: string;
+  /** Answer tokens generated. */
+  tokens: number;
+  /** Tokens fed to the model before the answer (for OpenAI's usage). */
+  prompt_tokens: number;
+  step_ms: number[];
+}
+
+/** One answer; progress carries the text so far (and `index`, the answer's, when given). */
 export async function runUnderstand(
   env: TaskEnv,
   ctx: JobContext,
   p: UnderstandParams,
   onText?: (text: string) => void,
-): Promise<{ text: string; tokens: number; step_ms: number[] }> {
+  index?: number,
+): Promise<UnderstandAnswer> {
   const r = await env.api.understand(p, {
     signal: ctx.signal,
     onProgress: (e) => {
@@ -128,6 +144,7 @@ export async function runUnderstand(
         step: e.step,
         total: e.total,
         ...(e.text !== undefined ? { text: e.text } : {}),
+        ...(index !== undefined ? { index } : {}),
       });
       if (e.text !== undefined) onText?.(e.text);
     },
@@ -135,6 +152,7 @@ export async function runUnderstand(
   return {
     text: r.text,
     tokens: r.ids.length,
+    prompt_tokens: r.codeStart,
     step_ms: r.stepMs.map((x) => Math.round(x * 10) / 10),
   };
 }
@@ -149,41 +167,35 @@ export function requireVq(model: { hasVq: boolean }): void {
   }
 }
 
-/** One image spec: pixels are encoded first for the tasks that work on tokens; image i uses seed + i. */
+/** One image spec: pixels are encoded first where the spec says so; image i uses seed + i. */
 async function runImageSpec(env: TaskEnv, ctx: JobContext, spec: ImageJobSpec): Promise<unknown> {
   const { task, n } = spec;
   let params = spec.params;
-  if (task === 'inpaint' || task === 'outpaint' || task === 'retouch') {
-    const p = params as PaintParams;
-    // Pixels are encoded exactly at their (gridded) size, so masks in cells and rects line up.
-    params = { ...p, image: { tokens: await toTokens(env, p.image, ctx.signal) } };
+  const paint = (PAINT_TASKS as readonly string[]).includes(task);
+  if (paint || (task === 'edit' && spec.encodeSize)) {
+    const p = params as PaintParams | EditParams;
+    // Pixels are encoded at the size the route decided, so masks in cells and rects line up.
+    params = { ...p, image: { tokens: await toTokens(env, p.image, ctx.signal, spec.encodeSize) } };
   }
-  const T = params.timesteps ?? 64;
+  const T = params.timesteps ?? TASK_DEFAULTS.steps;
   const seed0 = params.seed;
   const outs: ImageOutput[] = [];
   for (let i = 0; i < n; i++) {
     const seed = seed0 === undefined ? undefined : (seed0 + i) >>> 0;
     const p = { ...params, ...(seed !== undefined ? { seed } : {}) };
-    const call: ImageCall = (o) => {
-      switch (task) {
-        case 'generate':
-          return env.api.generate(p as GenerateParams, o);
-        case 'edit':
-          return env.api.edit(p as EditParams, o);
-        case 'inpaint':
-          return env.api.inpaint(p as PaintParams, o);
-        case 'outpaint':
-          return env.api.outpaint(p as PaintParams, o);
-        case 'retouch':
-          return env.api.retouch(p as RetouchParams, o);
-      }
-    };
+    const call: ImageCall = (o) =>
+      task === 'generate'
+        ? env.api.generate(p as GenerateParams, o)
+        : task === 'edit'
+          ? env.api.edit(p as EditParams, o)
+          : runPaintTask(env.api, task, p as PaintParams, o);
     outs.push(
       await runImage(
         env,
         ctx,
         call,
-        spec.previewEvery,
+        // Previews (and OpenAI's partial images) show the first image only.
+        i === 0 ? spec.previewEvery : 0,
         seed ?? null,
         n > 1 ? i * T : 0,
         n > 1 ? n * T : undefined,
@@ -197,13 +209,30 @@ async function runImageSpec(env: TaskEnv, ctx: JobContext, spec: ImageJobSpec): 
   return rest;
 }
 
+/** Understanding: one answer (native jobs) or `{answers}` (chat completions); answer i uses seed + i. */
+async function runUnderstandSpec(
+  env: TaskEnv,
+  ctx: JobContext,
+  spec: UnderstandJobSpec,
+): Promise<unknown> {
+  const n = spec.n ?? 1;
+  if (spec.shape !== 'answers') return runUnderstand(env, ctx, spec.params);
+  const answers: UnderstandAnswer[] = [];
+  for (let i = 0; i < n; i++) {
+    const seed = spec.params.seed !== undefined ? (spec.params.seed + i) >>> 0 : undefined;
+    const p = { ...spec.params, ...(seed !== undefined ? { seed } : {}) };
+    answers.push(await runUnderstand(env, ctx, p, undefined, i));
+  }
+  return { answers };
+}
+
 /** Runs a job's model work; the result is the JSON its client gets. */
 export async function runJobSpec(env: TaskEnv, ctx: JobContext, spec: JobSpec): Promise<unknown> {
   switch (spec.task) {
     case 'understand':
-      return runUnderstand(env, ctx, spec.params);
+      return runUnderstandSpec(env, ctx, spec);
     case 'encode': {
-      const tokens = await toTokens(env, { rgb: spec.image }, ctx.signal);
+      const tokens = await toTokens(env, { rgb: spec.image }, ctx.signal, spec.size);
       // The reconstruction is what retouching will start from; show it rather than the upload.
       const png = await pngOf(await env.api.decodeTokens(tokens));
       return {

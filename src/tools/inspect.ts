@@ -5,30 +5,32 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint } from '../checkpoint/folder.js';
-import { countParameters } from '../checkpoint/config.js';
+import { countParameters, type LladaConfig } from '../checkpoint/config.js';
 import { numel } from '../checkpoint/safetensors.js';
 
 export interface CheckpointInspection {
   dir: string;
-  config: {
-    dModel: number;
-    nHeads: number;
-    nKvHeads: number;
-    headDim: number;
-    nLayers: number;
-    mlpHiddenSize: number;
-    vocabSize: number;
-    embeddingSize: number;
-    maxSequenceLength: number;
-    ropeTheta: number;
-    rmsNormEps: number;
-    weightTying: boolean;
-    includeBias: boolean;
-    includeQkvBias: boolean;
-    maskTokenId: number;
-    eosTokenId: number;
-    padTokenId: number;
-  };
+  /** The config fields the report shows (names and types are LladaConfig's own). */
+  config: Pick<
+    LladaConfig,
+    | 'dModel'
+    | 'nHeads'
+    | 'nKvHeads'
+    | 'headDim'
+    | 'nLayers'
+    | 'mlpHiddenSize'
+    | 'vocabSize'
+    | 'embeddingSize'
+    | 'maxSequenceLength'
+    | 'ropeTheta'
+    | 'rmsNormEps'
+    | 'weightTying'
+    | 'includeBias'
+    | 'includeQkvBias'
+    | 'maskTokenId'
+    | 'eosTokenId'
+    | 'padTokenId'
+  >;
   parameters: {
     total: number;
     embedding: number;

@@ -32,6 +32,8 @@ import {
   type WriteEntry,
 } from '../checkpoint/safetensors.js';
 import type { TrainerConfig } from './loop.js';
+import type { TensorState, TrainEngineState as EngineState } from './engine.js';
+import { LORA_TARGETS } from '../graph/train-graph.js';
 
 export type SaveDtype = 'bf16' | 'float32';
 
@@ -41,29 +43,9 @@ export interface LoraSettings {
   targets: string[];
 }
 
-/** Module names of the LoRA targets (the checkpoint's linear names). */
-export const LORA_MODULES: Readonly<Record<string, string>> = Object.freeze({
-  q: 'q_proj',
-  k: 'k_proj',
-  v: 'v_proj',
-  attn_out: 'attn_out',
-  ff: 'ff_proj',
-  up: 'up_proj',
-  down: 'ff_out',
-});
-
-export interface TensorState {
-  name: string;
-  shape: number[];
-  param: Float32Array;
-  m: Float32Array;
-  v: Float32Array;
-}
-
-export interface EngineState {
-  step: number;
-  tensors: TensorState[];
-}
+/** Module names of the LoRA targets (the checkpoint's linear names): the training graph's table, looked up by CLI strings. */
+export const LORA_MODULES: Readonly<Record<string, string>> = LORA_TARGETS;
+export type { TensorState, EngineState };
 
 export interface TrainerStateFile {
   format: 'dimoo-trainer-state';

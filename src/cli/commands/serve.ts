@@ -28,6 +28,7 @@ interface ServeFlags {
   results?: string;
   resultsTtl?: number;
   maxJobsPerKey?: number;
+  modelAlias?: string[];
   host: string;
   port: number;
   apiKey?: string;
@@ -142,6 +143,16 @@ export function registerServeCommand(
       int('--preview-every', 0, 100000),
     )
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
+    .option(
+      '--model-alias <name>',
+      'another model name requests may use, e.g. dall-e-3 (repeatable; with --queue, NAME=MODEL names the model it stands for)',
+      (v: string, prev: string[] = []) => {
+        const [name, target, extra] = v.split('=');
+        if (!name || !/^[\w.:-]+$/.test(name) || target === '' || extra !== undefined)
+          throw new DimooError(`--model-alias ${v}: expected NAME or NAME=MODEL`, 'E_PARAM');
+        return [...prev, v];
+      },
+    )
     .action(async (f: ServeFlags) => {
       const c = ctx ?? processContext();
       if ((f.model === undefined) === (f.queue === undefined))
@@ -199,6 +210,7 @@ export function registerServeCommand(
         ...(f.device ? { device: f.device } : {}),
         ...(f.lora ? { lora: f.lora } : {}),
         ...(f.previewEvery !== undefined ? { previewEvery: f.previewEvery } : {}),
+        ...(f.modelAlias?.length ? { modelAliases: f.modelAlias } : {}),
       });
       c.stderr.write(
         `dimoo: serving ${server.label} at ${server.url}/ (open it in a browser; Ctrl-C stops)\n`,

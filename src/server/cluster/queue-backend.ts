@@ -37,6 +37,8 @@ export interface QueueBackendOptions {
   log: FastifyBaseLogger;
   /** Model for requests without `model` when several are served. */
   defaultModel?: string;
+  /** Other names `model` may use: alias -> the model it stands for (undefined: as if none was named). */
+  aliases?: ReadonlyMap<string, string | undefined>;
   /** Results folder shared with the workers (default: results in Redis). */
   resultsDir?: string;
   /** How long results and finished jobs are kept (default: limits.retentionMs). */
@@ -129,6 +131,8 @@ export class QueueBackend implements JobBackend {
         byModel.set(w.model, {
           id: w.model,
           hasVq: w.has_vq,
+          vqScale: w.vq_scale,
+          codebookSize: w.codebook_size,
           device: w.device,
           created: Math.floor(w.started_at / 1000),
           workers: 1,
@@ -137,9 +141,24 @@ export class QueueBackend implements JobBackend {
     return [...byModel.values()].sort((a, b) => a.id.localeCompare(b.id));
   }
 
+  async catalog(): Promise<ModelEntry[]> {
+    const live = await this.models();
+    const out = [...live];
+    for (const alias of this.o.aliases?.keys() ?? []) {
+      const m = await this.resolveModel(alias).catch(() => undefined);
+      if (m && !out.some((x) => x.id === alias)) out.push({ ...m, id: alias });
+    }
+    return out;
+  }
+
   async resolveModel(field: unknown): Promise<ModelEntry> {
     const live = await this.models();
     let name: string;
+    if (typeof field === 'string' && this.o.aliases?.has(field)) {
+      const target = this.o.aliases.get(field);
+      if (target === undefined) field = undefined;
+      else if (target !== field) field = target;
+    }
     if (field === undefined || field === null || field === '' || field === 'dimoo') {
       if (this.o.defaultModel) name = this.o.defaultModel;
       else if (live.length === 1) return live[0]!;

@@ -5,12 +5,16 @@
  */
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
+import type { ModelInfo } from '../../pipelines/types.js';
 import { keys } from './keys.js';
 
 export interface WorkerRecord {
   id: string;
   model: string;
   has_vq: boolean;
+  /** The token grid's scale and codebook size (requests' token grids are checked against them). */
+  vq_scale: number;
+  codebook_size: number;
   device: string;
   concurrency: number;
   host: string;
@@ -32,17 +36,17 @@ export class Heartbeat {
   ) {}
 
   static record(
-    model: string,
-    hasVq: boolean,
-    device: string,
+    info: Pick<ModelInfo, 'name' | 'hasVq' | 'vqScale' | 'codebookSize' | 'device'>,
     concurrency: number,
     id: string,
   ): WorkerRecord {
     return {
       id,
-      model,
-      has_vq: hasVq,
-      device,
+      model: info.name,
+      has_vq: info.hasVq,
+      vq_scale: info.vqScale,
+      codebook_size: info.codebookSize,
+      device: info.device,
       concurrency,
       host: hostname(),
       pid: process.pid,
@@ -95,7 +99,13 @@ export async function liveWorkers(redis: Redis, prefix: string): Promise<WorkerR
     if (!v) continue;
     try {
       const r = JSON.parse(v) as WorkerRecord;
-      if (typeof r.model === 'string' && typeof r.id === 'string') out.push(r);
+      if (
+        typeof r.model === 'string' &&
+        typeof r.id === 'string' &&
+        Number.isSafeInteger(r.vq_scale) &&
+        Number.isSafeInteger(r.codebook_size)
+      )
+        out.push(r);
     } catch {
       // A foreign or damaged key is not a worker.
     }

@@ -6,7 +6,13 @@
 import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import { FILE_NAME_RE, newFileName, type ResultStore, type StoredFile } from '../store.js';
+import {
+  FILE_NAME_RE,
+  newFileName,
+  typeOfName,
+  type ResultStore,
+  type StoredFile,
+} from '../store.js';
 import { keys } from './keys.js';
 
 export class RedisResultStore implements ResultStore {
@@ -16,8 +22,8 @@ export class RedisResultStore implements ResultStore {
     private readonly ttlMs: number,
   ) {}
 
-  async put(data: Buffer): Promise<string> {
-    const name = newFileName();
+  async put(data: Buffer, type = 'image/png'): Promise<string> {
+    const name = newFileName(type);
     await this.redis.set(keys.file(this.prefix, name), data, 'PX', this.ttlMs);
     return name;
   }
@@ -25,7 +31,14 @@ export class RedisResultStore implements ResultStore {
   async get(name: string): Promise<StoredFile | undefined> {
     if (!FILE_NAME_RE.test(name)) return undefined;
     const data = await this.redis.getBuffer(keys.file(this.prefix, name));
-    return data ? { data, type: 'image/png' } : undefined;
+    return data ? { data, type: typeOfName(name) } : undefined;
+  }
+
+  async take(name: string): Promise<StoredFile | undefined> {
+    if (!FILE_NAME_RE.test(name)) return undefined;
+    // GETDEL (Redis 6.2+): read and forget in one step.
+    const data = await this.redis.getdelBuffer(keys.file(this.prefix, name));
+    return data ? { data, type: typeOfName(name) } : undefined;
   }
 }
 
@@ -37,9 +50,9 @@ export class DirResultStore implements ResultStore {
     private readonly ttlMs: number,
   ) {}
 
-  async put(data: Buffer): Promise<string> {
+  async put(data: Buffer, type = 'image/png'): Promise<string> {
     await mkdir(this.dir, { recursive: true });
-    const name = newFileName();
+    const name = newFileName(type);
     const tmp = join(this.dir, `.${name}.${process.pid}.tmp`);
     await writeFile(tmp, data);
     await rename(tmp, join(this.dir, name));
@@ -53,10 +66,16 @@ export class DirResultStore implements ResultStore {
     try {
       const st = await stat(path);
       if (Date.now() - st.mtimeMs > this.ttlMs) return undefined;
-      return { data: await readFile(path), type: 'image/png' };
+      return { data: await readFile(path), type: typeOfName(name) };
     } catch {
       return undefined;
     }
+  }
+
+  async take(name: string): Promise<StoredFile | undefined> {
+    const f = await this.get(name);
+    if (f) await unlink(join(this.dir, name)).catch(() => undefined);
+    return f;
   }
 
   /** Deletes expired results, at most once a minute. */

@@ -18,7 +18,8 @@ import { randomBytes } from 'node:crypto';
 import { UnrecoverableError, WaitingError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { DimooApi } from '../../pipelines/types.js';
-import { RequestError, toHttpFailure } from '../errors.js';
+import { isErrorCode } from '../../errors.js';
+import { errorBody, RequestError, toHttpFailure, type ErrorBody } from '../errors.js';
 import { specFromWire } from '../job-spec.js';
 import type { JobContext, JobProgress } from '../jobs.js';
 import type { ResultStore } from '../store.js';
@@ -68,7 +69,7 @@ export interface RunningQueueWorker {
 /** The failure a job records: JSON so the API server can give the client the same error as an embedded run. */
 export interface WireFailure {
   status: number;
-  error: { message: string; type: string; code: string; param: string | null };
+  error: ErrorBody;
   cancelled?: boolean;
 }
 
@@ -141,12 +142,7 @@ export async function startQueueWorker(o: QueueWorkerOptions): Promise<RunningQu
       const failure: WireFailure = isAbort(reason, CANCELLED)
         ? {
             status: 409,
-            error: {
-              message: 'the job was cancelled',
-              type: 'invalid_request_error',
-              code: 'E_CANCELLED',
-              param: null,
-            },
+            error: errorBody(409, 'the job was cancelled', 'E_CANCELLED'),
             cancelled: true,
           }
         : (() => {
@@ -154,7 +150,7 @@ export async function startQueueWorker(o: QueueWorkerOptions): Promise<RunningQu
             if (f.internal) o.log.error({ job: jobId, err: reason }, 'job failed');
             else
               o.log.warn(
-                { job: jobId, code: f.body.error.code, msg: f.body.error.message },
+                { job: jobId, code: f.body.error.dimoo_code, msg: f.body.error.message },
                 'job failed',
               );
             return {
@@ -184,12 +180,7 @@ export async function startQueueWorker(o: QueueWorkerOptions): Promise<RunningQu
   void worker.run().catch((err: unknown) => o.log.error({ err }, 'queue worker stopped'));
   await worker.waitUntilReady();
 
-  const hb = new Heartbeat(
-    cmd,
-    prefix,
-    Heartbeat.record(info.name, info.hasVq, info.device, o.models.length, id),
-    o.heartbeatMs,
-  );
+  const hb = new Heartbeat(cmd, prefix, Heartbeat.record(info, o.models.length, id), o.heartbeatMs);
   await hb.start();
   o.log.info(
     { worker: id, model: info.name, queue: o.redis.display, concurrency: o.models.length },
@@ -233,18 +224,22 @@ function isAbort(e: unknown, msg: string): boolean {
 export function parseFailure(failedReason: string | undefined): WireFailure {
   try {
     const f = JSON.parse(failedReason ?? '') as WireFailure;
-    if (typeof f.status === 'number' && typeof f.error?.message === 'string') return f;
+    if (
+      typeof f.status === 'number' &&
+      typeof f.error?.message === 'string' &&
+      isErrorCode(f.error.dimoo_code)
+    )
+      return { ...f, error: { ...f.error, param: f.error.param ?? null } };
   } catch {
     // Not ours: fall through.
   }
   return {
     status: 500,
-    error: {
-      message: `the job failed on its worker: ${String(failedReason ?? 'unknown reason').slice(0, 500)}`,
-      type: 'server_error',
-      code: 'E_WORKER',
-      param: null,
-    },
+    error: errorBody(
+      500,
+      `the job failed on its worker: ${String(failedReason ?? 'unknown reason').slice(0, 500)}`,
+      'E_WORKER',
+    ),
   };
 }
 

@@ -1,7 +1,16 @@
+// @ts-check
 // DiMOO web page: a plain ES module (no build step) that talks only to the
-// server that served it, through the same HTTP API any client uses.
+// server that served it, through the same HTTP API any client uses. Types are
+// JSDoc, checked by `tsc -p tsconfig.web.json` (part of `npm run lint`).
 
-const $ = (id) => document.getElementById(id);
+/**
+ * An element of the page kinds the script uses (inputs, buttons, images,
+ * links, selects, canvases), by id: property typos fail the type check.
+ * @typedef {HTMLInputElement & HTMLImageElement & HTMLAnchorElement & HTMLCanvasElement} PageElement
+ */
+
+/** @param {string} id @returns {PageElement} */
+const $ = (id) => /** @type {PageElement} */ (document.getElementById(id));
 /** VQ-VAE downsampling: one token cell is 16x16 pixels. */
 const CELL = 16;
 
@@ -22,13 +31,20 @@ keyInput.addEventListener('change', () => {
   void checkServer();
 });
 
+/** @param {Record<string, string>} [extra] @returns {Record<string, string>} */
 function headers(extra = {}) {
+  /** @type {Record<string, string>} */
   const h = { ...extra };
   const key = keyInput.value.trim();
   if (key) h.authorization = `Bearer ${key}`;
   return h;
 }
 
+/**
+ * @typedef {{ method?: string, json?: unknown, body?: BodyInit, signal?: AbortSignal }} RequestOptions
+ * @param {string} path
+ * @param {RequestOptions} [options]
+ */
 async function request(path, { method = 'GET', json, body, signal } = {}) {
   try {
     return await fetch(path, {
@@ -51,7 +67,7 @@ async function failure(res) {
     const b = await res.json();
     if (b && b.error && b.error.message) {
       message = b.error.message;
-      code = b.error.code;
+      code = b.error.dimoo_code ?? b.error.code;
     }
   } catch {
     // Not JSON: keep the status line.
@@ -90,7 +106,12 @@ async function* readSse(res) {
   }
 }
 
-/** Creates a native job and follows its event stream to the end. */
+/**
+ * Creates a native job and follows its event stream to the end.
+ * @typedef {{ onStart?: (job: any) => void, onProgress?: (p: any) => void, onPreview?: (p: any) => void }} JobCallbacks
+ * @param {Record<string, unknown>} body
+ * @param {JobCallbacks} [callbacks]
+ */
 async function runJob(body, { onStart, onProgress, onPreview } = {}) {
   const job = await apiJson('/v1/jobs', { method: 'POST', json: body });
   onStart?.(job);
@@ -102,12 +123,12 @@ async function runJob(body, { onStart, onProgress, onPreview } = {}) {
     else if (ev.event === 'preview') onPreview?.(data);
     else if (ev.event === 'done') return data;
     else if (ev.event === 'failed')
-      throw new ApiError(data.error?.message ?? 'the job failed', 0, data.error?.code);
+      throw new ApiError(data.error?.message ?? 'the job failed', 0, data.error?.dimoo_code ?? data.error?.code);
     else if (ev.event === 'cancelled') throw new ApiError('cancelled', 0, 'E_CANCELLED');
   }
   const st = await apiJson(`/v1/jobs/${job.id}`);
   if (st.status === 'succeeded') return st;
-  throw new ApiError(st.error?.message ?? `the job ended as ${st.status}`, 0, st.error?.code);
+  throw new ApiError(st.error?.message ?? `the job ended as ${st.status}`, 0, st.error?.dimoo_code ?? st.error?.code);
 }
 
 function readFileAsDataUrl(file) {
@@ -162,6 +183,11 @@ function markSmall(img) {
  * Runs a job for one panel: disables its button, wires Cancel, shows
  * progress and the server's error message if any. Resolves to the final
  * job status, or null when it failed or was cancelled.
+ */
+/**
+ * @param {any} ui
+ * @param {Record<string, unknown>} body
+ * @param {{ onPreview?: (p: any) => void, busy?: (running: boolean) => void }} [options]
  */
 async function runPanelJob(ui, body, { onPreview, busy } = {}) {
   clearError();
@@ -228,7 +254,9 @@ function panelUi(prefix) {
 
 // --------------------------------------------------------------------- tabs
 
-const tabs = [...document.querySelectorAll('[role="tab"]')];
+const tabs = [
+  .../** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('[role="tab"]')),
+];
 function selectTab(tab, focus = true) {
   for (const t of tabs) {
     const on = t === tab;
@@ -241,7 +269,7 @@ function selectTab(tab, focus = true) {
 }
 tabs.forEach((t, i) => {
   t.addEventListener('click', () => selectTab(t));
-  t.addEventListener('keydown', (e) => {
+  t.addEventListener('keydown', (/** @type {KeyboardEvent} */ e) => {
     const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
     if (next === undefined) return;
     e.preventDefault();
@@ -496,17 +524,23 @@ function drawOverlay() {
   octx.strokeStyle = '#ff2fb3';
   octx.lineWidth = 2;
   octx.beginPath();
+  /** One edge of the marked region, drawn 1 px inside the cell. */
+  const edge = (
+    /** @type {number} */ x0,
+    /** @type {number} */ y0,
+    /** @type {number} */ x1,
+    /** @type {number} */ y1,
+  ) => {
+    octx.moveTo(x0, y0);
+    octx.lineTo(x1, y1);
+  };
   for (let y = 0; y < rt.gridH; y++) {
     for (let x = 0; x < rt.gridW; x++) {
       if (!marked(x, y)) continue;
-      if (!marked(x, y - 1))
-        (octx.moveTo(x * cw, y * ch + 1), octx.lineTo((x + 1) * cw, y * ch + 1));
-      if (!marked(x, y + 1))
-        (octx.moveTo(x * cw, (y + 1) * ch - 1), octx.lineTo((x + 1) * cw, (y + 1) * ch - 1));
-      if (!marked(x - 1, y))
-        (octx.moveTo(x * cw + 1, y * ch), octx.lineTo(x * cw + 1, (y + 1) * ch));
-      if (!marked(x + 1, y))
-        (octx.moveTo((x + 1) * cw - 1, y * ch), octx.lineTo((x + 1) * cw - 1, (y + 1) * ch));
+      if (!marked(x, y - 1)) edge(x * cw, y * ch + 1, (x + 1) * cw, y * ch + 1);
+      if (!marked(x, y + 1)) edge(x * cw, (y + 1) * ch - 1, (x + 1) * cw, (y + 1) * ch - 1);
+      if (!marked(x - 1, y)) edge(x * cw + 1, y * ch, x * cw + 1, (y + 1) * ch);
+      if (!marked(x + 1, y)) edge((x + 1) * cw - 1, y * ch, (x + 1) * cw - 1, (y + 1) * ch);
     }
   }
   octx.stroke();
@@ -532,10 +566,10 @@ function drawOverlay() {
   }
   if (rt.painting || rt.hover || rt.focused) {
     // Two-tone lines stay visible on light and dark images.
-    for (const [color, off] of [
+    for (const [color, off] of /** @type {[string, number][]} */ ([
       ['rgba(0,0,0,0.45)', 0.5],
       ['rgba(255,255,255,0.55)', 1.5],
-    ]) {
+    ])) {
       octx.strokeStyle = color;
       octx.lineWidth = 1;
       octx.beginPath();
@@ -578,7 +612,8 @@ function imagePoint(e) {
 }
 
 function tool() {
-  return document.querySelector('input[name="rt-tool"]:checked').value;
+  return /** @type {HTMLInputElement} */ (document.querySelector('input[name="rt-tool"]:checked'))
+    .value;
 }
 
 function markValue() {
@@ -828,6 +863,7 @@ $('ed-form').addEventListener('submit', async (e) => {
   }
   const mode = $('ed-mode').value;
   const steps = intOrUndefined($('ed-steps')) ?? 64;
+  /** @type {Record<string, unknown>} */
   let body;
   try {
     body = {
@@ -945,7 +981,7 @@ $('ask-form').addEventListener('submit', async (e) => {
     for await (const ev of readSse(res)) {
       if (ev.data === '[DONE]') break;
       const chunk = JSON.parse(ev.data);
-      if (chunk.error) throw new ApiError(chunk.error.message, 0, chunk.error.code);
+      if (chunk.error) throw new ApiError(chunk.error.message, 0, chunk.error.dimoo_code ?? chunk.error.code);
       const delta = chunk.choices?.[0]?.delta?.content;
       if (delta) answer.textContent += delta;
     }

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DimooApi, EditType, ImageResult, TokenGrid, UnderstandParams, UnderstandResult } from '../src/pipelines/types.js';
+import type { DimooApi, EditType, ImageResult, TokenGrid, UnderstandParams, UnderstandResult } from '../../src/pipelines/types.js';
 
 export const GOLDEN_IMAGE_CASES = [
   't2i_64x48_cfg4',

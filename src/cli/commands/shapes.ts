@@ -1,0 +1,279 @@
+/**
+ * `dimoo shapes generate|check|init` (the synthetic shapes world: data set,
+ * checker, starting checkpoint) and `dimoo eval` (the world's evaluation of
+ * any checkpoint).
+ */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { DimooError } from '../../errors.js';
+import { readImage, writeImage } from '../../image/io.js';
+import type { DimooApi } from '../../pipelines/types.js';
+import { detectScene } from '../../shapes/checker.js';
+import { generateDataset } from '../../shapes/dataset.js';
+import { EVAL_TASKS, runShapesEval, type EvalReport, type EvalTask, type Rate } from '../../shapes/eval.js';
+import { describeScene } from '../../shapes/language.js';
+import { evalGridImage } from '../../shapes/report-grid.js';
+import type { CliContext } from '../context.js';
+import { addCacheScheduleOptions, addModelOptions, type ModelCommandFlags } from '../common.js';
+import { throwIfCancelled } from '../errors.js';
+import { checkModelDir, requireVq, withModel } from '../model.js';
+import { choiceOpt, intOpt, numOpt } from '../options.js';
+import { checkImageOutPath, formatMs, formatTable, writeJson } from '../output.js';
+import { createProgressBar, type ProgressMode } from '../progress.js';
+
+interface GenerateFlags {
+  out: string;
+  count: number;
+  seed: number;
+  holdout: number;
+  questions: number;
+  model?: string;
+  threads?: number;
+  device?: 'cpu' | 'webgpu';
+  json?: boolean;
+  progress?: ProgressMode;
+}
+
+async function generateCommand(ctx: CliContext, f: GenerateFlags): Promise<void> {
+  const bar = createProgressBar(ctx.stderr, f.progress);
+  const run = async (api?: DimooApi) => {
+    bar.start(f.count, 'scenes', '');
+    try {
+      return await generateDataset({
+        out: f.out,
+        count: f.count,
+        seed: f.seed,
+        holdout: f.holdout,
+        questions: f.questions,
+        signal: ctx.signal,
+        onProgress: (done) => bar.update(done),
+        ...(api && {
+          encode: (rgb) => api.encodeImage({ rgb }, { crop: 'none' }),
+          encodedWith: path.resolve(f.model!),
+        }),
+      });
+    } finally {
+      bar.stop();
+    }
+  };
+  const t0 = performance.now();
+  const summary =
+    f.model === undefined
+      ? await run()
+      : await withModel(ctx, { model: f.model, threads: f.threads, device: f.device }, async (api) => {
+          requireVq(api, 'to encode the images (--model)');
+          return run(api);
+        });
+  throwIfCancelled(ctx.signal);
+  if (f.json) {
+    writeJson(ctx.stdout, { ...summary, totalMs: performance.now() - t0 });
+    return;
+  }
+  const r = summary.records;
+  ctx.stdout.write(
+    `wrote ${summary.out}: ${summary.scenes} scenes (${summary.heldOutScenes} held out), ` +
+      `train ${r.train.t2i} text-to-image / ${r.train.edit} edits / ${r.train.mmu} questions, ` +
+      `held out ${r.heldout.t2i} / ${r.heldout.edit} / ${r.heldout.mmu}, ` +
+      `${summary.encoded ? 'token grids encoded' : 'PNG images (not encoded: give --model to write token grids)'} ` +
+      `in ${formatMs(performance.now() - t0)}\n`,
+  );
+}
+
+function pct(r: Rate | undefined): string {
+  return r && r.n > 0 ? `${(100 * r.rate).toFixed(1)}%` : '-';
+}
+
+/** The human-readable report: one table row per measure. */
+export function formatEvalReport(rep: EvalReport): string {
+  const rows: string[][] = [];
+  const add = (task: string, measure: string, r: Rate | undefined): void => {
+    if (r) rows.push([task, measure, pct(r), `${r.pass}/${r.n}`]);
+  };
+  if (rep.t2i) {
+    add('text-to-image', 'all requested attributes', rep.t2i.all);
+    for (const [k, r] of Object.entries(rep.t2i.byObjects)) add('', `- ${k}`, r);
+    for (const [k, r] of Object.entries(rep.t2i.byAttribute)) add('', `- ${k}`, r);
+  }
+  if (rep.edit) {
+    add('edit', 'change made, rest unchanged', rep.edit.all);
+    add('', '- change made', rep.edit.changed);
+    add('', '- rest unchanged', rep.edit.rest);
+    for (const [k, r] of Object.entries(rep.edit.byKind)) add('', `- ${k}`, r);
+  }
+  for (const t of ['inpaint', 'retouch'] as const) {
+    const x = rep[t];
+    if (!x) continue;
+    add(t === 'inpaint' ? 'inpainting' : 'retouching', 'region follows prompt, rest unchanged', x.all);
+    add('', '- region follows prompt', x.changed);
+    add('', '- rest unchanged', x.rest);
+  }
+  if (rep.mmu) {
+    add('understanding', 'exact answer', rep.mmu.all);
+    for (const [k, r] of Object.entries(rep.mmu.byType)) add('', `- ${k}`, r);
+  }
+  return `${formatTable(['task', 'measure', 'score', 'passed'], rows)}\n`;
+}
+
+interface EvalFlags extends ModelCommandFlags {
+  limit: number;
+  tasks: EvalTask[];
+  seed: number;
+  holdout: number;
+  timesteps: number;
+  temperature: number;
+  cfgScale?: number;
+  useCache?: boolean;
+  cacheRatio: number;
+  warmupRatio: number;
+  refreshInterval: number;
+  mmuCache: 'none' | 'dual' | 'ml-cache';
+  genLength: number;
+  grid?: string;
+  showItems?: boolean;
+}
+
+function parseTasks(raw: string): EvalTask[] {
+  const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (list.length === 0) throw new DimooError('--tasks needs at least one task', 'E_PARAM');
+  for (const t of list) {
+    if (!(EVAL_TASKS as readonly string[]).includes(t)) {
+      throw new DimooError(`--tasks: unknown task "${t}" (known: ${EVAL_TASKS.join(', ')})`, 'E_PARAM');
+    }
+  }
+  return [...new Set(list)] as EvalTask[];
+}
+
+async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
+  if (f.grid !== undefined) checkImageOutPath('--grid', f.grid);
+  if (f.genLength % 16 !== 0) throw new DimooError(`--gen-length must be a multiple of 16 (the block length), got ${f.genLength}`, 'E_PARAM');
+  checkModelDir(f.model);
+  await withModel(ctx, f, async (api) => {
+    requireVq(api, 'to draw and read pictures');
+    const bar = createProgressBar(ctx.stderr, f.progress);
+    bar.start(f.limit * f.tasks.length, 'eval', '');
+    let passed = 0;
+    let report: EvalReport;
+    try {
+      report = await runShapesEval(api, {
+        limit: f.limit,
+        tasks: f.tasks,
+        seed: f.seed,
+        holdout: f.holdout,
+        image: {
+          timesteps: f.timesteps,
+          temperature: f.temperature,
+          ...(f.cfgScale !== undefined && { cfgScale: f.cfgScale }),
+          useCache: f.useCache === true,
+          cacheRatio: f.cacheRatio,
+          warmupRatio: f.warmupRatio,
+          refreshInterval: f.refreshInterval,
+        },
+        mmu: {
+          genLength: f.genLength,
+          blockLength: 16,
+          steps: f.genLength,
+          useCache: f.mmuCache === 'none' ? false : f.mmuCache,
+        },
+        signal: ctx.signal,
+        onItem: (it, done) => {
+          if (it.pass) passed++;
+          bar.update(done, `${it.task} ${passed} passed`);
+        },
+      });
+    } finally {
+      bar.stop();
+    }
+    if (f.grid !== undefined) await writeImage(f.grid, evalGridImage(report.items));
+    if (f.json) {
+      // Pictures stay out of the JSON; the grid file has them.
+      writeJson(ctx.stdout, {
+        ...report,
+        grid: f.grid ?? null,
+        items: report.items.map(({ input: _i, output: _o, ...rest }) => rest),
+      });
+      return;
+    }
+    ctx.stdout.write(
+      `shapes eval of ${report.model}: ${f.limit} item(s) per task, seed ${f.seed}, ` +
+        `${f.timesteps} steps, temperature ${f.temperature}${f.useCache ? ', ML-Cache' : ''}, ${formatMs(report.totalMs)}\n`,
+    );
+    ctx.stdout.write(formatEvalReport(report));
+    if (f.showItems) {
+      for (const it of report.items) {
+        ctx.stdout.write(`${it.pass ? 'PASS' : 'FAIL'} ${it.task} ${it.kind}: "${it.prompt}"\n  expected: ${it.expected}\n  got:      ${it.got}\n`);
+      }
+    }
+    if (f.grid !== undefined) ctx.stdout.write(`wrote ${f.grid} (green = passed, red = failed; gray = input)\n`);
+  });
+}
+
+export function registerShapes(program: Command, ctx: CliContext): void {
+  const shapes = program.command('shapes').description('the synthetic shapes world: data set generator and checker');
+  shapes
+    .command('generate')
+    .description('write a shapes data set: PNG images, optional token grids, train/held-out JSONL in the original training format')
+    .requiredOption('--out <dir>', 'output folder (must not exist or be empty)')
+    .option('--count <n>', 'number of scenes (each: 1 caption, 1 edit, --questions questions)', intOpt('--count', { min: 1, max: 10_000_000 }), 1000)
+    .option('--seed <n>', 'world seed', intOpt('--seed', { min: 0 }), 0)
+    .option('--holdout <f>', 'share of scenes held out for evaluation', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
+    .option('--questions <n>', 'questions per scene', intOpt('--questions', { min: 0, max: 10 }), 2)
+    .option('--model <dir>', "encode every image into a token grid with this checkpoint's VQ-VAE")
+    .option('--threads <n>', 'CPU threads for the encoder', intOpt('--threads', { min: 1, max: 1024 }))
+    .option('--device <cpu|webgpu>', 'encoder device', choiceOpt('--device', ['cpu', 'webgpu'] as const))
+    .option('--json', 'print a summary as JSON')
+    .option('--progress', 'show a progress bar on stderr even when it is not a terminal')
+    .option('--no-progress', 'never show a progress bar')
+    .action((f: GenerateFlags) => generateCommand(ctx, f));
+  shapes
+    .command('check')
+    .description('read a shapes picture with the rule-based checker (background, objects, cells)')
+    .argument('<image>', 'picture (PNG, JPEG, WebP)')
+    .option('--json', 'print the detection as JSON')
+    .action(async (file: string, f: { json?: boolean }) => {
+      const img = await readImage(file);
+      const d = detectScene(img);
+      if (f.json) {
+        writeJson(ctx.stdout, { image: file, ...d, description: d.objects.length ? describeScene(d) : null });
+        return;
+      }
+      ctx.stdout.write(`${d.objects.length ? describeScene(d) : `no object on a ${d.background} background`}\n`);
+    });
+  shapes
+    .command('init')
+    .description('write a fresh random shapes checkpoint (official layout, world tokenizer): the starting point of training')
+    .argument('<dir>', 'output folder')
+    .option('--seed <n>', 'weight seed', intOpt('--seed', { min: 0 }), 0)
+    .option('--json', 'print a summary as JSON')
+    .action(async (dir: string, f: { seed: number; json?: boolean }) => {
+      const { writeShapesCheckpoint } = await import('../../shapes/model.js');
+      const r = await writeShapesCheckpoint(dir, { seed: f.seed });
+      const c = r.config;
+      const summary = { dir: r.dir, parameters: r.parameters, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads, vocabSize: c.embeddingSize };
+      if (f.json) writeJson(ctx.stdout, summary);
+      else ctx.stdout.write(`wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`);
+    });
+
+  const ev = program
+    .command('eval')
+    .description('evaluate a checkpoint on held-out shapes prompts and pictures (rule-based checker)')
+    .option('--limit <n>', 'items per task', intOpt('--limit', { min: 1, max: 100_000 }), 20)
+    .option('--tasks <list>', `comma-separated: ${EVAL_TASKS.join(',')}`, parseTasks, [...EVAL_TASKS])
+    .option('--seed <n>', 'seed of the items and of sampling', intOpt('--seed', { min: 0 }), 0)
+    .option('--holdout <f>', 'held-out share the data set was generated with', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
+    .option('--timesteps <n>', 'MaskGIT steps for image tasks', intOpt('--timesteps', { min: 1, max: 1000 }), 16)
+    .option('--temperature <t>', 'image sampling temperature', numOpt('--temperature', { min: 0 }), 1)
+    .option('--cfg-scale <s>', "text guidance scale (default: each task's own)", numOpt('--cfg-scale', { min: 0 }))
+    .option('--use-cache', 'ML-Cache for image tasks')
+    .option(
+      '--mmu-cache <mode>',
+      'understanding cache: none, dual or ml-cache',
+      choiceOpt('--mmu-cache', ['none', 'dual', 'ml-cache'] as const),
+      'none',
+    )
+    .option('--gen-length <n>', 'understanding answer length in tokens (multiple of 16)', intOpt('--gen-length', { min: 16, max: 1024 }), 48)
+    .option('--grid <file.png>', 'write an image grid of the samples with pass/fail frames')
+    .option('--show-items', 'list every item with what was expected and what was read');
+  addModelOptions(ev);
+  addCacheScheduleOptions(ev);
+  ev.action((f: EvalFlags) => evalCommand(ctx, f));
+}

@@ -1,0 +1,50 @@
+/**
+ * The task table (as transformers.js keeps SUPPORTED_TASKS): every DiMOO task,
+ * what it produces and what it takes (defaults: validate.ts). The server's
+ * task lists, the worker protocol and the paint-task dispatch read it, so a
+ * task is added in one place.
+ */
+import type { DimooApi, ImageResult, PaintParams, RetouchParams, RunOptions, TaskName } from './types.js';
+import { DimooError } from '../errors.js';
+
+export interface TaskSpec {
+  /** What a run returns: an image (token grid + pixels) or text. */
+  output: 'image' | 'text';
+  /** Whether the task starts from an input image. */
+  input: 'prompt' | 'image';
+  /** A mask of cells to regenerate: none, optional (a default region) or required. */
+  mask: 'none' | 'optional' | 'required';
+  /** Whether the text prompt may be empty. */
+  promptOptional: boolean;
+}
+
+export const TASKS: Readonly<Record<TaskName, Readonly<TaskSpec>>> = Object.freeze({
+  generate: { output: 'image', input: 'prompt', mask: 'none', promptOptional: false },
+  edit: { output: 'image', input: 'image', mask: 'none', promptOptional: false },
+  inpaint: { output: 'image', input: 'image', mask: 'optional', promptOptional: false },
+  outpaint: { output: 'image', input: 'image', mask: 'optional', promptOptional: false },
+  retouch: { output: 'image', input: 'image', mask: 'required', promptOptional: true },
+  understand: { output: 'text', input: 'image', mask: 'none', promptOptional: false },
+});
+
+/** Every task name, in the table's order. */
+export const TASK_NAMES = Object.keys(TASKS) as TaskName[];
+
+/** Tasks that regenerate masked cells of an input image. */
+export type PaintTask = 'inpaint' | 'outpaint' | 'retouch';
+export const PAINT_TASKS = TASK_NAMES.filter((t) => TASKS[t].mask !== 'none') as PaintTask[];
+
+/** Runs a paint task by name (retouch needs its mask, which the caller has checked). */
+export function runPaintTask(
+  api: DimooApi,
+  task: PaintTask,
+  p: PaintParams,
+  o?: RunOptions,
+): Promise<ImageResult> {
+  if (task === 'retouch') {
+    if (!p.mask) throw new DimooError('retouch needs a mask (regions to regenerate)', 'E_PARAM');
+    const r: RetouchParams = { ...p, mask: p.mask };
+    return api.retouch(r, o);
+  }
+  return task === 'inpaint' ? api.inpaint(p, o) : api.outpaint(p, o);
+}
