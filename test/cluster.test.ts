@@ -235,6 +235,21 @@ describe('queue: the HTTP API through Redis and workers', () => {
       texts,
       plain.choices.map((c: any) => c.message.content),
     );
+    // Understanding with several images, and with none, travels through the queue as well.
+    const grid = { width: 32, height: 32, codes: [1, 2, 3, 4] };
+    for (const images of [[{ tokens: grid }, { tokens: grid }], []]) {
+      const j = await createJob(base, {
+        task: 'understand',
+        question: 'what?',
+        images,
+        max_tokens: 8,
+        block_length: 8,
+        steps: 2,
+      });
+      const last = await finalOf(base, j.id);
+      assert.equal(last.event, 'done', JSON.stringify(last.data));
+      assert.match(last.data.result.text, new RegExp(`^${images.length} images show`));
+    }
     const gone = await post(base, '/v1/images/generations', { model: 'nowhere', prompt: 'x' });
     assert.equal(gone.status, 404);
   });

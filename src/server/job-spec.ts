@@ -115,6 +115,7 @@ export function specToWire(spec: JobSpec): Record<string, unknown> {
   const p: Record<string, unknown> = { ...spec.params };
   for (const k of ['image', 'refImage'] as const)
     if (p[k] !== undefined) p[k] = inputToWire(p[k] as ImageInput);
+  if (p['images'] !== undefined) p['images'] = (p['images'] as ImageInput[]).map(inputToWire);
   if (p['mask'] !== undefined) p['mask'] = maskToWire(p['mask'] as MaskSpec);
   if (spec.task === 'understand')
     return { v: 1, task: 'understand', params: p, n: spec.n ?? 1, shape: spec.shape ?? 'single' };
@@ -214,10 +215,18 @@ export function specFromWire(v: unknown): JobSpec {
   const p: Record<string, unknown> = { ...obj(o['params'], 'params') };
   for (const k of ['image', 'refImage'] as const)
     if (p[k] !== undefined) p[k] = inputFromWire(p[k], `params.${k}`);
+  if (p['images'] !== undefined) {
+    const list = p['images'];
+    if (!Array.isArray(list) || list.length > 64)
+      throw bad('params.images', 'expected an array of at most 64 images');
+    p['images'] = list.map((x, i) => inputFromWire(x, `params.images[${i}]`));
+  }
   if (p['mask'] !== undefined) p['mask'] = maskFromWire(p['mask'], 'params.mask');
   if (task === 'understand') {
     if (typeof p['question'] !== 'string') throw bad('params.question', 'expected a string');
-    if (p['image'] === undefined) throw bad('params.image', 'required');
+    // Neither `image` nor `images`: a text-only question.
+    if (p['image'] !== undefined && p['images'] !== undefined)
+      throw bad('params.images', 'give image or images, not both');
     const shape = o['shape'] ?? 'single';
     if (shape !== 'answers' && shape !== 'single')
       throw bad('shape', 'expected "answers" or "single"');

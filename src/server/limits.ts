@@ -25,6 +25,8 @@ export interface ServerLimits {
   maxJobsPerKey: number;
   /** Most answer tokens for understanding. */
   maxTokens: number;
+  /** Most input images of one understanding request (each adds up to ~1 000 tokens to the prompt). */
+  maxImages: number;
   /** Longest prompt or question in characters. */
   maxPromptChars: number;
   /** A job running longer than this is cancelled. */
@@ -46,6 +48,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxQueue: 8,
   maxJobsPerKey: 0,
   maxTokens: 2048,
+  maxImages: 4,
   maxPromptChars: 4000,
   jobTimeoutMs: 15 * 60 * 1000,
   storeBytes: 256 * 1024 * 1024,

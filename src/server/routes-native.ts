@@ -218,6 +218,39 @@ async function statusJson(app: FastifyInstance, job: Job): Promise<Record<string
   return j;
 }
 
+/** Understanding's images: `image` (one), `images` (a list, in order) or neither (a text-only question). */
+async function parseUnderstandImages(
+  b: Body,
+  limits: ServerLimits,
+  model: Pick<ModelInfo, 'vqScale' | 'codebookSize'>,
+): Promise<ImageInput[]> {
+  const one = b['image'];
+  const list = b['images'];
+  if (one !== undefined && one !== null && list !== undefined && list !== null)
+    throw new RequestError('image, images: give one of them, not both', 'E_PARAM', 400, 'images');
+  if (one !== undefined && one !== null)
+    return [(await parseImageRef(one, 'image', limits, model)).input];
+  if (list === undefined || list === null) return [];
+  if (!Array.isArray(list))
+    throw new RequestError(
+      'images: expected an array of images (each {"tokens"} or {"data_url"})',
+      'E_PARAM',
+      400,
+      'images',
+    );
+  if (list.length > limits.maxImages)
+    throw new RequestError(
+      `images: at most ${limits.maxImages} per request (limit maxImages), got ${list.length}`,
+      'E_LIMIT',
+      400,
+      'images',
+    );
+  const out: ImageInput[] = [];
+  for (let i = 0; i < list.length; i++)
+    out.push((await parseImageRef(list[i], `images[${i}]`, limits, model)).input);
+  return out;
+}
+
 /** A native job's spec from its JSON body; validation errors are thrown here, before queueing. */
 async function prepareJob(
   model: ModelEntry,
@@ -236,9 +269,9 @@ async function prepareJob(
   const previewEvery = optInt(b, 'preview_every', 0, 100000) ?? previewDefault;
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
-    const img = await parseImageRef(b['image'], 'image', limits, model);
-    const p = { ...parseUnderstand(b, limits), question, image: img.input };
-    return { spec: { task, params: p }, meta: { steps: p.steps } };
+    const images = await parseUnderstandImages(b, limits, model);
+    const p = { ...parseUnderstand(b, limits), question, images };
+    return { spec: { task, params: p }, meta: { steps: p.steps, images: images.length } };
   }
   requireVq(model);
   const s = parseSampling(b, limits, TASK_DEFAULTS.steps);

@@ -367,7 +367,7 @@ export class QueueBackend implements JobBackend {
     const view = new Job(found.job.name, NOOP_RUNNER, {}, id);
     view.createdAt = found.job.timestamp;
     this.views.set(id, view);
-    await this.syncView(view, found.job);
+    await this.syncView(view, found.job, this.ensureQueue(found.model).queue);
     return view;
   }
 
@@ -389,9 +389,14 @@ export class QueueBackend implements JobBackend {
   }
 
   /** Brings a view up to the job's state in Redis (never backwards). */
-  private async syncView(view: Job, job: BullJob): Promise<void> {
+  private async syncView(view: Job, job: BullJob, queue: Queue): Promise<void> {
     const state = await job.getState();
     if (view.finished) return;
+    if ((state === 'completed' || state === 'failed') && job.finishedOn === undefined) {
+      // Read before it finished (the state is newer than the job's fields): read its result now.
+      job = (await BullJob.fromId(queue, job.id!)) ?? job;
+      if (view.finished) return;
+    }
     if (job.processedOn) view.startedAt = job.processedOn;
     if (job.progress && typeof job.progress === 'object') applyProgress(view, job.progress);
     if (state === 'completed') this.finishView(view, 'completed', job.returnvalue, undefined);
@@ -408,8 +413,9 @@ export class QueueBackend implements JobBackend {
       const model = this.jobModel.get(v.id);
       if (!model) continue;
       try {
-        const job = await BullJob.fromId(this.ensureQueue(model).queue, v.id);
-        if (job) await this.syncView(v, job);
+        const { queue } = this.ensureQueue(model);
+        const job = await BullJob.fromId(queue, v.id);
+        if (job) await this.syncView(v, job, queue);
         else if (!v.finished) {
           const t = await this.fromTombstone(v.id);
           if (t) this.finishView(v, 'cancelled', undefined, undefined);
