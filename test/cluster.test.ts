@@ -21,6 +21,9 @@ import type { ServerLimits } from '../src/server/limits.js';
 import { fakeWorker, json, post, readSse, until, type Proc } from './helpers/cluster.js';
 import { TestRedis } from './helpers/redis.js';
 
+/** A hang fails the suite (and frees the test run) instead of blocking it; generous for a loaded machine. */
+const LIMIT_MS = 10 * 60_000;
+
 const MODEL = 'dimoo-fake';
 
 async function apiServer(
@@ -66,7 +69,7 @@ const gen = (seed: number, steps = 8, extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-describe('queue: the HTTP API through Redis and workers', () => {
+describe('queue: the HTTP API through Redis and workers', { timeout: LIMIT_MS }, () => {
   let redis: TestRedis;
   let base: string;
   let app: FastifyInstance;
@@ -299,7 +302,8 @@ describe('queue: the HTTP API through Redis and workers', () => {
     const name = queueName(MODEL);
     const q = new Queue(name, { connection: conn, prefix: 'dimoo' });
     const evConn = conn.duplicate();
-    const ev = new QueueEvents(name, { connection: evConn, prefix: 'dimoo' });
+    // From the stream's start ('$' would miss a failure that happens before the first read).
+    const ev = new QueueEvents(name, { connection: evConn, prefix: 'dimoo', lastEventId: '0-0' });
     await ev.waitUntilReady();
     try {
       const failed = new Promise<string>((resolve) =>
@@ -366,7 +370,7 @@ describe('queue: the HTTP API through Redis and workers', () => {
   });
 });
 
-describe('queue: faults', () => {
+describe('queue: faults', { timeout: LIMIT_MS }, () => {
   let redis: TestRedis;
   const workers: Proc[] = [];
   const apps: FastifyInstance[] = [];
@@ -458,7 +462,7 @@ describe('queue: faults', () => {
   });
 });
 
-describe('queue: results in a shared folder (--results DIR)', () => {
+describe('queue: results in a shared folder (--results DIR)', { timeout: LIMIT_MS }, () => {
   it('the worker writes the PNG there and the API server serves it', async () => {
     const redis = await TestRedis.start();
     const dir = mkdtempSync(join(tmpdir(), 'dimoo-results-'));
