@@ -1161,14 +1161,41 @@ describe("the original scripts' spellings and usage exit codes", () => {
   });
 
   test('--image_path is --image; nothing after -- is rewritten', () => {
-    assert.deepEqual(normalizeArgv(['edit', '--image_path', 'a.png', '--cfg_img=2', '--', '--x_y']), [
+    assert.deepEqual(
+      normalizeArgv(['edit', '--image_path', 'a.png', '--cfg_img=2', '--', '--x_y']),
+      ['edit', '--image', 'a.png', '--cfg-img=2', '--', '--x_y'],
+    );
+  });
+
+  test('edit: multi_view_<view> and image_ref_transfer need no --prompt; other types do', async () => {
+    const grid = writeGrid('mv.json', GRID_64x48);
+    const mv = await runFake([
       'edit',
-      '--image',
-      'a.png',
-      '--cfg-img=2',
-      '--',
-      '--x_y',
+      '--model',
+      goldenCheckpointDir(),
+      '--edit-type',
+      'multi_view_left',
+      '--image-tokens',
+      grid,
+      '--tokens-out',
+      path.join(tmp, 'mv-out.json'),
+      '--json',
     ]);
+    assert.equal(mv.code, 0, mv.stderr);
+    const p = mv.fake.calls[0]!.params as EditParams;
+    assert.deepEqual([p.editType, p.prompt], ['multi_view_left', '']);
+    const none = await runFake([
+      'edit',
+      '--model',
+      goldenCheckpointDir(),
+      '--edit-type',
+      'edit_add',
+      '--image-tokens',
+      grid,
+      '--json',
+    ]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /--prompt is required for --edit-type edit_add/);
   });
 
   test('usage errors exit 2: unknown flag, missing required flag, bad value', async () => {
