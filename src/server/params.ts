@@ -3,6 +3,7 @@
  * accepts, so a client can fix the request without reading the docs.
  */
 import { EDIT_TYPES_HELP, isEditType } from '../pipelines/tasks.js';
+import { drawSeed } from '../pipelines/validate.js';
 import type { EditType, ImageSamplingParams, UnderstandParams } from '../pipelines/types.js';
 import { checkBlockLayout } from '../pipelines/validate.js';
 import { RequestError } from './errors.js';
@@ -193,7 +194,7 @@ export function parseSampling(
   const p: ImageSamplingParams & { seed: number } = {
     timesteps: steps,
     // A seed is always chosen here, so a result can be reproduced or retouched with the same noise.
-    seed: optInt(b, 'seed', 0, 0xffffffff) ?? Math.floor(Math.random() * 0x7fffffff),
+    seed: optInt(b, 'seed', 0, 0xffffffff) ?? drawSeed(),
   };
   const cfg = optNumber(b, 'cfg_scale', 0, 100) ?? optNumber(b, 'guidance', 0, 100);
   if (cfg !== undefined) p.cfgScale = cfg;

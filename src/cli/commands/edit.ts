@@ -99,8 +99,8 @@ export function registerEdit(program: Command, ctx: CliContext): void {
   addModelOptions(cmd);
   cmd.action(async (f: EditFlags) => {
     const params = buildEditParams(f);
-    await runImageCommand(ctx, 'edit', f, [params.image, params.refImage], (api, o) =>
-      api.edit(params, o),
+    await runImageCommand(ctx, 'edit', f, params, [params.image, params.refImage], (api, p, o) =>
+      api.edit(p, o),
     );
   });
 }
