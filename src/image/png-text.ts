@@ -23,7 +23,8 @@ function chunk(type: string, data: Buffer): Buffer {
 }
 
 function isLatin1(s: string): boolean {
-  return /^[\u0001-\u00ff]*$/.test(s);
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0xff) return false;
+  return true;
 }
 
 function checkKey(key: string): void {
