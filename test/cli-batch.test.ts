@@ -44,13 +44,19 @@ function jsonLines(s: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-function jsonError(r: { code: number | null; stderr: string }): { message: string; code: string; exit_code: number } {
+function jsonError(r: { code: number | null; stderr: string }): {
+  message: string;
+  code: string;
+  exit_code: number;
+} {
   const lines = r.stderr.trim().split('\n');
   assert.equal(lines.length, 1, r.stderr);
-  return (JSON.parse(lines[0]!) as { error: { message: string; code: string; exit_code: number } }).error;
+  return (JSON.parse(lines[0]!) as { error: { message: string; code: string; exit_code: number } })
+    .error;
 }
 
-const params = (file: string) => parseParameters(readPngText(fs.readFileSync(file)).parameters ?? '');
+const params = (file: string) =>
+  parseParameters(readPngText(fs.readFileSync(file)).parameters ?? '');
 
 describe('generate --prompts FILE', () => {
   test('.jsonl: one image per prompt, line seeds kept, resumable, one progress bar', () => {
@@ -60,7 +66,18 @@ describe('generate --prompts FILE', () => {
       '{"prompt": "a red fox", "seed": 7}\n\n{"prompt": "a blue boat"}\n{"prompt": ""}\n{"prompt": "a tall tree"}\n',
     );
     const dir = path.join(tmp, 'out', 'jsonl'); // created, parents too
-    const args = ['generate', '--model', model, '--prompts', file, '--out-dir', dir, ...SMALL, '--seed', '100'];
+    const args = [
+      'generate',
+      '--model',
+      model,
+      '--prompts',
+      file,
+      '--out-dir',
+      dir,
+      ...SMALL,
+      '--seed',
+      '100',
+    ];
     const r = ok([...args, '--json', '--progress']);
     const rows = jsonLines(r.stdout);
     assert.deepEqual(
@@ -97,7 +114,7 @@ describe('generate --prompts FILE', () => {
     assert.match(none.stderr, /all 3 images .* exist/);
   });
 
-  test('.txt and .json (the original\'s list of strings)', () => {
+  test(".txt and .json (the original's list of strings)", () => {
     const txt = path.join(tmp, 'p.txt');
     fs.writeFileSync(txt, 'a cat\n\n  a dog  \n');
     const json = path.join(tmp, 'p.json');
@@ -106,7 +123,16 @@ describe('generate --prompts FILE', () => {
       [txt, 'txt'],
       [json, 'json'],
     ] as const) {
-      const r = ok(['generate', '--model', model, '--prompts', file, '--out-dir', path.join(tmp, dir), ...SMALL]);
+      const r = ok([
+        'generate',
+        '--model',
+        model,
+        '--prompts',
+        file,
+        '--out-dir',
+        path.join(tmp, dir),
+        ...SMALL,
+      ]);
       assert.match(r.stdout, /wrote .*0_a_cat_32x32_t2_cfg4\.png/);
       assert.match(r.stdout, /wrote .*1_a_dog_32x32_t2_cfg4\.png/);
     }
@@ -114,10 +140,18 @@ describe('generate --prompts FILE', () => {
 
   test('bad files and flags: exit 2, naming the file and the line', () => {
     const cases: [string, string, RegExp][] = [
-      ['bad.jsonl', '{"prompt": "a"}\n{"prompt": 3}\n', /bad\.jsonl: line 2: "prompt" must be a string/],
+      [
+        'bad.jsonl',
+        '{"prompt": "a"}\n{"prompt": 3}\n',
+        /bad\.jsonl: line 2: "prompt" must be a string/,
+      ],
       ['broken.jsonl', '{"prompt": "a"}\n\n{"prompt": \n', /broken\.jsonl: line 3: not valid JSON/],
       ['noprompt.jsonl', '{"text": "a"}\n', /noprompt\.jsonl: line 1: no "prompt" field/],
-      ['seed.jsonl', '{"prompt": "a", "seed": -1}\n', /seed\.jsonl: line 1: "seed" must be a non-negative integer/],
+      [
+        'seed.jsonl',
+        '{"prompt": "a", "seed": -1}\n',
+        /seed\.jsonl: line 1: "seed" must be a non-negative integer/,
+      ],
       ['obj.json', '{"prompt": "a"}', /obj\.json: expected an array of prompts/],
       ['item.json', '["a", 5]', /item\.json: item 2: expected a prompt string/],
       ['empty.txt', '\n \n', /empty\.txt: no prompts/],
@@ -126,7 +160,16 @@ describe('generate --prompts FILE', () => {
     for (const [name, text, want] of cases) {
       const file = path.join(tmp, name);
       fs.writeFileSync(file, text);
-      const r = runDimoo(['generate', '--model', model, '--prompts', file, '--out-dir', path.join(tmp, 'x'), '--json']);
+      const r = runDimoo([
+        'generate',
+        '--model',
+        model,
+        '--prompts',
+        file,
+        '--out-dir',
+        path.join(tmp, 'x'),
+        '--json',
+      ]);
       assert.equal(r.code, 2, `${name}: ${r.stderr}`);
       assert.match(jsonError(r).message, want);
     }
@@ -146,7 +189,17 @@ describe('generate --prompts FILE', () => {
 describe('seeds and the parameters text chunk', () => {
   test('no --seed: one is drawn and said; the PNG says how to make it again, and that makes it again', async () => {
     const a = path.join(tmp, 'a.png');
-    const r = ok(['generate', '--model', model, '--prompt', 'a red fox, in "snow": 2', ...SMALL, '--out', a, '--json']);
+    const r = ok([
+      'generate',
+      '--model',
+      model,
+      '--prompt',
+      'a red fox, in "snow": 2',
+      ...SMALL,
+      '--out',
+      a,
+      '--json',
+    ]);
     const seed = (JSON.parse(r.stdout) as { seed: number }).seed;
     assert.ok(Number.isSafeInteger(seed));
     assert.match(r.stderr, new RegExp(`^seed ${seed}$`, 'm'));
@@ -158,16 +211,45 @@ describe('seeds and the parameters text chunk', () => {
     // Made again from what the image says.
     const [w, h] = p.settings.Size!.split('x');
     const b = path.join(tmp, 'b.png');
-    ok(['generate', '--model', model, '--prompt', p.prompt, '--width', w!, '--height', h!,
-      '--timesteps', p.settings.Steps!, '--cfg-scale', p.settings['CFG scale']!,
-      '--temperature', p.settings.Temperature!, '--seed', p.settings.Seed!, '--out', b]);
+    ok([
+      'generate',
+      '--model',
+      model,
+      '--prompt',
+      p.prompt,
+      '--width',
+      w!,
+      '--height',
+      h!,
+      '--timesteps',
+      p.settings.Steps!,
+      '--cfg-scale',
+      p.settings['CFG scale']!,
+      '--temperature',
+      p.settings.Temperature!,
+      '--seed',
+      p.settings.Seed!,
+      '--out',
+      b,
+    ]);
     assert.deepEqual((await readImage(b)).data, (await readImage(a)).data);
   });
 
   test('--seed 0 is seed 0 (not "random" as in the original): two runs agree', () => {
     const runs = [1, 2].map((i) => {
       const g = path.join(tmp, `zero${i}.json`);
-      const r = ok(['generate', '--model', model, '--prompt', 'x', ...SMALL, '--seed', '0', '--tokens-out', g]);
+      const r = ok([
+        'generate',
+        '--model',
+        model,
+        '--prompt',
+        'x',
+        ...SMALL,
+        '--seed',
+        '0',
+        '--tokens-out',
+        g,
+      ]);
       assert.match(r.stderr, /^seed 0$/m);
       return readTokenGridFile(g).codes;
     });
@@ -179,13 +261,35 @@ describe('tasks of the original', () => {
   test('edit --edit-type multi_view_left needs no --prompt and asks for the left view', async () => {
     const grid = path.join(tmp, 'in.json');
     fs.writeFileSync(grid, JSON.stringify({ height: 32, width: 32, codes: [1, 2, 3, 4] }));
-    const r = ok(['edit', '--model', model, '--edit-type', 'multi_view_left', '--image-tokens', grid,
-      '--timesteps', '2', '--json']);
+    const r = ok([
+      'edit',
+      '--model',
+      model,
+      '--edit-type',
+      'multi_view_left',
+      '--image-tokens',
+      grid,
+      '--timesteps',
+      '2',
+      '--json',
+    ]);
     const tok = TextTokenizer.fromFile(path.join(model, 'tokenizer.json'));
     const text = await tok.decode((JSON.parse(r.stdout) as { promptIds: number[] }).promptIds);
     // The decoder puts spaces between tokens; the words are what matters.
-    assert.ok(text.replace(/\s/g, '').includes('<user>Generatetheleftviewbasedontheprovidedfrontview.'), text);
-    const bad = runDimoo(['edit', '--model', model, '--edit-type', 'multi_view_Left2', '--image-tokens', grid, '--json']);
+    assert.ok(
+      text.replace(/\s/g, '').includes('<user>Generatetheleftviewbasedontheprovidedfrontview.'),
+      text,
+    );
+    const bad = runDimoo([
+      'edit',
+      '--model',
+      model,
+      '--edit-type',
+      'multi_view_Left2',
+      '--image-tokens',
+      grid,
+      '--json',
+    ]);
     assert.equal(bad.code, 2);
     assert.match(jsonError(bad).message, /--edit-type must be one of .*multi_view_<view>/);
   });
@@ -195,7 +299,11 @@ describe('errors and outputs', () => {
   test('with --json, usage errors are {"error": ...} on stderr, exit 2', () => {
     const r = runDimoo(['generate', '--model', model, '--prompt', 'x', '--json', '--bogus']);
     assert.equal(r.code, 2);
-    assert.deepEqual(jsonError(r), { message: "unknown option '--bogus'", code: 'E_USAGE', exit_code: 2 });
+    assert.deepEqual(jsonError(r), {
+      message: "unknown option '--bogus'",
+      code: 'E_USAGE',
+      exit_code: 2,
+    });
     const text = runDimoo(['generate', '--model', model, '--prompt', 'x', '--bogus']);
     assert.equal(text.code, 2);
     assert.match(text.stderr, /^error: unknown option '--bogus'/);
@@ -203,9 +311,20 @@ describe('errors and outputs', () => {
 
   test('--out into a missing folder names the folder, before any work', () => {
     const missing = path.join(tmp, 'no', 'such');
-    const r = runDimoo(['generate', '--model', model, '--prompt', 'x', '--out', path.join(missing, 'x.png')]);
+    const r = runDimoo([
+      'generate',
+      '--model',
+      model,
+      '--prompt',
+      'x',
+      '--out',
+      path.join(missing, 'x.png'),
+    ]);
     assert.equal(r.code, 2);
-    assert.equal(r.stderr, `error: --out ${path.join(missing, 'x.png')}: folder ${missing} does not exist (create it first)\n`);
+    assert.equal(
+      r.stderr,
+      `error: --out ${path.join(missing, 'x.png')}: folder ${missing} does not exist (create it first)\n`,
+    );
     assert.doesNotMatch(r.stderr, /\.tmp/);
   });
 
@@ -217,7 +336,9 @@ describe('errors and outputs', () => {
     assert.equal(none.code, 2);
     assert.match(jsonError(none).message, /MODEL_DIR or --model/);
     const q = path.join(tmp, 'q8');
-    const j = JSON.parse(ok(['quantize', '--model', model, '--bits', '8', '--out', q, '--json']).stdout) as { bits: number };
+    const j = JSON.parse(
+      ok(['quantize', '--model', model, '--bits', '8', '--out', q, '--json']).stdout,
+    ) as { bits: number };
     assert.equal(j.bits, 8);
     assert.ok(fs.existsSync(path.join(q, 'config.json')));
   });
@@ -255,28 +376,39 @@ describe('shell completion', () => {
     const arr = words.map((w) => `'${w}'`).join(' ');
     const r = spawnSync(
       'bash',
-      ['-c', `source '${file}'; COMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _dimoo_complete; printf '%s\\n' "\${COMPREPLY[@]}"`],
+      [
+        '-c',
+        `source '${file}'; COMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _dimoo_complete; printf '%s\\n' "\${COMPREPLY[@]}"`,
+      ],
       { encoding: 'utf8', cwd: tmp },
     );
     assert.equal(r.status, 0, r.stderr);
     return r.stdout.split('\n').filter((l) => l !== '');
   }
 
-  test('bash: every command and subcommand, and each command\'s flags', () => {
+  test("bash: every command and subcommand, and each command's flags", () => {
     const script = ok(['completion', 'bash']).stdout;
     const paths = commandPaths(program);
     assert.ok(paths.includes('completion') && paths.includes('lora merge'));
     const top = complete(script, ['dimoo', '']);
     for (const c of program.commands) assert.ok(top.includes(c.name()), `bash misses ${c.name()}`);
-    assert.deepEqual(complete(script, ['dimoo', 'shapes', '']).filter((w) => !w.startsWith('-')), ['generate', 'check', 'init']);
+    assert.deepEqual(
+      complete(script, ['dimoo', 'shapes', '']).filter((w) => !w.startsWith('-')),
+      ['generate', 'check', 'init'],
+    );
     assert.deepEqual(complete(script, ['dimoo', 'generate', '--prom']), ['--prompt', '--prompts']);
     // A flag that takes a value completes file names.
     fs.writeFileSync(path.join(tmp, 'prompts-file.txt'), 'a\n');
-    assert.deepEqual(complete(script, ['dimoo', 'generate', '--prompts', 'prompts-f']), ['prompts-file.txt']);
+    assert.deepEqual(complete(script, ['dimoo', 'generate', '--prompts', 'prompts-f']), [
+      'prompts-file.txt',
+    ]);
     for (const p of paths) {
-      const cmd = p.split(' ').reduce<Command>((c, n) => c.commands.find((x) => x.name() === n)!, program);
+      const cmd = p
+        .split(' ')
+        .reduce<Command>((c, n) => c.commands.find((x) => x.name() === n)!, program);
       const flags = complete(script, ['dimoo', ...p.split(' '), '--']);
-      for (const o of cmd.options) if (o.long) assert.ok(flags.includes(o.long), `${p}: bash misses ${o.long}`);
+      for (const o of cmd.options)
+        if (o.long) assert.ok(flags.includes(o.long), `${p}: bash misses ${o.long}`);
     }
   });
 
@@ -293,13 +425,24 @@ describe('shell completion', () => {
     assert.equal(bad.code, 2);
   });
 
-  test('the README\'s claim: model commands take --threads and --device, all but serve --json', () => {
+  test("the README's claim: model commands take --threads and --device, all but serve --json", () => {
     const has = (name: string, flag: string) =>
       program.commands.find((c) => c.name() === name)!.options.some((o) => o.long === flag);
-    for (const c of ['generate', 'edit', 'inpaint', 'outpaint', 'retouch', 'understand', 'encode', 'decode', 'serve']) {
+    for (const c of [
+      'generate',
+      'edit',
+      'inpaint',
+      'outpaint',
+      'retouch',
+      'understand',
+      'encode',
+      'decode',
+      'serve',
+    ]) {
       assert.ok(has(c, '--threads') && has(c, '--device'), c);
       if (c !== 'serve') assert.ok(has(c, '--json'), `${c} lacks --json`);
     }
-    for (const c of ['inspect', 'init-random', 'quantize', 'demo']) assert.ok(has(c, '--json'), `${c} lacks --json`);
+    for (const c of ['inspect', 'init-random', 'quantize', 'demo'])
+      assert.ok(has(c, '--json'), `${c} lacks --json`);
   });
 });

@@ -7,7 +7,11 @@ import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { encodeImage } from '../src/image/io.js';
 import { addPngText, readPngText } from '../src/image/png-text.js';
-import { formatParameters, imageRunSettings, parseParameters } from '../src/pipelines/parameters.js';
+import {
+  formatParameters,
+  imageRunSettings,
+  parseParameters,
+} from '../src/pipelines/parameters.js';
 
 const img = {
   data: Uint8Array.from({ length: 4 * 3 * 3 }, (_, i) => (i * 29) % 256),
@@ -17,11 +21,15 @@ const img = {
 };
 
 test('text chunks: Latin-1 as tEXt, anything else as iTXt; the image itself is unchanged', async () => {
-  const text = { parameters: 'a fox\nSteps: 64', note: 'un café, très bien', comment: '狐狸在雪中 🦊' };
+  const text = {
+    parameters: 'a fox\nSteps: 64',
+    note: 'un café, très bien',
+    comment: '狐狸在雪中 🦊',
+  };
   const png = await encodeImage(img, 'png', { text });
   assert.deepEqual(readPngText(png), text);
   const types = new Set<string>();
-  for (let off = 8; off < png.length; ) {
+  for (let off = 8; off < png.length;) {
     const len = png.readUInt32BE(off);
     types.add(png.toString('latin1', off + 4, off + 8));
     off += 12 + len;

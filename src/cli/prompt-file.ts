@@ -23,7 +23,11 @@ export interface PromptItem {
 
 const E = 'E_PARAM';
 
-function entry(file: string, where: string, v: unknown): { prompt: string; seed?: number } | undefined {
+function entry(
+  file: string,
+  where: string,
+  v: unknown,
+): { prompt: string; seed?: number } | undefined {
   const fail = (what: string): never => {
     throw new DimooError(`${file}: ${where}: ${what}`, E);
   };
@@ -32,7 +36,8 @@ function entry(file: string, where: string, v: unknown): { prompt: string; seed?
     return fail('expected a prompt string or an object with a "prompt" field');
   const o = v as Record<string, unknown>;
   if (!('prompt' in o)) return fail('no "prompt" field');
-  if (typeof o.prompt !== 'string') return fail(`"prompt" must be a string, got ${typeof o.prompt}`);
+  if (typeof o.prompt !== 'string')
+    return fail(`"prompt" must be a string, got ${typeof o.prompt}`);
   const prompt = o.prompt.trim();
   if (prompt === '') return undefined;
   if (o.seed === undefined) return { prompt };
@@ -74,7 +79,10 @@ export function parsePromptFile(file: string, text: string): PromptItem[] {
     if (!Array.isArray(v)) throw new DimooError(`${file}: expected an array of prompts`, E);
     v.forEach((item, i) => push(`item ${i + 1}`, entry(file, `item ${i + 1}`, item)));
   } else {
-    throw new DimooError(`${file}: unknown prompt file type "${ext}" (use .txt, .jsonl or .json)`, E);
+    throw new DimooError(
+      `${file}: unknown prompt file type "${ext}" (use .txt, .jsonl or .json)`,
+      E,
+    );
   }
   if (out.length === 0) throw new DimooError(`${file}: no prompts in it`, E);
   return out;
@@ -100,6 +108,9 @@ export function batchFileName(
   s: { height: number; width: number; timesteps: number; cfgScale: number },
 ): string {
   const words = item.prompt.split(/\s+/).slice(0, 10).join('_');
-  const slug = [...words].filter((c) => /[\p{L}\p{N}_-]/u.test(c)).join('').slice(0, 80);
+  const slug = [...words]
+    .filter((c) => /[\p{L}\p{N}_-]/u.test(c))
+    .join('')
+    .slice(0, 80);
   return `${item.index}_${slug}_${s.height}x${s.width}_t${s.timesteps}_cfg${s.cfgScale}.png`;
 }

@@ -29,17 +29,31 @@ function isLatin1(s: string): boolean {
 
 function checkKey(key: string): void {
   // PNG keywords: 1-79 Latin-1 printable characters, no leading/trailing/double spaces.
-  if (!/^[\x21-\x7e\xa1-\xff]([\x20-\x7e\xa1-\xff]{0,77}[\x21-\x7e\xa1-\xff])?$/.test(key) || key.includes('  '))
-    throw new DimooError(`PNG text key ${JSON.stringify(key)} is not a valid PNG keyword`, 'E_PARAM');
+  if (
+    !/^[\x21-\x7e\xa1-\xff]([\x20-\x7e\xa1-\xff]{0,77}[\x21-\x7e\xa1-\xff])?$/.test(key) ||
+    key.includes('  ')
+  )
+    throw new DimooError(
+      `PNG text key ${JSON.stringify(key)} is not a valid PNG keyword`,
+      'E_PARAM',
+    );
 }
 
 function textChunk(key: string, value: string): Buffer {
   checkKey(key);
-  if (isLatin1(value)) return chunk('tEXt', Buffer.concat([Buffer.from(key, 'latin1'), Buffer.from([0]), Buffer.from(value, 'latin1')]));
+  if (isLatin1(value))
+    return chunk(
+      'tEXt',
+      Buffer.concat([Buffer.from(key, 'latin1'), Buffer.from([0]), Buffer.from(value, 'latin1')]),
+    );
   // iTXt: key \0 compression-flag(0) compression-method(0) language-tag \0 translated-key \0 text
   return chunk(
     'iTXt',
-    Buffer.concat([Buffer.from(key, 'latin1'), Buffer.from([0, 0, 0, 0, 0]), Buffer.from(value, 'utf8')]),
+    Buffer.concat([
+      Buffer.from(key, 'latin1'),
+      Buffer.from([0, 0, 0, 0, 0]),
+      Buffer.from(value, 'utf8'),
+    ]),
   );
 }
 
@@ -57,7 +71,8 @@ function* chunks(png: Uint8Array, what: string): Generator<RawChunk> {
   while (off + 12 <= buf.length) {
     const len = buf.readUInt32BE(off);
     const type = buf.toString('latin1', off + 4, off + 8);
-    if (off + 12 + len > buf.length) throw new DimooError(`${what}: PNG chunk ${type} runs past the end of the file`, E);
+    if (off + 12 + len > buf.length)
+      throw new DimooError(`${what}: PNG chunk ${type} runs past the end of the file`, E);
     yield { type, start: off, data: buf.subarray(off + 8, off + 8 + len) };
     off += 12 + len;
     if (type === 'IEND') return;

@@ -32,7 +32,10 @@ export function formatParameters(prompt: string, settings: Settings): string {
 }
 
 /** The inverse of formatParameters: the prompt and the settings as strings. */
-export function parseParameters(text: string): { prompt: string; settings: Record<string, string> } {
+export function parseParameters(text: string): {
+  prompt: string;
+  settings: Record<string, string>;
+} {
   const cut = text.lastIndexOf('\n');
   const prompt = cut < 0 ? '' : text.slice(0, cut);
   const line = cut < 0 ? text : text.slice(cut + 1);

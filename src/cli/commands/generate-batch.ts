@@ -10,7 +10,12 @@ import { DimooError } from '../../errors.js';
 import type { GenerateParams } from '../../pipelines/types.js';
 import { drawSeed } from '../../pipelines/validate.js';
 import { makeDirs } from '../../util/fs-errors.js';
-import { imageParameters, samplingParams, type ModelCommandFlags, type SamplingFlags } from '../common.js';
+import {
+  imageParameters,
+  samplingParams,
+  type ModelCommandFlags,
+  type SamplingFlags,
+} from '../common.js';
 import type { CliContext } from '../context.js';
 import { throwIfCancelled } from '../errors.js';
 import { requireVq, withModel } from '../model.js';
@@ -35,7 +40,8 @@ export function checkBatchFlags(f: BatchFlags): asserts f is BatchFlags & { outD
   };
   if (f.prompt !== undefined) no('give --prompt TEXT or --prompts FILE, not both');
   if (f.out !== undefined) no('--out names one image; with --prompts give --out-dir DIR');
-  if (f.tokensOut !== undefined) no('--tokens-out is for one image; it cannot be used with --prompts');
+  if (f.tokensOut !== undefined)
+    no('--tokens-out is for one image; it cannot be used with --prompts');
   if (f.outDir === undefined) no('--prompts needs --out-dir DIR (where the images go)');
 }
 
@@ -54,10 +60,15 @@ export async function runGenerateBatch(ctx: CliContext, f: BatchFlags): Promise<
   // gets base + i unless its line names a seed, so a resumed run gives each
   // remaining prompt the seed a full run would have (when --seed is given).
   const baseSeed = base.seed ?? drawSeed();
-  ctx.stderr.write(`seed ${baseSeed} (prompt i gets ${baseSeed} + i unless its line sets "seed")\n`);
+  ctx.stderr.write(
+    `seed ${baseSeed} (prompt i gets ${baseSeed} + i unless its line sets "seed")\n`,
+  );
   makeDirs(f.outDir);
   const plan: Planned[] = items.map((item) => {
-    const out = path.join(f.outDir, batchFileName(item, { ...f, timesteps: f.timesteps, cfgScale: f.cfgScale }));
+    const out = path.join(
+      f.outDir,
+      batchFileName(item, { ...f, timesteps: f.timesteps, cfgScale: f.cfgScale }),
+    );
     return { item, out, seed: item.seed ?? baseSeed + item.index, exists: fs.existsSync(out) };
   });
   const todo = plan.filter((p) => !p.exists);
@@ -77,7 +88,9 @@ export async function runGenerateBatch(ctx: CliContext, f: BatchFlags): Promise<
   };
   for (const p of plan) if (p.exists) report(p, true);
   if (todo.length === 0) {
-    ctx.stderr.write(`all ${plan.length} images of ${f.prompts} exist in ${f.outDir}; nothing to do\n`);
+    ctx.stderr.write(
+      `all ${plan.length} images of ${f.prompts} exist in ${f.outDir}; nothing to do\n`,
+    );
     return;
   }
   const t0 = performance.now();
@@ -101,7 +114,8 @@ export async function runGenerateBatch(ctx: CliContext, f: BatchFlags): Promise<
           onProgress: (e) =>
             bar.update(k * steps + e.step, `image ${k + 1}/${todo.length}, ${describeEvent(e)}`),
         });
-        if (!r.image) throw new DimooError(`generate returned no decoded image for ${p.out}`, 'E_STATE');
+        if (!r.image)
+          throw new DimooError(`generate returned no decoded image for ${p.out}`, 'E_STATE');
         await writeRgbImage(p.out, r.image, imageParameters('generate', params, r, api));
         report(p, false);
       }
