@@ -3,8 +3,8 @@
  * previews), token grids in and out, stored result files, health.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { TASK_NAMES, TASKS } from '../pipelines/tasks.js';
-import type { EditType, ImageInput, MaskSpec, ModelInfo } from '../pipelines/types.js';
+import { editTypeHasFixedPrompt, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
+import type { ImageInput, MaskSpec, ModelInfo } from '../pipelines/types.js';
 import { paintCellMask } from '../image/masks.js';
 import { awaitJob, ownerOf } from './context.js';
 import type { ModelEntry } from './backend.js';
@@ -22,7 +22,7 @@ import { TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { readForm } from './multipart.js';
 import {
   asBody,
-  EDIT_TYPES,
+  optEditType,
   optChoice,
   optInt,
   optNumber,
@@ -286,8 +286,11 @@ async function prepareJob(
   }
   const img = await parseImageRef(b['image'], 'image', limits, model);
   if (task === 'edit') {
-    const prompt = reqString(b, 'prompt', limits.maxPromptChars);
-    const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
+    const editType = optEditType(b) ?? 'edit_add';
+    // Fixed-prompt edit types (dense, style transfer, multi-view) ignore the text, as the original does.
+    const prompt = editTypeHasFixedPrompt(editType)
+      ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
+      : reqString(b, 'prompt', limits.maxPromptChars);
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
     const ref =
       b['ref_image'] !== undefined
