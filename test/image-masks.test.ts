@@ -8,7 +8,6 @@ import {
   centeredRectPixelMask,
   dilateCells,
   image8ToPixelMask,
-  maskedImageTokens,
   paintCellMask,
   pixelMaskToCells,
   pixelMaskToImage8,
@@ -18,6 +17,7 @@ import {
 import { readMask } from '../src/image/io.js';
 import { applyCropPlan, planCrop } from '../src/image/crop.js';
 import { readGoldenJson } from './helpers/golden.js';
+import { gridCellTokens, gridRows } from '../src/pipelines/prompts.js';
 
 interface PaintCase {
   width: number;
@@ -49,7 +49,12 @@ test('golden inpaint/outpaint masked_image_tokens from the centred rectangle', (
       dilate: c.paint.dilate_latent_k,
     });
     assert.deepEqual([mask.gridH, mask.gridW], [c.grid_h, c.grid_w]);
-    assert.deepEqual(maskedImageTokens(c.input_grid.codes, mask), c.masked_image_tokens, name);
+    const masked = c.input_grid.codes.map((code, i) => (mask.cells[i] ? -1 : code));
+    assert.deepEqual(
+      gridRows(gridCellTokens(masked), mask.gridH, mask.gridW),
+      c.masked_image_tokens,
+      name,
+    );
   }
   // What those masks look like: inpainting a full-height band of 0.34 width; outpainting everything but a
   // 0.5 x 0.5 box, whose 48 px width covers half of its two edge cells (half is not "more than half").

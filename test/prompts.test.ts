@@ -10,9 +10,10 @@ import {
   buildTextToImage,
   buildUnderstanding,
   gridCellPositions,
+  gridCellTokens,
+  gridRows,
   imageBlock,
   imageToImagePrompt,
-  readGridCodes,
   spliceBeforeLast,
   textToImagePrompt,
   understandingPrompt,
@@ -21,7 +22,8 @@ import { TextTokenizer } from '../src/models/tokenizer.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 import { readCase } from './helpers/read-case.js';
 import { DimooError } from '../src/errors.js';
-import { maskedImageTokens, paintCellMask } from '../src/image/masks.js';
+import { paintCellMask } from '../src/image/masks.js';
+import { readGridCodes } from './helpers/layout.js';
 
 const MASK = 126336;
 const tok = TextTokenizer.fromFile(path.join(goldenCheckpointDir(), 'tokenizer.json'));
@@ -96,7 +98,7 @@ for (const name of [
     if (g.model_calls.length > 9) {
       assert.equal(
         g.model_calls[2]!.length,
-        branchSequence(L.uncondPrefix, L.sequence, L.codeStart).length,
+        branchSequence(L.uncondPrefix, L.sequence.slice(L.codeStart - 2)).length,
       );
     }
     assert.deepEqual(
@@ -121,7 +123,7 @@ test('ML-Cache case: unconditional branch ids at step 0 equal the recorded input
   });
   assert.deepEqual(
     c.ints('call02.input_ids'),
-    branchSequence(L.uncondPrefix, L.sequence, L.codeStart),
+    branchSequence(L.uncondPrefix, L.sequence.slice(L.codeStart - 2)),
   );
 });
 
@@ -172,11 +174,11 @@ for (const name of ['i2i_edit_add', 'i2i_image_ref_transfer']) {
     assert.equal(g.model_calls[1]!.length, L.sequence.length);
     assert.equal(
       g.model_calls[2]!.length,
-      branchSequence(L.uncondTextPrefix, L.sequence, L.codeStart).length,
+      branchSequence(L.uncondTextPrefix, L.sequence.slice(L.codeStart - 2)).length,
     );
     assert.equal(
       g.model_calls[3]!.length,
-      branchSequence(L.uncondImagePrefix, L.sequence, L.codeStart).length,
+      branchSequence(L.uncondImagePrefix, L.sequence.slice(L.codeStart - 2)).length,
     );
   });
 }
@@ -198,9 +200,9 @@ for (const name of ['inpaint_96x64', 'outpaint_96x64']) {
       maskWRatio: g.paint.mask_w_ratio,
       mode: g.paint.mode,
     }).cells;
-    const rows = maskedImageTokens(codes, { gridH: H, gridW: W, cells: mask });
-    assert.deepEqual(rows, g.masked_image_tokens);
-    const cellTokens = rows.filter((_, i) => (i + 1) % (W + 1) !== 0);
+    // The engine's cell tokens (mask id where to generate) as the original's masked_image_tokens rows.
+    const cellTokens = gridCellTokens(codes.map((c, i) => (mask[i] ? -1 : c)));
+    assert.deepEqual(gridRows(cellTokens, H, W), g.masked_image_tokens);
     const L = buildTextToImage({
       promptIds: g.con_prompt_ids,
       uncondPromptIds: g.uncon_ids,
@@ -262,7 +264,9 @@ test('low-level helpers behave like the original list operations', () => {
   assert.deepEqual(addBreakLines([1, 2, 3, 4, 5, 6, 7], 2, 3, 0), [1, 2, 3, 0, 4, 5, 6, 0]);
   assert.deepEqual(addBreakLines([1, 2], 2, 3, 0), [1, 2, 0, 0]);
   assert.deepEqual(spliceBeforeLast([1, 2, 3], [7, 8], [9]), [1, 2, 7, 8, 9, 3]);
-  assert.deepEqual(branchSequence([5, 5], [0, 1, 2, 3, 4], 3), [5, 5, 1, 2, 3, 4]);
+  assert.deepEqual(branchSequence([5, 5], [1, 2, 3, 4]), [5, 5, 1, 2, 3, 4]);
+  assert.deepEqual(gridCellTokens([0, -1, 8191]), [126356, MASK, 126356 + 8191]);
+  assert.throws(() => gridCellTokens([8192]), /grid cell 0/);
   assert.deepEqual(Array.from(gridCellPositions(10, 2, 3)), [10, 11, 12, 14, 15, 16]);
   assert.throws(
     () => imageBlock([8192], 1, 1),
@@ -277,7 +281,6 @@ test('low-level helpers behave like the original list operations', () => {
       }),
     /genLength/,
   );
-  assert.throws(() => readGridCodes([1, 2, 3, 4], 0, 1, 1), /position 0/);
   assert.throws(() => spliceBeforeLast([]), DimooError);
 });
 

@@ -264,39 +264,6 @@ export function rectsToCellMask(rects: readonly Rect[], o: RectMaskOptions): Cel
   return pixelMaskToCells({ width: W, height: H, data }, o.gridH, o.gridW, o.dilate ?? 0);
 }
 
-export interface TokenIds {
-  maskId: number;
-  newlineId: number;
-  /** Id of codebook entry 0. */
-  imageOffset: number;
-}
-
-export const DIMOO_TOKEN_IDS: TokenIds = { maskId: 126336, newlineId: 126084, imageOffset: 126356 };
-
-/** encode_img_with_paint's token rows: mask id at masked cells, offset codes elsewhere, a newline after each row. */
-export function maskedImageTokens(
-  codes: ArrayLike<number>,
-  mask: CellMask,
-  ids: TokenIds = DIMOO_TOKEN_IDS,
-): number[] {
-  const { gridH, gridW, cells } = mask;
-  if (codes.length !== gridH * gridW) {
-    throw new DimooError(
-      `masked tokens: ${codes.length} codes for a ${gridW}x${gridH} mask`,
-      'E_PARAM',
-    );
-  }
-  const out: number[] = [];
-  for (let i = 0; i < gridH; i++) {
-    for (let j = 0; j < gridW; j++) {
-      const k = i * gridW + j;
-      out.push(cells[k] ? ids.maskId : codes[k]! + ids.imageOffset);
-    }
-    out.push(ids.newlineId);
-  }
-  return out;
-}
-
 /** A pixel mask as a one-channel 8-bit image (weight x 255, rounded), e.g. to run it through a crop plan. */
 export function pixelMaskToImage8(mask: PixelMask): {
   data: Uint8Array;

@@ -39,6 +39,7 @@ import { Prng } from '../samplers/prng.js';
 import { runImageJob, type ImageJob } from './image-engine.js';
 import {
   buildImageToImage,
+  buildTextToImage,
   buildUnderstanding,
   imageBlock,
   imageToImagePrompt,
@@ -264,16 +265,23 @@ export class Dimoo implements DimooApi {
     o: RunOptions,
   ): Promise<ImageResult> {
     const texts = textToImagePrompt(prompt);
-    const condIds = await this.encode(texts.prompt);
-    const uncondIds = await this.encode(texts.uncondPrompt);
+    const layout = buildTextToImage(
+      {
+        promptIds: await this.encode(texts.prompt),
+        uncondPromptIds: await this.encode(texts.uncondPrompt),
+        gridH,
+        gridW,
+      },
+      this.special,
+    );
     // The original runs a single, unguided branch when cfg_scale is 0.
     const guided = cfg > 0;
     const r = await this.blameNonFinite(runImageJob(
       { model: this.model, special: this.special },
       {
         task,
-        condPrefix: condIds,
-        uncondPrefixes: guided ? [uncondIds] : [],
+        condPrefix: layout.sequence.slice(0, layout.codeStart - 2),
+        uncondPrefixes: guided ? [layout.uncondPrefix] : [],
         guide: guided ? (c, u) => guideTextToImage(c, u[0]!, cfg) : undefined,
         cells,
         gridH,

@@ -17,7 +17,7 @@ import { MaskGitState, MASKED } from '../samplers/maskgit.js';
 import { recomputePositions } from '../samplers/mlcache.js';
 import { Prng } from '../samplers/prng.js';
 import { cacheRefreshSchedule } from '../samplers/schedule.js';
-import { answerImage, gridCellPositions } from './prompts.js';
+import { answerImage, branchSequence, gridCellPositions, gridCellTokens } from './prompts.js';
 import type { ProgressEvent, RunOptions, TaskName } from './types.js';
 import { firstNonFinite, NonFiniteError } from '../checkpoint/nonfinite.js';
 
@@ -76,12 +76,20 @@ export interface EngineDeps {
 }
 
 /** Token ids of the tail x[code_start-2:] for a grid of codes (MASKED = mask token). */
-function imageTail(cells: ArrayLike<number>, gridH: number, gridW: number, sp: SpecialTokens): number[] {
-  const tokens = Array.from(cells, (v) => (v === MASKED ? sp.mask : sp.imageOffset + v));
-  return answerImage(gridH, gridW, sp, tokens);
+function imageTail(
+  cells: ArrayLike<number>,
+  gridH: number,
+  gridW: number,
+  sp: SpecialTokens,
+): number[] {
+  return answerImage(gridH, gridW, sp, gridCellTokens(cells, sp));
 }
 
-export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOptions = {}): Promise<ImageJobResult> {
+export async function runImageJob(
+  deps: EngineDeps,
+  job: ImageJob,
+  opts: RunOptions = {},
+): Promise<ImageJobResult> {
   const { model, special } = deps;
   const s = job.sampling;
   const V = model.imageVocabSize;
@@ -103,7 +111,10 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
   // Position of each cell inside the tail (after <answer><IMAGE>), computed once.
   const cellInTail = gridCellPositions(2, job.gridH, job.gridW);
   const codeStart = job.condPrefix.length + 2;
-  const promptIds = [...job.condPrefix, ...imageTail(job.cells, job.gridH, job.gridW, special)];
+  const promptIds = branchSequence(
+    job.condPrefix,
+    imageTail(job.cells, job.gridH, job.gridW, special),
+  );
   const stepMs: number[] = [];
 
   while (!state.done) {
@@ -119,19 +130,25 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
     const rowLists: number[][] = [];
     for (let b = 0; b < prefixes.length; b++) {
       const prefix = prefixes[b]!;
-      const seq = prefix.concat(tail);
+      const seq = branchSequence(prefix, tail);
       const rows = Array.from(cells, (cell) => prefix.length + cellInTail[cell]!);
       seqs.push(seq);
       rowLists.push(rows);
       const st = streams[b]!;
       // K/V, row maxima and stale logits are only needed when the next step is a partial one.
       const nextPartial = s.useCache && step < s.timesteps - 1 && !refresh[step + 1]!;
-      const res = full || !st.hasCache ? await st.full(seq, rows, { keep: nextPartial }) : await st.partial(seq, compute[b]!, rows);
+      const res =
+        full || !st.hasCache
+          ? await st.full(seq, rows, { keep: nextPartial })
+          : await st.partial(seq, compute[b]!, rows);
       branchLogits.push(res.imageLogits);
       if (nextPartial) compute[b] = recomputePositions(res.rowMax!, s.cacheRatio);
     }
-    const guided = job.guide ? job.guide(branchLogits[0]!, branchLogits.slice(1)) : branchLogits[0]!;
-    if (guided.length !== cells.length * V) throw new Error('internal: guided logits have the wrong size');
+    const guided = job.guide
+      ? job.guide(branchLogits[0]!, branchLogits.slice(1))
+      : branchLogits[0]!;
+    if (guided.length !== cells.length * V)
+      throw new Error('internal: guided logits have the wrong size');
     // Sampling NaN logits would still produce codes (and an image): stop, naming the step.
     const bad = firstNonFinite(guided);
     if (bad >= 0) {
@@ -139,7 +156,14 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
         `non-finite image logits (${guided[bad]}) at sampling step ${step + 1} of ${s.timesteps}, image cell ${cells[Math.floor(bad / V)]}`,
       );
     }
-    if (job.inspect) await job.inspect({ step, full: full || !s.useCache, sequences: seqs, rows: rowLists, guided });
+    if (job.inspect)
+      await job.inspect({
+        step,
+        full: full || !s.useCache,
+        sequences: seqs,
+        rows: rowLists,
+        guided,
+      });
     state.step(guided);
     const ms = performance.now() - t0;
     stepMs.push(ms);
@@ -159,7 +183,8 @@ export async function runImageJob(deps: EngineDeps, job: ImageJob, opts: RunOpti
   }
   const codes = state.codes();
   for (let i = 0; i < codes.length; i++) {
-    if (codes[i] === MASKED) throw new DimooError('internal: decoding ended with masked cells', 'E_INTERNAL');
+    if (codes[i] === MASKED)
+      throw new DimooError('internal: decoding ended with masked cells', 'E_INTERNAL');
   }
   return { codes, promptIds, codeStart, stepMs, state };
 }

@@ -15,16 +15,16 @@
  *   gridRows(cellTokens, H, W, t)                rows each followed by <end-of-line>
  *   imageBlock(codes, H, W, t)                   <IMAGE> rows-with-newlines </IMAGE>
  *   spliceBeforeLast(ids, ...parts)              ids[:-1] + parts + ids[-1:]
+ *   gridCellTokens(cells, t)                     cell ids: a code's image token, or the mask id for -1
+ *   answerImage(H, W, t, cellTokens?)            the generated-image tail x[code_start-2:]
  *   buildTextToImage({...}, t)                   t2i (and inpaint/outpaint) layout
  *   buildImageToImage({...}, t)                  i2i three-branch layout
- *   branchSequence(prefix, x, codeStart)         prefix + x[codeStart-2:] (CFG branches)
+ *   branchSequence(prefix, tail)                 a CFG branch: its prefix + the shared tail x[code_start-2:]
  *   gridCellPositions(codeStart, H, W)           sequence position of each grid cell
- *   readGridCodes(x, codeStart, H, W, t)         codes (or -1 for mask) from a sequence
- *   paintGridMask({...})                         inpaint/outpaint mask on the token grid
- *   paintGridTokens(codes, mask, H, W, t)        masked_image_tokens of encode_img_with_paint
  *   buildUnderstanding({...}, t)                 MMU layout: no, one or several images; 'single' (training) or 'script'
  */
 import { DimooError } from '../errors.js';
+import { MASKED } from '../samplers/maskgit.js';
 import { DEFAULT_SPECIAL_TOKENS, type SpecialTokens } from '../checkpoint/special-tokens.js';
 
 /** System prompts of utils/prompt_utils.create_prompt_templates (identical to config.py's). */
@@ -239,16 +239,33 @@ export function spliceBeforeLast(
   return [...ids.slice(0, -1), ...parts.flat(), ids[ids.length - 1]!];
 }
 
-/** A CFG branch input: `prefix` + x[codeStart-2:] (from <answer> on). */
-export function branchSequence(
-  prefix: readonly number[],
-  x: ArrayLike<number>,
-  codeStart: number,
+/**
+ * A CFG branch input: its own prefix + the tail x[code_start-2:] (from <answer>
+ * on) that every branch shares; the conditional branch is one too.
+ */
+export function branchSequence(prefix: readonly number[], tail: readonly number[]): number[] {
+  return prefix.concat(tail);
+}
+
+/**
+ * Token ids of grid cells: image code c -> its image token (imageOffset + c),
+ * -1 (a cell still to generate) -> the mask id; as encode_img_with_paint's
+ * masked_image_tokens without the newlines.
+ */
+export function gridCellTokens(
+  cells: ArrayLike<number>,
+  t: Tokens = DEFAULT_SPECIAL_TOKENS,
 ): number[] {
-  if (!Number.isSafeInteger(codeStart) || codeStart < 2 || codeStart > x.length) {
-    throw new DimooError(`codeStart must be in [2, ${x.length}], got ${codeStart}`, 'E_PARAM');
-  }
-  return [...prefix, ...Array.from(x).slice(codeStart - 2)];
+  return Array.from(cells, (c, i) => {
+    if (c === MASKED) return t.mask;
+    if (!Number.isInteger(c) || c < 0 || c >= t.codebookSize) {
+      throw new DimooError(
+        `grid cell ${i} must be a code in [0, ${t.codebookSize}) or -1 (masked), got ${c}`,
+        'E_PARAM',
+      );
+    }
+    return t.imageOffset + c;
+  });
 }
 
 export interface GeneratedImageLayout {
@@ -289,7 +306,7 @@ export interface TextToImageInput {
 }
 
 export interface TextToImageLayout extends GeneratedImageLayout {
-  /** Unconditional branch prefix (uncon_ids); the branch is branchSequence(prefix, x, codeStart). */
+  /** Unconditional branch prefix (uncon_ids); the branch is branchSequence(prefix, x[codeStart-2:]). */
   uncondPrefix: number[];
 }
 
@@ -355,28 +372,6 @@ export function gridCellPositions(codeStart: number, h: number, w: number): Int3
   return out;
 }
 
-/** Grid codes read from a sequence: code per cell, -1 where the mask id is. */
-export function readGridCodes(
-  x: ArrayLike<number>,
-  codeStart: number,
-  h: number,
-  w: number,
-  t: Tokens = DEFAULT_SPECIAL_TOKENS,
-): Int32Array {
-  const pos = gridCellPositions(codeStart, h, w);
-  return pos.map((p) => {
-    const id = x[p];
-    if (id === t.mask) return -1;
-    if (id === undefined || id < t.imageOffset || id >= t.imageOffset + t.codebookSize) {
-      throw new DimooError(
-        `position ${p} holds ${id}, which is neither the mask nor an image token`,
-        'E_PARAM',
-      );
-    }
-    return id - t.imageOffset;
-  });
-}
-
 export type UnderstandingLayout = 'single' | 'script';
 
 /** One input image of an understanding prompt: its codes (row-major) and grid. */
@@ -430,9 +425,13 @@ export function buildUnderstanding(
   if (layout !== 'single' && layout !== 'script') {
     throw new DimooError(`layout must be 'single' or 'script', got ${String(layout)}`, 'E_PARAM');
   }
-  if (!Array.isArray(images)) throw new DimooError('images must be an array (empty for a text-only question)', 'E_PARAM');
+  if (!Array.isArray(images))
+    throw new DimooError('images must be an array (empty for a text-only question)', 'E_PARAM');
   if (layout === 'script' && images.length !== 1) {
-    throw new DimooError(`the 'script' layout reproduces inference_mmu.py, which takes exactly one image; got ${images.length}`, 'E_PARAM');
+    throw new DimooError(
+      `the 'script' layout reproduces inference_mmu.py, which takes exactly one image; got ${images.length}`,
+      'E_PARAM',
+    );
   }
   const imageTokens = images.flatMap((img, i) => {
     const block = imageBlock(img.codes, img.gridH, img.gridW, t, `images[${i}].codes`);

@@ -104,20 +104,6 @@ export function describeScene(s: SceneFacts): string {
   return `${joinList(parts)} ${backgroundPhrase(s.background)}`;
 }
 
-export function fullRequest(s: SceneFacts): ImageRequest {
-  return {
-    background: s.background,
-    count: s.objects.length,
-    objects: sortObjects(s.objects as ShapeObject[]).map((o) => ({
-      shape: o.shape,
-      color: o.color,
-      size: o.size,
-      cell: o.cell,
-    })),
-    relation: null,
-  };
-}
-
 /** The relation of a to b that a caption may state, or null when none holds cleanly. */
 export function relationOf(a: ObjectFacts, b: ObjectFacts): Relation[] {
   const out: Relation[] = [];
@@ -148,7 +134,9 @@ export function sampleCaption(prng: Prng, s: SceneFacts): Caption {
   const sayBg = prng.uniform() < 0.85;
   const bg = sayBg ? ` ${backgroundPhrase(s.background, prng)}` : '';
   const background = sayBg ? s.background : null;
-  const same = objs.every((o) => o.shape === objs[0]!.shape && o.color === objs[0]!.color && o.size === objs[0]!.size);
+  const same = objs.every(
+    (o) => o.shape === objs[0]!.shape && o.color === objs[0]!.color && o.size === objs[0]!.size,
+  );
   const form = prng.uniform();
   if (n >= 2 && same && form < 0.6) {
     const o = objs[0]!;
@@ -159,7 +147,12 @@ export function sampleCaption(prng: Prng, s: SceneFacts): Caption {
       request: {
         background,
         count: n,
-        objects: objs.map((x) => ({ shape: x.shape, color: x.color, size: saySize ? x.size : null, cell: null })),
+        objects: objs.map((x) => ({
+          shape: x.shape,
+          color: x.color,
+          size: saySize ? x.size : null,
+          cell: null,
+        })),
         relation: null,
       },
     };
@@ -177,7 +170,12 @@ export function sampleCaption(prng: Prng, s: SceneFacts): Caption {
         request: {
           background,
           count: 2,
-          objects: [a, b].map((x) => ({ shape: x.shape, color: x.color, size: saySize ? x.size : null, cell: null })),
+          objects: [a, b].map((x) => ({
+            shape: x.shape,
+            color: x.color,
+            size: saySize ? x.size : null,
+            cell: null,
+          })),
           relation: rel,
         },
       };
@@ -194,7 +192,12 @@ export function sampleCaption(prng: Prng, s: SceneFacts): Caption {
     request: {
       background,
       count: n,
-      objects: objs.map((o) => ({ shape: o.shape, color: o.color, size: saySize ? o.size : null, cell: sayPos ? o.cell : null })),
+      objects: objs.map((o) => ({
+        shape: o.shape,
+        color: o.color,
+        size: saySize ? o.size : null,
+        cell: sayPos ? o.cell : null,
+      })),
       relation: null,
     },
   };
@@ -207,7 +210,8 @@ export function referTo(s: SceneFacts, i: number): string {
   const o = s.objects[i]!;
   const others = s.objects.filter((_, j) => j !== i);
   if (!others.some((x) => x.shape === o.shape)) return o.shape;
-  if (!others.some((x) => x.shape === o.shape && x.color === o.color)) return `${o.color} ${o.shape}`;
+  if (!others.some((x) => x.shape === o.shape && x.color === o.color))
+    return `${o.color} ${o.shape}`;
   if (!others.some((x) => x.shape === o.shape && x.color === o.color && x.size === o.size))
     return `${o.size} ${o.color} ${o.shape}`;
   return `${o.shape} ${positionPhrase(o.cell)}`;
@@ -219,7 +223,9 @@ export type EditKind = 'recolor' | 'move' | 'add' | 'remove' | 'background';
 export const EDIT_KINDS: readonly EditKind[] = ['recolor', 'move', 'add', 'remove', 'background'];
 
 /** The original's edit_type for each kind (all select its image-editing system prompt). */
-export const EDIT_TYPE_OF: Readonly<Record<EditKind, 'edit' | 'edit_add' | 'edit_remove' | 'edit_background'>> = {
+export const EDIT_TYPE_OF: Readonly<
+  Record<EditKind, 'edit' | 'edit_add' | 'edit_remove' | 'edit_background'>
+> = {
   recolor: 'edit',
   move: 'edit',
   add: 'edit_add',
@@ -261,15 +267,23 @@ function editOfKind(prng: Prng, s: Scene, k: EditKind): Edit | null {
   switch (k) {
     case 'background': {
       const bg = pick(prng, others(BACKGROUNDS, s.background));
-      const prompt = prng.uniform() < 0.7 ? `change the background to ${bg}` : `make the background ${bg}`;
+      const prompt =
+        prng.uniform() < 0.7 ? `change the background to ${bg}` : `make the background ${bg}`;
       return make(prompt, { background: bg, objects: objs });
     }
     case 'recolor': {
       const i = prng.randint(0, objs.length);
       const color = pick(prng, others(COLORS, objs[i]!.color));
       const ref = referTo(s, i);
-      const prompt = pick(prng, [`make the ${ref} ${color}`, `change the color of the ${ref} to ${color}`, `turn the ${ref} ${color}`]);
-      return make(prompt, { background: s.background, objects: objs.map((o, j) => (j === i ? { ...o, color } : o)) });
+      const prompt = pick(prng, [
+        `make the ${ref} ${color}`,
+        `change the color of the ${ref} to ${color}`,
+        `turn the ${ref} ${color}`,
+      ]);
+      return make(prompt, {
+        background: s.background,
+        objects: objs.map((o, j) => (j === i ? { ...o, color } : o)),
+      });
     }
     case 'remove': {
       if (objs.length < 2) return null;
@@ -283,17 +297,30 @@ function editOfKind(prng: Prng, s: Scene, k: EditKind): Edit | null {
       const o = objs[i]!;
       for (const cell of shuffled(prng, [...CELLS.keys()])) {
         if (cell === o.cell) continue;
-        const moved = placeObject(prng, rest, { shape: o.shape, color: o.color, size: o.size, cell });
+        const moved = placeObject(prng, rest, {
+          shape: o.shape,
+          color: o.color,
+          size: o.size,
+          cell,
+        });
         if (!moved) continue;
         const where = CELLS[cell] === 'center' ? 'the center' : `the ${CELLS[cell]}`;
-        return make(`move the ${referTo(s, i)} to ${where}`, { background: s.background, objects: [...rest, moved] });
+        return make(`move the ${referTo(s, i)} to ${where}`, {
+          background: s.background,
+          objects: [...rest, moved],
+        });
       }
       return null;
     }
     case 'add': {
       if (objs.length >= 3) return null;
       for (let tries = 0; tries < 40; tries++) {
-        const spec = { shape: pick(prng, SHAPES), color: pick(prng, COLORS), size: pick(prng, SIZES), cell: prng.randint(0, 9) };
+        const spec = {
+          shape: pick(prng, SHAPES),
+          color: pick(prng, COLORS),
+          size: pick(prng, SIZES),
+          cell: prng.randint(0, 9),
+        };
         const o = placeObject(prng, objs, spec);
         if (!o) continue;
         return make(`add ${withArticle(objectWords(o, true))} ${positionPhrase(o.cell)}`, {
@@ -317,7 +344,13 @@ function shuffled<T>(prng: Prng, list: T[]): T[] {
 // ---------------------------------------------------------------- questions
 
 export type QuestionType = 'color' | 'shape' | 'count' | 'background' | 'describe';
-export const QUESTION_TYPES: readonly QuestionType[] = ['color', 'shape', 'count', 'background', 'describe'];
+export const QUESTION_TYPES: readonly QuestionType[] = [
+  'color',
+  'shape',
+  'count',
+  'background',
+  'describe',
+];
 
 export interface Question {
   type: QuestionType;
@@ -336,16 +369,28 @@ export function sampleQuestion(prng: Prng, s: SceneFacts, type?: QuestionType): 
     }
     case 'shape': {
       const o = pick(prng, objs);
-      return { type: t, question: `What shape is ${positionPhrase(o.cell)}?`, answer: `${article(o.shape)} ${o.shape}` };
+      return {
+        type: t,
+        question: `What shape is ${positionPhrase(o.cell)}?`,
+        answer: `${article(o.shape)} ${o.shape}`,
+      };
     }
     case 'count': {
       if (prng.uniform() < 0.3) {
-        return { type: t, question: 'How many objects are there?', answer: NUMBER_WORDS[objs.length]! };
+        return {
+          type: t,
+          question: 'How many objects are there?',
+          answer: NUMBER_WORDS[objs.length]!,
+        };
       }
       // Mostly shapes that are present, sometimes one that is not ("zero").
       const shape = prng.uniform() < 0.8 ? pick(prng, objs).shape : pick(prng, SHAPES);
       const n = objs.filter((o) => o.shape === shape).length;
-      return { type: t, question: `How many ${plural(shape)} are there?`, answer: NUMBER_WORDS[n]! };
+      return {
+        type: t,
+        question: `How many ${plural(shape)} are there?`,
+        answer: NUMBER_WORDS[n]!,
+      };
     }
     case 'background':
       return { type: t, question: 'What color is the background?', answer: s.background };
@@ -367,7 +412,11 @@ export const WORLD_WORDS: readonly string[] = [
   ...BACKGROUNDS,
   ...SIZES,
   ...NUMBER_WORDS,
-  ...'a an the in at on of to and top bottom left right center above below background image picture'.split(' '),
-  ...'make change color turn move add remove delete What shape is are How many objects there Describe'.split(' '),
+  ...'a an the in at on of to and top bottom left right center above below background image picture'.split(
+    ' ',
+  ),
+  ...'make change color turn move add remove delete What shape is are How many objects there Describe'.split(
+    ' ',
+  ),
   ...[',', '.', '?'],
 ];
