@@ -29,12 +29,26 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchCacheDir, ensurePreset, ensureQuantized, freeBytes, presetBytes, quantizedBytes } from './checkpoints.js';
+import {
+  benchCacheDir,
+  ensurePreset,
+  ensureQuantized,
+  freeBytes,
+  presetBytes,
+  quantizedBytes,
+} from './checkpoints.js';
 import { defaultGoldenDir } from './quality.js';
 import type { GemmResult } from './gemm.js';
 import { buildJson, emptyResults, renderTable } from './report.js';
 import { runTorchTrain, type TrainRow } from './train.js';
-import type { ForwardRow, MlCacheRow, QualityRow, StepRow, TaskName, UnderstandingRow } from './tasks.js';
+import type {
+  ForwardRow,
+  MlCacheRow,
+  QualityRow,
+  StepRow,
+  TaskName,
+  UnderstandingRow,
+} from './tasks.js';
 import { QUANT_MANIFEST, type QuantFormat } from '../src/checkpoint/quantized.js';
 import { quantizeCheckpoint } from '../src/tools/quantize.js';
 import type { PresetName } from '../src/tools/random-checkpoint.js';
@@ -62,15 +76,27 @@ function runChild<T>(task: TaskName, args: unknown): Promise<T> {
   const here = fileURLToPath(import.meta.url);
   const child = path.join(path.dirname(here), `child${path.extname(here)}`);
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [...process.execArgv, child, JSON.stringify({ task, args })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(
+      process.execPath,
+      [...process.execArgv, child, JSON.stringify({ task, args })],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let err = '';
     p.stdout.on('data', (b: Buffer) => (out += b.toString()));
     p.stderr.on('data', (b: Buffer) => (err += b.toString()));
     p.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('BENCH_RESULT ') || l.startsWith('BENCH_ERROR '));
-      if (line?.startsWith('BENCH_RESULT ')) resolve(JSON.parse(line.slice('BENCH_RESULT '.length)) as T);
-      else reject(new Error(`${task} failed (exit ${code}): ${line?.slice('BENCH_ERROR '.length) ?? err.trim().split('\n').slice(-3).join(' | ')}`));
+      const line = out
+        .split('\n')
+        .find((l) => l.startsWith('BENCH_RESULT ') || l.startsWith('BENCH_ERROR '));
+      if (line?.startsWith('BENCH_RESULT '))
+        resolve(JSON.parse(line.slice('BENCH_RESULT '.length)) as T);
+      else
+        reject(
+          new Error(
+            `${task} failed (exit ${code}): ${line?.slice('BENCH_ERROR '.length) ?? err.trim().split('\n').slice(-3).join(' | ')}`,
+          ),
+        );
     });
   });
 }
@@ -89,67 +115,135 @@ async function main(): Promise<void> {
     threads,
   });
   const dirs: Partial<Record<string, string>> = {};
-  const presetDir = async (p: PresetName): Promise<string> => (dirs[p] ??= (await ensurePreset(p, log)).dir);
-  const quantDir = async (p: PresetName, bits: 8 | 4, format: QuantFormat = 'nbits'): Promise<string> =>
+  const presetDir = async (p: PresetName): Promise<string> =>
+    (dirs[p] ??= (await ensurePreset(p, log)).dir);
+  const quantDir = async (
+    p: PresetName,
+    bits: 8 | 4,
+    format: QuantFormat = 'nbits',
+  ): Promise<string> =>
     (dirs[`${p}-${bits}-${format}`] ??= (await ensureQuantized(p, bits, log, format)).dir);
 
   if (want('gemm')) {
     for (const t of [1, 2].filter((t) => t <= cores)) {
-      for (const [kind, prepack] of [['fp32', true], ['int8', true], ['int4', true], ['int8', false], ['int4', false]] as const) {
+      for (const [kind, prepack] of [
+        ['fp32', true],
+        ['int8', true],
+        ['int4', true],
+        ['int8', false],
+        ['int4', false],
+      ] as const) {
         log(`GEMM ${kind}${prepack ? '' : ' (not prepacked)'}, ${t} thread(s)`);
-        res.gemm.push(await runChild<GemmResult>('gemm', { kind, threads: t, M: 1024, K: 4096, N: 4096, prepack }));
+        res.gemm.push(
+          await runChild<GemmResult>('gemm', {
+            kind,
+            threads: t,
+            M: 1024,
+            K: 4096,
+            N: 4096,
+            prepack,
+          }),
+        );
       }
     }
   }
   if (want('int8')) {
-    log(`int8 kernel table (fp32, MatMulNBits int8, integer GEMM per row / per tensor; M = 1024, 128, 32), ${threads} thread(s)`);
-    const r = await runChild<{ rows: GemmResult[] }>('gemmSet', { kinds: ['fp32', 'int8', 'int8_qgemm', 'int8_qgemm_tensor'], threads, Ms: [1024, 128, 32], rounds: 5 });
+    log(
+      `int8 kernel table (fp32, MatMulNBits int8, integer GEMM per row / per tensor; M = 1024, 128, 32), ${threads} thread(s)`,
+    );
+    const r = await runChild<{ rows: GemmResult[] }>('gemmSet', {
+      kinds: ['fp32', 'int8', 'int8_qgemm', 'int8_qgemm_tensor'],
+      threads,
+      Ms: [1024, 128, 32],
+      rounds: 5,
+    });
     res.int8Kernels.push(...r.rows);
   }
-  const limit = (kind: 'fp32', t: number) => res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack)?.gflops;
+  const limit = (kind: 'fp32', t: number) =>
+    res.gemm.find((g) => g.kind === kind && g.threads === t && g.prepack)?.gflops;
 
   if (want('forward')) {
     for (const preset of ['tiny', 'small'] as const) {
       for (const t of [1, 2].filter((t) => t <= cores)) {
         log(`forward ${preset}, ${t} thread(s)`);
-        const r = await runChild<ForwardRow>('forward', { dir: await presetDir(preset), threads: t, size: 256, reps: quick ? 3 : 5 });
+        const r = await runChild<ForwardRow>('forward', {
+          dir: await presetDir(preset),
+          threads: t,
+          size: 256,
+          reps: quick ? 3 : 5,
+        });
         res.forward.push({ ...r, preset, threads: t });
       }
     }
   }
 
-  const stepRow = async (preset: PresetName, precision: 'fp32' | 'int8' | 'int4' | 'int8-qgemm', size: number, steps: number, prepack?: boolean): Promise<void> => {
+  const stepRow = async (
+    preset: PresetName,
+    precision: 'fp32' | 'int8' | 'int4' | 'int8-qgemm',
+    size: number,
+    steps: number,
+    prepack?: boolean,
+  ): Promise<void> => {
     if (precision === 'int8-qgemm') {
       const dir = await quantDir(preset, 8, 'qgemm');
       log(`t2i step ${preset} int8 qgemm ${size}x${size}, ${steps} step(s)`);
       const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps });
       const lim = res.int8Kernels.find((g) => g.kind === 'int8_qgemm' && g.M === 1024)?.gflops;
-      res.step.push({ ...r, preset, size, precision, threads, mfu: lim ? r.flops / (r.stepMs * 1e6) / lim : undefined });
+      res.step.push({
+        ...r,
+        preset,
+        size,
+        precision,
+        threads,
+        mfu: lim ? r.flops / (r.stepMs * 1e6) / lim : undefined,
+      });
       return;
     }
-    const dir = precision === 'fp32' ? await presetDir(preset) : await quantDir(preset, precision === 'int8' ? 8 : 4);
-    log(`t2i step ${preset} ${precision}${prepack === undefined ? '' : prepack ? ' prepacked' : ' unpacked'} ${size}x${size}, ${steps} step(s)`);
+    const dir =
+      precision === 'fp32'
+        ? await presetDir(preset)
+        : await quantDir(preset, precision === 'int8' ? 8 : 4);
+    log(
+      `t2i step ${preset} ${precision}${prepack === undefined ? '' : prepack ? ' prepacked' : ' unpacked'} ${size}x${size}, ${steps} step(s)`,
+    );
     const r = await runChild<StepRow>('t2iStep', { dir, threads, size, steps, prepack });
-    const lim = precision === 'fp32' ? limit('fp32', threads) : res.gemm.find((g) => g.kind === precision && g.threads === threads && g.prepack === r.prepacked)?.gflops;
+    const lim =
+      precision === 'fp32'
+        ? limit('fp32', threads)
+        : res.gemm.find(
+            (g) => g.kind === precision && g.threads === threads && g.prepack === r.prepacked,
+          )?.gflops;
     const gflops = r.flops / (r.stepMs * 1e6);
     res.step.push({ ...r, preset, size, precision, threads, mfu: lim ? gflops / lim : undefined });
   };
 
   if (want('step')) {
-    for (const preset of ['small', '1b'] as const) for (const size of [256, 512]) await stepRow(preset, 'fp32', size, quick ? 2 : 3);
+    for (const preset of ['small', '1b'] as const)
+      for (const size of [256, 512]) await stepRow(preset, 'fp32', size, quick ? 2 : 3);
   }
   if (want('precision')) {
     for (const precision of ['int8', 'int4'] as const) await stepRow('1b', precision, 512, 2);
     if (!skip8b) {
       const need = presetBytes('8b') + quantizedBytes('8b', 8) + quantizedBytes('8b', 4);
-      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int4', '.complete')) ? Infinity : freeBytes(benchCacheDir());
+      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int4', '.complete'))
+        ? Infinity
+        : freeBytes(benchCacheDir());
       if (have < need) {
-        res.notes.push(`8B rows skipped: the 8B checkpoints need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
+        res.notes.push(
+          `8B rows skipped: the 8B checkpoints need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`,
+        );
       } else {
         for (const precision of ['int8', 'int4'] as const) await stepRow('8b', precision, 512, 1);
         // The other side of the int8 trade-off: blocks used in place (less memory, slower).
         await stepRow('8b', 'int8', 512, 1, false);
-        fs.writeFileSync(path.join(benchCacheDir(), 'results-8b.json'), JSON.stringify(res.step.filter((s) => s.preset === '8b'), null, 1));
+        fs.writeFileSync(
+          path.join(benchCacheDir(), 'results-8b.json'),
+          JSON.stringify(
+            res.step.filter((s) => s.preset === '8b'),
+            null,
+            1,
+          ),
+        );
       }
     } else {
       res.notes.push(`8B rows skipped (${quick ? '--quick' : '--no-8b'})`);
@@ -160,36 +254,62 @@ async function main(): Promise<void> {
     if (skip8b) res.notes.push(`8B qgemm rows skipped (${quick ? '--quick' : '--no-8b'})`);
     else {
       const need = presetBytes('8b') + quantizedBytes('8b', 8);
-      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int8-qgemm', '.complete')) ? Infinity : freeBytes(benchCacheDir());
-      if (have < need) res.notes.push(`8B qgemm rows skipped: need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
+      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int8-qgemm', '.complete'))
+        ? Infinity
+        : freeBytes(benchCacheDir());
+      if (have < need)
+        res.notes.push(
+          `8B qgemm rows skipped: need ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`,
+        );
       else {
         await stepRow('8b', 'int8-qgemm', 256, 2);
         if (flag('--int8-512')) await stepRow('8b', 'int8-qgemm', 512, 2);
       }
     }
     const golden = path.join(defaultGoldenDir(), 'dimoo-tiny');
-    if (!fs.existsSync(golden)) res.notes.push(`int8 golden accuracy skipped: no golden checkpoint at ${golden} (set DIMOO_GOLDEN)`);
+    if (!fs.existsSync(golden))
+      res.notes.push(
+        `int8 golden accuracy skipped: no golden checkpoint at ${golden} (set DIMOO_GOLDEN)`,
+      );
     else {
       for (const format of ['nbits', 'qgemm'] as const) {
-        const dir = path.join(benchCacheDir(), `golden-tiny-int8${format === 'qgemm' ? '-qgemm' : ''}`);
-        if (!fs.existsSync(path.join(dir, QUANT_MANIFEST))) await quantizeCheckpoint(golden, dir, { bits: 8, format });
+        const dir = path.join(
+          benchCacheDir(),
+          `golden-tiny-int8${format === 'qgemm' ? '-qgemm' : ''}`,
+        );
+        if (!fs.existsSync(path.join(dir, QUANT_MANIFEST)))
+          await quantizeCheckpoint(golden, dir, { bits: 8, format });
         const precision = format === 'qgemm' ? 'int8-qgemm' : 'int8';
         if (res.quality.some((q) => q.precision === precision)) continue;
         log(`quality on the golden cases: int8 ${format}`);
-        res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
+        res.quality.push({
+          ...(await runChild<QualityRow>('quality', { dir, threads })),
+          precision,
+        });
       }
     }
   }
 
   if (want('mlcache')) {
     const configs: [PresetName, number][] = value('--mlcache')
-      ? value('--mlcache')!.split(',').map((c) => c.split(':')).map(([p, s]) => [p as PresetName, Number(s)])
+      ? value('--mlcache')!
+          .split(',')
+          .map((c) => c.split(':'))
+          .map(([p, s]) => [p as PresetName, Number(s)])
       : quick
         ? [['small', 256]]
-        : [['small', 256], ['1b', 512]];
+        : [
+            ['small', 256],
+            ['1b', 512],
+          ];
     for (const [preset, size] of configs) {
       log(`ML-Cache ${preset} ${size}x${size}: 64 steps off, then on`);
-      const r = await runChild<MlCacheRow>('mlcache', { dir: await presetDir(preset), threads, size, timesteps: 64 });
+      const r = await runChild<MlCacheRow>('mlcache', {
+        dir: await presetDir(preset),
+        threads,
+        size,
+        timesteps: 64,
+      });
       res.mlcache.push({ ...r, preset, size });
     }
   }
@@ -199,12 +319,27 @@ async function main(): Promise<void> {
     const configs: PresetName[] = quick ? ['small'] : ['small', '1b'];
     if (golden) {
       log('understanding: golden cases (tiny), cached vs reference');
-      const r = await runChild<UnderstandingRow>('understanding', { dir: path.join(defaultGoldenDir(), 'dimoo-tiny'), threads, genLength: 256, blockLength: 64, steps: 128, imageSize: 256, golden: true });
+      const r = await runChild<UnderstandingRow>('understanding', {
+        dir: path.join(defaultGoldenDir(), 'dimoo-tiny'),
+        threads,
+        genLength: 256,
+        blockLength: 64,
+        steps: 128,
+        imageSize: 256,
+        golden: true,
+      });
       res.understanding.push({ ...r, preset: 'golden-tiny' });
     }
     for (const preset of configs) {
       log(`understanding ${preset}: gen 256 / block 64, uncached then dual cache`);
-      const r = await runChild<UnderstandingRow>('understanding', { dir: await presetDir(preset), threads, genLength: 256, blockLength: 64, steps: 128, imageSize: 256 });
+      const r = await runChild<UnderstandingRow>('understanding', {
+        dir: await presetDir(preset),
+        threads,
+        genLength: 256,
+        blockLength: 64,
+        steps: 128,
+        imageSize: 256,
+      });
       res.understanding.push({ ...r, preset });
     }
   }
@@ -226,10 +361,14 @@ async function main(): Promise<void> {
         let dir = golden;
         if (precision !== 'fp32') {
           dir = path.join(benchCacheDir(), `golden-tiny-${precision}`);
-          if (!fs.existsSync(path.join(dir, QUANT_MANIFEST))) await quantizeCheckpoint(golden, dir, { bits: precision === 'int8' ? 8 : 4 });
+          if (!fs.existsSync(path.join(dir, QUANT_MANIFEST)))
+            await quantizeCheckpoint(golden, dir, { bits: precision === 'int8' ? 8 : 4 });
         }
         log(`quality on the golden cases: ${precision}`);
-        res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
+        res.quality.push({
+          ...(await runChild<QualityRow>('quality', { dir, threads })),
+          precision,
+        });
       }
     }
   }
@@ -240,34 +379,82 @@ async function main(): Promise<void> {
     const steps = Number(value('--train-steps') ?? 3);
     if (!res.gemm.some((g) => g.kind === 'fp32' && g.threads === tThreads && g.prepack)) {
       log(`GEMM fp32, ${tThreads} thread(s) (the training rows' limit)`);
-      res.gemm.push(await runChild<GemmResult>('gemm', { kind: 'fp32', threads: tThreads, M: 1024, K: 4096, N: 4096, prepack: true }));
+      res.gemm.push(
+        await runChild<GemmResult>('gemm', {
+          kind: 'fp32',
+          threads: tThreads,
+          M: 1024,
+          K: 4096,
+          N: 4096,
+          prepack: true,
+        }),
+      );
     }
     const small = await presetDir('small');
     log(`training step small fp32, 4 x 512 tokens, ${tThreads} threads, ${steps} steps`);
-    const r = await runChild<TrainRow>('trainStep', { dir: small, threads: tThreads, batch: 4, seqLen: 512, steps });
+    const r = await runChild<TrainRow>('trainStep', {
+      dir: small,
+      threads: tThreads,
+      batch: 4,
+      seqLen: 512,
+      steps,
+    });
     const lim = limit('fp32', tThreads);
-    res.train.push({ ...r, label: 'small fp32 full fine-tuning', preset: 'small', precision: 'fp32', mfu: lim ? r.flops / r.stepS / 1e9 / lim : undefined });
+    res.train.push({
+      ...r,
+      label: 'small fp32 full fine-tuning',
+      preset: 'small',
+      precision: 'fp32',
+      mfu: lim ? r.flops / r.stepS / 1e9 / lim : undefined,
+    });
     log(`PyTorch training step small fp32 (bench/torch-train.py), ${tThreads} threads`);
-    res.trainTorch = { ...runTorchTrain({ dir: small, threads: tThreads, batch: 4, seqLen: 512, steps }), preset: 'small' };
-    if (!res.trainTorch.ok) res.notes.push(`PyTorch training row: ${res.trainTorch.reason ?? 'failed'}`);
+    res.trainTorch = {
+      ...runTorchTrain({ dir: small, threads: tThreads, batch: 4, seqLen: 512, steps }),
+      preset: 'small',
+    };
+    if (!res.trainTorch.ok)
+      res.notes.push(`PyTorch training row: ${res.trainTorch.reason ?? 'failed'}`);
     if (skip8b) res.notes.push(`8B QLoRA training row skipped (${quick ? '--quick' : '--no-8b'})`);
     else {
       const need = presetBytes('8b') + quantizedBytes('8b', 4);
-      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int4', '.complete')) ? Infinity : freeBytes(benchCacheDir());
-      if (have < need) res.notes.push(`8B QLoRA training row skipped: needs ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`);
+      const have = fs.existsSync(path.join(benchCacheDir(), '8b-int4', '.complete'))
+        ? Infinity
+        : freeBytes(benchCacheDir());
+      if (have < need)
+        res.notes.push(
+          `8B QLoRA training row skipped: needs ${(need / 1e9).toFixed(0)} GB of disk, ${(have / 1e9).toFixed(0)} GB free in ${benchCacheDir()}`,
+        );
       else {
         const dir = await quantDir('8b', 4);
         const lora = { r: 16, alpha: 32, targets: ['q', 'k', 'v', 'attn_out', 'ff', 'up', 'down'] };
-        log(`training step 8B int4 + LoRA r16 (every attention/MLP linear), 1 x 512 tokens, ${tThreads} threads, 1 step`);
-        const q = await runChild<TrainRow>('trainStep', { dir, threads: tThreads, batch: 1, seqLen: 512, steps: 1, lora });
-        res.train.push({ ...q, label: '8B int4 base + LoRA r16 (QLoRA)', preset: '8b', precision: 'int4' });
+        log(
+          `training step 8B int4 + LoRA r16 (every attention/MLP linear), 1 x 512 tokens, ${tThreads} threads, 1 step`,
+        );
+        const q = await runChild<TrainRow>('trainStep', {
+          dir,
+          threads: tThreads,
+          batch: 1,
+          seqLen: 512,
+          steps: 1,
+          lora,
+        });
+        res.train.push({
+          ...q,
+          label: '8B int4 base + LoRA r16 (QLoRA)',
+          preset: '8b',
+          precision: 'int4',
+        });
       }
     }
   }
 
   if (want('cluster')) {
     const golden = path.join(defaultGoldenDir(), 'dimoo-tiny');
-    res.cluster = await benchCluster({ smallDir: await presetDir('small'), goldenDir: golden, log });
+    res.cluster = await benchCluster({
+      smallDir: await presetDir('small'),
+      goldenDir: golden,
+      log,
+    });
   }
 
   res.machine.loadavgAtEnd = os.loadavg()[0];

@@ -49,14 +49,21 @@ export interface EnsureResult {
 }
 
 /** The random checkpoint of a preset (seed 0, bf16, no VQ), written if absent. */
-export async function ensurePreset(preset: PresetName, log: (s: string) => void = () => {}): Promise<EnsureResult> {
+export async function ensurePreset(
+  preset: PresetName,
+  log: (s: string) => void = () => {},
+): Promise<EnsureResult> {
   const dir = path.join(benchCacheDir(), preset);
   if (complete(dir)) return { dir, wroteS: 0 };
   const need = presetBytes(preset) * 1.02;
   if (freeBytes(dir) < need) {
-    throw new Error(`not enough disk for the ${preset} checkpoint: needs ${(need / 1e9).toFixed(1)} GB, ${(freeBytes(dir) / 1e9).toFixed(1)} GB free`);
+    throw new Error(
+      `not enough disk for the ${preset} checkpoint: needs ${(need / 1e9).toFixed(1)} GB, ${(freeBytes(dir) / 1e9).toFixed(1)} GB free`,
+    );
   }
-  log(`writing random ${preset} checkpoint to ${dir} (${(presetBytes(preset) / 1e9).toFixed(2)} GB) ...`);
+  log(
+    `writing random ${preset} checkpoint to ${dir} (${(presetBytes(preset) / 1e9).toFixed(2)} GB) ...`,
+  );
   const t = performance.now();
   fs.rmSync(dir, { recursive: true, force: true });
   await writeRandomCheckpoint(dir, preset, { seed: 0 });
@@ -74,13 +81,23 @@ export function quantizedBytes(preset: PresetName, bits: QuantBits): number {
 }
 
 /** The quantized copy of a preset's checkpoint (MatMulNBits blocks, or qgemm: int8 per channel), written if absent. */
-export async function ensureQuantized(preset: PresetName, bits: QuantBits, log: (s: string) => void = () => {}, format: QuantFormat = 'nbits'): Promise<EnsureResult> {
+export async function ensureQuantized(
+  preset: PresetName,
+  bits: QuantBits,
+  log: (s: string) => void = () => {},
+  format: QuantFormat = 'nbits',
+): Promise<EnsureResult> {
   const src = await ensurePreset(preset, log);
-  const dir = path.join(benchCacheDir(), `${preset}-int${bits}${format === 'qgemm' ? '-qgemm' : ''}`);
+  const dir = path.join(
+    benchCacheDir(),
+    `${preset}-int${bits}${format === 'qgemm' ? '-qgemm' : ''}`,
+  );
   if (complete(dir)) return { dir, wroteS: src.wroteS };
   const need = quantizedBytes(preset, bits);
   if (freeBytes(dir) < need) {
-    throw new Error(`not enough disk for the ${preset} int${bits} checkpoint: needs ${(need / 1e9).toFixed(1)} GB, ${(freeBytes(dir) / 1e9).toFixed(1)} GB free`);
+    throw new Error(
+      `not enough disk for the ${preset} int${bits} checkpoint: needs ${(need / 1e9).toFixed(1)} GB, ${(freeBytes(dir) / 1e9).toFixed(1)} GB free`,
+    );
   }
   log(`quantizing ${preset} to ${bits} bits (${format}) into ${dir} ...`);
   const t = performance.now();

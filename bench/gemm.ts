@@ -74,7 +74,15 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize?: numb
 export async function measureGemm(
   kind: GemmKind,
   threads: number,
-  opts: { M?: number; K?: number; N?: number; repeats?: number; minMs?: number; blockSize?: number; prepack?: boolean } = {},
+  opts: {
+    M?: number;
+    K?: number;
+    N?: number;
+    repeats?: number;
+    minMs?: number;
+    blockSize?: number;
+    prepack?: boolean;
+  } = {},
 ): Promise<GemmResult> {
   const M = opts.M ?? 1024;
   const K = opts.K ?? 4096;
@@ -98,7 +106,16 @@ export async function measureGemm(
       await session.run({ a });
       best = Math.min(best, performance.now() - t);
     }
-    return { kind, prepack: opts.prepack !== false, threads, M, K, N, ms: best, gflops: (2 * M * K * N) / (best * 1e6) };
+    return {
+      kind,
+      prepack: opts.prepack !== false,
+      threads,
+      M,
+      K,
+      N,
+      ms: best,
+      gflops: (2 * M * K * N) / (best * 1e6),
+    };
   } finally {
     await session.release();
   }
@@ -143,7 +160,16 @@ export async function measureGemmSet(
       }
       for (const kind of kinds) {
         const ms = best.get(kind)!;
-        out.push({ kind, prepack: true, threads, M, K, N, ms, gflops: (2 * M * K * N) / (ms * 1e6) });
+        out.push({
+          kind,
+          prepack: true,
+          threads,
+          M,
+          K,
+          N,
+          ms,
+          gflops: (2 * M * K * N) / (ms * 1e6),
+        });
       }
     }
     return out;

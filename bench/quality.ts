@@ -9,12 +9,16 @@ import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import type { Transformer } from '../src/models/transformer.js';
 import type { Dimoo } from '../src/pipelines/dimoo.js';
 import type { UnderstandParams } from '../src/pipelines/types.js';
-import { GOLDEN_SAMPLING_CASES, GOLDEN_TEXT_CASES, goldenCaseFile, runGoldenCase } from '../test/helpers/golden-cases.js';
+import {
+  GOLDEN_SAMPLING_CASES,
+  GOLDEN_TEXT_CASES,
+  goldenCaseFile,
+  runGoldenCase,
+} from '../test/helpers/golden-cases.js';
 
 export function defaultGoldenDir(): string {
   return process.env.DIMOO_GOLDEN ?? path.resolve(process.cwd(), '../shared/golden');
 }
-
 
 function readCase<T>(golden: string, name: string): T {
   return JSON.parse(fs.readFileSync(goldenCaseFile(golden, name), 'utf8')) as T;
@@ -40,8 +44,14 @@ export interface ForwardQuality {
   positions: number;
 }
 
-export async function goldenForwardQuality(model: Transformer, golden = defaultGoldenDir()): Promise<ForwardQuality> {
-  const fj = readCase<{ sequences: Record<string, { input_ids: number[] }> }>(golden, 'forward.json');
+export async function goldenForwardQuality(
+  model: Transformer,
+  golden = defaultGoldenDir(),
+): Promise<ForwardQuality> {
+  const fj = readCase<{ sequences: Record<string, { input_ids: number[] }> }>(
+    golden,
+    'forward.json',
+  );
   const ref = SafetensorsFile.open(goldenCaseFile(golden, 'forward.safetensors'));
   const V = model.config.embeddingSize;
   let num = 0;
@@ -71,7 +81,11 @@ export async function goldenForwardQuality(model: Transformer, golden = defaultG
       if (best === argmax[i]) agree++;
     }
   }
-  return { logitsRelL2: Math.sqrt(num / den), argmaxAgreement: agree / counted, positions: counted };
+  return {
+    logitsRelL2: Math.sqrt(num / den),
+    argmaxAgreement: agree / counted,
+    positions: counted,
+  };
 }
 
 export interface CaseAgreement {
@@ -89,7 +103,10 @@ function share(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Runs every golden sampling case (tokens in, tokens out) and compares with the reference. */
-export async function goldenCaseAgreement(dimoo: Dimoo, golden = defaultGoldenDir()): Promise<CaseAgreement[]> {
+export async function goldenCaseAgreement(
+  dimoo: Dimoo,
+  golden = defaultGoldenDir(),
+): Promise<CaseAgreement[]> {
   const out: CaseAgreement[] = [];
   for (const name of GOLDEN_SAMPLING_CASES) {
     const r = await runGoldenCase(dimoo, name, golden);
@@ -99,7 +116,11 @@ export async function goldenCaseAgreement(dimoo: Dimoo, golden = defaultGoldenDi
 }
 
 /** The golden understanding cases, with or without the dual cache, against the reference answers. */
-export async function goldenUnderstandingAgreement(dimoo: Dimoo, golden = defaultGoldenDir(), useCache: UnderstandParams['useCache'] = false): Promise<CaseAgreement[]> {
+export async function goldenUnderstandingAgreement(
+  dimoo: Dimoo,
+  golden = defaultGoldenDir(),
+  useCache: UnderstandParams['useCache'] = false,
+): Promise<CaseAgreement[]> {
   const out: CaseAgreement[] = [];
   for (const name of GOLDEN_TEXT_CASES) {
     const r = await runGoldenCase(dimoo, name, golden, { useCache });

@@ -15,9 +15,16 @@ import { DEFAULT_ML_CACHE } from '../src/samplers/mlcache.js';
 import type { ForwardRequest, Transformer } from '../src/models/transformer.js';
 import { measureGemm, measureGemmSet, type GemmKind, type GemmResult } from './gemm.js';
 import { passFlops } from './flops.js';
-import { defaultGoldenDir, goldenCaseAgreement, goldenForwardQuality, goldenUnderstandingAgreement, relL2 } from './quality.js';
+import {
+  defaultGoldenDir,
+  goldenCaseAgreement,
+  goldenForwardQuality,
+  goldenUnderstandingAgreement,
+  relL2,
+} from './quality.js';
 
-export const PROMPT = 'A photo of a red fox sitting in fresh snow at sunrise, soft light, high detail.';
+export const PROMPT =
+  'A photo of a red fox sitting in fresh snow at sunrise, soft light, high detail.';
 
 export interface Common {
   /** Peak resident set of the child, GB (VmHWM: file-backed mapped pages included). */
@@ -46,8 +53,15 @@ export class ForwardMeter {
       const P = req.ids.length;
       const rowmax = req.rowmaxRows ?? [];
       const image = req.imageRows ?? [];
-      const headRows = rowmax.length ? new Set([...Array.from(rowmax), ...Array.from(image)]).size : image.length;
-      this.flops += passFlops(model.config, { P, S: req.cache ? req.cache.slots : P, imageRows: headRows, textRows: req.logitRows?.length ?? 0 });
+      const headRows = rowmax.length
+        ? new Set([...Array.from(rowmax), ...Array.from(image)]).size
+        : image.length;
+      this.flops += passFlops(model.config, {
+        P,
+        S: req.cache ? req.cache.slots : P,
+        imageRows: headRows,
+        textRows: req.logitRows?.length ?? 0,
+      });
       return r;
     };
   }
@@ -77,7 +91,10 @@ interface T2iOptions {
 }
 
 /** A text-to-image job exactly as Dimoo.generate builds it. */
-async function t2iJob(d: Dimoo, o: T2iOptions): Promise<{ job: ImageJob; condLen: number; uncondLen: number }> {
+async function t2iJob(
+  d: Dimoo,
+  o: T2iOptions,
+): Promise<{ job: ImageJob; condLen: number; uncondLen: number }> {
   const texts = textToImagePrompt(PROMPT);
   const condIds = await d.tokenizer.encode(texts.prompt);
   const uncondIds = await d.tokenizer.encode(texts.uncondPrompt);
@@ -126,13 +143,31 @@ async function runT2i(d: Dimoo, o: T2iOptions): Promise<{ codes?: Int32Array; st
 
 // ---------------------------------------------------------------- tasks
 
-export async function taskGemm(a: { kind: GemmKind; threads: number; M: number; K: number; N: number; prepack?: boolean }): Promise<GemmResult & Common> {
-  const r = await measureGemm(a.kind, a.threads, { M: a.M, K: a.K, N: a.N, repeats: 5, prepack: a.prepack });
+export async function taskGemm(a: {
+  kind: GemmKind;
+  threads: number;
+  M: number;
+  K: number;
+  N: number;
+  prepack?: boolean;
+}): Promise<GemmResult & Common> {
+  const r = await measureGemm(a.kind, a.threads, {
+    M: a.M,
+    K: a.K,
+    N: a.N,
+    repeats: 5,
+    prepack: a.prepack,
+  });
   return { ...r, ...common() };
 }
 
 /** The int8 kernel table: every kernel at every M, interleaved in one process. */
-export async function taskGemmSet(a: { kinds: GemmKind[]; threads: number; Ms: number[]; rounds?: number }): Promise<{ rows: GemmResult[] } & Common> {
+export async function taskGemmSet(a: {
+  kinds: GemmKind[];
+  threads: number;
+  Ms: number[];
+  rounds?: number;
+}): Promise<{ rows: GemmResult[] } & Common> {
   const rows = await measureGemmSet(a.kinds, a.threads, { Ms: a.Ms, rounds: a.rounds });
   return { rows, ...common() };
 }
@@ -146,7 +181,12 @@ export interface ForwardRow extends Common {
 }
 
 /** One forward of a 256x256 text-to-image conditional sequence (all cells masked). */
-export async function taskForward(a: { dir: string; threads: number; size: number; reps: number }): Promise<ForwardRow> {
+export async function taskForward(a: {
+  dir: string;
+  threads: number;
+  size: number;
+  reps: number;
+}): Promise<ForwardRow> {
   const { d, loadMs } = await loadDimoo(a.dir, a.threads);
   try {
     const { job, condLen } = await t2iJob(d, { size: a.size });
@@ -161,7 +201,8 @@ export async function taskForward(a: { dir: string; threads: number; size: numbe
     tail.push(d.special.eoi, d.special.eoa);
     const ids = [...job.condPrefix, ...tail];
     const rows: number[] = [];
-    for (let r = 0; r < g; r++) for (let c = 0; c < g; c++) rows.push(job.condPrefix.length + 2 + r * (g + 1) + c);
+    for (let r = 0; r < g; r++)
+      for (let c = 0; c < g; c++) rows.push(job.condPrefix.length + 2 + r * (g + 1) + c);
     let best = Infinity;
     for (let i = 0; i < a.reps; i++) {
       const t = performance.now();
@@ -169,7 +210,14 @@ export async function taskForward(a: { dir: string; threads: number; size: numbe
       best = Math.min(best, performance.now() - t);
     }
     const flops = passFlops(d.model.config, { P: condLen, S: condLen, imageRows: rows.length });
-    return { tokens: condLen, ms: best, tokensPerS: condLen / (best / 1000), gflops: flops / (best * 1e6), loadMs, ...common() };
+    return {
+      tokens: condLen,
+      ms: best,
+      tokensPerS: condLen / (best / 1000),
+      gflops: flops / (best * 1e6),
+      loadMs,
+      ...common(),
+    };
   } finally {
     await d.dispose();
   }
@@ -190,7 +238,13 @@ export interface StepRow extends Common {
 }
 
 /** Sampling steps of text-to-image (cond + uncond, every step a full pass). */
-export async function taskT2iStep(a: { dir: string; threads: number; size: number; steps: number; prepack?: boolean }): Promise<StepRow> {
+export async function taskT2iStep(a: {
+  dir: string;
+  threads: number;
+  size: number;
+  steps: number;
+  prepack?: boolean;
+}): Promise<StepRow> {
   if (a.prepack !== undefined) process.env.DIMOO_QUANT_PREPACK = a.prepack ? '1' : '0';
   const { d, loadMs } = await loadDimoo(a.dir, a.threads);
   const rssAfterLoadGb = process.memoryUsage().rss / 1e9;
@@ -242,7 +296,12 @@ export interface MlCacheRow extends Common {
 }
 
 /** A whole generation with ML-Cache off and on (original defaults 0.9 / 0.3 / 5). */
-export async function taskMlCache(a: { dir: string; threads: number; size: number; timesteps: number }): Promise<MlCacheRow> {
+export async function taskMlCache(a: {
+  dir: string;
+  threads: number;
+  size: number;
+  timesteps: number;
+}): Promise<MlCacheRow> {
   const { d } = await loadDimoo(a.dir, a.threads);
   try {
     const meter = new ForwardMeter(d.model);
@@ -260,14 +319,16 @@ export async function taskMlCache(a: { dir: string; threads: number; size: numbe
       if (info.full) fullSteps++;
       if (info.step !== a.timesteps - 1) return;
       const t = performance.now();
-      const branch = async (b: number) => (await exact({ ids: info.sequences[b]!, imageRows: info.rows[b]! })).imageLogits!;
+      const branch = async (b: number) =>
+        (await exact({ ids: info.sequences[b]!, imageRows: info.rows[b]! })).imageLogits!;
       const c = await branch(0);
       const u = await branch(1);
       const want = guideTextToImage(c, u, 4);
       const V = d.model.imageVocabSize;
       const n = info.rows[0]!.length;
       let s = 0;
-      for (let r = 0; r < n; r++) s += relL2(info.guided.subarray(r * V, (r + 1) * V), want.subarray(r * V, (r + 1) * V));
+      for (let r = 0; r < n; r++)
+        s += relL2(info.guided.subarray(r * V, (r + 1) * V), want.subarray(r * V, (r + 1) * V));
       finalRel = s / n;
       inspectMs += performance.now() - t;
     };
@@ -315,14 +376,35 @@ export interface UnderstandingRow extends Common {
 }
 
 /** Understanding, gen_length/block as given, with and without the dual cache. */
-export async function taskUnderstanding(a: { dir: string; threads: number; genLength: number; blockLength: number; steps: number; imageSize: number; golden?: boolean }): Promise<UnderstandingRow> {
+export async function taskUnderstanding(a: {
+  dir: string;
+  threads: number;
+  genLength: number;
+  blockLength: number;
+  steps: number;
+  imageSize: number;
+  golden?: boolean;
+}): Promise<UnderstandingRow> {
   const { d } = await loadDimoo(a.dir, a.threads);
   try {
     const g = a.imageSize / 16;
     const codes = Array.from({ length: g * g }, (_, i) => (i * 2654435761) % 8192);
     const image = { tokens: { width: a.imageSize, height: a.imageSize, codes } };
-    const run = (useCache: UnderstandParams['useCache'], genLength = a.genLength, blockLength = a.blockLength, steps = a.steps) =>
-      d.understand({ question: 'What is in this picture? Describe it in detail.', image, genLength, blockLength, steps, earlyStop: false, useCache });
+    const run = (
+      useCache: UnderstandParams['useCache'],
+      genLength = a.genLength,
+      blockLength = a.blockLength,
+      steps = a.steps,
+    ) =>
+      d.understand({
+        question: 'What is in this picture? Describe it in detail.',
+        image,
+        genLength,
+        blockLength,
+        steps,
+        earlyStop: false,
+        useCache,
+      });
     await run(false, 16, 16, 4); // warm-up
     const off = await run(false);
     const on = await run('dual');
@@ -331,7 +413,8 @@ export async function taskUnderstanding(a: { dir: string; threads: number; genLe
     const same = (ids: number[]) => ids.filter((t, i) => t === off.ids[i]).length / off.ids.length;
     let golden: UnderstandingRow['golden'];
     if (a.golden) {
-      const mean = (xs: { agreement: number }[]) => xs.reduce((s, x) => s + x.agreement, 0) / xs.length;
+      const mean = (xs: { agreement: number }[]) =>
+        xs.reduce((s, x) => s + x.agreement, 0) / xs.length;
       golden = {
         uncached: mean(await goldenUnderstandingAgreement(d, defaultGoldenDir(), false)),
         cached: mean(await goldenUnderstandingAgreement(d, defaultGoldenDir(), 'dual')),

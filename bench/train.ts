@@ -47,7 +47,12 @@ export interface TorchTrainRow {
 }
 
 /** A masked-diffusion batch: half the positions masked (seeded). */
-export function randomTrainBatch(c: LladaConfig, batch: number, seqLen: number, seed = 0): TrainBatch {
+export function randomTrainBatch(
+  c: LladaConfig,
+  batch: number,
+  seqLen: number,
+  seed = 0,
+): TrainBatch {
   const rng = new Prng(seed);
   const n = batch * seqLen;
   const inputIds = new Int32Array(n);
@@ -72,7 +77,14 @@ export function trainStepFlops(c: LladaConfig, b: TrainBatch, lora: boolean): nu
   return f * (lora ? 2 : 3);
 }
 
-export async function taskTrainStep(a: { dir: string; threads: number; batch: number; seqLen: number; steps: number; lora?: LoraSpec }): Promise<TrainRow> {
+export async function taskTrainStep(a: {
+  dir: string;
+  threads: number;
+  batch: number;
+  seqLen: number;
+  steps: number;
+  lora?: LoraSpec;
+}): Promise<TrainRow> {
   const t0 = performance.now();
   const engine = await createTrainEngine({ model: a.dir, threads: a.threads, lora: a.lora });
   const loadS = (performance.now() - t0) / 1000;
@@ -108,18 +120,38 @@ export async function taskTrainStep(a: { dir: string; threads: number; batch: nu
 }
 
 /** The PyTorch step (bench/torch-train.py) with /usr/bin/python3, when torch is installed there. */
-export function runTorchTrain(a: { dir: string; threads: number; batch: number; seqLen: number; steps: number }): TorchTrainRow {
+export function runTorchTrain(a: {
+  dir: string;
+  threads: number;
+  batch: number;
+  seqLen: number;
+  steps: number;
+}): TorchTrainRow {
   const python = process.env.DIMOO_TORCH_PYTHON ?? '/usr/bin/python3';
   if (isQuantizedCheckpoint(a.dir)) return { ok: false, reason: 'quantized checkpoint' };
   const here = path.dirname(fileURLToPath(import.meta.url));
   // The script sits in bench/ of the source tree (dist/bench has only the compiled JS).
-  const candidates = [path.join(here, 'torch-train.py'), path.join(here, '..', '..', 'bench', 'torch-train.py')];
+  const candidates = [
+    path.join(here, 'torch-train.py'),
+    path.join(here, '..', '..', 'bench', 'torch-train.py'),
+  ];
   const script = candidates.find((p) => fs.existsSync(p));
   if (!script) return { ok: false, reason: 'bench/torch-train.py not found' };
   loadLladaConfig(path.join(a.dir, 'config.json')); // the same validation as ours
-  const r = spawnSync(python, [script, a.dir, String(a.batch), String(a.seqLen), String(a.threads), String(a.steps)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(
+    python,
+    [script, a.dir, String(a.batch), String(a.seqLen), String(a.threads), String(a.steps)],
+    { encoding: 'utf8', maxBuffer: 1 << 24 },
+  );
   if (r.error) return { ok: false, reason: `${python}: ${r.error.message}` };
   const line = r.stdout.split('\n').find((l) => l.startsWith('TORCH_RESULT '));
-  if (!line) return { ok: false, reason: (r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ') || `exit ${r.status}` };
-  return { ok: true, ...(JSON.parse(line.slice('TORCH_RESULT '.length)) as Omit<TorchTrainRow, 'ok'>) };
+  if (!line)
+    return {
+      ok: false,
+      reason: (r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ') || `exit ${r.status}`,
+    };
+  return {
+    ok: true,
+    ...(JSON.parse(line.slice('TORCH_RESULT '.length)) as Omit<TorchTrainRow, 'ok'>),
+  };
 }

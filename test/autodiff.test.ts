@@ -246,7 +246,8 @@ test('cross entropy (float32)', async () => {
     await checkOp(
       `crossEntropy, 2 lanes by ${laneSum}`,
       [{ name: 'x', shape: [3, 5] }],
-      (t, [x]) => t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3]), 2, laneSum),
+      (t, [x]) =>
+        t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3]), 2, laneSum),
       F32,
       { targets },
     );

@@ -17,7 +17,10 @@ const dir = goldenCheckpointDir();
 test('FLOP count: linears, attention and head rows', () => {
   const c = openCheckpoint(dir).config; // d 32, 4 heads, 2 layers, mlp 64
   const perLayer = 2 * 10 * (4 * 32 * 32 + 3 * 32 * 64) + 4 * 10 * 12 * 32;
-  assert.equal(passFlops(c, { P: 10, S: 12, imageRows: 3, textRows: 1 }), 2 * perLayer + 2 * 32 * (3 * 8192 + 134548));
+  assert.equal(
+    passFlops(c, { P: 10, S: 12, imageRows: 3, textRows: 1 }),
+    2 * perLayer + 2 * 32 * (3 * 8192 + 134548),
+  );
 });
 
 test('bench tasks run on the tiny checkpoint and report finite numbers', async () => {
@@ -27,13 +30,36 @@ test('bench tasks run on the tiny checkpoint and report finite numbers', async (
   assert.equal(st.allStepMs.length, 2);
   assert.ok(st.flops > 0 && st.modelMs > 0 && st.modelMs <= st.stepMs + 1);
   const ml = await taskMlCache({ dir, threads: 1, size: 64, timesteps: 12 });
-  assert.ok(ml.speedup > 0 && ml.codeAgreement >= 0 && ml.codeAgreement <= 1 && Number.isFinite(ml.finalLogitRelL2));
-  assert.equal(ml.fullSteps, cacheRefreshSchedule(12, { warmupRatio: 0.3, refreshInterval: 5 }).filter(Boolean).length);
-  const un = await taskUnderstanding({ dir, threads: 1, genLength: 16, blockLength: 8, steps: 4, imageSize: 32, golden: true });
+  assert.ok(
+    ml.speedup > 0 &&
+      ml.codeAgreement >= 0 &&
+      ml.codeAgreement <= 1 &&
+      Number.isFinite(ml.finalLogitRelL2),
+  );
+  assert.equal(
+    ml.fullSteps,
+    cacheRefreshSchedule(12, { warmupRatio: 0.3, refreshInterval: 5 }).filter(Boolean).length,
+  );
+  const un = await taskUnderstanding({
+    dir,
+    threads: 1,
+    genLength: 16,
+    blockLength: 8,
+    steps: 4,
+    imageSize: 32,
+    golden: true,
+  });
   assert.ok(un.speedup > 0 && un.agreement >= 0 && un.agreement <= 1);
   assert.equal(un.golden?.uncached, 1, 'uncached understanding reproduces the golden answers');
 
-  const res = emptyResults({ threads: 1, mode: 'test', cpu: 'x', cores: 1, memGb: 1, node: process.version });
+  const res = emptyResults({
+    threads: 1,
+    mode: 'test',
+    cpu: 'x',
+    cores: 1,
+    memGb: 1,
+    node: process.version,
+  });
   res.gemm.push({ kind: 'fp32', prepack: true, threads: 1, M: 1, K: 1, N: 1, ms: 1, gflops: 100 });
   res.step.push({ ...st, preset: '1b', size: 512, precision: 'fp32', threads: 1, mfu: 0.5 });
   res.mlcache.push({ ...ml, preset: 'tiny', size: 64 });

@@ -7,7 +7,11 @@ import { DimooError } from '../src/errors.js';
 import { openCheckpoint } from '../src/checkpoint/folder.js';
 import { expectedTensors, INDEX_FILE } from '../src/checkpoint/layout.js';
 import { parseLladaConfig, loadLladaConfig, countParameters } from '../src/checkpoint/config.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
+import {
+  SafetensorsFile,
+  writeSafetensors,
+  type WriteEntry,
+} from '../src/checkpoint/safetensors.js';
 import { inspectCheckpoint } from '../src/tools/inspect.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 

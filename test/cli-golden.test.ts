@@ -15,7 +15,6 @@ import { runDimoo, spawnDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 import { readCase } from './helpers/read-case.js';
 
-
 let tmp: string;
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-cli-golden-'));
@@ -572,7 +571,10 @@ describe('demo', () => {
     assert.ok(fs.statSync(out).size > 0);
     // Like every PNG the CLI writes, it says how it was made.
     const { readPngText } = await import('../src/image/png-text.js');
-    assert.match(readPngText(fs.readFileSync(out)).parameters ?? '', /\nTask: generate, .*Seed: 0, Size: 64x64/);
+    assert.match(
+      readPngText(fs.readFileSync(out)).parameters ?? '',
+      /\nTask: generate, .*Seed: 0, Size: 64x64/,
+    );
     const again = cliJson<{ createdCheckpoint: boolean; randomWeights: boolean }>([
       'demo',
       '--dir',

@@ -44,7 +44,14 @@ for (const name of GOLDEN_SAMPLING_CASES) {
 }
 
 test('retouch: cells outside the marked region keep their codes bit for bit', async () => {
-  const base = await dimoo.generate({ prompt: 'a red cat', width: 96, height: 64, timesteps: 4, temperature: 1, seed: 3 });
+  const base = await dimoo.generate({
+    prompt: 'a red cat',
+    width: 96,
+    height: 64,
+    timesteps: 4,
+    temperature: 1,
+    seed: 3,
+  });
   const rect = { x: 16, y: 16, width: 32, height: 32 };
   const res = await dimoo.retouch({
     prompt: 'a blue boat',
@@ -59,7 +66,8 @@ test('retouch: cells outside the marked region keep their codes bit for bit', as
     for (let c = 0; c < 6; c++) {
       const i = r * 6 + c;
       const inside = r >= 1 && r < 3 && c >= 1 && c < 3;
-      if (!inside) assert.equal(res.codes[i], base.codes[i], `cell ${r},${c} outside the region changed`);
+      if (!inside)
+        assert.equal(res.codes[i], base.codes[i], `cell ${r},${c} outside the region changed`);
       else if (res.codes[i] !== base.codes[i]) changedInside++;
     }
   }
@@ -77,31 +85,107 @@ test('same seed, same image; another seed, another image', async () => {
 
 test('bad parameters are refused before any compute, naming the parameter', async () => {
   const cases: [() => Promise<unknown>, RegExp][] = [
-    [() => dimoo.generate({ prompt: 'x', width: 50, height: 48 }), /width must be a multiple of 16/],
-    [() => dimoo.generate({ prompt: 'x', width: 48, height: 48, timesteps: 0 }), /timesteps/],
-    [() => dimoo.generate({ prompt: 'x', width: 48, height: 48, useCache: true, cacheRatio: 1.5 }), /cacheRatio/],
-    [() => dimoo.generate({ prompt: '', width: 48, height: 48 }), /prompt must not be empty/],
-    [() => dimoo.edit({ prompt: 'x', editType: 'paint_it' as EditType, image: { tokens: { height: 16, width: 16, codes: [1] } } }), /unknown edit type/],
-    [() => dimoo.edit({ prompt: 'x', editType: 'edit_add' } as never), /image is required/],
-    [() => dimoo.edit({ prompt: 'x', editType: 'image_ref_transfer', image: { tokens: { height: 16, width: 16, codes: [1] } } }), /reference image/],
     [
-      () => dimoo.retouch({ image: { tokens: { height: 32, width: 32, codes: [1, 2, 3, 4] } }, mask: { kind: 'rects', rects: [{ x: 16, y: 16, width: 32, height: 16 }] } }),
+      () => dimoo.generate({ prompt: 'x', width: 50, height: 48 }),
+      /width must be a multiple of 16/,
+    ],
+    [() => dimoo.generate({ prompt: 'x', width: 48, height: 48, timesteps: 0 }), /timesteps/],
+    [
+      () => dimoo.generate({ prompt: 'x', width: 48, height: 48, useCache: true, cacheRatio: 1.5 }),
+      /cacheRatio/,
+    ],
+    [() => dimoo.generate({ prompt: '', width: 48, height: 48 }), /prompt must not be empty/],
+    [
+      () =>
+        dimoo.edit({
+          prompt: 'x',
+          editType: 'paint_it' as EditType,
+          image: { tokens: { height: 16, width: 16, codes: [1] } },
+        }),
+      /unknown edit type/,
+    ],
+    [() => dimoo.edit({ prompt: 'x', editType: 'edit_add' } as never), /image is required/],
+    [
+      () =>
+        dimoo.edit({
+          prompt: 'x',
+          editType: 'image_ref_transfer',
+          image: { tokens: { height: 16, width: 16, codes: [1] } },
+        }),
+      /reference image/,
+    ],
+    [
+      () =>
+        dimoo.retouch({
+          image: { tokens: { height: 32, width: 32, codes: [1, 2, 3, 4] } },
+          mask: { kind: 'rects', rects: [{ x: 16, y: 16, width: 32, height: 16 }] },
+        }),
       /outside/,
     ],
-    [() => dimoo.retouch({ image: { tokens: { height: 32, width: 32, codes: [1, 2, 3] } }, mask: { kind: 'cells', cells: [1] } }), /3 codes/],
-    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, genLength: 16, blockLength: 5 }), /multiple of blockLength/],
-    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, useCache: 'triple' as never }), /useCache must be/],
-    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, useCache: 'ml-cache', cfgScale: 2 }), /greedy unguided/],
-    [() => dimoo.understand({ question: 'why', image: { tokens: { height: 16, width: 16, codes: [1] } }, useCache: 'ml-cache', cacheRatio: 2 }), /cacheRatio/],
+    [
+      () =>
+        dimoo.retouch({
+          image: { tokens: { height: 32, width: 32, codes: [1, 2, 3] } },
+          mask: { kind: 'cells', cells: [1] },
+        }),
+      /3 codes/,
+    ],
+    [
+      () =>
+        dimoo.understand({
+          question: 'why',
+          image: { tokens: { height: 16, width: 16, codes: [1] } },
+          genLength: 16,
+          blockLength: 5,
+        }),
+      /multiple of blockLength/,
+    ],
+    [
+      () =>
+        dimoo.understand({
+          question: 'why',
+          image: { tokens: { height: 16, width: 16, codes: [1] } },
+          useCache: 'triple' as never,
+        }),
+      /useCache must be/,
+    ],
+    [
+      () =>
+        dimoo.understand({
+          question: 'why',
+          image: { tokens: { height: 16, width: 16, codes: [1] } },
+          useCache: 'ml-cache',
+          cfgScale: 2,
+        }),
+      /greedy unguided/,
+    ],
+    [
+      () =>
+        dimoo.understand({
+          question: 'why',
+          image: { tokens: { height: 16, width: 16, codes: [1] } },
+          useCache: 'ml-cache',
+          cacheRatio: 2,
+        }),
+      /cacheRatio/,
+    ],
   ];
   for (const [run, re] of cases) {
-    await assert.rejects(run, (e: Error) => e.name === 'DimooError' && re.test(e.message), String(re));
+    await assert.rejects(
+      run,
+      (e: Error) => e.name === 'DimooError' && re.test(e.message),
+      String(re),
+    );
   }
 });
 
 test('understanding caches: ml-cache with a whole-block warm-up is the dual cache; otherwise fewer rows are recomputed', async () => {
   const model = dimoo.model;
-  const case0 = readGoldenJson<{ initial_sequence: number[]; code_start: number; params: { gen_length: number; block_length: number; steps: number } }>('mmu_single_breaks.json');
+  const case0 = readGoldenJson<{
+    initial_sequence: number[];
+    code_start: number;
+    params: { gen_length: number; block_length: number; steps: number };
+  }>('mmu_single_breaks.json');
   const sampler = {
     sequence: case0.initial_sequence,
     codeStart: case0.code_start,
@@ -111,10 +195,18 @@ test('understanding caches: ml-cache with a whole-block warm-up is the dual cach
     earlyStop: false,
   };
   const dual = await runTextJob(model, { sampler, cache: 'dual' });
-  const allRefresh = await runTextJob(model, { sampler, cache: 'ml-cache', mlCache: { cacheRatio: 0.9, warmupRatio: 1, refreshInterval: 5 } });
+  const allRefresh = await runTextJob(model, {
+    sampler,
+    cache: 'ml-cache',
+    mlCache: { cacheRatio: 0.9, warmupRatio: 1, refreshInterval: 5 },
+  });
   assert.deepEqual(allRefresh.sampler.generatedIds(), dual.sampler.generatedIds());
   assert.deepEqual(allRefresh.computedRows, dual.computedRows);
-  const ml = await runTextJob(model, { sampler, cache: 'ml-cache', mlCache: { ...DEFAULT_ML_CACHE } });
+  const ml = await runTextJob(model, {
+    sampler,
+    cache: 'ml-cache',
+    mlCache: { ...DEFAULT_ML_CACHE },
+  });
   assert.equal(ml.computedRows.length, dual.computedRows.length);
   // Full passes at block starts and whole-block refreshes match the dual cache; the steps between recompute less.
   let fewer = 0;

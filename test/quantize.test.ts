@@ -15,10 +15,24 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { DimooError } from '../src/errors.js';
 import { openCheckpoint } from '../src/checkpoint/folder.js';
-import { dequantizeChannel, dequantizeRows, quantizeChannelRows, quantizeRows, type QuantBits } from '../src/checkpoint/quant-blocks.js';
-import { QUANT_MANIFEST, readQuantManifest, type QuantizedCheckpoint } from '../src/checkpoint/quantized.js';
+import {
+  dequantizeChannel,
+  dequantizeRows,
+  quantizeChannelRows,
+  quantizeRows,
+  type QuantBits,
+} from '../src/checkpoint/quant-blocks.js';
+import {
+  QUANT_MANIFEST,
+  readQuantManifest,
+  type QuantizedCheckpoint,
+} from '../src/checkpoint/quantized.js';
 import { quantizeCheckpoint } from '../src/tools/quantize.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
+import {
+  SafetensorsFile,
+  writeSafetensors,
+  type WriteEntry,
+} from '../src/checkpoint/safetensors.js';
 import { Transformer } from '../src/models/transformer.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { quantizeCommand } from '../src/cli/commands/quantize.js';
@@ -88,11 +102,21 @@ test('block quantization: round trip within half a step (one when clamped), larg
           // Codes run from -2^(bits-1) to 2^(bits-1) - 1: a value of the other sign than the block's
           // extreme, and nearly as large, is clamped one step short.
           const clamped = Math.round(w[i]! / q.scales[b]!) > 2 ** (bits - 1) - 1;
-          assert.ok(Math.abs(back[i]! - w[i]!) <= (clamped ? d : d / 2) + 1e-6, `bits ${bits} block ${blockSize}: element ${i} off by ${Math.abs(back[i]! - w[i]!)} (step ${d})`);
+          assert.ok(
+            Math.abs(back[i]! - w[i]!) <= (clamped ? d : d / 2) + 1e-6,
+            `bits ${bits} block ${blockSize}: element ${i} off by ${Math.abs(back[i]! - w[i]!)} (step ${d})`,
+          );
           maxAbs = Math.max(maxAbs, Math.abs(w[i]!));
         }
-        const iMax = Array.from(w.subarray(b * blockSize, (b + 1) * blockSize)).findIndex((v) => Math.abs(v) === maxAbs) + b * blockSize;
-        assert.ok(Math.abs(back[iMax]! - w[iMax]!) <= 1e-6 * maxAbs, 'the largest magnitude maps exactly onto the extreme code');
+        const iMax =
+          Array.from(w.subarray(b * blockSize, (b + 1) * blockSize)).findIndex(
+            (v) => Math.abs(v) === maxAbs,
+          ) +
+          b * blockSize;
+        assert.ok(
+          Math.abs(back[iMax]! - w[iMax]!) <= 1e-6 * maxAbs,
+          'the largest magnitude maps exactly onto the extreme code',
+        );
       }
     }
   }
@@ -101,12 +125,18 @@ test('block quantization: round trip within half a step (one when clamped), larg
 /** A float32 checkpoint holding the dequantized weights of a quantized one. */
 function writeDequantized(q: QuantizedCheckpoint, dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
-  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+  for (const f of [
+    'config.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+  ]) {
     if (fs.existsSync(path.join(q.dir, f))) fs.copyFileSync(path.join(q.dir, f), path.join(dir, f));
   }
   const st = SafetensorsFile.open(q.weightFiles[0]!);
   const entries: WriteEntry[] = [];
-  for (const [name, t] of q.weights) entries.push({ name, dtype: 'F32', shape: t.shape, data: st.readFloat32(name) });
+  for (const [name, t] of q.weights)
+    entries.push({ name, dtype: 'F32', shape: t.shape, data: st.readFloat32(name) });
   for (const [name, l] of q.quantized) {
     if (q.weights.has(name)) continue;
     const m = q.manifest.linears[name]!;
@@ -114,11 +144,21 @@ function writeDequantized(q: QuantizedCheckpoint, dir: string): void {
     if (m.layout === 'channel') {
       const b = st.readBytes(m.data);
       const data = new Int8Array(b.buffer, b.byteOffset, b.byteLength);
-      entries.push({ name, dtype: 'F32', shape: [l.N, l.K], data: dequantizeChannel({ data, scales }, l.N, l.K) });
+      entries.push({
+        name,
+        dtype: 'F32',
+        shape: [l.N, l.K],
+        data: dequantizeChannel({ data, scales }, l.N, l.K),
+      });
       continue;
     }
     const data = new Uint8Array(st.readBytes(m.data));
-    entries.push({ name, dtype: 'F32', shape: [l.N, l.K], data: dequantizeRows({ data, scales }, l.N, l.K, { bits: l.bits, blockSize: l.blockSize }) });
+    entries.push({
+      name,
+      dtype: 'F32',
+      shape: [l.N, l.K],
+      data: dequantizeRows({ data, scales }, l.N, l.K, { bits: l.bits, blockSize: l.blockSize }),
+    });
   }
   writeSafetensors(path.join(dir, 'model.safetensors'), entries);
 }
@@ -140,7 +180,10 @@ test('quantized graph (MatMulNBits) equals the float graph on the dequantized we
       const b = (await mf.forward({ ids, logitRows: all, imageRows: [3, 4] }))!;
       const e = relL2(a.logits!, b.logits!);
       const ei = relL2(a.imageLogits!, b.imageLogits!);
-      assert.ok(e < 1e-5 && ei < 1e-5, `${bits}-bit: relative L2 ${e} / ${ei} against the dequantized float model`);
+      assert.ok(
+        e < 1e-5 && ei < 1e-5,
+        `${bits}-bit: relative L2 ${e} / ${ei} against the dequantized float model`,
+      );
     } finally {
       await mq.dispose();
       await mf.dispose();
@@ -170,11 +213,14 @@ test('quantized golden checkpoint: logits and tokens against the reference (boun
         `golden cases token agreement mean ${(mean * 100).toFixed(1)}%: ` +
         cases.map((c) => `${c.name} ${(c.agreement * 100).toFixed(0)}%`).join(', '),
     );
-    assert.ok(fq.logitsRelL2 <= LOGITS_REL_L2_BOUND[bits], `int${bits}: logits relative L2 ${fq.logitsRelL2} > ${LOGITS_REL_L2_BOUND[bits]}`);
+    assert.ok(
+      fq.logitsRelL2 <= LOGITS_REL_L2_BOUND[bits],
+      `int${bits}: logits relative L2 ${fq.logitsRelL2} > ${LOGITS_REL_L2_BOUND[bits]}`,
+    );
   }
 });
 
-test('channel quantization (qgemm): [K, N] int8 codes within half a step, each row\'s extreme exact', () => {
+test("channel quantization (qgemm): [K, N] int8 codes within half a step, each row's extreme exact", () => {
   const N = 7;
   const K = 96;
   const w = gaussian(N * K, 4242);
@@ -191,12 +237,19 @@ test('channel quantization (qgemm): [K, N] int8 codes within half a step, each r
       const i = n * K + k;
       if (Math.abs(w[i]!) > Math.abs(w[iMax]!)) iMax = i;
       // The code of element (n, k) sits at [k, n].
-      assert.equal(out.data[k * N + n], Math.max(-128, Math.min(127, Math.round(w[i]! / out.scales[n]! || 0))) + 0); // (+ 0: no -0)
+      assert.equal(
+        out.data[k * N + n],
+        Math.max(-128, Math.min(127, Math.round(w[i]! / out.scales[n]! || 0))) + 0,
+      ); // (+ 0: no -0)
       const clamped = Math.round(w[i]! / out.scales[n]!) > 127;
-      assert.ok(Math.abs(back[i]! - w[i]!) <= (clamped ? d : d / 2) + 1e-6, `row ${n} col ${k}: off by ${Math.abs(back[i]! - w[i]!)} (step ${d})`);
+      assert.ok(
+        Math.abs(back[i]! - w[i]!) <= (clamped ? d : d / 2) + 1e-6,
+        `row ${n} col ${k}: off by ${Math.abs(back[i]! - w[i]!)} (step ${d})`,
+      );
     }
     if (n === 3) assert.equal(out.scales[n], 0, 'an all-zero row has scale 0 and codes 0');
-    else assert.equal(back[iMax], w[iMax], `row ${n}: the largest magnitude maps exactly onto -128`);
+    else
+      assert.equal(back[iMax], w[iMax], `row ${n}: the largest magnitude maps exactly onto -128`);
   }
 });
 
@@ -207,7 +260,10 @@ test('qgemm folder: int8 [K, N] per channel, loads and matches the dequantized f
   const st = SafetensorsFile.open(q.weightFiles[0]!);
   const qp = q.quantized.get('model.transformer.blocks.0.q_proj.weight')!;
   assert.equal(qp.layout, 'channel');
-  assert.deepEqual(st.info('model.transformer.blocks.0.ff_proj.weight.i8').shape, [q.config.dModel, q.config.mlpHiddenSize]);
+  assert.deepEqual(st.info('model.transformer.blocks.0.ff_proj.weight.i8').shape, [
+    q.config.dModel,
+    q.config.mlpHiddenSize,
+  ]);
   assert.equal(st.info('model.transformer.blocks.0.ff_proj.weight.i8').dtype, 'I8');
   assert.equal(st.info('model.transformer.ff_out.weight.scales').shape[0], q.config.embeddingSize);
   // The embedding stays 8-bit blocks (GatherBlockQuantized).
@@ -229,11 +285,16 @@ test('qgemm folder: int8 [K, N] per channel, loads and matches the dequantized f
         assert.equal(none.logits?.length ?? 0, 0);
         const e = relL2(a.logits!, b.logits!);
         const ei = relL2(a.imageLogits!, b.imageLogits!);
-        console.log(`qgemm ${int8Activations} activations vs dequantized float weights: logits rel L2 ${e.toExponential(2)}, image ${ei.toExponential(2)}`);
+        console.log(
+          `qgemm ${int8Activations} activations vs dequantized float weights: logits rel L2 ${e.toExponential(2)}, image ${ei.toExponential(2)}`,
+        );
         // Only the activations' 8-bit rounding separates them (the weights are identical):
         // measured 1.6e-2 / 1.9e-2 per row, 2.0e-2 / 2.7e-2 per tensor on these tokens.
         const bound = int8Activations === 'row' ? 0.025 : 0.04;
-        assert.ok(e < bound && ei < bound, `${int8Activations}: relative L2 ${e} / ${ei} against the dequantized float model`);
+        assert.ok(
+          e < bound && ei < bound,
+          `${int8Activations}: relative L2 ${e} / ${ei} against the dequantized float model`,
+        );
         assert.ok(e > 1e-6, 'the integer GEMM really ran (activations are rounded)');
       } finally {
         await mq.dispose();
@@ -260,27 +321,55 @@ test('qgemm golden checkpoint: logits and tokens against the reference no worse 
     await d.dispose();
   }
   const mean = cases.reduce((s, c) => s + c.agreement, 0) / cases.length;
-  console.log(`qgemm int8: logits rel L2 ${fq.logitsRelL2.toFixed(4)}, argmax ${(fq.argmaxAgreement * 100).toFixed(1)}%, golden token agreement ${(mean * 100).toFixed(1)}%`);
-  assert.ok(fq.logitsRelL2 <= QGEMM_REL_L2_BOUND, `logits relative L2 ${fq.logitsRelL2} > ${QGEMM_REL_L2_BOUND}`);
-  assert.ok(mean >= QGEMM_TOKEN_AGREEMENT_MIN, `golden token agreement ${mean} < ${QGEMM_TOKEN_AGREEMENT_MIN}`);
+  console.log(
+    `qgemm int8: logits rel L2 ${fq.logitsRelL2.toFixed(4)}, argmax ${(fq.argmaxAgreement * 100).toFixed(1)}%, golden token agreement ${(mean * 100).toFixed(1)}%`,
+  );
+  assert.ok(
+    fq.logitsRelL2 <= QGEMM_REL_L2_BOUND,
+    `logits relative L2 ${fq.logitsRelL2} > ${QGEMM_REL_L2_BOUND}`,
+  );
+  assert.ok(
+    mean >= QGEMM_TOKEN_AGREEMENT_MIN,
+    `golden token agreement ${mean} < ${QGEMM_TOKEN_AGREEMENT_MIN}`,
+  );
 });
 
 test('a qgemm checkpoint is refused for QLoRA with a clear error (training differentiates MatMulNBits blocks only)', async () => {
   await assert.rejects(
     createTrainEngine({ model: qgemmDir, threads: 1, lora: { r: 2, alpha: 4, targets: ['q'] } }),
-    (e: unknown) => e instanceof DimooError && /qgemm checkpoint .* cannot be fine-tuned; quantize with --format nbits/.test(e.message),
+    (e: unknown) =>
+      e instanceof DimooError &&
+      /qgemm checkpoint .* cannot be fine-tuned; quantize with --format nbits/.test(e.message),
   );
 });
 
 test('quantizing refuses a quantized source and a folder with other files', async () => {
-  await assert.rejects(quantizeCheckpoint(qdir[8]!, path.join(tmp, 'again'), { bits: 4 }), (e: unknown) => e instanceof DimooError && /already a quantized checkpoint/.test(e.message));
+  await assert.rejects(
+    quantizeCheckpoint(qdir[8]!, path.join(tmp, 'again'), { bits: 4 }),
+    (e: unknown) => e instanceof DimooError && /already a quantized checkpoint/.test(e.message),
+  );
   const busy = path.join(tmp, 'busy');
   fs.mkdirSync(busy);
   fs.writeFileSync(path.join(busy, 'notes.txt'), 'mine');
-  await assert.rejects(quantizeCheckpoint(goldenCheckpointDir(), busy, { bits: 8 }), (e: unknown) => e instanceof DimooError && /not empty/.test(e.message));
-  await assert.rejects(quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'bs'), { bits: 8, blockSize: 48 }), (e: unknown) => e instanceof DimooError && /power of two/.test(e.message));
-  await assert.rejects(quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'q4g'), { bits: 4, format: 'qgemm' }), (e: unknown) => e instanceof DimooError && /qgemm stores 8-bit weights/.test(e.message));
-  await assert.rejects(quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'fmt'), { bits: 8, format: 'gguf' as 'qgemm' }), (e: unknown) => e instanceof DimooError && /--format must be nbits or qgemm/.test(e.message));
+  await assert.rejects(
+    quantizeCheckpoint(goldenCheckpointDir(), busy, { bits: 8 }),
+    (e: unknown) => e instanceof DimooError && /not empty/.test(e.message),
+  );
+  await assert.rejects(
+    quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'bs'), { bits: 8, blockSize: 48 }),
+    (e: unknown) => e instanceof DimooError && /power of two/.test(e.message),
+  );
+  await assert.rejects(
+    quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'q4g'), { bits: 4, format: 'qgemm' }),
+    (e: unknown) => e instanceof DimooError && /qgemm stores 8-bit weights/.test(e.message),
+  );
+  await assert.rejects(
+    quantizeCheckpoint(goldenCheckpointDir(), path.join(tmp, 'fmt'), {
+      bits: 8,
+      format: 'gguf' as 'qgemm',
+    }),
+    (e: unknown) => e instanceof DimooError && /--format must be nbits or qgemm/.test(e.message),
+  );
 });
 
 /** Copies the 8-bit folder, applies `edit` to it, and expects openCheckpoint to fail with a message matching `re`. */
@@ -302,15 +391,51 @@ test('corrupted or mismatched manifests give clear errors', () => {
     f(m);
     fs.writeFileSync(p, JSON.stringify(m));
   };
-  expectBroken('json', (dir) => fs.writeFileSync(path.join(dir, QUANT_MANIFEST), '{"format": "dimoo-quantized", '), /cannot read the quantization manifest/);
-  expectBroken('format', editManifest((m) => (m.format = 'gguf')), /"format" must be "dimoo-quantized"/);
-  expectBroken('version', editManifest((m) => (m.version = 99)), /unsupported version 99/);
-  expectBroken('bits', editManifest((m) => (m.bits = 3)), /"bits" must be 8 or 4/);
-  expectBroken('weights file', editManifest((m) => (m.weights_file = 'gone.safetensors')), /weights file "gone.safetensors" is missing/);
-  expectBroken('shape', editManifest((m) => (m.linears['model.transformer.blocks.0.q_proj.weight'].N = 64)), /q_proj\.weight"\] is \[64, 32\], config.json implies \[32, 32\]/);
-  expectBroken('tensor', editManifest((m) => (m.linears['model.transformer.blocks.1.ff_out.weight'].scales = 'nope')), /names tensor "nope", which .* does not have/);
-  expectBroken('missing', editManifest((m) => delete m.linears['model.transformer.blocks.1.up_proj.weight']), /up_proj\.weight" that config.json requires is neither in "linears" nor in "plain"/);
-  expectBroken('block', editManifest((m) => (m.linears['model.transformer.blocks.0.k_proj.weight'].block_size = 16)), /expected U8 \[32, 2, 16\] for 8-bit blocks of 16/);
+  expectBroken(
+    'json',
+    (dir) => fs.writeFileSync(path.join(dir, QUANT_MANIFEST), '{"format": "dimoo-quantized", '),
+    /cannot read the quantization manifest/,
+  );
+  expectBroken(
+    'format',
+    editManifest((m) => (m.format = 'gguf')),
+    /"format" must be "dimoo-quantized"/,
+  );
+  expectBroken(
+    'version',
+    editManifest((m) => (m.version = 99)),
+    /unsupported version 99/,
+  );
+  expectBroken(
+    'bits',
+    editManifest((m) => (m.bits = 3)),
+    /"bits" must be 8 or 4/,
+  );
+  expectBroken(
+    'weights file',
+    editManifest((m) => (m.weights_file = 'gone.safetensors')),
+    /weights file "gone.safetensors" is missing/,
+  );
+  expectBroken(
+    'shape',
+    editManifest((m) => (m.linears['model.transformer.blocks.0.q_proj.weight'].N = 64)),
+    /q_proj\.weight"\] is \[64, 32\], config.json implies \[32, 32\]/,
+  );
+  expectBroken(
+    'tensor',
+    editManifest((m) => (m.linears['model.transformer.blocks.1.ff_out.weight'].scales = 'nope')),
+    /names tensor "nope", which .* does not have/,
+  );
+  expectBroken(
+    'missing',
+    editManifest((m) => delete m.linears['model.transformer.blocks.1.up_proj.weight']),
+    /up_proj\.weight" that config.json requires is neither in "linears" nor in "plain"/,
+  );
+  expectBroken(
+    'block',
+    editManifest((m) => (m.linears['model.transformer.blocks.0.k_proj.weight'].block_size = 16)),
+    /expected U8 \[32, 2, 16\] for 8-bit blocks of 16/,
+  );
   expectBroken(
     'config',
     (dir) => {
@@ -321,20 +446,55 @@ test('corrupted or mismatched manifests give clear errors', () => {
     },
     /blocks\.2\..* that config.json requires is neither/,
   );
-  expectBroken('extra', editManifest((m) => (m.plain['model.transformer.blocks.7.attn_norm.weight'] = 'model.transformer.ln_f.weight')), /names tensors config.json does not have: model.transformer.blocks.7/);
-  expectBroken('entry bits', editManifest((m) => (m.linears['model.transformer.wte.weight'].bits = 2)), /wte\.weight"\]\.bits must be 8 or 4/);
-  expectBroken('embedding bits', editManifest((m) => (m.linears['model.transformer.wte.weight'].bits = 4)), /expected U8 .* for 4-bit blocks/);
+  expectBroken(
+    'extra',
+    editManifest(
+      (m) =>
+        (m.plain['model.transformer.blocks.7.attn_norm.weight'] = 'model.transformer.ln_f.weight'),
+    ),
+    /names tensors config.json does not have: model.transformer.blocks.7/,
+  );
+  expectBroken(
+    'entry bits',
+    editManifest((m) => (m.linears['model.transformer.wte.weight'].bits = 2)),
+    /wte\.weight"\]\.bits must be 8 or 4/,
+  );
+  expectBroken(
+    'embedding bits',
+    editManifest((m) => (m.linears['model.transformer.wte.weight'].bits = 4)),
+    /expected U8 .* for 4-bit blocks/,
+  );
   const brokenQgemm = (label: string, f: (m: any) => void, re: RegExp): void => {
     const dir = path.join(tmp, `broken-qgemm-${label}`);
     fs.cpSync(qgemmDir, dir, { recursive: true });
     editManifest(f)(dir);
-    assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof DimooError && e.code === 'E_CHECKPOINT' && re.test(e.message), label);
+    assert.throws(
+      () => openCheckpoint(dir),
+      (e: unknown) => e instanceof DimooError && e.code === 'E_CHECKPOINT' && re.test(e.message),
+      label,
+    );
   };
   const qp = 'model.transformer.blocks.0.q_proj.weight';
-  brokenQgemm('layout', (m) => (m.linears[qp].layout = 'rows'), /layout must be "channel" or absent/);
-  brokenQgemm('channel block', (m) => (m.linears[qp].block_size = 16), /a channel entry has block_size = K \(32\), got 16/);
-  brokenQgemm('channel as blocks', (m) => delete m.linears[qp].layout, /expected U8 \[32, 1, 32\] for 8-bit blocks of 32/);
-  brokenQgemm('data', (m) => (m.linears[qp].data = 'model.transformer.blocks.0.k_proj.weight.scales'), /expected I8 \[32, 32\] \(int8 per output channel, transposed\)/);
+  brokenQgemm(
+    'layout',
+    (m) => (m.linears[qp].layout = 'rows'),
+    /layout must be "channel" or absent/,
+  );
+  brokenQgemm(
+    'channel block',
+    (m) => (m.linears[qp].block_size = 16),
+    /a channel entry has block_size = K \(32\), got 16/,
+  );
+  brokenQgemm(
+    'channel as blocks',
+    (m) => delete m.linears[qp].layout,
+    /expected U8 \[32, 1, 32\] for 8-bit blocks of 32/,
+  );
+  brokenQgemm(
+    'data',
+    (m) => (m.linears[qp].data = 'model.transformer.blocks.0.k_proj.weight.scales'),
+    /expected I8 \[32, 32\] \(int8 per output channel, transposed\)/,
+  );
   brokenQgemm('format', (m) => (m.quant_format = 'gguf'), /"quant_format" must be nbits or qgemm/);
   // Version 1 folders (no per-entry bits) are still read.
   const v1 = path.join(tmp, 'v1');
@@ -343,7 +503,10 @@ test('corrupted or mismatched manifests give clear errors', () => {
     m.version = 1;
     delete m.linears['model.transformer.wte.weight'].bits;
   })(v1);
-  assert.equal((openCheckpoint(v1) as QuantizedCheckpoint).quantized.get('model.transformer.wte.weight')!.bits, 8);
+  assert.equal(
+    (openCheckpoint(v1) as QuantizedCheckpoint).quantized.get('model.transformer.wte.weight')!.bits,
+    8,
+  );
   // The manifest's own reader agrees with a good folder.
   assert.equal(readQuantManifest(qdir[4]!).bits, 4);
 });
@@ -352,9 +515,21 @@ test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary
   const out = new PassThrough();
   let text = '';
   out.on('data', (b: Buffer) => (text += b.toString()));
-  const ctx = { stdout: out, stderr: new PassThrough(), env: {}, home: tmp, signal: new AbortController().signal, loadModel: () => Promise.reject(new Error('unused')) } as unknown as CliContext;
+  const ctx = {
+    stdout: out,
+    stderr: new PassThrough(),
+    env: {},
+    home: tmp,
+    signal: new AbortController().signal,
+    loadModel: () => Promise.reject(new Error('unused')),
+  } as unknown as CliContext;
   const dir = path.join(tmp, 'cli-q4');
-  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 4, out: dir, json: true, progress: false });
+  await quantizeCommand(ctx, goldenCheckpointDir(), {
+    bits: 4,
+    out: dir,
+    json: true,
+    progress: false,
+  });
   const summary = JSON.parse(text) as { bits: number; linears: number; bytes: number };
   assert.equal(summary.bits, 4);
   assert.equal(summary.linears, 2 * 7 + 1 + 1); // 7 linears per layer, the head, the 8-bit embedding
@@ -372,14 +547,31 @@ test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary
   assert.equal(readQuantManifest(dir).linears['model.transformer.wte.weight']!.bits, 8);
   // --embedding plain keeps it as stored.
   const plainDir = path.join(tmp, 'cli-q4-plain');
-  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 4, out: plainDir, embedding: 'plain', json: true, progress: false });
+  await quantizeCommand(ctx, goldenCheckpointDir(), {
+    bits: 4,
+    out: plainDir,
+    embedding: 'plain',
+    json: true,
+    progress: false,
+  });
   const sp = SafetensorsFile.open(path.join(plainDir, 'model-q4.safetensors'));
   assert.equal(sp.info('model.transformer.wte.weight').dtype, 'BF16');
   assert.equal(readQuantManifest(plainDir).linears['model.transformer.wte.weight'], undefined);
   // --format qgemm: int8 per output channel.
   text = '';
   const gDir = path.join(tmp, 'cli-qgemm');
-  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 8, format: 'qgemm', out: gDir, json: true, progress: false });
+  await quantizeCommand(ctx, goldenCheckpointDir(), {
+    bits: 8,
+    format: 'qgemm',
+    out: gDir,
+    json: true,
+    progress: false,
+  });
   assert.equal((JSON.parse(text) as { format: string }).format, 'qgemm');
-  assert.equal(SafetensorsFile.open(path.join(gDir, 'model-q8.safetensors')).info('model.transformer.ff_out.weight.i8').dtype, 'I8');
+  assert.equal(
+    SafetensorsFile.open(path.join(gDir, 'model-q8.safetensors')).info(
+      'model.transformer.ff_out.weight.i8',
+    ).dtype,
+    'I8',
+  );
 });

@@ -4,7 +4,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DimooError } from '../src/errors.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
+import {
+  SafetensorsFile,
+  writeSafetensors,
+  type WriteEntry,
+} from '../src/checkpoint/safetensors.js';
 import {
   DTYPES,
   DTYPE_SIZES,

@@ -72,7 +72,10 @@ test('sampling at temperature tau draws codes from softmax(logits / tau); probs 
     row.forEach((l, c) => {
       const p = Math.exp(Math.fround(l) / tau) / z;
       const sigma = Math.sqrt((p * (1 - p)) / n);
-      assert.ok(Math.abs(count[c]! / n - p) < 5 * sigma + 1e-9, `tau ${tau} code ${c}: ${count[c]! / n} vs ${p}`);
+      assert.ok(
+        Math.abs(count[c]! / n - p) < 5 * sigma + 1e-9,
+        `tau ${tau} code ${c}: ${count[c]! / n} vs ${p}`,
+      );
     });
     res.codes.forEach((c, r) => assert.ok(Math.abs(res.probs[r]! - Math.exp(row[c]!) / z1) < 1e-6));
   }

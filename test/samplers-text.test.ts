@@ -257,7 +257,10 @@ test('text ML-Cache recomputes the least confident masked positions and the just
   const conf = Float32Array.from([0.9, 0.1, 0.5, 0.95, 0.2, 0.7, 0.6, 0.99, 0.3, 0.8, 0.4]);
   // quantile(conf, 0.1) over 11 values is the 2nd smallest (0.2): positions 11 and 14.
   assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 0.9)), [11, 14]);
-  assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 0.9, [21, 5, 14])), [5, 11, 14, 21]);
+  assert.deepEqual(
+    Array.from(textRecomputePositions(masked, conf, 0.9, [21, 5, 14])),
+    [5, 11, 14, 21],
+  );
   // cacheRatio 0: everything masked is recomputed; 1: only the least confident.
   assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 0)), masked);
   assert.deepEqual(Array.from(textRecomputePositions(masked, conf, 1)), [11]);

@@ -129,7 +129,10 @@ describe('security: oversized uploads and bodies', () => {
     f.append('image', new Blob([new Uint8Array(200 * 1024)], { type: 'image/png' }), 'big.png');
     const r = await fetch(base + '/v1/images/edits', { method: 'POST', body: f });
     assert.equal(r.status, 413);
-    assert.equal(((await r.json()) as { error: { dimoo_code: string } }).error.dimoo_code, 'E_TOO_LARGE');
+    assert.equal(
+      ((await r.json()) as { error: { dimoo_code: string } }).error.dimoo_code,
+      'E_TOO_LARGE',
+    );
     assert.equal((await fetch(base + '/healthz')).status, 200);
   });
 
@@ -312,6 +315,9 @@ describe('security: CORS, binding, errors', () => {
     assert.equal(r.status, 500);
     const text = await r.text();
     assert.doesNotMatch(text, /secret|\/home|at /);
-    assert.equal((JSON.parse(text) as { error: { dimoo_code: string } }).error.dimoo_code, 'E_INTERNAL');
+    assert.equal(
+      (JSON.parse(text) as { error: { dimoo_code: string } }).error.dimoo_code,
+      'E_INTERNAL',
+    );
   });
 });

@@ -19,9 +19,21 @@ import {
   sampleEdit,
   sampleQuestion,
 } from '../src/shapes/language.js';
-import { SHAPES_MODEL_SIZES, shapesVocabulary, writeShapesCheckpoint } from '../src/shapes/model.js';
+import {
+  SHAPES_MODEL_SIZES,
+  shapesVocabulary,
+  writeShapesCheckpoint,
+} from '../src/shapes/model.js';
 import { renderScene } from '../src/shapes/render.js';
-import { CELLS, cellCol, cellRow, sampleScene, sceneFacts, sceneKey, type SceneFacts } from '../src/shapes/world.js';
+import {
+  CELLS,
+  cellCol,
+  cellRow,
+  sampleScene,
+  sceneFacts,
+  sceneKey,
+  type SceneFacts,
+} from '../src/shapes/world.js';
 
 const NUM = ['zero', 'one', 'two', 'three'];
 
@@ -38,7 +50,12 @@ test('captions say only what the scene has', () => {
     const used = new Set<number>();
     for (const o of r.objects) {
       const j = s.objects.findIndex(
-        (x, k) => !used.has(k) && x.shape === o.shape && x.color === o.color && (o.size === null || x.size === o.size) && (o.cell === null || x.cell === o.cell),
+        (x, k) =>
+          !used.has(k) &&
+          x.shape === o.shape &&
+          x.color === o.color &&
+          (o.size === null || x.size === o.size) &&
+          (o.cell === null || x.cell === o.cell),
       );
       assert.ok(j >= 0, `${c.text}: ${JSON.stringify(o)}`);
       used.add(j);
@@ -87,7 +104,9 @@ test('edits: the after-scene differs exactly as the prompt says', () => {
       case 'move': {
         assert.equal(e.editType, 'edit');
         assert.equal(b.objects.length, a.objects.length);
-        const changed = a.objects.filter((o) => !b.objects.some((x) => JSON.stringify(x) === JSON.stringify(o)));
+        const changed = a.objects.filter(
+          (o) => !b.objects.some((x) => JSON.stringify(x) === JSON.stringify(o)),
+        );
         assert.equal(changed.length, 1, e.prompt);
         break;
       }
@@ -118,20 +137,29 @@ test('questions have the right short answers', () => {
           assert.equal(q.answer, NUM[countOf(s, q.question)]);
           break;
         case 'shape': {
-          const cell = CELLS.findIndex((_, c) => q.question === `What shape is ${positionPhrase(c)}?`);
+          const cell = CELLS.findIndex(
+            (_, c) => q.question === `What shape is ${positionPhrase(c)}?`,
+          );
           const o = s.objects.find((x) => x.cell === cell)!;
           assert.ok(o, q.question);
-          assert.equal(q.answer, `${o.shape === 'circle' || o.shape === 'square' || o.shape === 'triangle' || o.shape === 'diamond' ? 'a' : 'an'} ${o.shape}`);
+          assert.equal(
+            q.answer,
+            `${o.shape === 'circle' || o.shape === 'square' || o.shape === 'triangle' || o.shape === 'diamond' ? 'a' : 'an'} ${o.shape}`,
+          );
           break;
         }
         case 'color': {
           const named = s.objects.filter((o) => q.question.includes(o.shape));
-          assert.ok(named.some((o) => o.color === q.answer), q.question);
+          assert.ok(
+            named.some((o) => o.color === q.answer),
+            q.question,
+          );
           break;
         }
         case 'describe':
           assert.equal(q.answer, describeScene(s));
-          for (const o of s.objects) assert.ok(q.answer.includes(`${o.size} ${o.color} ${o.shape}`));
+          for (const o of s.objects)
+            assert.ok(q.answer.includes(`${o.size} ${o.color} ${o.shape}`));
           break;
       }
     }
@@ -143,14 +171,23 @@ test('questions have the right short answers', () => {
 test('shapes checkpoint: loads through the ordinary loader; every world text encodes without [UNK] and decodes back', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-shapes-'));
   try {
-    const r = await writeShapesCheckpoint(dir, { seed: 1, overrides: { dModel: 32, nHeads: 4, nLayers: 1, mlpHiddenSize: 64 } });
+    const r = await writeShapesCheckpoint(dir, {
+      seed: 1,
+      overrides: { dModel: 32, nHeads: 4, nLayers: 1, mlpHiddenSize: 64 },
+    });
     const ck = openCheckpoint(dir);
     assert.equal(ck.config.embeddingSize, 134548);
     assert.equal(r.sizes.nLayers, 1);
     assert.ok(fs.existsSync(path.join(dir, 'vqvae', 'config.json')));
     const tok = TextTokenizer.fromFile(path.join(dir, 'tokenizer.json'));
     // specials at their real ids
-    for (const [s, id] of [['<|mdm_mask|>', 126336], ['<IMAGE>', 126349], ['<answer>', 126354], ['<end-of-line>', 126084], ['<uncondition>', 126351]] as const)
+    for (const [s, id] of [
+      ['<|mdm_mask|>', 126336],
+      ['<IMAGE>', 126349],
+      ['<answer>', 126354],
+      ['<end-of-line>', 126084],
+      ['<uncondition>', 126351],
+    ] as const)
       assert.equal(tok.tokenToId(s), id);
     assert.equal(tok.vocabSize(), 126356);
     const texts = new Set<string>(Object.values(PROMPT_TEMPLATES).slice(0, 3));

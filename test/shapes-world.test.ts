@@ -26,7 +26,9 @@ test('scenes: 1-3 objects, distinct cells, centred in their cell, inside the can
       assert.equal(cellAt(o.cx, o.cy), o.cell);
       const b = objectBox(o);
       assert.ok(b.x0 >= 0 && b.y0 >= 0 && b.x1 <= CANVAS && b.y1 <= CANVAS, JSON.stringify(o));
-      assert.ok(o.size === 'small' ? o.extent <= 34 && o.extent >= 30 : o.extent >= 52 && o.extent <= 58);
+      assert.ok(
+        o.size === 'small' ? o.extent <= 34 && o.extent >= 30 : o.extent >= 52 && o.extent <= 58,
+      );
     }
     for (let a = 0; a < s.objects.length; a++)
       for (let b = a + 1; b < s.objects.length; b++)
@@ -57,7 +59,10 @@ test('checker reads back exactly what was drawn (every attribute, 400 scenes)', 
     const d = detectScene(renderScene(s));
     if (sceneKey(d) !== sceneKey(s)) {
       wrong++;
-      if (first.length < 3) first.push(`${sceneKey(s)} read as ${sceneKey(d)} ${JSON.stringify(d.objects.map((o) => [o.fill.toFixed(2), o.lowerShare.toFixed(2)]))}`);
+      if (first.length < 3)
+        first.push(
+          `${sceneKey(s)} read as ${sceneKey(d)} ${JSON.stringify(d.objects.map((o) => [o.fill.toFixed(2), o.lowerShare.toFixed(2)]))}`,
+        );
     }
     assert.deepEqual(sceneFacts(d), sceneFacts(s));
   }
@@ -78,7 +83,11 @@ test('held-out split depends on the facts only, at about the requested share', (
 });
 
 /** Decoded pictures are softer and noisier than rendered ones; the checker must not depend on clean edges. */
-function degrade(img: { data: Uint8Array; width: number; height: number }, prng: Prng, sigma: number) {
+function degrade(
+  img: { data: Uint8Array; width: number; height: number },
+  prng: Prng,
+  sigma: number,
+) {
   const { width: w, height: h, data } = img;
   const out = new Uint8Array(data.length);
   for (let y = 0; y < h; y++)

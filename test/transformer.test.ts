@@ -43,9 +43,13 @@ test('forward logits match the golden reference within tolerance', async () => {
     const full = ref.readFloat32(`${name}.full_rows`);
     let maxDiff = 0;
     ints(`${name}.full_rows_index`).forEach((row, k) => {
-      for (let j = 0; j < V; j++) maxDiff = Math.max(maxDiff, Math.abs(logits[row * V + j]! - full[k * V + j]!));
+      for (let j = 0; j < V; j++)
+        maxDiff = Math.max(maxDiff, Math.abs(logits[row * V + j]! - full[k * V + j]!));
     });
-    assert.ok(maxDiff <= LOGIT_TOL, `${name}: logits differ from the reference by up to ${maxDiff}`);
+    assert.ok(
+      maxDiff <= LOGIT_TOL,
+      `${name}: logits differ from the reference by up to ${maxDiff}`,
+    );
     const argmax = ints(`${name}.argmax`);
     const gap = ref.readFloat32(`${name}.top1_gap`);
     const lse = ref.readFloat32(`${name}.row_logsumexp`);
@@ -85,7 +89,9 @@ test('argmax rows reduced in the graph equal argmax and float64 softmax of the r
     // Requested logit rows come back alone, even with argmax rows in the same call.
     assert.equal(r.logits!.length, wantRows.length * V);
     const last = full.logits!.subarray((rows.length - 1) * V);
-    r.logits!.subarray(V).forEach((x, j) => assert.ok(Math.abs(x - last[j]!) < 1e-4, `${name}: logit ${j}`));
+    r.logits!.subarray(V).forEach((x, j) =>
+      assert.ok(Math.abs(x - last[j]!) < 1e-4, `${name}: logit ${j}`),
+    );
     assert.equal(r.argmax!.length, rows.length);
     rows.forEach((_, k) => {
       const row = full.logits!.subarray(k * V, (k + 1) * V);
@@ -105,7 +111,12 @@ test('argmax rows reduced in the graph equal argmax and float64 softmax of the r
 });
 
 interface MlCacheCase {
-  model_calls: { cat: string; length: number; to_compute_positions: number[] | null; use_cache: boolean }[];
+  model_calls: {
+    cat: string;
+    length: number;
+    to_compute_positions: number[] | null;
+    use_cache: boolean;
+  }[];
 }
 
 test('ML-Cache forward sequence reproduces the golden per-call logits', async () => {
@@ -132,11 +143,13 @@ test('ML-Cache forward sequence reproduces the golden per-call logits', async ()
     }
     const wantMax = ref.readFloat32(`${key}.image_row_max`);
     let maxRowDiff = 0;
-    for (let p = 0; p < ids.length; p++) maxRowDiff = Math.max(maxRowDiff, Math.abs(res.rowMax![p]! - wantMax[p]!));
+    for (let p = 0; p < ids.length; p++)
+      maxRowDiff = Math.max(maxRowDiff, Math.abs(res.rowMax![p]! - wantMax[p]!));
     assert.ok(maxRowDiff <= LOGIT_TOL, `${key}: row maxima differ by up to ${maxRowDiff}`);
     const wantLogits = ref.readFloat32(`${key}.image_logits_masked_rows`);
     let maxDiff = 0;
-    for (let i = 0; i < wantLogits.length; i++) maxDiff = Math.max(maxDiff, Math.abs(res.imageLogits[i]! - wantLogits[i]!));
+    for (let i = 0; i < wantLogits.length; i++)
+      maxDiff = Math.max(maxDiff, Math.abs(res.imageLogits[i]! - wantLogits[i]!));
     assert.ok(maxDiff <= LOGIT_TOL, `${key}: masked-row image logits differ by ${maxDiff}`);
   }
   assert.ok(partialCalls >= 4, 'the case exercises partial (cached) calls');
@@ -145,7 +158,19 @@ test('ML-Cache forward sequence reproduces the golden per-call logits', async ()
 test('grouped K/V heads, other theta and eps: graph equals a naive float64 reference', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-gqa-'));
   try {
-    await writeRandomCheckpoint(dir, { dModel: 32, nHeads: 4, nKvHeads: 2, nLayers: 2, mlpHiddenSize: 48, ropeTheta: 10000, rmsNormEps: 1e-6 }, { seed: 7 });
+    await writeRandomCheckpoint(
+      dir,
+      {
+        dModel: 32,
+        nHeads: 4,
+        nKvHeads: 2,
+        nLayers: 2,
+        mlpHiddenSize: 48,
+        ropeTheta: 10000,
+        rmsNormEps: 1e-6,
+      },
+      { seed: 7 },
+    );
     const ckpt = openCheckpoint(dir);
     assert.equal(ckpt.config.nKvHeads, 2);
     const m = await Transformer.load(ckpt, { threads: 1 });
@@ -155,7 +180,8 @@ test('grouped K/V heads, other theta and eps: graph equals a naive float64 refer
       const { logits } = await m.forward({ ids, logitRows: all });
       const want = referenceForward(ckpt, ids);
       let maxDiff = 0;
-      for (let i = 0; i < want.length; i++) maxDiff = Math.max(maxDiff, Math.abs(logits![i]! - want[i]!));
+      for (let i = 0; i < want.length; i++)
+        maxDiff = Math.max(maxDiff, Math.abs(logits![i]! - want[i]!));
       assert.ok(maxDiff < 1e-3, `max |diff| ${maxDiff}`);
 
       // A partial pass that recomputes every position equals a full pass.

@@ -6,7 +6,11 @@ import * as path from 'node:path';
 import { VqModel } from '../src/models/vq-model.js';
 import { VQ_PRESETS, writeRandomVq } from '../src/tools/random-vq.js';
 import { expectedVqTensors, loadVqConfig, parseVqConfig } from '../src/checkpoint/vq-config.js';
-import { SafetensorsFile, writeSafetensors, type WriteEntry } from '../src/checkpoint/safetensors.js';
+import {
+  SafetensorsFile,
+  writeSafetensors,
+  type WriteEntry,
+} from '../src/checkpoint/safetensors.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-vqr-'));

@@ -231,7 +231,10 @@ describe('golden parity on the WebGPU provider', { skip }, () => {
         const rows = ids.map((_, i) => i);
         const a = await g.forward({ ids, logitRows: rows, imageRows: [1, 2] });
         const b = await c.forward({ ids, logitRows: rows, imageRows: [1, 2] });
-        const d = Math.max(maxAbsDiff(a.logits!, b.logits!), maxAbsDiff(a.imageLogits!, b.imageLogits!));
+        const d = Math.max(
+          maxAbsDiff(a.logits!, b.logits!),
+          maxAbsDiff(a.imageLogits!, b.imageLogits!),
+        );
         // Same integer kernels (ORT places MatMulIntegerToFloat on the CPU provider);
         // only the float ops between them run on the GPU: measured 5.7e-6.
         t.diagnostic(`max |logit diff| qgemm WebGPU vs CPU ${d.toExponential(2)}`);
@@ -299,9 +302,12 @@ describe('golden parity on the WebGPU provider', { skip }, () => {
         assert.deepEqual(r.got, r.want);
         if (r.wantText !== undefined) assert.equal(r.text, r.wantText);
         if (r.image && name.includes('t2i')) {
-          const want = SafetensorsFile.open(goldenCase(`${name}.safetensors`)).readBytes('decoded_image_uint8');
+          const want = SafetensorsFile.open(goldenCase(`${name}.safetensors`)).readBytes(
+            'decoded_image_uint8',
+          );
           let off = 0;
-          for (let i = 0; i < want.length; i++) if (Math.abs(r.image.image!.data[i]! - want[i]!) > 1) off++;
+          for (let i = 0; i < want.length; i++)
+            if (Math.abs(r.image.image!.data[i]! - want[i]!) > 1) off++;
           assert.equal(off, 0, `${off} pixel values differ by more than 1`);
         }
       });

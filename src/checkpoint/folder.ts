@@ -192,6 +192,11 @@ export function openCheckpoint(dir: string): Checkpoint {
   validateWeights(config, weights, indexPath ?? weightFiles[0]!);
 
   const side = findSideFiles(root);
-  const files = [configPath, ...(indexPath ? [indexPath] : []), ...weightFiles, ...sideFileList(side)];
+  const files = [
+    configPath,
+    ...(indexPath ? [indexPath] : []),
+    ...weightFiles,
+    ...sideFileList(side),
+  ];
   return { dir: root, config, weights, ...side, files, weightFiles };
 }

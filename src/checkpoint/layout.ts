@@ -105,7 +105,10 @@ export interface SideFiles {
 export function findSideFiles(root: string): SideFiles {
   const tokenizerPath = path.join(root, 'tokenizer.json');
   if (!fs.existsSync(tokenizerPath))
-    throw new DimooError(`${tokenizerPath}: missing (the text tokenizer is required)`, 'E_CHECKPOINT');
+    throw new DimooError(
+      `${tokenizerPath}: missing (the text tokenizer is required)`,
+      'E_CHECKPOINT',
+    );
   const opt = (name: string): string | undefined => {
     const p = path.join(root, name);
     return fs.existsSync(p) ? p : undefined;
@@ -122,7 +125,10 @@ export function findSideFiles(root: string): SideFiles {
 
 /** The side files that exist, for `Checkpoint.files`. */
 export function sideFileList(s: SideFiles): string[] {
-  return [s.tokenizerPath, s.tokenizerConfigPath, s.specialTokensMapPath, s.generationConfigPath].filter(
-    (p): p is string => !!p,
-  );
+  return [
+    s.tokenizerPath,
+    s.tokenizerConfigPath,
+    s.specialTokensMapPath,
+    s.generationConfigPath,
+  ].filter((p): p is string => !!p);
 }

@@ -33,9 +33,11 @@ export function blobBytes(spec: QuantSpec): number {
 }
 
 export function checkQuantSpec(spec: QuantSpec, K: number): void {
-  if (spec.bits !== 4 && spec.bits !== 8) throw new Error(`quantization bits must be 4 or 8, got ${spec.bits}`);
+  if (spec.bits !== 4 && spec.bits !== 8)
+    throw new Error(`quantization bits must be 4 or 8, got ${spec.bits}`);
   const bs = spec.blockSize;
-  if (!(bs >= 16 && bs <= 256 && (bs & (bs - 1)) === 0)) throw new Error(`block size must be a power of two in [16, 256], got ${bs}`);
+  if (!(bs >= 16 && bs <= 256 && (bs & (bs - 1)) === 0))
+    throw new Error(`block size must be a power of two in [16, 256], got ${bs}`);
   if (K % bs !== 0) throw new Error(`K = ${K} is not a multiple of the block size ${bs}`);
 }
 
@@ -43,7 +45,13 @@ export function checkQuantSpec(spec: QuantSpec, K: number): void {
  * Quantizes rows [N, K] of float32 weights. `out` may supply the destination
  * buffers (e.g. to stream through a reused chunk).
  */
-export function quantizeRows(w: Float32Array, N: number, K: number, spec: QuantSpec, out?: QuantizedRows): QuantizedRows {
+export function quantizeRows(
+  w: Float32Array,
+  N: number,
+  K: number,
+  spec: QuantSpec,
+  out?: QuantizedRows,
+): QuantizedRows {
   checkQuantSpec(spec, K);
   if (w.length < N * K) throw new Error(`quantizeRows: ${w.length} values for [${N}, ${K}]`);
   const bs = spec.blockSize;
@@ -93,7 +101,12 @@ export function quantizeRows(w: Float32Array, N: number, K: number, spec: QuantS
 }
 
 /** Inverse of quantizeRows (for tests and error measurements): [N, K] float32. */
-export function dequantizeRows(q: QuantizedRows, N: number, K: number, spec: QuantSpec): Float32Array {
+export function dequantizeRows(
+  q: QuantizedRows,
+  N: number,
+  K: number,
+  spec: QuantSpec,
+): Float32Array {
   checkQuantSpec(spec, K);
   const bs = spec.blockSize;
   const blocks = K / bs;
@@ -107,7 +120,8 @@ export function dequantizeRows(q: QuantizedRows, N: number, K: number, spec: Qua
       const ob = si * blob;
       const base = n * K + b * bs;
       for (let i = 0; i < bs; i++) {
-        const code = spec.bits === 8 ? q.data[ob + i]! : (q.data[ob + (i >> 1)]! >> ((i & 1) * 4)) & 15;
+        const code =
+          spec.bits === 8 ? q.data[ob + i]! : (q.data[ob + (i >> 1)]! >> ((i & 1) * 4)) & 15;
         w[base + i] = Math.fround((code - zp) * d);
       }
     }
@@ -133,9 +147,18 @@ export interface ChannelQuantized {
  * Quantizes rows [n0, n0 + rows) of W (given as `w` [rows, K] float32) into
  * columns n0.. of `out` ([K, N] codes, [N] scales).
  */
-export function quantizeChannelRows(w: Float32Array, rows: number, K: number, n0: number, N: number, out: ChannelQuantized): void {
-  if (w.length < rows * K) throw new Error(`quantizeChannelRows: ${w.length} values for [${rows}, ${K}]`);
-  if (n0 + rows > N || out.data.length < K * N || out.scales.length < N) throw new Error(`quantizeChannelRows: rows ${n0}..${n0 + rows} do not fit [${K}, ${N}]`);
+export function quantizeChannelRows(
+  w: Float32Array,
+  rows: number,
+  K: number,
+  n0: number,
+  N: number,
+  out: ChannelQuantized,
+): void {
+  if (w.length < rows * K)
+    throw new Error(`quantizeChannelRows: ${w.length} values for [${rows}, ${K}]`);
+  if (n0 + rows > N || out.data.length < K * N || out.scales.length < N)
+    throw new Error(`quantizeChannelRows: rows ${n0}..${n0 + rows} do not fit [${K}, ${N}]`);
   const inv = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     let m = 0;

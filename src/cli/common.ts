@@ -25,7 +25,11 @@ export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => 
   parseLoraRef(raw),
 ];
 import { checkImageOutPath, checkOutFolder, formatMs, writeJson, writeRgbImage } from './output.js';
-import { formatParameters, imageRunSettings, type ImageTaskParams } from '../pipelines/parameters.js';
+import {
+  formatParameters,
+  imageRunSettings,
+  type ImageTaskParams,
+} from '../pipelines/parameters.js';
 import { drawSeed } from '../pipelines/validate.js';
 import { packageVersion } from './version.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
@@ -39,7 +43,10 @@ export interface ModelCommandFlags extends ModelFlags {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--model <dir|id>', 'checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO)')
+    .requiredOption(
+      '--model <dir|id>',
+      'checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO)',
+    )
     .option('--revision <rev>', 'Hugging Face ids: branch, tag or commit (default main)')
     .option(
       '--threads <n>',
@@ -258,7 +265,10 @@ export function imageParameters(
 ): string {
   return formatParameters(
     params.prompt ?? '',
-    imageRunSettings(task, params, r, { model: api.info().name, version: `dimoo ${packageVersion()}` }),
+    imageRunSettings(task, params, r, {
+      model: api.info().name,
+      version: `dimoo ${packageVersion()}`,
+    }),
   );
 }
 

@@ -45,4 +45,10 @@ export const DEMO = {
 export const VQ_SCALE = DIMOO_GRID.scale;
 
 /** Edit types and what each takes: the library's one table. */
-export { EDIT_TYPES, EDIT_TYPES_HELP, editTypeHasFixedPrompt, editTypeTakesRef, isEditType } from '../pipelines/tasks.js';
+export {
+  EDIT_TYPES,
+  EDIT_TYPES_HELP,
+  editTypeHasFixedPrompt,
+  editTypeTakesRef,
+  isEditType,
+} from '../pipelines/tasks.js';

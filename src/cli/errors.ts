@@ -46,11 +46,18 @@ interface Described {
 }
 
 function describe(e: unknown, debug: boolean): Described & { stack?: string } {
-  if (e instanceof CancelledError) return { message: 'cancelled', code: e.code, exitCode: EXIT_CANCELLED };
-  if (isDimooError(e)) return { message: firstLine(e.message), code: e.code, exitCode: EXIT_ERROR, stack: e.stack };
+  if (e instanceof CancelledError)
+    return { message: 'cancelled', code: e.code, exitCode: EXIT_CANCELLED };
+  if (isDimooError(e))
+    return { message: firstLine(e.message), code: e.code, exitCode: EXIT_ERROR, stack: e.stack };
   // A file-system failure is the environment's, not a bug: name the file and the cause.
   if (isSystemError(e) && e.path)
-    return { message: `${e.path}: ${systemCause(e)}`, code: 'E_IO', exitCode: EXIT_ERROR, stack: e.stack };
+    return {
+      message: `${e.path}: ${systemCause(e)}`,
+      code: 'E_IO',
+      exitCode: EXIT_ERROR,
+      stack: e.stack,
+    };
   const err = e instanceof Error ? e : new Error(String(e));
   const code = (err as NodeJS.ErrnoException).code;
   const name = err.name && err.name !== 'Error' ? `${err.name}: ` : '';

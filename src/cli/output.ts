@@ -24,7 +24,10 @@ export function checkOutFolder(flag: string, file: string): void {
     /* missing: said below */
   }
   if (!isDir)
-    throw new DimooError(`${flag} ${file}: folder ${path.dirname(file)} does not exist (create it first)`, 'E_PARAM');
+    throw new DimooError(
+      `${flag} ${file}: folder ${path.dirname(file)} does not exist (create it first)`,
+      'E_PARAM',
+    );
 }
 
 /** Checked while parsing (format and folder), so a typo in --out fails before minutes of sampling. */
@@ -43,7 +46,11 @@ export function checkImageOutPath(flag: string, file: string): void {
  * Writes an RGB image atomically; sharp is loaded only when an image is
  * written. `parameters` (how the image was made) goes into a PNG text chunk.
  */
-export async function writeRgbImage(file: string, img: RgbImage, parameters?: string): Promise<void> {
+export async function writeRgbImage(
+  file: string,
+  img: RgbImage,
+  parameters?: string,
+): Promise<void> {
   const { writeImage } = await import('../image/io.js');
   await writeImage(
     file,

@@ -603,7 +603,10 @@ export class Tape {
     );
     return this.rec(y, y.shape, ins, (gy) => {
       const sub = new Tape(this.g, this.dtype);
-      const zero = this.g.cast(this.g.reduceSum(this.g.mul(this.g.shape(gy), this.g.constI64([0], [])), [0], false), ins[0]!.dtype);
+      const zero = this.g.cast(
+        this.g.reduceSum(this.g.mul(this.g.shape(gy), this.g.constI64([0], [])), [0], false),
+        ins[0]!.dtype,
+      );
       const leaves = ins.map((v) => sub.wrap(v, v.shape, v.dtype, v.req));
       const x0 = sub.wrap(this.g.add(ins[0]!, zero), ins[0]!.shape, ins[0]!.dtype, true);
       const y2 = fn(sub, [x0, ...leaves.slice(1)]);

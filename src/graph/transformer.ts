@@ -130,7 +130,11 @@ export const TRANSFORMER_OUTPUTS = {
   newV: (i: number) => `new_v_${i}`,
 } as const;
 
-const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
+const ONNX_DTYPE: Record<WeightSource['dtype'], DType> = {
+  BF16: 'bfloat16',
+  F16: 'float16',
+  F32: 'float32',
+};
 const ELEM_BYTES: Record<WeightSource['dtype'], number> = { BF16: 2, F16: 2, F32: 4 };
 
 /** Rows [start, end) of a row-major weight whose first dim is rows. */
@@ -146,15 +150,30 @@ export function weightRows(w: WeightSource, start: number, end: number): WeightS
 }
 
 /** Output rows [start, end) of a quantized linear (rows are contiguous in both data and scales; not for the channel layout). */
-export function quantizedRows(q: QuantizedLinearSource, start: number, end: number): QuantizedLinearSource {
-  if (q.layout === 'channel') throw new Error('quantizedRows: channel-layout weights are [K, N]; slice their columns in the graph');
+export function quantizedRows(
+  q: QuantizedLinearSource,
+  start: number,
+  end: number,
+): QuantizedLinearSource {
+  if (q.layout === 'channel')
+    throw new Error(
+      'quantizedRows: channel-layout weights are [K, N]; slice their columns in the graph',
+    );
   const blocks = q.K / q.blockSize;
   const blob = (q.blockSize * q.bits) / 8;
   return {
     ...q,
     N: end - start,
-    data: { ...q.data, byteOffset: q.data.byteOffset + start * blocks * blob, byteLength: (end - start) * blocks * blob },
-    scales: { ...q.scales, byteOffset: q.scales.byteOffset + start * blocks * 4, byteLength: (end - start) * blocks * 4 },
+    data: {
+      ...q.data,
+      byteOffset: q.data.byteOffset + start * blocks * blob,
+      byteLength: (end - start) * blocks * blob,
+    },
+    scales: {
+      ...q.scales,
+      byteOffset: q.scales.byteOffset + start * blocks * 4,
+      byteLength: (end - start) * blocks * 4,
+    },
   };
 }
 
@@ -171,7 +190,14 @@ const zeroPoints = new WeakMap<GraphBuilder, Value>();
  * fails on uint8): shift x by 128 row scales and quantize without a zero-point
  * input instead of expanding the zero point to one per row (one more pass over x).
  */
-export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Value, activations: 'row' | 'tensor', noUint8Expand = false): Value {
+export function emitIntegerGemm(
+  g: GraphBuilder,
+  x: Value,
+  B: Value,
+  bScale: Value,
+  activations: 'row' | 'tensor',
+  noUint8Expand = false,
+): Value {
   if (activations === 'tensor') return g.dynamicQuantizeMatMul(x, B, bScale);
   let zp = zeroPoints.get(g);
   if (!zp) {
@@ -179,7 +205,10 @@ export function emitIntegerGemm(g: GraphBuilder, x: Value, B: Value, bScale: Val
     zeroPoints.set(g, zp);
   }
   // (+1e-30: an all-zero row gets a non-zero scale and quantizes to exact zeros.)
-  const flat = g.reshape(g.mul(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), g.scalarF32(1 / 127)), [-1]); // [M]
+  const flat = g.reshape(
+    g.mul(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), g.scalarF32(1 / 127)),
+    [-1],
+  ); // [M]
   // Reshaped, not keepdims: ORT's ReduceMax of an empty [0, K] input keeps its shape.
   const rowScale = g.reshape(flat, [-1, 1]);
   const xq = noUint8Expand
@@ -204,7 +233,13 @@ interface Weights {
    * x @ W^T (+ b) for W [N, K] given as float or quantized source; `dep` (default x,
    * at least one row) is what float16 weights' upcasts wait for.
    */
-  linearFrom(x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep?: Value): Value;
+  linearFrom(
+    x: Value,
+    name: string,
+    w: WeightSource | QuantizedLinearSource,
+    bias?: Value,
+    dep?: Value,
+  ): Value;
   /** The checkpoint's linear `prefix`.weight (+ `prefix`.bias) applied to x. */
   linear(x: Value, prefix: string, bias: boolean): Value;
   /** A channel-layout (integer GEMM) weight's initializers, one pair per tensor (shared by the head's uses). */
@@ -216,7 +251,11 @@ interface Weights {
 function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
   let extCount = 0;
   const external = (name: string, dtype: DType, shape: number[], src: ExternalBytes): Value =>
-    g.external(`${name}#${extCount++}`, dtype, shape, { location: src.location, offset: src.byteOffset, length: src.byteLength });
+    g.external(`${name}#${extCount++}`, dtype, shape, {
+      location: src.location,
+      offset: src.byteOffset,
+      length: src.byteLength,
+    });
   const f32 = (name: string, src: WeightSource): Value => {
     const w = external(name, ONNX_DTYPE[src.dtype], src.shape, src);
     return src.dtype === 'F32' ? w : g.cast(w, 'float32');
@@ -239,16 +278,29 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
   const perRow = (opts.int8Activations ?? 'row') === 'row';
   const channelInits = new Map<string, { data: Value; scales: Value }>();
   /** A channel-layout weight's initializers (one pair per tensor, shared by the head's uses). */
-  const channelWeight = (name: string, w: QuantizedLinearSource): { data: Value; scales: Value } => {
+  const channelWeight = (
+    name: string,
+    w: QuantizedLinearSource,
+  ): { data: Value; scales: Value } => {
     let v = channelInits.get(name);
     if (!v) {
-      v = { data: external(`${name}.i8`, 'int8', [w.K, w.N], w.data), scales: external(`${name}.scales`, 'float32', [w.N], w.scales) };
+      v = {
+        data: external(`${name}.i8`, 'int8', [w.K, w.N], w.data),
+        scales: external(`${name}.scales`, 'float32', [w.N], w.scales),
+      };
       channelInits.set(name, v);
     }
     return v;
   };
-  const integerGemm = (x: Value, B: Value, bScale: Value): Value => emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor', opts.avoidUint8Expand === true);
-  const linearFrom = (x: Value, name: string, w: WeightSource | QuantizedLinearSource, bias?: Value, dep: Value = x): Value => {
+  const integerGemm = (x: Value, B: Value, bScale: Value): Value =>
+    emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor', opts.avoidUint8Expand === true);
+  const linearFrom = (
+    x: Value,
+    name: string,
+    w: WeightSource | QuantizedLinearSource,
+    bias?: Value,
+    dep: Value = x,
+  ): Value => {
     if ('bits' in w && w.layout === 'channel') {
       const { data, scales } = channelWeight(name, w);
       const y = integerGemm(x, data, scales);
@@ -256,9 +308,20 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
     }
     if ('bits' in w) {
       const blocks = w.K / w.blockSize;
-      const data = external(`${name}.q${w.bits}`, 'uint8', [w.N, blocks, (w.blockSize * w.bits) / 8], w.data);
+      const data = external(
+        `${name}.q${w.bits}`,
+        'uint8',
+        [w.N, blocks, (w.blockSize * w.bits) / 8],
+        w.data,
+      );
       const scales = external(`${name}.scales`, 'float32', [w.N * blocks], w.scales);
-      const y = g.matMulNBits(x, data, scales, null, { K: w.K, N: w.N, bits: w.bits, blockSize: w.blockSize, accuracyLevel });
+      const y = g.matMulNBits(x, data, scales, null, {
+        K: w.K,
+        N: w.N,
+        bits: w.bits,
+        blockSize: w.blockSize,
+        accuracyLevel,
+      });
       return bias ? g.add(y, bias) : y;
     }
     if (opts.floatWeights === 'float16' || opts.floatWeights === 'float16-compute') {
@@ -273,20 +336,51 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
     }
     return g.gemmTransB(x, f32(name, w), bias);
   };
-  const source = (name: string): WeightSource | QuantizedLinearSource => opts.quantized?.(name) ?? opts.weight(name);
+  const source = (name: string): WeightSource | QuantizedLinearSource =>
+    opts.quantized?.(name) ?? opts.weight(name);
   let loraCount = 0;
   /** Adds the low-rank branches of weight `name` (adapters are small: inline float32 initializers). */
   const withLora = (x: Value, name: string, y: Value): Value => {
     for (const br of opts.lora?.(name) ?? []) {
-      const a = g.initializer(`${name}.lora_A#${loraCount}`, 'float32', [br.r, br.a.length / br.r], br.a);
-      const b = g.initializer(`${name}.lora_B#${loraCount++}`, 'float32', [br.b.length / br.r, br.r], br.b);
+      const a = g.initializer(
+        `${name}.lora_A#${loraCount}`,
+        'float32',
+        [br.r, br.a.length / br.r],
+        br.a,
+      );
+      const b = g.initializer(
+        `${name}.lora_B#${loraCount++}`,
+        'float32',
+        [br.b.length / br.r, br.r],
+        br.b,
+      );
       y = g.add(y, g.mul(g.gemmTransB(g.gemmTransB(x, a), b), g.scalarF32(br.scale)));
     }
     return y;
   };
   const linear = (x: Value, prefix: string, bias: boolean): Value =>
-    withLora(x, `${prefix}.weight`, linearFrom(x, `${prefix}.weight`, source(`${prefix}.weight`), bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined));
-  return { g, c: opts.config, opts, external, f32, source, linearFrom, linear, channelWeight, integerGemm };
+    withLora(
+      x,
+      `${prefix}.weight`,
+      linearFrom(
+        x,
+        `${prefix}.weight`,
+        source(`${prefix}.weight`),
+        bias ? f32(`${prefix}.bias`, opts.weight(`${prefix}.bias`)) : undefined,
+      ),
+    );
+  return {
+    g,
+    c: opts.config,
+    opts,
+    external,
+    f32,
+    source,
+    linearFrom,
+    linear,
+    channelWeight,
+    integerGemm,
+  };
 }
 
 /** RMSNorm over the last dim with the checkpoint's weight (and bias when norms have one). */
@@ -349,7 +443,18 @@ function callInputs(g: GraphBuilder, c: LladaConfig): CallInputs {
   );
   const slotIdx = g.expand(g.reshape(kvRows, [1, -1, 1]), scatterShape);
   const scatterIdx = g.concat([headIdx, slotIdx], -1);
-  return { ids, qCos, qSin, kvOutRows, logitRows, headRows, imageSel, rowmaxSel, greedySel, scatterIdx };
+  return {
+    ids,
+    qCos,
+    qSin,
+    kvOutRows,
+    logitRows,
+    headRows,
+    imageSel,
+    rowmaxSel,
+    greedySel,
+    scatterIdx,
+  };
 }
 
 /**
@@ -389,7 +494,12 @@ interface AttentionShared {
  * projection. Also returns the epsilon for the norms that follow: eps plus an
  * exact 0.0 made from this layer's K/V outputs, so the next layer waits for them.
  */
-function attention(w: Weights, i: number, h: Value, a: AttentionShared): { out: Value; nextEps: Value } {
+function attention(
+  w: Weights,
+  i: number,
+  h: Value,
+  a: AttentionShared,
+): { out: Value; nextEps: Value } {
   const { g, c } = w;
   const hd = c.headDim;
   const nKv = c.nKvHeads;
@@ -413,7 +523,14 @@ function attention(w: Weights, i: number, h: Value, a: AttentionShared): { out: 
   const vOut = g.gather(vh, kvOutRows, 1);
   g.output(kOut, TRANSFORMER_OUTPUTS.newK(i), 'float32', [nKv, 'Q', hd]);
   g.output(vOut, TRANSFORMER_OUTPUTS.newV(i), 'float32', [nKv, 'Q', hd]);
-  const dep = g.cast(g.reduceSum(g.mul(g.concat([g.shape(kOut), g.shape(vOut)], 0), g.constI64([0], [])), [0], false), 'float32');
+  const dep = g.cast(
+    g.reduceSum(
+      g.mul(g.concat([g.shape(kOut), g.shape(vOut)], 0), g.constI64([0], [])),
+      [0],
+      false,
+    ),
+    'float32',
+  );
   const nextEps = g.add(a.eps, dep);
   const pastK = g.input(TRANSFORMER_INPUTS.pastK(i), 'float32', [nKv, 'S', hd]);
   const pastV = g.input(TRANSFORMER_INPUTS.pastV(i), 'float32', [nKv, 'S', hd]);
@@ -444,7 +561,13 @@ function mlp(w: Weights, b: string, f: Value): Value {
 }
 
 /** One transformer block (pre-norm): x + attn(norm(x)), then + mlp(norm(.)). */
-function block(w: Weights, i: number, x: Value, normEps: Value, a: AttentionShared): { x: Value; eps: Value } {
+function block(
+  w: Weights,
+  i: number,
+  x: Value,
+  normEps: Value,
+  a: AttentionShared,
+): { x: Value; eps: Value } {
   const { g } = w;
   const b = `${PRE}.blocks.${i}`;
   const { out, nextEps } = attention(w, i, rmsNorm(w, x, `${b}.attn_norm.weight`, normEps), a);
@@ -476,25 +599,41 @@ function heads(w: Weights, final: Value, io: CallInputs): void {
       const B = whole ? data : g.slice(data, [start], [end], [1]);
       const s = whole ? scales : g.slice(scales, [start], [end], [0]);
       const y = w.integerGemm(xIn, B, s); // xIn may have 0 rows
-      return headBias ? g.add(y, w.f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end))) : y;
+      return headBias
+        ? g.add(y, w.f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)))
+        : y;
     }
     const wr = 'bits' in head ? quantizedRows(head, start, end) : weightRows(head, start, end);
-    const bias = headBias ? w.f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end)) : undefined;
+    const bias = headBias
+      ? w.f32(`${headBiasName}[${start}:${end}]`, weightRows(headBias, start, end))
+      : undefined;
     return w.linearFrom(xIn, `${headName}[${start}:${end}]`, wr, bias, final); // xIn may have 0 rows
   };
 
   const textIn = g.gather(final, io.logitRows, 0);
-  const chunkRows = 'bits' in head ? V : Math.max(1, Math.floor((opts.headChunkBytes ?? 256 * 2 ** 20) / (c.dModel * 4)));
+  const chunkRows =
+    'bits' in head
+      ? V
+      : Math.max(1, Math.floor((opts.headChunkBytes ?? 256 * 2 ** 20) / (c.dModel * 4)));
   const parts: Value[] = [];
-  for (let s = 0; s < V; s += chunkRows) parts.push(headPart(textIn, s, Math.min(V, s + chunkRows)));
+  for (let s = 0; s < V; s += chunkRows)
+    parts.push(headPart(textIn, s, Math.min(V, s + chunkRows)));
   const logits = parts.length === 1 ? parts[0]! : g.concat(parts, 1);
   g.output(logits, TRANSFORMER_OUTPUTS.logits, 'float32', ['A', V]);
   greedyText(g, logits, io.greedySel, V, opts.padEmptyReductions === true);
 
   const start = opts.imageVocabStart;
   const imageLogits = headPart(g.gather(final, io.headRows, 0), start, start + opts.imageVocabSize); // [U, 8192]
-  g.output(g.gather(imageLogits, io.imageSel, 0), TRANSFORMER_OUTPUTS.imageLogits, 'float32', ['B', opts.imageVocabSize]);
-  g.output(g.gather(g.reduceMax(imageLogits, [-1], false), io.rowmaxSel, 0), TRANSFORMER_OUTPUTS.imageRowMax, 'float32', ['R']);
+  g.output(g.gather(imageLogits, io.imageSel, 0), TRANSFORMER_OUTPUTS.imageLogits, 'float32', [
+    'B',
+    opts.imageVocabSize,
+  ]);
+  g.output(
+    g.gather(g.reduceMax(imageLogits, [-1], false), io.rowmaxSel, 0),
+    TRANSFORMER_OUTPUTS.imageRowMax,
+    'float32',
+    ['R'],
+  );
 }
 
 /**
@@ -507,7 +646,13 @@ function heads(w: Weights, final: Value, io: CallInputs): void {
  * spare zero row keeps them non-empty and is sliced off. Not on CPU, where it cost
  * 0.4 ms per call (10% of a golden-tiny forward).
  */
-function greedyText(g: GraphBuilder, logits: Value, greedySel: Value, V: number, pad: boolean): void {
+function greedyText(
+  g: GraphBuilder,
+  logits: Value,
+  greedySel: Value,
+  V: number,
+  pad: boolean,
+): void {
   const selected = g.gather(logits, greedySel, 0); // [G, V]
   const gl = pad ? g.concat([selected, g.expand(g.scalarF32(0), g.constI64([1, V]))], 0) : selected;
   const gMax = g.reduceMax(gl, [-1], true);
@@ -518,10 +663,19 @@ function greedyText(g: GraphBuilder, logits: Value, greedySel: Value, V: number,
   // Summed in 256-wide pieces, then the pieces: a plain float32 sum over ~1e5 terms
   // drifted by 2e-5 relative on the golden rows, two levels by 1.5e-7.
   const width = Math.ceil(V / 256) * 256;
-  const pieces = g.reshape(width === V ? others : g.pad(others, [0, 0, 0, width - V]), [0, width / 256, 256]);
+  const pieces = g.reshape(width === V ? others : g.pad(others, [0, 0, 0, width - V]), [
+    0,
+    width / 256,
+    256,
+  ]);
   const rest = g.reduceSum(g.reduceSum(pieces, [-1], false), [-1], false);
   g.output(firstG(rest), TRANSFORMER_OUTPUTS.textRest, 'float32', ['G']);
-  g.output(firstG(g.reduceSum(g.cast(isMax, 'float32'), [-1], false)), TRANSFORMER_OUTPUTS.textTies, 'float32', ['G']);
+  g.output(
+    firstG(g.reduceSum(g.cast(isMax, 'float32'), [-1], false)),
+    TRANSFORMER_OUTPUTS.textTies,
+    'float32',
+    ['G'],
+  );
 }
 
 export function buildTransformerGraph(opts: TransformerGraphOptions): Uint8Array {

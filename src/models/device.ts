@@ -79,7 +79,9 @@ export function sessionOptions(spec: SessionSpec): ort.InferenceSession.SessionO
       ? {
           extra: {
             session: {
-              ...(spec.externalDataFolder ? { model_external_initializers_file_folder_path: spec.externalDataFolder } : {}),
+              ...(spec.externalDataFolder
+                ? { model_external_initializers_file_folder_path: spec.externalDataFolder }
+                : {}),
               ...(spec.prepack === false ? { disable_prepacking: '1' } : {}),
             },
           },

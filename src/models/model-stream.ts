@@ -52,12 +52,19 @@ export interface TextRows {
   argmaxProb?: Float64Array;
 }
 
-function textRequest(rows: ArrayLike<number>, opts: TextRowsOptions): { logitRows?: ArrayLike<number>; argmaxRows?: ArrayLike<number> } {
+function textRequest(
+  rows: ArrayLike<number>,
+  opts: TextRowsOptions,
+): { logitRows?: ArrayLike<number>; argmaxRows?: ArrayLike<number> } {
   return opts.argmax ? { argmaxRows: rows } : { logitRows: rows };
 }
 
 function textRows(r: ForwardResult, opts: TextRowsOptions): TextRows {
-  if (opts.argmax) return { argmax: r.argmax ?? new Int32Array(0), argmaxProb: r.argmaxProb ?? new Float64Array(0) };
+  if (opts.argmax)
+    return {
+      argmax: r.argmax ?? new Int32Array(0),
+      argmaxProb: r.argmaxProb ?? new Float64Array(0),
+    };
   return { logits: r.logits ?? new Float32Array(0) };
 }
 
@@ -90,7 +97,11 @@ export class ModelStream {
   }
 
   /** Computes every position of `ids`; returns image logits at `imageRows` (positions). */
-  async full(ids: ArrayLike<number>, imageRows: ArrayLike<number>, opts: FullPassOptions = {}): Promise<StreamStepResult> {
+  async full(
+    ids: ArrayLike<number>,
+    imageRows: ArrayLike<number>,
+    opts: FullPassOptions = {},
+  ): Promise<StreamStepResult> {
     const L = ids.length;
     if (!this.caching || opts.keep === false) {
       this.filled = false;
@@ -115,10 +126,16 @@ export class ModelStream {
    * Recomputes only `compute` positions (sorted ascending) with the current
    * tokens; all other positions contribute their cached K/V.
    */
-  async partial(ids: ArrayLike<number>, compute: ArrayLike<number>, imageRows: ArrayLike<number>): Promise<StreamStepResult> {
-    if (!this.caching || !this.filled || !this.kv) throw new Error('ModelStream.partial needs a filled cache');
+  async partial(
+    ids: ArrayLike<number>,
+    compute: ArrayLike<number>,
+    imageRows: ArrayLike<number>,
+  ): Promise<StreamStepResult> {
+    if (!this.caching || !this.filled || !this.kv)
+      throw new Error('ModelStream.partial needs a filled cache');
     const L = this.seqLen;
-    if (ids.length !== L) throw new Error(`ModelStream.partial: sequence length changed (${ids.length} != ${L})`);
+    if (ids.length !== L)
+      throw new Error(`ModelStream.partial: sequence length changed (${ids.length} != ${L})`);
     const computeIds = Array.from(compute, (p) => ids[p]!);
     // Fresh logits for requested rows that are recomputed and have a logits slot.
     const rowOf = new Map<number, number>();
@@ -148,7 +165,10 @@ export class ModelStream {
     const img = r.imageLogits;
     for (let i = 0; i < freshPos.length; i++) {
       const slot = this.slotOf[freshPos[i]!]!;
-      if (slot < 0) throw new Error(`ModelStream: position ${freshPos[i]} was not asked for at the last full pass`);
+      if (slot < 0)
+        throw new Error(
+          `ModelStream: position ${freshPos[i]} was not asked for at the last full pass`,
+        );
       this.logitBuf.set(img!.subarray(i * V, (i + 1) * V), slot * V);
     }
     return { imageLogits: this.gatherLogits(imageRows), rowMax: this.rowMax };
@@ -159,7 +179,11 @@ export class ModelStream {
    * (positions) as full-vocabulary logits or, with `argmax`, reduced to each
    * row's argmax and its probability; when caching, keeps every position's K/V.
    */
-  async fullText(ids: ArrayLike<number>, rows: ArrayLike<number>, opts: TextRowsOptions = {}): Promise<TextRows> {
+  async fullText(
+    ids: ArrayLike<number>,
+    rows: ArrayLike<number>,
+    opts: TextRowsOptions = {},
+  ): Promise<TextRows> {
     const r = await this.model.forward({ ids, ...textRequest(rows, opts), wantKv: this.caching });
     if (this.caching) {
       this.seqLen = ids.length;
@@ -179,8 +203,12 @@ export class ModelStream {
     rows: ArrayLike<number>,
     opts: TextRowsOptions = {},
   ): Promise<TextRows> {
-    if (!this.caching || !this.filled || !this.kv) throw new Error('ModelStream.partialText needs a filled cache');
-    if (ids.length !== this.seqLen) throw new Error(`ModelStream.partialText: sequence length changed (${ids.length} != ${this.seqLen})`);
+    if (!this.caching || !this.filled || !this.kv)
+      throw new Error('ModelStream.partialText needs a filled cache');
+    if (ids.length !== this.seqLen)
+      throw new Error(
+        `ModelStream.partialText: sequence length changed (${ids.length} != ${this.seqLen})`,
+      );
     const index = new Map<number, number>();
     for (let i = 0; i < compute.length; i++) index.set(compute[i]!, i);
     const local = Array.from(rows, (p) => {

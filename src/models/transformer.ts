@@ -15,7 +15,13 @@ import { DimooError } from '../errors.js';
 import type { LladaConfig } from '../checkpoint/config.js';
 import { loadLoraAdapters, type LoraRef } from '../checkpoint/lora.js';
 import type { FileBytes, QuantizedLinear } from '../checkpoint/quantized.js';
-import { createSession, Tensor, type InferenceSession, requireFp16, type Device } from './device.js';
+import {
+  createSession,
+  Tensor,
+  type InferenceSession,
+  requireFp16,
+  type Device,
+} from './device.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import {
   buildTransformerGraph,
@@ -30,7 +36,10 @@ import {
 export interface TransformerCheckpoint {
   dir: string;
   config: LladaConfig;
-  weights: Map<string, { dtype: string; shape: number[]; file: string; byteOffset: number; byteLength: number }>;
+  weights: Map<
+    string,
+    { dtype: string; shape: number[]; file: string; byteOffset: number; byteLength: number }
+  >;
   /** Quantized linears by weight name (a repacked checkpoint, see checkpoint/quantized.ts); used instead of `weights`. */
   quantized?: Map<string, QuantizedLinear>;
 }
@@ -44,7 +53,10 @@ export type { Device } from './device.js';
  * `../../blobs/`: so the folder is the deepest one holding every file's real
  * path (the checkpoint folder itself when nothing is a link).
  */
-export function externalDataRoot(ckpt: TransformerCheckpoint): { folder: string; rel: (file: string) => string } {
+export function externalDataRoot(ckpt: TransformerCheckpoint): {
+  folder: string;
+  rel: (file: string) => string;
+} {
   const files = new Set<string>();
   for (const w of ckpt.weights.values()) files.add(w.file);
   for (const q of ckpt.quantized?.values() ?? []) files.add(q.data.file).add(q.scales.file);
@@ -161,7 +173,9 @@ export type ForwardResult<R extends ForwardRequest = ForwardRequest> = ForwardOu
   (R extends { logitRows: ArrayLike<number> } ? { logits: Float32Array } : unknown) &
   (R extends { imageRows: ArrayLike<number> } ? { imageLogits: Float32Array } : unknown) &
   (R extends { rowmaxRows: ArrayLike<number> } ? { imageRowMax: Float32Array } : unknown) &
-  (R extends { argmaxRows: ArrayLike<number> } ? { argmax: Int32Array; argmaxProb: Float64Array } : unknown) &
+  (R extends { argmaxRows: ArrayLike<number> }
+    ? { argmax: Int32Array; argmaxProb: Float64Array }
+    : unknown) &
   (R extends { wantKv: true } ? { newK: Float32Array[]; newV: Float32Array[] } : unknown);
 
 /** Whether quantized checkpoints repack their blocks at load unless told (env DIMOO_QUANT_PREPACK=0/1 overrides). */
@@ -218,7 +232,10 @@ export class Transformer {
     this.quantBits = quantBits;
   }
 
-  static async load(ckpt: TransformerCheckpoint, opts: TransformerLoadOptions = {}): Promise<Transformer> {
+  static async load(
+    ckpt: TransformerCheckpoint,
+    opts: TransformerLoadOptions = {},
+  ): Promise<Transformer> {
     const imageVocabSize = opts.imageVocabSize ?? 8192;
     const c = ckpt.config;
     if (imageVocabSize >= c.embeddingSize) {
@@ -232,7 +249,10 @@ export class Transformer {
       const w = ckpt.weights.get(name);
       if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
       if (w.dtype !== 'BF16' && w.dtype !== 'F16' && w.dtype !== 'F32') {
-        throw new DimooError(`${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`, 'E_CHECKPOINT');
+        throw new DimooError(
+          `${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`,
+          'E_CHECKPOINT',
+        );
       }
       return {
         dtype: w.dtype,
@@ -242,13 +262,25 @@ export class Transformer {
         byteLength: w.byteLength,
       };
     };
-    const ext = (b: FileBytes): ExternalBytes => ({ location: rel(b.file), byteOffset: b.byteOffset, byteLength: b.byteLength });
+    const ext = (b: FileBytes): ExternalBytes => ({
+      location: rel(b.file),
+      byteOffset: b.byteOffset,
+      byteLength: b.byteLength,
+    });
     let quantBits: 4 | 8 | undefined;
     const quantized = (name: string): QuantizedLinearSource | undefined => {
       const q = ckpt.quantized?.get(name);
       if (!q) return undefined;
       quantBits = quantBits === undefined ? q.bits : (Math.min(quantBits, q.bits) as 4 | 8);
-      return { bits: q.bits, blockSize: q.blockSize, N: q.N, K: q.K, layout: q.layout, data: ext(q.data), scales: ext(q.scales) };
+      return {
+        bits: q.bits,
+        blockSize: q.blockSize,
+        N: q.N,
+        K: q.K,
+        layout: q.layout,
+        data: ext(q.data),
+        scales: ext(q.scales),
+      };
     };
     const device = opts.device ?? 'cpu';
     const precision = opts.precision ?? 'fp32';
@@ -257,7 +289,12 @@ export class Transformer {
     const bytes = buildTransformerGraph({
       config: c,
       weight,
-      floatWeights: precision === 'fp16' ? 'float16' : precision === 'fp16-compute' ? 'float16-compute' : 'float32',
+      floatWeights:
+        precision === 'fp16'
+          ? 'float16'
+          : precision === 'fp16-compute'
+            ? 'float16-compute'
+            : 'float32',
       quantized: ckpt.quantized ? quantized : undefined,
       accuracyLevel: opts.accuracyLevel,
       int8Activations: opts.int8Activations ?? defaultInt8Activations(),
@@ -268,11 +305,18 @@ export class Transformer {
       imageVocabStart: c.embeddingSize - imageVocabSize,
       imageVocabSize,
     });
-    const prepack = quantBits === undefined ? true : (opts.prepack ?? defaultQuantPrepack(quantBits));
+    const prepack =
+      quantBits === undefined ? true : (opts.prepack ?? defaultQuantPrepack(quantBits));
     const session = await createSession(
       bytes,
       // Quantized blocks: repacked at load or used in place from the memory-mapped file (device.ts `prepack`).
-      { device, threads: opts.threads, externalDataFolder: dataFolder, prepack, memPattern: device === 'cpu' ? false : undefined },
+      {
+        device,
+        threads: opts.threads,
+        externalDataFolder: dataFolder,
+        prepack,
+        memPattern: device === 'cpu' ? false : undefined,
+      },
       `${ckpt.dir}: ONNX Runtime could not load the transformer`,
     );
     return new Transformer(c, session, imageVocabSize, device, quantBits, prepack);
@@ -284,7 +328,12 @@ export class Transformer {
   }
 
   /** Writes a forward's newK/newV ([nKv, P, hd] per layer) into `cache` at `slots` (one per row). */
-  writeKv(cache: KvCache, slots: ArrayLike<number>, newK: Float32Array[], newV: Float32Array[]): void {
+  writeKv(
+    cache: KvCache,
+    slots: ArrayLike<number>,
+    newK: Float32Array[],
+    newV: Float32Array[],
+  ): void {
     const hd = this.config.headDim;
     const nKv = this.config.nKvHeads;
     const P = slots.length;
@@ -326,7 +375,8 @@ export class Transformer {
       const seen = new Uint8Array(S);
       for (let i = 0; i < P; i++) {
         const s = slots[i]!;
-        if (!(s >= 0 && s < S) || seen[s]) throw new Error(`forward: slot ${s} is out of range or repeated`);
+        if (!(s >= 0 && s < S) || seen[s])
+          throw new Error(`forward: slot ${s} is out of range or repeated`);
         seen[s] = 1;
       }
     }
@@ -360,8 +410,12 @@ export class Transformer {
     // Argmax rows are computed as extra logit rows (after the requested ones) and reduced in the graph.
     const logitRows = req.logitRows ?? [];
     const argmaxRows = req.argmaxRows ?? [];
-    const allLogitRows = argmaxRows.length ? [...Array.from(logitRows), ...Array.from(argmaxRows)] : logitRows;
-    const greedySel = argmaxRows.length ? iota(argmaxRows.length).map((i) => i + logitRows.length) : [];
+    const allLogitRows = argmaxRows.length
+      ? [...Array.from(logitRows), ...Array.from(argmaxRows)]
+      : logitRows;
+    const greedySel = argmaxRows.length
+      ? iota(argmaxRows.length).map((i) => i + logitRows.length)
+      : [];
     const feeds: Record<string, Tensor> = {
       [IN.ids]: i64(req.ids),
       [IN.qCos]: new Tensor('float32', q.cos, [P, hd]),
@@ -400,14 +454,18 @@ export class Transformer {
       res.logits = argmaxRows.length ? all.subarray(0, logitRows.length * c.embeddingSize) : all;
     }
     if (req.argmaxRows) {
-      const ids = argmaxRows.length ? (out[OUT.textArgmax]!.data as BigInt64Array) : new BigInt64Array(0);
+      const ids = argmaxRows.length
+        ? (out[OUT.textArgmax]!.data as BigInt64Array)
+        : new BigInt64Array(0);
       const rest = argmaxRows.length ? f32(OUT.textRest) : new Float32Array(0);
       const ties = argmaxRows.length ? f32(OUT.textTies) : new Float32Array(0);
       res.argmax = Int32Array.from(ids, Number);
       res.argmaxProb = Float64Array.from(rest, (r, i) => 1 / (ties[i]! + r));
     }
-    if (req.imageRows) res.imageLogits = imageRows.length ? f32(OUT.imageLogits) : new Float32Array(0);
-    if (req.rowmaxRows) res.imageRowMax = rowmaxRows.length ? f32(OUT.imageRowMax) : new Float32Array(0);
+    if (req.imageRows)
+      res.imageLogits = imageRows.length ? f32(OUT.imageLogits) : new Float32Array(0);
+    if (req.rowmaxRows)
+      res.imageRowMax = rowmaxRows.length ? f32(OUT.imageRowMax) : new Float32Array(0);
     if (req.wantKv) {
       res.newK = [];
       res.newV = [];

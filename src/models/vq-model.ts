@@ -18,7 +18,12 @@ import { ImageProcessor } from '../image/processor.js';
 import { createSession, Tensor, type InferenceSession, type Device } from './device.js';
 import { blameWeights, firstNonFinite } from '../checkpoint/nonfinite.js';
 import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
-import { checkVqWeights, loadVqConfig, VQ_WEIGHTS_FILE, type VqConfig } from '../checkpoint/vq-config.js';
+import {
+  checkVqWeights,
+  loadVqConfig,
+  VQ_WEIGHTS_FILE,
+  type VqConfig,
+} from '../checkpoint/vq-config.js';
 import {
   buildVqDecoderGraph,
   buildVqEncoderGraph,
@@ -110,7 +115,15 @@ export class VqModel {
         byteLength: w.byteLength,
       };
     };
-    return new VqModel(dir, config, weight, st.tensors, path.dirname(real), opts.threads, opts.device);
+    return new VqModel(
+      dir,
+      config,
+      weight,
+      st.tensors,
+      path.dirname(real),
+      opts.threads,
+      opts.device,
+    );
   }
 
   private createSession(bytes: Uint8Array, what: string): Promise<InferenceSession> {

@@ -47,12 +47,18 @@ export interface TextJobResult {
   computedRows: number[];
 }
 
-export async function runTextJob(model: Transformer, job: TextJob, opts: RunOptions = {}): Promise<TextJobResult> {
+export async function runTextJob(
+  model: Transformer,
+  job: TextJob,
+  opts: RunOptions = {},
+): Promise<TextJobResult> {
   const s = new BlockwiseTextSampler(job.sampler);
   const caching = job.cache !== 'none';
   const ml = job.cache === 'ml-cache' ? job.mlCache : undefined;
   if (job.cache === 'ml-cache' && (!ml || !s.acceptsArgmax)) {
-    throw new Error('runTextJob: the ml-cache mode needs its schedule and greedy unguided decoding');
+    throw new Error(
+      'runTextJob: the ml-cache mode needs its schedule and greedy unguided decoding',
+    );
   }
   const cond = new ModelStream(model, caching);
   const uncond = s.cfgScale > 0 ? new ModelStream(model, caching) : null;
@@ -96,15 +102,20 @@ export async function runTextJob(model: Transformer, job: TextJob, opts: RunOpti
       cachedBlock = block;
     }
     // NaN logits would still be sampled into an answer: stop, naming the step.
-    const probe = opt.argmax ? [cond0.argmaxProb!] : [cond0.logits!, ...(uncond0 ? [uncond0.logits!] : [])];
+    const probe = opt.argmax
+      ? [cond0.argmaxProb!]
+      : [cond0.logits!, ...(uncond0 ? [uncond0.logits!] : [])];
     for (const a of probe) {
       if (firstNonFinite(a) >= 0) {
-        throw new NonFiniteError(`non-finite logits at understanding step ${stepMs.length + 1} of ${total}`);
+        throw new NonFiniteError(
+          `non-finite logits at understanding step ${stepMs.length + 1} of ${total}`,
+        );
       }
     }
     let rec;
     if (opt.argmax) {
-      for (let i = 0; i < need.length; i++) known.set(need[i]!, { id: cond0.argmax![i]!, prob: cond0.argmaxProb![i]! });
+      for (let i = 0; i < need.length; i++)
+        known.set(need[i]!, { id: cond0.argmax![i]!, prob: cond0.argmaxProb![i]! });
       const argmax = Int32Array.from(rows, (p) => known.get(p)!.id);
       const prob = Float64Array.from(rows, (p) => known.get(p)!.prob);
       rec = s.stepArgmax(argmax, prob);
@@ -117,7 +128,14 @@ export async function runTextJob(model: Transformer, job: TextJob, opts: RunOpti
     stepMs.push(ms);
     if (opts.onProgress) {
       const text = job.decode ? await job.decode(s.answerIds()) : undefined;
-      opts.onProgress({ task: 'understand', step: stepMs.length, total, block: rec.block, text, ms });
+      opts.onProgress({
+        task: 'understand',
+        step: stepMs.length,
+        total,
+        block: rec.block,
+        text,
+        ms,
+      });
     }
   }
   return { sampler: s, stepMs, computedRows };

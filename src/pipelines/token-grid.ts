@@ -23,7 +23,11 @@ export interface GridRules {
 }
 
 /** Checks `value` is a token grid under `rules`; `what` names it in messages. */
-export function checkTokenGrid(value: unknown, what: string, rules: GridRules = DIMOO_GRID): TokenGrid {
+export function checkTokenGrid(
+  value: unknown,
+  what: string,
+  rules: GridRules = DIMOO_GRID,
+): TokenGrid {
   const { scale, codebookSize } = rules;
   const fail = (msg: string): never => {
     throw new DimooError(`${what}: ${msg}`, rules.code ?? 'E_PARAM');
@@ -35,7 +39,9 @@ export function checkTokenGrid(value: unknown, what: string, rules: GridRules = 
   for (const key of ['height', 'width'] as const) {
     const n = v[key];
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < scale || n % scale !== 0) {
-      fail(`"${key}" must be a pixel size that is a positive multiple of ${scale}, got ${JSON.stringify(n)}`);
+      fail(
+        `"${key}" must be a pixel size that is a positive multiple of ${scale}, got ${JSON.stringify(n)}`,
+      );
     }
     if (rules.maxSide !== undefined && (n as number) > rules.maxSide) {
       fail(`"${key}" is ${n as number}, more than ${rules.maxSide} pixels`);
@@ -44,7 +50,8 @@ export function checkTokenGrid(value: unknown, what: string, rules: GridRules = 
   const height = v.height as number;
   const width = v.width as number;
   const codes = v.codes;
-  if (!Array.isArray(codes) && !ArrayBuffer.isView(codes)) fail('"codes" must be an array of codebook indices');
+  if (!Array.isArray(codes) && !ArrayBuffer.isView(codes))
+    fail('"codes" must be an array of codebook indices');
   const list = codes as ArrayLike<unknown>;
   const expected = (height / scale) * (width / scale);
   if (list.length !== expected) {
@@ -58,5 +65,9 @@ export function checkTokenGrid(value: unknown, what: string, rules: GridRules = 
       fail(`codes[${i}] must be an integer in [0, ${codebookSize}), got ${JSON.stringify(c)}`);
     }
   }
-  return { height, width, codes: Array.isArray(list) ? (list as number[]) : Array.from(list as ArrayLike<number>) };
+  return {
+    height,
+    width,
+    codes: Array.isArray(list) ? (list as number[]) : Array.from(list as ArrayLike<number>),
+  };
 }

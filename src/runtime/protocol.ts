@@ -5,7 +5,13 @@
  */
 import { DimooError, type ErrorCode } from '../errors.js';
 import { TASK_NAMES } from '../pipelines/tasks.js';
-import type { LoadOptions, LoadProgress, ModelInfo, ProgressEvent, TaskName } from '../pipelines/types.js';
+import type {
+  LoadOptions,
+  LoadProgress,
+  ModelInfo,
+  ProgressEvent,
+  TaskName,
+} from '../pipelines/types.js';
 
 /** Methods of DimooApi the worker runs: every task (they take RunOptions), then the plain ones. */
 export const JOB_METHODS: readonly TaskName[] = TASK_NAMES;

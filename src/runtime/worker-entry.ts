@@ -5,7 +5,13 @@
  * shared flags (checked between steps) as well as by message.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { DimooApi, LoadProgress, ProgressEvent, RgbImage, RunOptions } from '../pipelines/types.js';
+import type {
+  DimooApi,
+  LoadProgress,
+  ProgressEvent,
+  RgbImage,
+  RunOptions,
+} from '../pipelines/types.js';
 import {
   ABORT_SLOTS,
   JOB_METHODS,

@@ -361,9 +361,15 @@ export class BlockwiseTextSampler {
    */
   stepArgmax(argmax: ArrayLike<number>, prob: ArrayLike<number>): TextStepRecord {
     if (this.finished)
-      throw new DimooError('BlockwiseTextSampler.stepArgmax called after decoding finished', 'E_STATE');
+      throw new DimooError(
+        'BlockwiseTextSampler.stepArgmax called after decoding finished',
+        'E_STATE',
+      );
     if (!this.acceptsArgmax) {
-      throw new DimooError('stepArgmax needs temperature 0 and cfgScale 0 (use step with logits)', 'E_STATE');
+      throw new DimooError(
+        'stepArgmax needs temperature 0 and cfgScale 0 (use step with logits)',
+        'E_STATE',
+      );
     }
     const positions = this.positionsNeedingLogits();
     const n = positions.length;
@@ -376,7 +382,8 @@ export class BlockwiseTextSampler {
     const rng = this.stepRng();
     const x0 = Int32Array.from(argmax);
     const conf = new Float64Array(n);
-    for (let r = 0; r < n; r++) conf[r] = this.remasking === 'low_confidence' ? prob[r]! : rng!.uniform();
+    for (let r = 0; r < n; r++)
+      conf[r] = this.remasking === 'low_confidence' ? prob[r]! : rng!.uniform();
     return this.commit(positions, x0, conf);
   }
 

@@ -84,5 +84,10 @@ export async function awaitJob(
   if (job.status === 'cancelled')
     throw new RequestError('the job was cancelled', 'E_CANCELLED', 409);
   const err = job.error!;
-  throw new RequestError(err.message, err.dimoo_code, job.errorStatus ?? 400, err.param ?? undefined);
+  throw new RequestError(
+    err.message,
+    err.dimoo_code,
+    job.errorStatus ?? 400,
+    err.param ?? undefined,
+  );
 }

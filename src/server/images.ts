@@ -137,8 +137,17 @@ export function checkTokenGrid(
     if (e instanceof DimooError) throw new RequestError(e.message, e.code, 400, param);
     throw e;
   }
-  if (g.width * g.height > limits.maxPixels || g.width > limits.maxSide || g.height > limits.maxSide) {
-    throw new RequestError(`${param}: ${g.width}x${g.height} is over the server's size limits`, 'E_LIMIT', 400, param);
+  if (
+    g.width * g.height > limits.maxPixels ||
+    g.width > limits.maxSide ||
+    g.height > limits.maxSide
+  ) {
+    throw new RequestError(
+      `${param}: ${g.width}x${g.height} is over the server's size limits`,
+      'E_LIMIT',
+      400,
+      param,
+    );
   }
   return g;
 }

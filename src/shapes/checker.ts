@@ -48,7 +48,12 @@ function dist2(r: number, g: number, b: number, c: readonly number[]): number {
   return (r - c[0]!) ** 2 + (g - c[1]!) ** 2 + (b - c[2]!) ** 2;
 }
 
-function nearest<T extends keyof typeof COLOR_RGB>(r: number, g: number, b: number, names: readonly T[]): { name: T; d2: number } {
+function nearest<T extends keyof typeof COLOR_RGB>(
+  r: number,
+  g: number,
+  b: number,
+  names: readonly T[],
+): { name: T; d2: number } {
   let best = names[0]!;
   let bd = Infinity;
   for (const n of names) {
@@ -62,7 +67,10 @@ function nearest<T extends keyof typeof COLOR_RGB>(r: number, g: number, b: numb
 }
 
 /** Majority vote of the border pixels (outer 2 px) among the background colors. */
-function findBackground(img: { data: Uint8Array; width: number; height: number }): { bg: Background; share: number } {
+function findBackground(img: { data: Uint8Array; width: number; height: number }): {
+  bg: Background;
+  share: number;
+} {
   const votes = new Map<Background, number>();
   let total = 0;
   const { width: w, height: h, data } = img;
@@ -95,10 +103,18 @@ export function classifyShape(fill: number, lowerShare: number): Shape {
 }
 
 /** The facts of a picture (any size; cells are thirds of it). */
-export function detectScene(img: { data: Uint8Array; width: number; height: number; channels?: number }): Detection {
+export function detectScene(img: {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels?: number;
+}): Detection {
   const { width: w, height: h, data } = img;
   if ((img.channels ?? 3) !== 3 || data.length !== w * h * 3) {
-    throw new DimooError(`checker needs an RGB image, got ${data.length} bytes for ${w}x${h}`, 'E_IMAGE');
+    throw new DimooError(
+      `checker needs an RGB image, got ${data.length} bytes for ${w}x${h}`,
+      'E_IMAGE',
+    );
   }
   const { bg, share } = findBackground(img);
   const bgRgb = COLOR_RGB[bg];

@@ -78,22 +78,40 @@ export interface DatasetSummary {
 }
 
 function checkOptions(o: DatasetOptions): void {
-  if (!Number.isSafeInteger(o.count) || o.count < 1) throw new DimooError(`count must be a positive integer, got ${o.count}`, 'E_PARAM');
-  if (!Number.isSafeInteger(o.seed) || o.seed < 0) throw new DimooError(`seed must be a non-negative integer, got ${o.seed}`, 'E_PARAM');
+  if (!Number.isSafeInteger(o.count) || o.count < 1)
+    throw new DimooError(`count must be a positive integer, got ${o.count}`, 'E_PARAM');
+  if (!Number.isSafeInteger(o.seed) || o.seed < 0)
+    throw new DimooError(`seed must be a non-negative integer, got ${o.seed}`, 'E_PARAM');
   const h = o.holdout ?? 0.1;
   if (!(h >= 0 && h <= 1)) throw new DimooError(`holdout must be in [0, 1], got ${h}`, 'E_PARAM');
   const q = o.questions ?? 2;
-  if (!Number.isSafeInteger(q) || q < 0 || q > 10) throw new DimooError(`questions must be an integer 0..10, got ${q}`, 'E_PARAM');
-  if (fs.existsSync(o.out) && (!fs.statSync(o.out).isDirectory() || fs.readdirSync(o.out).length > 0)) {
-    throw new DimooError(`${o.out} already exists and is not an empty folder; choose a new --out`, 'E_PARAM');
+  if (!Number.isSafeInteger(q) || q < 0 || q > 10)
+    throw new DimooError(`questions must be an integer 0..10, got ${q}`, 'E_PARAM');
+  if (
+    fs.existsSync(o.out) &&
+    (!fs.statSync(o.out).isDirectory() || fs.readdirSync(o.out).length > 0)
+  ) {
+    throw new DimooError(
+      `${o.out} already exists and is not an empty folder; choose a new --out`,
+      'E_PARAM',
+    );
   }
 }
 
 /** The records of one scene (pure: depends on seed and index only). */
-export function sceneRecords(seed: number, index: number, questions: number): {
+export function sceneRecords(
+  seed: number,
+  index: number,
+  questions: number,
+): {
   scene: Scene;
   after: Scene;
-  records: Array<Omit<ShapesRecord, 'user_image' | 'answer_image'> & { userScene: 'scene' | 'after' | null; answerScene: 'scene' | 'after' | null }>;
+  records: Array<
+    Omit<ShapesRecord, 'user_image' | 'answer_image'> & {
+      userScene: 'scene' | 'after' | null;
+      answerScene: 'scene' | 'after' | null;
+    }
+  >;
 } {
   const root = new Prng(seed, index);
   const scene = sampleScene(root.fork(1));
@@ -169,7 +187,10 @@ export async function generateDataset(o: DatasetOptions): Promise<DatasetSummary
       const { scene, after, records: recs } = sceneRecords(o.seed, i, questions);
       const name = `s${String(i).padStart(6, '0')}`;
       const files: Record<'scene' | 'after', string> = { scene: '', after: '' };
-      for (const [which, s] of [['scene', scene], ['after', after]] as const) {
+      for (const [which, s] of [
+        ['scene', scene],
+        ['after', after],
+      ] as const) {
         const img = renderScene(s);
         const png = `images/${name}${which === 'after' ? '-edit' : ''}.png`;
         await writeImage(path.join(tmp, png), img);
@@ -184,7 +205,16 @@ export async function generateDataset(o: DatasetOptions): Promise<DatasetSummary
       const sceneHeld = isHeldOut(scene, holdout);
       if (sceneHeld) heldOutScenes++;
       for (const r of recs) {
-        const { userScene, answerScene, id, system_prompt, user_prompt, answer_text, answer_thinking, ...rest } = r;
+        const {
+          userScene,
+          answerScene,
+          id,
+          system_prompt,
+          user_prompt,
+          answer_text,
+          answer_thinking,
+          ...rest
+        } = r;
         // The original's fields first, in its order; ours after.
         const rec: ShapesRecord = {
           id,
@@ -197,7 +227,9 @@ export async function generateDataset(o: DatasetOptions): Promise<DatasetSummary
           ...rest,
         };
         // Held out when any scene it shows is: training never sees a held-out picture.
-        const held = sceneHeld || ((userScene === 'after' || answerScene === 'after') && isHeldOut(after, holdout));
+        const held =
+          sceneHeld ||
+          ((userScene === 'after' || answerScene === 'after') && isHeldOut(after, holdout));
         const split = held ? 'heldout' : 'train';
         lines[split].push(JSON.stringify(rec));
         records[split][rec.task]++;
@@ -207,9 +239,18 @@ export async function generateDataset(o: DatasetOptions): Promise<DatasetSummary
       if (i % 64 === 63) await new Promise<void>((r) => setImmediate(r));
     }
     for (const split of ['train', 'heldout'] as const) {
-      fs.writeFileSync(path.join(tmp, `${split}.jsonl`), lines[split].map((l) => l + '\n').join(''));
+      fs.writeFileSync(
+        path.join(tmp, `${split}.jsonl`),
+        lines[split].map((l) => l + '\n').join(''),
+      );
     }
-    const summary: DatasetSummary = { out, scenes: o.count, heldOutScenes, records, encoded: o.encode !== undefined };
+    const summary: DatasetSummary = {
+      out,
+      scenes: o.count,
+      heldOutScenes,
+      records,
+      encoded: o.encode !== undefined,
+    };
     const manifest = {
       world: 'shapes',
       version: DATASET_VERSION,

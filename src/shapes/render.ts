@@ -49,7 +49,12 @@ function drawObject(img: Image8, o: ShapeObject, bg: readonly number[]): void {
 
 /** The scene as a CANVAS x CANVAS RGB image. */
 export function renderScene(scene: Scene): Image8 {
-  const img: Image8 = { data: new Uint8Array(CANVAS * CANVAS * 3), width: CANVAS, height: CANVAS, channels: 3 };
+  const img: Image8 = {
+    data: new Uint8Array(CANVAS * CANVAS * 3),
+    width: CANVAS,
+    height: CANVAS,
+    channels: 3,
+  };
   const bg = COLOR_RGB[scene.background];
   for (let i = 0; i < CANVAS * CANVAS; i++) img.data.set(bg, i * 3);
   // Objects never overlap (world.ts keeps a gap), so drawing order does not matter.

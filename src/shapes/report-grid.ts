@@ -33,15 +33,18 @@ export function evalGridImage(items: readonly EvalItem[], columns = 8): Image8 {
     for (let i = 0; i < list.length; i += columns) rows.push(list.slice(i, i + columns));
   }
   let side = 1;
-  for (const it of items) for (const { img } of tilesOf(it)) side = Math.max(side, img.width, img.height);
+  for (const it of items)
+    for (const { img } of tilesOf(it)) side = Math.max(side, img.width, img.height);
   const tile = side + 2 * FRAME;
-  const rowWidth = (row: EvalItem[]): number => row.reduce((w, it) => w + tilesOf(it).length * tile + GAP, GAP);
+  const rowWidth = (row: EvalItem[]): number =>
+    row.reduce((w, it) => w + tilesOf(it).length * tile + GAP, GAP);
   const width = Math.max(tile + 2 * GAP, ...rows.map(rowWidth));
   const height = GAP + rows.length * (tile + GAP);
   const data = new Uint8Array(width * height * 3);
   for (let i = 0; i < width * height; i++) data.set(PAPER, i * 3);
   const fill = (x0: number, y0: number, w: number, h: number, c: readonly number[]): void => {
-    for (let y = y0; y < y0 + h; y++) for (let x = x0; x < x0 + w; x++) data.set(c, (y * width + x) * 3);
+    for (let y = y0; y < y0 + h; y++)
+      for (let x = x0; x < x0 + w; x++) data.set(c, (y * width + x) * 3);
   };
   rows.forEach((row, r) => {
     let x = GAP;

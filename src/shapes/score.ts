@@ -6,7 +6,15 @@
 import { relationOf, normalizeAnswer, type ImageRequest } from './language.js';
 import type { ObjectFacts, SceneFacts } from './world.js';
 
-export const T2I_ATTRIBUTES = ['shape', 'color', 'size', 'position', 'count', 'background', 'relation'] as const;
+export const T2I_ATTRIBUTES = [
+  'shape',
+  'color',
+  'size',
+  'position',
+  'count',
+  'background',
+  'relation',
+] as const;
 export type T2iAttribute = (typeof T2I_ATTRIBUTES)[number];
 
 export interface T2iScore {
@@ -30,7 +38,13 @@ function permutations(n: number, k: number): number[][] {
 export function scoreT2i(req: ImageRequest, det: SceneFacts): T2iScore {
   const objs = det.objects;
   const k = Math.min(req.objects.length, objs.length);
-  type Verdict = { shape: boolean; color: boolean; size: boolean; position: boolean; relation: boolean };
+  type Verdict = {
+    shape: boolean;
+    color: boolean;
+    size: boolean;
+    position: boolean;
+    relation: boolean;
+  };
   let best: { total: number; v: Verdict } | undefined;
   // Only the first k requested objects can be matched; missing ones fail every attribute.
   const candidates = objs.length > 6 ? [[...Array(k).keys()]] : permutations(objs.length, k);
@@ -98,8 +112,13 @@ export function scoreChange(before: SceneFacts, after: SceneFacts, det: SceneFac
   const removed = [...b].filter((x) => !a.has(x));
   const kept = [...a].filter((x) => b.has(x));
   const changed =
-    added.every((x) => ds.has(x)) && removed.every((x) => !ds.has(x)) && (!bgAsked || det.background === after.background);
-  const rest = kept.every((x) => ds.has(x)) && d.length === a.size && (bgAsked || det.background === before.background);
+    added.every((x) => ds.has(x)) &&
+    removed.every((x) => !ds.has(x)) &&
+    (!bgAsked || det.background === after.background);
+  const rest =
+    kept.every((x) => ds.has(x)) &&
+    d.length === a.size &&
+    (bgAsked || det.background === before.background);
   return { changed, rest, pass: changed && rest };
 }
 

@@ -133,8 +133,12 @@ export function placeObject(
   const extent = prng.randint(lo, hi + 1);
   const r = extent / 2;
   const clamp = (v: number): number => Math.min(CANVAS - EDGE_PX - r, Math.max(EDGE_PX + r, v));
-  const cx = clamp(((cellCol(spec.cell) + 0.5) * CANVAS) / 3 + prng.randint(-JITTER_PX, JITTER_PX + 1));
-  const cy = clamp(((cellRow(spec.cell) + 0.5) * CANVAS) / 3 + prng.randint(-JITTER_PX, JITTER_PX + 1));
+  const cx = clamp(
+    ((cellCol(spec.cell) + 0.5) * CANVAS) / 3 + prng.randint(-JITTER_PX, JITTER_PX + 1),
+  );
+  const cy = clamp(
+    ((cellRow(spec.cell) + 0.5) * CANVAS) / 3 + prng.randint(-JITTER_PX, JITTER_PX + 1),
+  );
   const obj: ShapeObject = { ...spec, cx, cy, extent };
   // Clamping must not carry the centre out of its cell (the checker reads the cell from it).
   if (cellAt(cx, cy) !== spec.cell) return null;
@@ -196,17 +200,27 @@ export interface SceneFacts {
   objects: ObjectFacts[];
 }
 
-export function sceneFacts(s: { background: Background; objects: readonly ObjectFacts[] }): SceneFacts {
+export function sceneFacts(s: {
+  background: Background;
+  objects: readonly ObjectFacts[];
+}): SceneFacts {
   return {
     background: s.background,
-    objects: sortObjects(s.objects as ShapeObject[]).map(({ shape, color, size, cell }) => ({ shape, color, size, cell })),
+    objects: sortObjects(s.objects as ShapeObject[]).map(({ shape, color, size, cell }) => ({
+      shape,
+      color,
+      size,
+      cell,
+    })),
   };
 }
 
 /** A canonical string of a scene's facts: equal keys = same scene for every checker question. */
 export function sceneKey(s: { background: Background; objects: readonly ObjectFacts[] }): string {
   const f = sceneFacts(s);
-  return [f.background, ...f.objects.map((o) => `${o.cell}:${o.size}:${o.color}:${o.shape}`)].join('|');
+  return [f.background, ...f.objects.map((o) => `${o.cell}:${o.size}:${o.color}:${o.shape}`)].join(
+    '|',
+  );
 }
 
 /** FNV-1a of a string, for the held-out split. */
@@ -221,7 +235,11 @@ export function hashString(s: string): number {
  * never lands on both sides, and `dimoo eval` finds the same held-out scenes
  * the generator set aside (with the same fraction).
  */
-export function isHeldOut(s: { background: Background; objects: readonly ObjectFacts[] }, fraction: number): boolean {
-  if (!(fraction >= 0 && fraction <= 1)) throw new DimooError(`held-out fraction must be in [0, 1], got ${fraction}`, 'E_PARAM');
-  return (hashString(sceneKey(s)) % 10000) < Math.round(fraction * 10000);
+export function isHeldOut(
+  s: { background: Background; objects: readonly ObjectFacts[] },
+  fraction: number,
+): boolean {
+  if (!(fraction >= 0 && fraction <= 1))
+    throw new DimooError(`held-out fraction must be in [0, 1], got ${fraction}`, 'E_PARAM');
+  return hashString(sceneKey(s)) % 10000 < Math.round(fraction * 10000);
 }

@@ -31,7 +31,14 @@ import { openCheckpoint } from '../checkpoint/folder.js';
 import { expectedTensors } from '../checkpoint/layout.js';
 import type { LladaConfig } from '../checkpoint/config.js';
 import { bf16ToF32, dtypeSize, f16ToF32 } from '../checkpoint/dtypes.js';
-import { blobBytes, quantizeChannelRows, quantizeRows, type QuantBits, type QuantizedRows, type QuantSpec } from '../checkpoint/quant-blocks.js';
+import {
+  blobBytes,
+  quantizeChannelRows,
+  quantizeRows,
+  type QuantBits,
+  type QuantizedRows,
+  type QuantSpec,
+} from '../checkpoint/quant-blocks.js';
 import {
   isQuantizedCheckpoint,
   QUANT_FORMAT,
@@ -42,7 +49,12 @@ import {
   type QuantManifest,
   type QuantManifestLinear,
 } from '../checkpoint/quantized.js';
-import { numel, writeSafetensors, type TensorInfo, type WriteEntry } from '../checkpoint/safetensors.js';
+import {
+  numel,
+  writeSafetensors,
+  type TensorInfo,
+  type WriteEntry,
+} from '../checkpoint/safetensors.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
 import { makeDirs } from '../util/fs-errors.js';
 
@@ -76,18 +88,27 @@ export interface QuantizeResult {
 export function isLinearWeight(name: string, c: LladaConfig): boolean {
   if (name === 'model.transformer.ff_out.weight') return true;
   if (name === 'model.transformer.wte.weight') return c.weightTying;
-  return /\.blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)\.weight$/.test(name);
+  return /\.blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)\.weight$/.test(
+    name,
+  );
 }
 
 /** The block size used for a K: the requested one, or the largest power of two <= it dividing K. */
 export function blockSizeFor(K: number, requested: number): number {
   let bs = requested;
   while (bs > 16 && K % bs !== 0) bs /= 2;
-  if (K % bs !== 0) throw new DimooError(`cannot quantize: K = ${K} is not a multiple of 16`, 'E_PARAM');
+  if (K % bs !== 0)
+    throw new DimooError(`cannot quantize: K = ${K} is not a multiple of 16`, 'E_PARAM');
   return bs;
 }
 
-const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+const SIDE_FILES = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+];
 
 function copyTree(src: string, dst: string): void {
   makeDirs(dst);
@@ -120,7 +141,10 @@ class RowReader {
     this.fd = fs.openSync(t.file, 'r');
     const elems = rowElems * chunkRows;
     this.raw = Buffer.allocUnsafe(elems * dtypeSize(t.dtype));
-    this.f32 = t.dtype === 'F32' ? new Float32Array(this.raw.buffer, this.raw.byteOffset, elems) : new Float32Array(elems);
+    this.f32 =
+      t.dtype === 'F32'
+        ? new Float32Array(this.raw.buffer, this.raw.byteOffset, elems)
+        : new Float32Array(elems);
   }
 
   /** Rows [start, start + n) as float32 (valid until the next call). */
@@ -129,8 +153,18 @@ class RowReader {
     const bytes = n * this.rowElems * size;
     let got = 0;
     while (got < bytes) {
-      const r = fs.readSync(this.fd, this.raw, got, bytes - got, this.t.byteOffset + start * this.rowElems * size + got);
-      if (r <= 0) throw new DimooError(`${this.t.file}: tensor "${this.t.name}" ends early (file truncated?)`, E);
+      const r = fs.readSync(
+        this.fd,
+        this.raw,
+        got,
+        bytes - got,
+        this.t.byteOffset + start * this.rowElems * size + got,
+      );
+      if (r <= 0)
+        throw new DimooError(
+          `${this.t.file}: tensor "${this.t.name}" ends early (file truncated?)`,
+          E,
+        );
       got += r;
     }
     const elems = n * this.rowElems;
@@ -139,7 +173,11 @@ class RowReader {
     const dst = this.f32.subarray(0, elems);
     if (this.t.dtype === 'BF16') bf16ToF32(src, dst);
     else if (this.t.dtype === 'F16') f16ToF32(src, dst);
-    else throw new DimooError(`${this.t.file}: tensor "${this.t.name}" is ${this.t.dtype}, not a float tensor`, E);
+    else
+      throw new DimooError(
+        `${this.t.file}: tensor "${this.t.name}" is ${this.t.dtype}, not a float tensor`,
+        E,
+      );
     return dst;
   }
 
@@ -154,9 +192,16 @@ function copyProducer(t: TensorInfo, onBytes: (n: number) => void) {
     const fd = fs.openSync(t.file, 'r');
     try {
       const buf = Buffer.allocUnsafe(Math.min(t.byteLength, 16 << 20));
-      for (let done = 0; done < t.byteLength; ) {
-        const n = fs.readSync(fd, buf, 0, Math.min(buf.length, t.byteLength - done), t.byteOffset + done);
-        if (n <= 0) throw new DimooError(`${t.file}: tensor "${t.name}" ends early (file truncated?)`, E);
+      for (let done = 0; done < t.byteLength;) {
+        const n = fs.readSync(
+          fd,
+          buf,
+          0,
+          Math.min(buf.length, t.byteLength - done),
+          t.byteOffset + done,
+        );
+        if (n <= 0)
+          throw new DimooError(`${t.file}: tensor "${t.name}" ends early (file truncated?)`, E);
         write(buf.subarray(0, n));
         done += n;
         onBytes(n);
@@ -172,27 +217,54 @@ function copyProducer(t: TensorInfo, onBytes: (n: number) => void) {
  * (created; an earlier quantized checkpoint there is replaced, anything else
  * is refused). Returns the manifest.
  */
-export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: QuantizeOptions): Promise<QuantizeResult> {
+export async function quantizeCheckpoint(
+  srcDir: string,
+  outDir: string,
+  opts: QuantizeOptions,
+): Promise<QuantizeResult> {
   const t0 = performance.now();
   const bits = opts.bits;
-  if (bits !== 8 && bits !== 4) throw new DimooError(`--bits must be 8 or 4, got ${String(bits)}`, 'E_PARAM');
+  if (bits !== 8 && bits !== 4)
+    throw new DimooError(`--bits must be 8 or 4, got ${String(bits)}`, 'E_PARAM');
   const format = opts.format ?? 'nbits';
-  if (!QUANT_FORMATS.includes(format)) throw new DimooError(`--format must be ${QUANT_FORMATS.join(' or ')}, got ${String(format)}`, 'E_PARAM');
-  if (format === 'qgemm' && bits !== 8) throw new DimooError(`--format qgemm stores 8-bit weights; got --bits ${bits}`, 'E_PARAM');
+  if (!QUANT_FORMATS.includes(format))
+    throw new DimooError(
+      `--format must be ${QUANT_FORMATS.join(' or ')}, got ${String(format)}`,
+      'E_PARAM',
+    );
+  if (format === 'qgemm' && bits !== 8)
+    throw new DimooError(`--format qgemm stores 8-bit weights; got --bits ${bits}`, 'E_PARAM');
   const requested = opts.blockSize ?? DEFAULT_BLOCK_SIZE[bits];
-  if (!(Number.isInteger(requested) && requested >= 16 && requested <= 256 && (requested & (requested - 1)) === 0)) {
-    throw new DimooError(`block size must be a power of two from 16 to 256, got ${requested}`, 'E_PARAM');
+  if (!(
+    Number.isInteger(requested) &&
+    requested >= 16 &&
+    requested <= 256 &&
+    (requested & (requested - 1)) === 0
+  )) {
+    throw new DimooError(
+      `block size must be a power of two from 16 to 256, got ${requested}`,
+      'E_PARAM',
+    );
   }
   const src = path.resolve(srcDir);
   const out = path.resolve(outDir);
-  if (isQuantizedCheckpoint(src)) throw new DimooError(`${src} is already a quantized checkpoint (${QUANT_MANIFEST}); quantize the original`, 'E_PARAM');
+  if (isQuantizedCheckpoint(src))
+    throw new DimooError(
+      `${src} is already a quantized checkpoint (${QUANT_MANIFEST}); quantize the original`,
+      'E_PARAM',
+    );
   const ckpt = openCheckpoint(src);
-  if (out === src) throw new DimooError('the output folder must differ from the checkpoint folder', 'E_PARAM');
+  if (out === src)
+    throw new DimooError('the output folder must differ from the checkpoint folder', 'E_PARAM');
   if (fs.existsSync(out)) {
-    if (!fs.statSync(out).isDirectory()) throw new DimooError(`${out} exists and is not a folder`, 'E_PARAM');
+    if (!fs.statSync(out).isDirectory())
+      throw new DimooError(`${out} exists and is not a folder`, 'E_PARAM');
     const entries = fs.readdirSync(out);
     if (entries.length > 0 && !entries.includes(QUANT_MANIFEST)) {
-      throw new DimooError(`${out} is not empty and holds no quantized checkpoint; choose a new or empty folder`, 'E_PARAM');
+      throw new DimooError(
+        `${out} is not empty and holds no quantized checkpoint; choose a new or empty folder`,
+        'E_PARAM',
+      );
     }
     fs.rmSync(path.join(out, QUANT_MANIFEST), { force: true });
   }
@@ -215,7 +287,12 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
   const embeddingName = 'model.transformer.wte.weight';
   const embedding8 = !c.weightTying && (opts.embedding ?? 'int8') === 'int8';
   /** Writes `name` [N, K] as blocks: data U8 [N, K/bs, blob] and scales F32 [N*K/bs]. */
-  const pushBlocks = (name: string, t: TensorInfo, wantBits: QuantBits, wantBlock: number): void => {
+  const pushBlocks = (
+    name: string,
+    t: TensorInfo,
+    wantBits: QuantBits,
+    wantBlock: number,
+  ): void => {
     const [N, K] = t.shape as [number, number];
     const spec: QuantSpec = { bits: wantBits, blockSize: blockSizeFor(K, wantBlock) };
     const blocks = K / spec.blockSize;
@@ -232,7 +309,10 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
       data: (write) => {
         const chunkRows = Math.max(1, Math.min(N, Math.floor((8 << 20) / K)));
         const reader = new RowReader(t, K, chunkRows);
-        const buf: QuantizedRows = { data: new Uint8Array(chunkRows * blocks * blobBytes(spec)), scales: new Float32Array(chunkRows * blocks) };
+        const buf: QuantizedRows = {
+          data: new Uint8Array(chunkRows * blocks * blobBytes(spec)),
+          scales: new Float32Array(chunkRows * blocks),
+        };
         try {
           for (let r = 0; r < N; r += chunkRows) {
             const n = Math.min(chunkRows, N - r);
@@ -246,7 +326,12 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
         }
       },
     });
-    entries.push({ name: scalesName, dtype: 'F32', shape: [N * blocks], data: (write) => write(new Uint8Array(scales.buffer)) });
+    entries.push({
+      name: scalesName,
+      dtype: 'F32',
+      shape: [N * blocks],
+      data: (write) => write(new Uint8Array(scales.buffer)),
+    });
   };
   /**
    * Writes `name` [N, K] as int8 [K, N] with a scale per output channel. The
@@ -276,10 +361,16 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
         } finally {
           reader.close();
         }
-        for (let o = 0; o < codes.length; o += 64 << 20) write(new Uint8Array(codes.buffer, o, Math.min(64 << 20, codes.length - o)));
+        for (let o = 0; o < codes.length; o += 64 << 20)
+          write(new Uint8Array(codes.buffer, o, Math.min(64 << 20, codes.length - o)));
       },
     });
-    entries.push({ name: scalesName, dtype: 'F32', shape: [N], data: (write) => write(new Uint8Array(scales.buffer)) });
+    entries.push({
+      name: scalesName,
+      dtype: 'F32',
+      shape: [N],
+      data: (write) => write(new Uint8Array(scales.buffer)),
+    });
   };
 
   for (const e of expectedTensors(c)) {
@@ -290,7 +381,12 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
     }
     if (!isLinearWeight(e.name, c) || (c.weightTying && e.name === embeddingName)) {
       plain[e.name] = e.name;
-      entries.push({ name: e.name, dtype: t.dtype, shape: t.shape, data: copyProducer(t, progress) });
+      entries.push({
+        name: e.name,
+        dtype: t.dtype,
+        shape: t.shape,
+        data: copyProducer(t, progress),
+      });
     }
     if (isLinearWeight(e.name, c)) {
       if (format === 'qgemm') pushChannel(e.name, t);
@@ -298,7 +394,10 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
     }
   }
 
-  const bytes = writeSafetensors(path.join(out, weightsFile), entries, { format: 'pt', dimoo_quantized: String(bits) });
+  const bytes = writeSafetensors(path.join(out, weightsFile), entries, {
+    format: 'pt',
+    dimoo_quantized: String(bits),
+  });
   for (const f of SIDE_FILES) {
     const s = path.join(src, f);
     if (fs.existsSync(s)) fs.copyFileSync(s, path.join(out, f));
@@ -315,9 +414,12 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
     weights_file: weightsFile,
     linears,
     plain,
-    source: { dir: src, parameters: [...ckpt.weights.values()].reduce((s, t) => s + numel(t.shape), 0), bytes: bf16Bytes },
+    source: {
+      dir: src,
+      parameters: [...ckpt.weights.values()].reduce((s, t) => s + numel(t.shape), 0),
+      bytes: bf16Bytes,
+    },
   };
   atomicWriteFileSync(path.join(out, QUANT_MANIFEST), JSON.stringify(manifest, null, 1) + '\n');
   return { dir: out, manifest, weightsFile, bytes, seconds: (performance.now() - t0) / 1000 };
 }
-

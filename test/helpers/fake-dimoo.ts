@@ -92,7 +92,14 @@ export class FakeDimoo implements DimooApi {
   }
 
   info(): ModelInfo {
-    return { dir: this.dir, name: 'dimoo-fake', hasVq: true, vqScale: S, codebookSize: 8192, device: 'cpu' };
+    return {
+      dir: this.dir,
+      name: 'dimoo-fake',
+      hasVq: true,
+      vqScale: S,
+      codebookSize: 8192,
+      device: 'cpu',
+    };
   }
 
   async dispose(): Promise<void> {

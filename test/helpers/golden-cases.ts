@@ -7,7 +7,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DimooApi, EditType, ImageResult, TokenGrid, UnderstandParams, UnderstandResult } from '../../src/pipelines/types.js';
+import type {
+  DimooApi,
+  EditType,
+  ImageResult,
+  TokenGrid,
+  UnderstandParams,
+  UnderstandResult,
+} from '../../src/pipelines/types.js';
 
 export const GOLDEN_IMAGE_CASES = [
   't2i_64x48_cfg4',
@@ -46,7 +53,11 @@ interface Grid {
   grid_h: number;
   grid_w: number;
 }
-const tokens = (g: Grid): TokenGrid => ({ height: g.grid_h * 16, width: g.grid_w * 16, codes: g.codes });
+const tokens = (g: Grid): TokenGrid => ({
+  height: g.grid_h * 16,
+  width: g.grid_w * 16,
+  codes: g.codes,
+});
 const flat = (v: unknown): number[] => (v as unknown[]).flat(3) as number[];
 
 export function goldenCaseFile(golden: string, file: string): string {
@@ -54,7 +65,12 @@ export function goldenCaseFile(golden: string, file: string): string {
 }
 
 /** Runs one golden case through the library (`useCache` only matters for understanding). */
-export async function runGoldenCase(api: DimooApi, name: GoldenCaseName, golden: string, opts: { useCache?: UnderstandParams['useCache'] } = {}): Promise<GoldenOutcome> {
+export async function runGoldenCase(
+  api: DimooApi,
+  name: GoldenCaseName,
+  golden: string,
+  opts: { useCache?: UnderstandParams['useCache'] } = {},
+): Promise<GoldenOutcome> {
   const g = JSON.parse(fs.readFileSync(goldenCaseFile(golden, `${name}.json`), 'utf8')) as any;
   const p = g.params;
   if (name.startsWith('mmu_')) {

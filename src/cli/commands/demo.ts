@@ -100,7 +100,11 @@ export function registerDemo(program: Command, ctx: CliContext): void {
           );
           if (!result.image)
             throw new Error('the demo checkpoint has no VQ-VAE; delete ' + dir + ' and rerun');
-          await writeRgbImage(f.out, result.image, imageParameters('generate', params, result, api));
+          await writeRgbImage(
+            f.out,
+            result.image,
+            imageParameters('generate', params, result, api),
+          );
           const note =
             'The weights are random, so this image is noise: the demo only shows that the whole ' +
             'pipeline runs (tokenizer, transformer, MaskGIT sampling, VQ-VAE decoding). ' +

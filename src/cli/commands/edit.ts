@@ -81,14 +81,10 @@ export function registerEdit(program: Command, ctx: CliContext): void {
       '--prompt <text>',
       'the instruction (not needed by *_dense, image_ref_transfer and multi_view*: their prompts are fixed)',
     )
-    .requiredOption(
-      '--edit-type <type>',
-      `one of ${EDIT_TYPES_HELP}`,
-      (v: string): EditType => {
-        if (isEditType(v)) return v;
-        throw new DimooError(`--edit-type must be one of ${EDIT_TYPES_HELP}; got "${v}"`, 'E_PARAM');
-      },
-    )
+    .requiredOption('--edit-type <type>', `one of ${EDIT_TYPES_HELP}`, (v: string): EditType => {
+      if (isEditType(v)) return v;
+      throw new DimooError(`--edit-type must be one of ${EDIT_TYPES_HELP}; got "${v}"`, 'E_PARAM');
+    })
     .option('--image <file>', 'input image (png, jpeg, webp)')
     .option('--image-tokens <file.json>', 'input token grid instead of --image')
     .option('--ref-image <file>', 'style reference image (image_ref_transfer)')

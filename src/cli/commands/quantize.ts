@@ -8,7 +8,11 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { QuantBits } from '../../checkpoint/quant-blocks.js';
 import { QUANT_FORMATS, type QuantFormat } from '../../checkpoint/quantized.js';
-import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantizeResult } from '../../tools/quantize.js';
+import {
+  quantizeCheckpoint,
+  DEFAULT_BLOCK_SIZE,
+  type QuantizeResult,
+} from '../../tools/quantize.js';
 import type { CliContext } from '../context.js';
 import { folderArgOrModel } from '../model.js';
 import { choiceOpt, intOpt } from '../options.js';
@@ -26,7 +30,11 @@ export interface QuantizeCommandOptions {
 }
 
 /** Runs the command (also usable without commander): prints a summary and returns the result. */
-export async function quantizeCommand(ctx: CliContext, modelDir: string, o: QuantizeCommandOptions): Promise<QuantizeResult> {
+export async function quantizeCommand(
+  ctx: CliContext,
+  modelDir: string,
+  o: QuantizeCommandOptions,
+): Promise<QuantizeResult> {
   const bar = createProgressBar(ctx.stderr, o.progress);
   let started = false;
   let result: QuantizeResult;
@@ -38,7 +46,11 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
       ...(o.embedding !== undefined && { embedding: o.embedding }),
       onProgress: (done, total) => {
         if (!started) {
-          bar.start(Math.max(1, Math.round(total / 2 ** 20)), `quantizing to ${o.bits} bits`, 'MiB');
+          bar.start(
+            Math.max(1, Math.round(total / 2 ** 20)),
+            `quantizing to ${o.bits} bits`,
+            'MiB',
+          );
           started = true;
         }
         bar.update(Math.round(done / 2 ** 20), 'MiB');
@@ -74,10 +86,16 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
 export function registerQuantizeCommand(program: Command, ctx: CliContext): void {
   program
     .command('quantize')
-    .description('write an 8-bit or 4-bit copy of a checkpoint (ONNX Runtime MatMulNBits blocks, loads memory-mapped)')
+    .description(
+      'write an 8-bit or 4-bit copy of a checkpoint (ONNX Runtime MatMulNBits blocks, loads memory-mapped)',
+    )
     .argument('[model_dir]', 'checkpoint folder (official layout; or --model)')
     .option('--model <dir>', 'checkpoint folder (instead of MODEL_DIR)')
-    .requiredOption('--bits <n>', 'weight bits: 8 or 4', (raw: string) => Number(choiceOpt('--bits', ['8', '4'] as const)(raw)) as QuantBits)
+    .requiredOption(
+      '--bits <n>',
+      'weight bits: 8 or 4',
+      (raw: string) => Number(choiceOpt('--bits', ['8', '4'] as const)(raw)) as QuantBits,
+    )
     .requiredOption('--out <dir>', 'output folder (new or empty, or an earlier quantized copy)')
     .option(
       '--block-size <n>',

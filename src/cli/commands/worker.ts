@@ -87,11 +87,11 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
         int('--threads', 1, 1024),
       )
       .option('--device <cpu|webgpu>', 'execution device')
-    .option(
-      '--lora <dir[:scale]>',
-      'add a LoRA adapter (PEFT folder) on the fly; repeat for several',
-      (raw: string, prev: LoraRef[] | undefined) => [...(prev ?? []), parseLoraRef(raw)],
-    )
+      .option(
+        '--lora <dir[:scale]>',
+        'add a LoRA adapter (PEFT folder) on the fly; repeat for several',
+        (raw: string, prev: LoraRef[] | undefined) => [...(prev ?? []), parseLoraRef(raw)],
+      )
       .option(
         '--results <dir>',
         'write result PNGs to this folder shared with the API servers (default: in Redis)',
@@ -135,7 +135,7 @@ export function registerWorkerCommand(program: Command, ctx: WorkerCommandContex
         const lo: LoadOptions = {};
         if (f.threads !== undefined) lo.threads = f.threads;
         if (f.device !== undefined) lo.device = f.device as 'cpu' | 'webgpu';
-      if (f.lora !== undefined && f.lora.length > 0) lo.lora = f.lora;
+        if (f.lora !== undefined && f.lora.length > 0) lo.lora = f.lora;
         const models: DimooApi[] = [];
         let worker: RunningQueueWorker | null = null;
         try {

@@ -105,14 +105,25 @@ export class GraphBuilder {
   output(v: Value, name: string, dtype: DType, shape: readonly Dim[]): void {
     if (v.name !== name) {
       this.claim(name);
-      this.nodes.push({ op_type: 'Identity', input: [v.name], output: [name], name: `out_${name}`, attribute: [] });
+      this.nodes.push({
+        op_type: 'Identity',
+        input: [v.name],
+        output: [name],
+        name: `out_${name}`,
+        attribute: [],
+      });
     }
     this.outputs.push(valueInfo(name, dtype, shape));
   }
 
   /** A weight stored inline in the model. */
   initializer(name: string, dtype: DType, dims: readonly number[], data: ArrayBufferView): Value {
-    this.inits.push({ name: this.claim(name), data_type: OnnxDataType[dtype], dims, raw_data: bytesOf(data) });
+    this.inits.push({
+      name: this.claim(name),
+      data_type: OnnxDataType[dtype],
+      dims,
+      raw_data: bytesOf(data),
+    });
     return { name };
   }
 
@@ -137,13 +148,21 @@ export class GraphBuilder {
     const key = `i64:${dims.join('x')}:${values.join(',')}`;
     let v = this.constCache.get(key);
     if (!v) {
-      v = this.initializer(this.fresh('c_i64'), 'int64', dims, BigInt64Array.from(values, (x) => BigInt(x)));
+      v = this.initializer(
+        this.fresh('c_i64'),
+        'int64',
+        dims,
+        BigInt64Array.from(values, (x) => BigInt(x)),
+      );
       this.constCache.set(key, v);
     }
     return v;
   }
 
-  constF32(values: readonly number[] | Float32Array, dims: readonly number[] = [values.length]): Value {
+  constF32(
+    values: readonly number[] | Float32Array,
+    dims: readonly number[] = [values.length],
+  ): Value {
     const arr = values instanceof Float32Array ? values : Float32Array.from(values);
     if (arr.length <= 16) {
       const key = `f32:${dims.join('x')}:${Array.from(arr).join(',')}`;
@@ -174,7 +193,13 @@ export class GraphBuilder {
 
   // ---- ops -------------------------------------------------------------
 
-  private node(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
+  private node(
+    op: string,
+    inputs: (Value | null)[],
+    attrs: Record<string, AttrValue> = {},
+    nOut = 1,
+    domain?: string,
+  ): Value[] {
     const outs = Array.from({ length: nOut }, () => this.claim(this.fresh(op.toLowerCase())));
     this.nodes.push({
       op_type: op,
@@ -196,59 +221,119 @@ export class GraphBuilder {
    * Any ONNX op by name, for graph layers (such as the gradient builder) that need
    * ops this class has no typed method for. `null` inputs are omitted optional ones.
    */
-  op(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain?: string): Value[] {
+  op(
+    op: string,
+    inputs: (Value | null)[],
+    attrs: Record<string, AttrValue> = {},
+    nOut = 1,
+    domain?: string,
+  ): Value[] {
     return this.node(op, inputs, attrs, nOut, domain);
   }
 
-  add(a: Value, b: Value): Value { return this.one('Add', [a, b]); }
-  sub(a: Value, b: Value): Value { return this.one('Sub', [a, b]); }
-  mul(a: Value, b: Value): Value { return this.one('Mul', [a, b]); }
-  div(a: Value, b: Value): Value { return this.one('Div', [a, b]); }
-  neg(a: Value): Value { return this.one('Neg', [a]); }
-  sqrt(a: Value): Value { return this.one('Sqrt', [a]); }
-  reciprocal(a: Value): Value { return this.one('Reciprocal', [a]); }
-  exp(a: Value): Value { return this.one('Exp', [a]); }
-  log(a: Value): Value { return this.one('Log', [a]); }
-  sigmoid(a: Value): Value { return this.one('Sigmoid', [a]); }
-  cos(a: Value): Value { return this.one('Cos', [a]); }
-  sin(a: Value): Value { return this.one('Sin', [a]); }
-  matmul(a: Value, b: Value): Value { return this.one('MatMul', [a, b]); }
+  add(a: Value, b: Value): Value {
+    return this.one('Add', [a, b]);
+  }
+  sub(a: Value, b: Value): Value {
+    return this.one('Sub', [a, b]);
+  }
+  mul(a: Value, b: Value): Value {
+    return this.one('Mul', [a, b]);
+  }
+  div(a: Value, b: Value): Value {
+    return this.one('Div', [a, b]);
+  }
+  neg(a: Value): Value {
+    return this.one('Neg', [a]);
+  }
+  sqrt(a: Value): Value {
+    return this.one('Sqrt', [a]);
+  }
+  reciprocal(a: Value): Value {
+    return this.one('Reciprocal', [a]);
+  }
+  exp(a: Value): Value {
+    return this.one('Exp', [a]);
+  }
+  log(a: Value): Value {
+    return this.one('Log', [a]);
+  }
+  sigmoid(a: Value): Value {
+    return this.one('Sigmoid', [a]);
+  }
+  cos(a: Value): Value {
+    return this.one('Cos', [a]);
+  }
+  sin(a: Value): Value {
+    return this.one('Sin', [a]);
+  }
+  matmul(a: Value, b: Value): Value {
+    return this.one('MatMul', [a, b]);
+  }
   /** Gemm with B transposed: a @ b^T (+ c). Lets [out, in] PyTorch weights be used without a transpose. */
   gemmTransB(a: Value, b: Value, c?: Value): Value {
     return this.one('Gemm', c ? [a, b, c] : [a, b], { transB: 1 });
   }
-  cast(a: Value, to: DType): Value { return this.one('Cast', [a], { to: OnnxDataType[to] }); }
-  identity(a: Value): Value { return this.one('Identity', [a]); }
+  cast(a: Value, to: DType): Value {
+    return this.one('Cast', [a], { to: OnnxDataType[to] });
+  }
+  identity(a: Value): Value {
+    return this.one('Identity', [a]);
+  }
 
   reshape(x: Value, shape: readonly number[] | Value): Value {
     return this.one('Reshape', [x, Array.isArray(shape) ? this.constI64(shape) : (shape as Value)]);
   }
-  transpose(x: Value, perm: number[]): Value { return this.one('Transpose', [x], { perm }); }
-  concat(xs: Value[], axis: number): Value { return this.one('Concat', xs, { axis }); }
-  unsqueeze(x: Value, axes: number[]): Value { return this.one('Unsqueeze', [x, this.constI64(axes)]); }
-  squeeze(x: Value, axes: number[]): Value { return this.one('Squeeze', [x, this.constI64(axes)]); }
+  transpose(x: Value, perm: number[]): Value {
+    return this.one('Transpose', [x], { perm });
+  }
+  concat(xs: Value[], axis: number): Value {
+    return this.one('Concat', xs, { axis });
+  }
+  unsqueeze(x: Value, axes: number[]): Value {
+    return this.one('Unsqueeze', [x, this.constI64(axes)]);
+  }
+  squeeze(x: Value, axes: number[]): Value {
+    return this.one('Squeeze', [x, this.constI64(axes)]);
+  }
   shape(x: Value, start?: number, end?: number): Value {
     const a: Record<string, AttrValue> = {};
     if (start !== undefined) a.start = start;
     if (end !== undefined) a.end = end;
     return this.one('Shape', [x], a);
   }
-  expand(x: Value, shape: Value): Value { return this.one('Expand', [x, shape]); }
-  slice(x: Value, starts: number[] | Value, ends: number[] | Value, axes: number[], steps?: number[]): Value {
+  expand(x: Value, shape: Value): Value {
+    return this.one('Expand', [x, shape]);
+  }
+  slice(
+    x: Value,
+    starts: number[] | Value,
+    ends: number[] | Value,
+    axes: number[],
+    steps?: number[],
+  ): Value {
     const s = Array.isArray(starts) ? this.constI64(starts) : starts;
     const e = Array.isArray(ends) ? this.constI64(ends) : ends;
     const ins = [x, s, e, this.constI64(axes)];
     if (steps) ins.push(this.constI64(steps));
     return this.one('Slice', ins);
   }
-  gather(x: Value, indices: Value, axis = 0): Value { return this.one('Gather', [x, indices], { axis }); }
+  gather(x: Value, indices: Value, axis = 0): Value {
+    return this.one('Gather', [x, indices], { axis });
+  }
   /** Writes `updates` into `data` at `indices` (last index dim addresses leading dims of data). */
   scatterND(data: Value, indices: Value, updates: Value): Value {
     return this.one('ScatterND', [data, indices, updates]);
   }
-  where(cond: Value, a: Value, b: Value): Value { return this.one('Where', [cond, a, b]); }
-  equal(a: Value, b: Value): Value { return this.one('Equal', [a, b]); }
-  softmax(x: Value, axis: number): Value { return this.one('Softmax', [x], { axis }); }
+  where(cond: Value, a: Value, b: Value): Value {
+    return this.one('Where', [cond, a, b]);
+  }
+  equal(a: Value, b: Value): Value {
+    return this.one('Equal', [a, b]);
+  }
+  softmax(x: Value, axis: number): Value {
+    return this.one('Softmax', [x], { axis });
+  }
   reduceMean(x: Value, axes: number[], keepdims = true): Value {
     return this.one('ReduceMean', [x, this.constI64(axes)], { keepdims: keepdims ? 1 : 0 });
   }
@@ -271,7 +356,12 @@ export class GraphBuilder {
     return this.one('Clip', [x, this.scalarF32(min), this.scalarF32(max)]);
   }
   /** 2-D convolution, NCHW, weights [out, in, kh, kw]. */
-  conv(x: Value, w: Value, b: Value | null, opts: { strides?: number[]; pads?: number[] } = {}): Value {
+  conv(
+    x: Value,
+    w: Value,
+    b: Value | null,
+    opts: { strides?: number[]; pads?: number[] } = {},
+  ): Value {
     const a: Record<string, AttrValue> = {};
     if (opts.strides) a.strides = opts.strides;
     if (opts.pads) a.pads = opts.pads;
@@ -285,7 +375,9 @@ export class GraphBuilder {
     return this.one('InstanceNormalization', [x, scale, bias], { epsilon: { float: eps } });
   }
   /** Constant zero padding; pads = [x1_begin, x2_begin, ..., x1_end, x2_end, ...]. */
-  pad(x: Value, pads: number[]): Value { return this.one('Pad', [x, this.constI64(pads)], { mode: 'constant' }); }
+  pad(x: Value, pads: number[]): Value {
+    return this.one('Pad', [x, this.constI64(pads)], { mode: 'constant' });
+  }
   /** Nearest-neighbour upsampling by integer factors (PyTorch F.interpolate(mode='nearest') semantics). */
   resizeNearest(x: Value, scales: number[]): Value {
     return this.one('Resize', [x, null, this.constF32(scales)], {
@@ -295,11 +387,23 @@ export class GraphBuilder {
     });
   }
   /** ORT contrib op: y = A @ dequant(B) with B block-quantized ([N, n_blocks, blob] uint8). */
-  matMulNBits(a: Value, b: Value, scales: Value, zeroPoints: Value | null, opts: { K: number; N: number; bits: number; blockSize: number; accuracyLevel?: number }): Value {
+  matMulNBits(
+    a: Value,
+    b: Value,
+    scales: Value,
+    zeroPoints: Value | null,
+    opts: { K: number; N: number; bits: number; blockSize: number; accuracyLevel?: number },
+  ): Value {
     return this.node(
       'MatMulNBits',
       zeroPoints ? [a, b, scales, zeroPoints] : [a, b, scales],
-      { K: opts.K, N: opts.N, bits: opts.bits, block_size: opts.blockSize, accuracy_level: opts.accuracyLevel ?? 0 },
+      {
+        K: opts.K,
+        N: opts.N,
+        bits: opts.bits,
+        block_size: opts.blockSize,
+        accuracy_level: opts.accuracyLevel ?? 0,
+      },
       1,
       'com.microsoft',
     )[0]!;
@@ -310,7 +414,13 @@ export class GraphBuilder {
    * (one scale and zero point for the whole tensor) and B int8 [K, N] with a scale per
    * column (b_scale [N]); MLAS's integer GEMM (VNNI), B prepacked at load.
    */
-  dynamicQuantizeMatMul(a: Value, b: Value, bScale: Value, bZeroPoint: Value | null = null, bias: Value | null = null): Value {
+  dynamicQuantizeMatMul(
+    a: Value,
+    b: Value,
+    bScale: Value,
+    bZeroPoint: Value | null = null,
+    bias: Value | null = null,
+  ): Value {
     const ins = [a, b, bScale, bZeroPoint, bias];
     while (ins.length > 3 && ins[ins.length - 1] === null) ins.pop();
     return this.node('DynamicQuantizeMatMul', ins, {}, 1, 'com.microsoft')[0]!;
@@ -320,14 +430,27 @@ export class GraphBuilder {
    * ORT contrib op: y = (A - a_zp) * a_scale @ (B - b_zp) * b_scale (+ bias) for 8-bit A and
    * B; the scales multiply the int32 accumulators in the GEMM's output stage.
    */
-  matMulIntegerToFloat(a: Value, b: Value, aScale: Value, bScale: Value, aZeroPoint: Value | null, bZeroPoint: Value | null = null, bias: Value | null = null): Value {
+  matMulIntegerToFloat(
+    a: Value,
+    b: Value,
+    aScale: Value,
+    bScale: Value,
+    aZeroPoint: Value | null,
+    bZeroPoint: Value | null = null,
+    bias: Value | null = null,
+  ): Value {
     const ins = [a, b, aScale, bScale, aZeroPoint, bZeroPoint, bias];
     while (ins.length > 4 && ins[ins.length - 1] === null) ins.pop();
     return this.node('MatMulIntegerToFloat', ins, {}, 1, 'com.microsoft')[0]!;
   }
 
   /** ONNX MatMulInteger: int32 (A - a_zp) @ (B - b_zp). */
-  matMulInteger(a: Value, b: Value, aZeroPoint: Value | null = null, bZeroPoint: Value | null = null): Value {
+  matMulInteger(
+    a: Value,
+    b: Value,
+    aZeroPoint: Value | null = null,
+    bZeroPoint: Value | null = null,
+  ): Value {
     const ins = [a, b, aZeroPoint, bZeroPoint];
     while (ins.length > 2 && ins[ins.length - 1] === null) ins.pop();
     return this.one('MatMulInteger', ins);
@@ -338,7 +461,9 @@ export class GraphBuilder {
     return this.one('QuantizeLinear', zeroPoint ? [x, scale, zeroPoint] : [x, scale], { axis });
   }
 
-  abs(a: Value): Value { return this.one('Abs', [a]); }
+  abs(a: Value): Value {
+    return this.one('Abs', [a]);
+  }
   reduceMin(x: Value, axes: number[], keepdims = true): Value {
     return this.one('ReduceMin', [x, this.constI64(axes)], { keepdims: keepdims ? 1 : 0 });
   }
@@ -347,7 +472,12 @@ export class GraphBuilder {
    * ORT contrib op: rows `indices` of a table quantized in blocks along its last axis
    * (data [N, K] uint8 with the implicit zero point 128 at 8 bits; scales [N, K / blockSize]).
    */
-  gatherBlockQuantized(data: Value, indices: Value, scales: Value, opts: { blockSize: number; bits: number }): Value {
+  gatherBlockQuantized(
+    data: Value,
+    indices: Value,
+    scales: Value,
+    opts: { blockSize: number; bits: number },
+  ): Value {
     return this.node(
       'GatherBlockQuantized',
       [data, indices, scales],
