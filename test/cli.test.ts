@@ -34,6 +34,7 @@ import {
 import { parseIntValue, parseNumberValue, parseRect } from '../src/cli/options.js';
 import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
+import { resolveTaskDefaults } from '../src/pipelines/validate.js';
 
 let tmp: string;
 before(() => {
@@ -175,7 +176,7 @@ class FakeDimoo implements DimooApi {
     };
   }
   info() {
-    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, codebookSize: 8192, device: 'cpu' as const };
+    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, codebookSize: 8192, device: 'cpu' as const, defaults: resolveTaskDefaults({}) };
   }
   async dispose() {
     this.disposed++;
@@ -427,7 +428,6 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
       ['generate', '--model', model, '--prompt', 'x'],
       ['--out', '--tokens-out', '--json'],
     ],
-    ['missing --model', ['generate', '--prompt', 'x', '--json'], ['--model']],
     [
       'model folder missing',
       ['generate', '--model', '/no/such/dir', '--prompt', 'x', '--json'],

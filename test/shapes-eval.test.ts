@@ -24,6 +24,7 @@ import { writeShapesCheckpoint } from '../src/shapes/model.js';
 import { renderScene } from '../src/shapes/render.js';
 import { scoreAnswer, scoreChange, scoreT2i } from '../src/shapes/score.js';
 import { isHeldOut, sampleScene, sceneFacts, sceneKey } from '../src/shapes/world.js';
+import { resolveTaskDefaults } from '../src/pipelines/validate.js';
 
 let tmp: string;
 let ckpt: string;
@@ -183,7 +184,7 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
       },
       encodeImage: async () => ({ width: 128, height: 128, codes: new Array<number>(64).fill(0) }),
       decodeTokens: async () => pic(plans[0]!.scene),
-      info: () => ({ dir: ckpt, name: 'oracle', hasVq: true, vqScale: 16, codebookSize: 8192, device: 'cpu' }),
+      info: () => ({ dir: ckpt, name: 'oracle', hasVq: true, vqScale: 16, codebookSize: 8192, device: 'cpu', defaults: resolveTaskDefaults({}) }),
       dispose: async () => {},
     };
   };

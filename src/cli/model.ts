@@ -10,6 +10,7 @@ import type { LoraRef } from '../checkpoint/lora.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 import { isHubId } from '../checkpoint/hub.js';
+import { resolveModel } from '../checkpoint/default-model.js';
 import type { LoadProgress } from '../pipelines/types.js';
 import { createProgressBar, progressEnabled, type ProgressMode } from './progress.js';
 
@@ -58,7 +59,8 @@ export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooAp
 
 /** Which model to load and how (the loading part of every model command's flags). */
 export interface ModelFlags {
-  model: string;
+  /** Absent: the default model (checkpoint/default-model.ts). */
+  model?: string;
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
@@ -85,7 +87,8 @@ export async function withModel<T>(
   flags: ModelFlags,
   fn: (api: DimooApi) => Promise<T>,
 ): Promise<T> {
-  checkModelDir(flags.model);
+  const model = resolveModel(flags.model, ctx.env);
+  checkModelDir(model);
   const loadOpts: LoadOptions = {};
   if (flags.threads !== undefined) loadOpts.threads = flags.threads;
   if (flags.device !== undefined) loadOpts.device = flags.device;
@@ -96,7 +99,7 @@ export async function withModel<T>(
   loadOpts.onProgress = shown.onProgress;
   let api: DimooApi;
   try {
-    api = await ctx.loadModel(flags.model, loadOpts);
+    api = await ctx.loadModel(model, loadOpts);
   } finally {
     shown.stop();
   }

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { openCheckpoint } from '../checkpoint/folder.js';
 import { hubRepoName, resolveModelDir } from '../checkpoint/hub.js';
+import { resolveModel } from '../checkpoint/default-model.js';
 import type { Checkpoint } from '../checkpoint/layout.js';
 import {
   requireSpecialTokens,
@@ -51,6 +52,7 @@ import { TASKS, type PaintTask } from './tasks.js';
 import { checkTokenGrid } from './token-grid.js';
 import { blameWeights, NonFiniteError } from '../checkpoint/nonfinite.js';
 import type {
+  TaskDefaults,
   DimooApi,
   EditParams,
   EncodeOptions,
@@ -68,7 +70,8 @@ import type {
   UnderstandParams,
   UnderstandResult,
 } from './types.js';
-import { checkBlockLayout, checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTextCache } from './validate.js';
+import { checkBlockLayout, checkInt, checkNumber, checkPrompt, checkSize, DEFAULTS, LIMITS, resolveSampling, resolveTaskDefaults, resolveTextCache } from './validate.js';
+import { readGenerationDefaults } from '../checkpoint/generation-config.js';
 
 const E = 'E_PARAM';
 
@@ -95,12 +98,17 @@ export class Dimoo implements DimooApi {
     readonly special: SpecialTokens,
     readonly vqConfig: VqConfig | undefined,
     private readonly opts: LoadOptions,
+    /** Request defaults: the checkpoint's generation_config.json over the original scripts'. */
+    readonly defaults: TaskDefaults,
   ) {}
 
-  /** `dir` is a checkpoint folder or a Hugging Face id (`Alpha-VLLM/Lumina-DiMOO`, through the Hub cache). */
-  static async load(dir: string, opts: LoadOptions = {}): Promise<Dimoo> {
+  /**
+   * `dir` is a checkpoint folder or a Hugging Face id (`Alpha-VLLM/Lumina-DiMOO`, through the Hub cache);
+   * omitted: the default model ($DIMOO_MODEL, else the shipped shapes model).
+   */
+  static async load(dir?: string, opts: LoadOptions = {}): Promise<Dimoo> {
     const progress = opts.onProgress ?? (() => {});
-    const local = await resolveModelDir(dir, {
+    const local = await resolveModelDir(resolveModel(dir, process.env, 'dir'), {
       revision: opts.revision,
       token: opts.token,
       onProgress: (p) => progress({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
@@ -112,6 +120,7 @@ export class Dimoo implements DimooApi {
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
     requireSpecialTokens(tokenizer, ckpt.tokenizerPath);
     const special = resolveSpecialTokens(tokenizer, ckpt.config, { codebookSize });
+    const defaults = resolveTaskDefaults(readGenerationDefaults(ckpt.generationConfigPath));
     const model = await Transformer.load(ckpt, {
       threads: opts.threads,
       device: opts.device,
@@ -120,7 +129,7 @@ export class Dimoo implements DimooApi {
       lora: opts.lora,
     });
     progress({ stage: 'session', done: 1, total: 1, detail: `transformer (${model.device})` });
-    return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);
+    return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts, defaults);
   }
 
   /** Pixels per token side. */
@@ -136,6 +145,7 @@ export class Dimoo implements DimooApi {
       vqScale: this.vqScale,
       codebookSize: this.special.codebookSize,
       device: this.model.device,
+      defaults: this.defaults,
     };
   }
 
@@ -245,8 +255,8 @@ export class Dimoo implements DimooApi {
 
   async generate(p: GenerateParams, o: RunOptions = {}): Promise<ImageResult> {
     const prompt = checkPrompt('prompt', p.prompt);
-    const width = checkSize('width', p.width ?? DEFAULTS.t2i.width, this.vqScale);
-    const height = checkSize('height', p.height ?? DEFAULTS.t2i.height, this.vqScale);
+    const width = checkSize('width', p.width ?? this.defaults.t2i.width, this.vqScale);
+    const height = checkSize('height', p.height ?? this.defaults.t2i.height, this.vqScale);
     const cfg = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.t2i.cfgScale, 0, 100);
     const sampling = resolveSampling(p, DEFAULTS.t2i);
     const gridH = height / this.vqScale;
@@ -297,7 +307,7 @@ export class Dimoo implements DimooApi {
     const sampling = resolveSampling(p, DEFAULTS.i2i);
     const isRef = editType.includes('image_ref_transfer');
     if (isRef && !p.refImage) throw new DimooError('edit type image_ref_transfer needs a reference image (refImage / --ref-image)', E);
-    const budget = DEFAULTS.i2i.cropBudget as 512;
+    const budget = this.defaults.i2i.cropBudget;
     const main = await this.toGrid(p.image, 'image', budget);
     // Style transfer: the input image comes first, the reference second, and the output takes the reference's size.
     const ref = isRef ? await this.toGrid(p.refImage, 'refImage', budget) : undefined;
@@ -410,9 +420,10 @@ export class Dimoo implements DimooApi {
 
   async understand(p: UnderstandParams, o: RunOptions = {}): Promise<UnderstandResult> {
     const question = checkPrompt('question', p.question);
-    const genLength = checkInt('genLength', p.genLength ?? DEFAULTS.mmu.genLength, 1, LIMITS.maxGenLength);
-    const blockLength = checkInt('blockLength', p.blockLength ?? Math.min(DEFAULTS.mmu.blockLength, genLength), 1, genLength);
-    const steps = checkInt('steps', p.steps ?? Math.min(DEFAULTS.mmu.steps, genLength), 1, LIMITS.maxGenLength);
+    const d = this.defaults.mmu;
+    const genLength = checkInt('genLength', p.genLength ?? d.genLength, 1, LIMITS.maxGenLength);
+    const blockLength = checkInt('blockLength', p.blockLength ?? Math.min(d.blockLength, genLength), 1, genLength);
+    const steps = checkInt('steps', p.steps ?? Math.min(d.steps, genLength), 1, LIMITS.maxGenLength);
     checkBlockLayout(genLength, blockLength, steps);
     const temperature = checkNumber('temperature', p.temperature ?? DEFAULTS.mmu.temperature, 0, 100);
     const cfgScale = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.mmu.cfgScale, 0, 100);
@@ -420,7 +431,7 @@ export class Dimoo implements DimooApi {
     if (remasking !== 'low_confidence' && remasking !== 'random') throw new DimooError(`remasking must be low_confidence or random`, E);
     const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
     const cache = resolveTextCache(p, { temperature, cfgScale });
-    const g = await this.toGrid(p.image, 'image', DEFAULTS.mmu.cropBudget as 1024);
+    const g = await this.toGrid(p.image, 'image', d.cropBudget);
     const promptIds = await this.encode(understandingPrompt(question));
     const layout = buildUnderstanding(
       { promptIds, imageCodes: Array.from(g.codes), gridH: g.gridH, gridW: g.gridW, genLength, layout: p.scriptLayout ? 'script' : 'single' },

@@ -226,7 +226,11 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
     const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
-    const p = { ...parseUnderstand(b, limits), question, image: img.input };
+    const p = {
+      ...parseUnderstand(b, limits, env.api.info().defaults.mmu),
+      question,
+      image: img.input,
+    };
     return {
       task,
       meta: { steps: p.steps },
@@ -238,7 +242,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
   const seed = s.seed;
   if (task === 'generate') {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
-    const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
+    const { width, height } = parseSize(b, limits, env.api.info().defaults.t2i);
     return {
       task,
       meta: { width, height, steps: s.timesteps },
@@ -351,6 +355,8 @@ export function registerNativeRoutes(app: FastifyInstance): void {
       model: info.name,
       has_vq: info.hasVq,
       device: info.device,
+      // The model's own picture size (its generation_config.json): the web page starts there.
+      default_size: [info.defaults.t2i.width, info.defaults.t2i.height],
       queue: {
         running: queue.running ? 1 : 0,
         waiting: queue.waitingCount,
@@ -429,7 +435,7 @@ export function registerNativeRoutes(app: FastifyInstance): void {
       );
       sizeBody = b;
     }
-    const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, 0) : undefined;
+    const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, { width: 0, height: 0 }) : undefined;
     const target = size ?? gridSizeFor(img.width, img.height, limits);
     const job = queue.submit(
       'encode',

@@ -17,12 +17,18 @@ import { intOpt } from '../options.js';
 
 interface GenerateFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags {
   prompt: string;
-  height: number;
-  width: number;
+  height?: number;
+  width?: number;
 }
 
 export function buildGenerateParams(f: GenerateFlags): GenerateParams {
-  return { prompt: f.prompt, height: f.height, width: f.width, ...samplingParams(f) };
+  // A size not given is the checkpoint's own (generation_config.json), else the original's.
+  return {
+    prompt: f.prompt,
+    ...(f.height !== undefined && { height: f.height }),
+    ...(f.width !== undefined && { width: f.width }),
+    ...samplingParams(f),
+  };
 }
 
 export function registerGenerate(program: Command, ctx: CliContext): void {
@@ -32,15 +38,13 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
     .requiredOption('--prompt <text>', 'what to draw')
     .option(
       '--height <px>',
-      `image height, a multiple of ${VQ_SCALE}`,
+      `image height, a multiple of ${VQ_SCALE} (default: the checkpoint's generation_config.json, else ${T2I.height})`,
       intOpt('--height', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
-      T2I.height,
     )
     .option(
       '--width <px>',
-      `image width, a multiple of ${VQ_SCALE}`,
+      `image width, a multiple of ${VQ_SCALE} (default: the checkpoint's generation_config.json, else ${T2I.width})`,
       intOpt('--width', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
-      T2I.width,
     );
   addSamplingOptions(cmd, T2I);
   addImageOutputOptions(cmd);
