@@ -27,8 +27,17 @@ import { openCheckpoint } from '../src/checkpoint/folder.js';
 import { readTensorFloat32 } from '../src/checkpoint/safetensors.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { DEFAULTS } from '../src/pipelines/validate.js';
-import { SHAPES_ANSWER_BLOCK, shapesVocabulary, writeShapesCheckpoint } from '../src/shapes/model.js';
-import { layoutItem, layoutLength, type RecipeChoices, type TokenizedItem } from '../src/training/recipe.js';
+import {
+  SHAPES_ANSWER_BLOCK,
+  shapesVocabulary,
+  writeShapesCheckpoint,
+} from '../src/shapes/model.js';
+import {
+  layoutItem,
+  layoutLength,
+  type RecipeChoices,
+  type TokenizedItem,
+} from '../src/training/recipe.js';
 import { resolveSpecialTokens } from '../src/checkpoint/special-tokens.js';
 import { TextTokenizer } from '../src/models/tokenizer.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
@@ -60,14 +69,26 @@ function goldenCopy(name: string): string {
 test('resolution: a given model first, then $DIMOO_MODEL, then the shipped model, else a clear error', () => {
   const empty = path.join(tmp, 'no-shipped');
   fs.mkdirSync(empty, { recursive: true });
-  assert.equal(resolveModel('given', { [DEFAULT_MODEL_ENV]: '/env/model' }, '--model', empty), 'given');
-  assert.equal(resolveModel(undefined, { [DEFAULT_MODEL_ENV]: '/env/model' }, '--model', empty), '/env/model');
-  assert.deepEqual(findDefaultModel({ [DEFAULT_MODEL_ENV]: '/env/model' }, empty), { dir: '/env/model', source: 'env' });
+  assert.equal(
+    resolveModel('given', { [DEFAULT_MODEL_ENV]: '/env/model' }, '--model', empty),
+    'given',
+  );
+  assert.equal(
+    resolveModel(undefined, { [DEFAULT_MODEL_ENV]: '/env/model' }, '--model', empty),
+    '/env/model',
+  );
+  assert.deepEqual(findDefaultModel({ [DEFAULT_MODEL_ENV]: '/env/model' }, empty), {
+    dir: '/env/model',
+    source: 'env',
+  });
   // An empty variable counts as unset.
   assert.equal(findDefaultModel({ [DEFAULT_MODEL_ENV]: ' ' }, empty), undefined);
   assert.throws(
     () => resolveModel(undefined, {}, '--model', empty),
-    (e: Error) => e.message.includes('--model') && e.message.includes(DEFAULT_MODEL_ENV) && e.message.includes(empty),
+    (e: Error) =>
+      e.message.includes('--model') &&
+      e.message.includes(DEFAULT_MODEL_ENV) &&
+      e.message.includes(empty),
   );
   // A complete checkpoint in the shipped place is the default.
   const golden = goldenCheckpointDir();
@@ -80,14 +101,28 @@ test('resolution: a given model first, then $DIMOO_MODEL, then the shipped model
 });
 
 test('CLI commands without --model load $DIMOO_MODEL (and name it when it is wrong)', () => {
-  const bad = cli(['generate', '--prompt', 'x', '--json'], { [DEFAULT_MODEL_ENV]: '/no/such/model-dir' });
+  const bad = cli(['generate', '--prompt', 'x', '--json'], {
+    [DEFAULT_MODEL_ENV]: '/no/such/model-dir',
+  });
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /\/no\/such\/model-dir/);
   const grid = path.join(tmp, 'grid.json');
   fs.writeFileSync(grid, JSON.stringify({ height: 32, width: 32, codes: [1, 2, 3, 4] }));
-  const ok = cli(['understand', '--prompt', 'what is it?', '--image-tokens', grid, '--gen-length', '8', '--json'], {
-    [DEFAULT_MODEL_ENV]: goldenCheckpointDir(),
-  });
+  const ok = cli(
+    [
+      'understand',
+      '--prompt',
+      'what is it?',
+      '--image-tokens',
+      grid,
+      '--gen-length',
+      '8',
+      '--json',
+    ],
+    {
+      [DEFAULT_MODEL_ENV]: goldenCheckpointDir(),
+    },
+  );
   assert.equal(ok.code, 0, ok.stderr);
   assert.equal(JSON.parse(ok.stdout).ids.length, 8);
 });
@@ -95,7 +130,10 @@ test('CLI commands without --model load $DIMOO_MODEL (and name it when it is wro
 test('generation_config.json: the dimoo section is parsed, checked, merged; absent means the original defaults', () => {
   assert.deepEqual(parseGenerationDefaults({ bos_token_id: 1 }, 'g.json'), {});
   assert.deepEqual(
-    parseGenerationDefaults({ dimoo: { text_to_image: { width: 128, height: 64 }, understanding: { gen_length: 32 } } }, 'g.json'),
+    parseGenerationDefaults(
+      { dimoo: { text_to_image: { width: 128, height: 64 }, understanding: { gen_length: 32 } } },
+      'g.json',
+    ),
     { textToImage: { width: 128, height: 64 }, understanding: { genLength: 32 } },
   );
   for (const [bad, word] of [
@@ -105,11 +143,20 @@ test('generation_config.json: the dimoo section is parsed, checked, merged; abse
     [{ dimoo: { text_to_image: { width: '128' } } }, 'width'],
     [{ dimoo: [] }, 'dimoo'],
   ] as const) {
-    assert.throws(() => parseGenerationDefaults(bad, 'g.json'), (e: Error) => e.message.includes('g.json') && e.message.includes(word));
+    assert.throws(
+      () => parseGenerationDefaults(bad, 'g.json'),
+      (e: Error) => e.message.includes('g.json') && e.message.includes(word),
+    );
   }
   const file = path.join(tmp, 'generation_config.json');
-  fs.writeFileSync(file, JSON.stringify({ bos_token_id: 7, dimoo: { understanding: { gen_length: 16, steps: 16 } } }));
-  writeGenerationDefaults(file, { understanding: { genLength: 32 }, textToImage: { width: 128, height: 128 } });
+  fs.writeFileSync(
+    file,
+    JSON.stringify({ bos_token_id: 7, dimoo: { understanding: { gen_length: 16, steps: 16 } } }),
+  );
+  writeGenerationDefaults(file, {
+    understanding: { genLength: 32 },
+    textToImage: { width: 128, height: 128 },
+  });
   const json = JSON.parse(fs.readFileSync(file, 'utf8'));
   assert.equal(json.bos_token_id, 7, 'other keys are kept');
   assert.deepEqual(readGenerationDefaults(file), {
@@ -128,7 +175,10 @@ test("the library applies a checkpoint's defaults where a request gives none; th
       steps: DEFAULTS.mmu.steps,
       cropBudget: DEFAULTS.mmu.cropBudget,
     });
-    assert.deepEqual(golden.info().defaults.t2i, { width: DEFAULTS.t2i.width, height: DEFAULTS.t2i.height });
+    assert.deepEqual(golden.info().defaults.t2i, {
+      width: DEFAULTS.t2i.width,
+      height: DEFAULTS.t2i.height,
+    });
   } finally {
     await golden.dispose();
   }
@@ -145,7 +195,14 @@ test("the library applies a checkpoint's defaults where a request gives none; th
     assert.equal(a.ids.length, 12);
     assert.equal(a.stepMs.length, 4);
     // An explicit value still wins.
-    const b = await d.understand({ question: 'what?', image: { tokens }, genLength: 8, blockLength: 8, steps: 2, earlyStop: false });
+    const b = await d.understand({
+      question: 'what?',
+      image: { tokens },
+      genLength: 8,
+      blockLength: 8,
+      steps: 2,
+      earlyStop: false,
+    });
     assert.equal(b.ids.length, 8);
     const g = await d.generate({ prompt: 'x', timesteps: 1, seed: 0 });
     assert.deepEqual([g.width, g.height], [64, 32]);
@@ -169,7 +226,10 @@ test('Dimoo.load() without a folder opens $DIMOO_MODEL', async () => {
 
 test('shapes init: unused vocabulary rows are zero, used ones are not; its defaults are the canvas and the answer block', async () => {
   const dir = path.join(tmp, 'shapes');
-  await writeShapesCheckpoint(dir, { seed: 1, overrides: { dModel: 16, nHeads: 2, nLayers: 1, mlpHiddenSize: 32 } });
+  await writeShapesCheckpoint(dir, {
+    seed: 1,
+    overrides: { dModel: 16, nHeads: 2, nLayers: 1, mlpHiddenSize: 32 },
+  });
   const ck = openCheckpoint(dir);
   const words = shapesVocabulary().length;
   for (const name of ['model.transformer.wte.weight', 'model.transformer.ff_out.weight']) {
@@ -177,7 +237,8 @@ test('shapes init: unused vocabulary rows are zero, used ones are not; its defau
     const d = 16;
     const rowZero = (r: number): boolean => w.subarray(r * d, (r + 1) * d).every((v) => v === 0);
     // [UNK] and the words, the specials, the image codes (the random VQ has 8192).
-    for (const r of [0, words, 126080, 126336, 126355, 126356, 126356 + 8191]) assert.equal(rowZero(r), false, `${name} row ${r}`);
+    for (const r of [0, words, 126080, 126336, 126355, 126356, 126356 + 8191])
+      assert.equal(rowZero(r), false, `${name} row ${r}`);
     for (const r of [words + 1, 5000, 126079]) assert.equal(rowZero(r), true, `${name} row ${r}`);
     const zeroRows = Array.from({ length: w.length / d }, (_, r) => r).filter(rowZero).length;
     assert.equal(zeroRows, 126080 - (words + 1));
@@ -218,9 +279,23 @@ test('dimoo train --answer-block N saves checkpoints that answer with N tokens b
     answer_image: '',
     answer_text: 'red',
   };
-  fs.writeFileSync(data, `${JSON.stringify(rec)}\n${JSON.stringify({ ...rec, answer_text: 'blue' })}\n`);
+  fs.writeFileSync(
+    data,
+    `${JSON.stringify(rec)}\n${JSON.stringify({ ...rec, answer_text: 'blue' })}\n`,
+  );
   const out = path.join(tmp, 'run-answer-block');
-  const base = ['train', '--model', goldenCheckpointDir(), '--data', data, '--out', out, '--threads', '1', '--no-progress'];
+  const base = [
+    'train',
+    '--model',
+    goldenCheckpointDir(),
+    '--data',
+    data,
+    '--out',
+    out,
+    '--threads',
+    '1',
+    '--no-progress',
+  ];
   const r = cli([...base, '--steps', '1', '--batch-size', '2', '--answer-block', '16'], {});
   assert.equal(r.code, 0, r.stderr);
   const ck = path.join(out, 'checkpoint-1');

@@ -24,7 +24,8 @@ export function packageRoot(): string {
   for (;;) {
     if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
     const up = path.dirname(dir);
-    if (up === dir) throw new Error('dimoo: no package.json above ' + fileURLToPath(import.meta.url));
+    if (up === dir)
+      throw new Error('dimoo: no package.json above ' + fileURLToPath(import.meta.url));
     dir = up;
   }
 }

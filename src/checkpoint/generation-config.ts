@@ -35,7 +35,12 @@ const FIELDS = {
   image_to_image: ['imageToImage', { crop_budget: 'cropBudget' }],
   understanding: [
     'understanding',
-    { gen_length: 'genLength', block_length: 'blockLength', steps: 'steps', crop_budget: 'cropBudget' },
+    {
+      gen_length: 'genLength',
+      block_length: 'blockLength',
+      steps: 'steps',
+      crop_budget: 'cropBudget',
+    },
   ],
 } as const;
 
@@ -45,21 +50,39 @@ function bad(file: string, where: string, msg: string): never {
 
 /** Parses the `dimoo` section of a generation_config.json object. */
 export function parseGenerationDefaults(json: unknown, file: string): GenerationDefaults {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) bad(file, 'the file', 'is not a JSON object');
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    bad(file, 'the file', 'is not a JSON object');
   const sec = (json as Record<string, unknown>)[SECTION];
   if (sec === undefined) return {};
-  if (typeof sec !== 'object' || sec === null || Array.isArray(sec)) bad(file, `"${SECTION}"`, 'must be an object');
+  if (typeof sec !== 'object' || sec === null || Array.isArray(sec))
+    bad(file, `"${SECTION}"`, 'must be an object');
   const out: Record<string, Record<string, number>> = {};
   for (const [task, value] of Object.entries(sec)) {
     const spec = (FIELDS as Record<string, readonly [string, Record<string, string>]>)[task];
-    if (!spec) bad(file, `"${SECTION}.${task}"`, `is not a known task (known: ${Object.keys(FIELDS).join(', ')})`);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(file, `"${SECTION}.${task}"`, 'must be an object');
+    if (!spec)
+      bad(
+        file,
+        `"${SECTION}.${task}"`,
+        `is not a known task (known: ${Object.keys(FIELDS).join(', ')})`,
+      );
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      bad(file, `"${SECTION}.${task}"`, 'must be an object');
     const [name, keys] = spec;
     const fields: Record<string, number> = {};
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
       const field = keys[k];
-      if (!field) bad(file, `"${SECTION}.${task}.${k}"`, `is not a known field (known: ${Object.keys(keys).join(', ')})`);
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) bad(file, `"${SECTION}.${task}.${k}"`, `must be a positive integer, got ${JSON.stringify(v)}`);
+      if (!field)
+        bad(
+          file,
+          `"${SECTION}.${task}.${k}"`,
+          `is not a known field (known: ${Object.keys(keys).join(', ')})`,
+        );
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)
+        bad(
+          file,
+          `"${SECTION}.${task}.${k}"`,
+          `must be a positive integer, got ${JSON.stringify(v)}`,
+        );
       fields[field] = v;
     }
     out[name] = fields;
@@ -80,7 +103,9 @@ export function readGenerationDefaults(file: string | undefined): GenerationDefa
 }
 
 /** The section as the file spells it. */
-export function generationDefaultsJson(d: GenerationDefaults): Record<string, Record<string, number>> {
+export function generationDefaultsJson(
+  d: GenerationDefaults,
+): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
   for (const [task, [name, keys]] of Object.entries(FIELDS)) {
     const fields = (d as Record<string, Record<string, number> | undefined>)[name];
@@ -105,7 +130,8 @@ export function writeGenerationDefaults(file: string, d: GenerationDefaults): vo
     parseGenerationDefaults(json, file);
   }
   const sec = { ...((json[SECTION] as Record<string, Record<string, number>> | undefined) ?? {}) };
-  for (const [task, fields] of Object.entries(generationDefaultsJson(d))) sec[task] = { ...sec[task], ...fields };
+  for (const [task, fields] of Object.entries(generationDefaultsJson(d)))
+    sec[task] = { ...sec[task], ...fields };
   json[SECTION] = sec;
   atomicWriteFileSync(file, JSON.stringify(json, null, 2) + '\n', { fsync: false });
 }

@@ -22,7 +22,11 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Command } from 'commander';
 import { DimooError } from '../../errors.js';
-import { isCompleteCheckpoint, packageRoot, shippedModelDir } from '../../checkpoint/default-model.js';
+import {
+  isCompleteCheckpoint,
+  packageRoot,
+  shippedModelDir,
+} from '../../checkpoint/default-model.js';
 import { SHAPES_ANSWER_BLOCK } from '../../shapes/model.js';
 import type { CliContext } from '../context.js';
 import { CancelledError } from '../errors.js';
@@ -80,10 +84,19 @@ async function runDimoo(
 ): Promise<{ code: number; stopped: boolean }> {
   const bin = path.join(packageRoot(), 'bin', 'dimoo.js');
   log(ctx, `$ dimoo ${args.join(' ')}`);
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group: a terminal's Ctrl-C reaches only us, and we pass on
+  // exactly one SIGINT (a second one would make the child quit without saving).
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let stopped = false;
+  let signalled = false;
   const stop = (): void => {
-    if (child.exitCode === null) child.kill('SIGINT');
+    if (child.exitCode === null && !signalled) {
+      signalled = true;
+      child.kill('SIGINT');
+    }
   };
   const onAbort = (): void => stop();
   ctx.signal.addEventListener('abort', onAbort);
@@ -114,7 +127,11 @@ async function runDimoo(
 }
 
 function must(r: { code: number }, what: string): void {
-  if (r.code !== 0) throw new DimooError(`${what} failed (exit status ${r.code}); fix the cause and rerun: completed stages are kept`, 'E_TRAIN');
+  if (r.code !== 0)
+    throw new DimooError(
+      `${what} failed (exit status ${r.code}); fix the cause and rerun: completed stages are kept`,
+      'E_TRAIN',
+    );
 }
 
 /** The latest checkpoint-N of a run folder with a saved trainer state, or undefined. */
@@ -123,10 +140,15 @@ export function latestCheckpoint(runDir: string): { dir: string; step: number } 
   const steps = fs
     .readdirSync(runDir)
     .map((e) => /^checkpoint-(\d+)$/.exec(e))
-    .filter((m): m is RegExpExecArray => m !== null && fs.existsSync(path.join(runDir, m[0], TRAINER_STATE)))
+    .filter(
+      (m): m is RegExpExecArray =>
+        m !== null && fs.existsSync(path.join(runDir, m[0], TRAINER_STATE)),
+    )
     .map((m) => Number(m[1]))
     .sort((a, b) => b - a);
-  return steps.length ? { dir: path.join(runDir, `checkpoint-${steps[0]}`), step: steps[0]! } : undefined;
+  return steps.length
+    ? { dir: path.join(runDir, `checkpoint-${steps[0]}`), step: steps[0]! }
+    : undefined;
 }
 
 /** Keeps the newest `keep` checkpoints (each holds ~1 GB of optimizer state). */
@@ -137,7 +159,8 @@ function prune(runDir: string, keep: number): void {
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => Number(m[1]))
     .sort((a, b) => b - a);
-  for (const s of all.slice(keep)) fs.rmSync(path.join(runDir, `checkpoint-${s}`), { recursive: true, force: true });
+  for (const s of all.slice(keep))
+    fs.rmSync(path.join(runDir, `checkpoint-${s}`), { recursive: true, force: true });
 }
 
 /** Copies a checkpoint without its resume-only files into `dst`, atomically (replacing `dst`). */
@@ -157,7 +180,11 @@ function readPlan(file: string): ShapesPlan | undefined {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as ShapesPlan;
 }
 
-async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => boolean): Promise<void> {
+async function trainShapes(
+  ctx: CliContext,
+  f: Flags,
+  given: (k: string) => boolean,
+): Promise<void> {
   const work = path.resolve(f.work);
   fs.mkdirSync(work, { recursive: true });
   const vqDir = path.resolve(f.vq ?? path.join(work, 'vq'));
@@ -195,15 +222,30 @@ async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => bool
   const threads = String(f.threads);
 
   // 1. VQ-VAE
-  if (fs.existsSync(path.join(vqDir, 'diffusion_pytorch_model.safetensors')) && fs.existsSync(path.join(vqDir, 'config.json'))) {
+  if (
+    fs.existsSync(path.join(vqDir, 'diffusion_pytorch_model.safetensors')) &&
+    fs.existsSync(path.join(vqDir, 'config.json'))
+  ) {
     log(ctx, `VQ-VAE: ${vqDir} is complete, skipped`);
   } else {
     const state = path.join(work, 'vq-state');
     const resume = fs.existsSync(state) && fs.readdirSync(state).length > 0;
     must(
       await runDimoo(ctx, [
-        'shapes', 'train-vq', '--out', vqDir, '--state', state, '--minutes', String(f.vqMinutes),
-        '--threads', threads, '--seed', String(plan.seed), '--json', ...(resume ? ['--resume'] : []),
+        'shapes',
+        'train-vq',
+        '--out',
+        vqDir,
+        '--state',
+        state,
+        '--minutes',
+        String(f.vqMinutes),
+        '--threads',
+        threads,
+        '--seed',
+        String(plan.seed),
+        '--json',
+        ...(resume ? ['--resume'] : []),
       ]),
       'VQ-VAE training',
     );
@@ -215,23 +257,51 @@ async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => bool
   } else {
     fs.rmSync(initDir, { recursive: true, force: true });
     must(
-      await runDimoo(ctx, ['shapes', 'init', initDir, '--vq', vqDir, '--seed', String(plan.seed), '--answer-block', String(plan.answerBlock)]),
+      await runDimoo(ctx, [
+        'shapes',
+        'init',
+        initDir,
+        '--vq',
+        vqDir,
+        '--seed',
+        String(plan.seed),
+        '--answer-block',
+        String(plan.answerBlock),
+      ]),
       'shapes init',
     );
     fs.writeFileSync(path.join(initDir, '.init-done'), '');
   }
 
   // 3. the data set, encoded with the trained VQ-VAE
-  if (fs.existsSync(path.join(dataDir, 'dataset.json')) && fs.existsSync(path.join(dataDir, 'train.jsonl'))) {
+  if (
+    fs.existsSync(path.join(dataDir, 'dataset.json')) &&
+    fs.existsSync(path.join(dataDir, 'train.jsonl'))
+  ) {
     log(ctx, `data: ${dataDir} is complete, skipped`);
   } else {
     const tmp = `${dataDir}.tmp`;
     fs.rmSync(tmp, { recursive: true, force: true });
     must(
       await runDimoo(ctx, [
-        'shapes', 'generate', '--out', tmp, '--count', String(plan.scenes), '--seed', String(plan.seed),
-        '--holdout', String(plan.holdout), '--questions', String(plan.questions), '--model', initDir,
-        '--threads', threads, '--json', '--no-progress',
+        'shapes',
+        'generate',
+        '--out',
+        tmp,
+        '--count',
+        String(plan.scenes),
+        '--seed',
+        String(plan.seed),
+        '--holdout',
+        String(plan.holdout),
+        '--questions',
+        String(plan.questions),
+        '--model',
+        initDir,
+        '--threads',
+        threads,
+        '--json',
+        '--no-progress',
       ]),
       'data set generation',
     );
@@ -247,11 +317,35 @@ async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => bool
   } else {
     const stopAt = Date.now() + f.minutes * 60_000;
     const args = [
-      'train', '--model', initDir, '--data', path.join(dataDir, 'train.jsonl'), '--out', runDir,
-      '--steps', String(plan.steps), '--batch-size', String(plan.batchSize), '--lr', String(plan.lr),
-      '--min-lr', String(plan.minLr), '--warmup-steps', String(plan.warmupSteps), '--lr-schedule', 'cosine',
-      '--answer-block', String(plan.answerBlock), '--seed', String(plan.seed), '--save-every', String(plan.saveEvery),
-      '--threads', threads, '--json', '--no-progress',
+      'train',
+      '--model',
+      initDir,
+      '--data',
+      path.join(dataDir, 'train.jsonl'),
+      '--out',
+      runDir,
+      '--steps',
+      String(plan.steps),
+      '--batch-size',
+      String(plan.batchSize),
+      '--lr',
+      String(plan.lr),
+      '--min-lr',
+      String(plan.minLr),
+      '--warmup-steps',
+      String(plan.warmupSteps),
+      '--lr-schedule',
+      'cosine',
+      '--answer-block',
+      String(plan.answerBlock),
+      '--seed',
+      String(plan.seed),
+      '--save-every',
+      String(plan.saveEvery),
+      '--threads',
+      threads,
+      '--json',
+      '--no-progress',
       ...(before ? ['--resume', runDir] : []),
     ];
     let losses: number[] = [];
@@ -270,7 +364,10 @@ async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => bool
           const s = e.step as number;
           if (s % 10 === 0 || s === e.totalSteps) {
             const mean = losses.reduce((a, b) => a + b, 0) / losses.length;
-            log(ctx, `step ${s}/${e.totalSteps}: loss ${mean.toFixed(4)} (mean of ${losses.length}), lr ${(e.lr as number).toExponential(2)}, ${(e.tokensPerS as number).toFixed(0)} tok/s, ${(e.seconds as number).toFixed(2)} s/step`);
+            log(
+              ctx,
+              `step ${s}/${e.totalSteps}: loss ${mean.toFixed(4)} (mean of ${losses.length}), lr ${(e.lr as number).toExponential(2)}, ${(e.tokensPerS as number).toFixed(0)} tok/s, ${(e.seconds as number).toFixed(2)} s/step`,
+            );
             losses = [];
           }
         } else if (e.event === 'saved') {
@@ -303,7 +400,10 @@ async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => bool
     command: 'npm run train:shapes',
   };
   exportModel(done.dir, finalDir, summary);
-  log(ctx, `model: ${finalDir} (step ${done.step} of ${plan.steps}${summary.complete ? '' : ': resumable, rerun to continue'}), mean loss of the last ${tail.length} steps ${summary.lossLast20?.toFixed(4)}`);
+  log(
+    ctx,
+    `model: ${finalDir} (step ${done.step} of ${plan.steps}${summary.complete ? '' : ': resumable, rerun to continue'}), mean loss of the last ${tail.length} steps ${summary.lossLast20?.toFixed(4)}`,
+  );
   if (f.ship) {
     const ship = shippedModelDir();
     fs.mkdirSync(path.dirname(ship), { recursive: true });
@@ -316,25 +416,79 @@ async function trainShapes(ctx: CliContext, f: Flags, given: (k: string) => bool
 export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
   shapes
     .command('train')
-    .description('train the shapes model end to end (VQ-VAE, data set, transformer), resumable: rerun to continue')
-    .option('--work <dir>', 'work folder for every stage (outside the repository)', '/work/shapes-run')
-    .option('--vq <dir>', 'the VQ-VAE folder (trained there unless already complete; default WORK/vq)')
+    .description(
+      'train the shapes model end to end (VQ-VAE, data set, transformer), resumable: rerun to continue',
+    )
+    .option(
+      '--work <dir>',
+      'work folder for every stage (outside the repository)',
+      '/work/shapes-run',
+    )
+    .option(
+      '--vq <dir>',
+      'the VQ-VAE folder (trained there unless already complete; default WORK/vq)',
+    )
     .option('--seed <n>', 'seed of every stage', intOpt('--seed', { min: 0 }), 0)
     .option('--threads <n>', 'CPU threads per stage', intOpt('--threads', { min: 1, max: 1024 }), 2)
     .option('--vq-minutes <m>', 'VQ-VAE training time', numOpt('--vq-minutes', { min: 0 }), 45)
-    .option('--scenes <n>', 'scenes in the data set (each: a caption, an edit, --questions questions)', intOpt('--scenes', { min: 10 }), 1500)
-    .option('--holdout <f>', 'held-out share of the scenes', numOpt('--holdout', { min: 0, max: 0.9 }), 0.1)
+    .option(
+      '--scenes <n>',
+      'scenes in the data set (each: a caption, an edit, --questions questions)',
+      intOpt('--scenes', { min: 10 }),
+      1500,
+    )
+    .option(
+      '--holdout <f>',
+      'held-out share of the scenes',
+      numOpt('--holdout', { min: 0, max: 0.9 }),
+      0.1,
+    )
     .option('--questions <n>', 'questions per scene', intOpt('--questions', { min: 0, max: 10 }), 2)
-    .option('--minutes <m>', 'transformer time budget of this run (it stops, saved and resumable, when spent)', numOpt('--minutes', { min: 0 }), 120)
-    .option('--steps <n>', 'transformer optimiser steps (default: from --minutes and --sec-per-step)', intOpt('--steps', { min: 1 }))
-    .option('--sec-per-step <s>', 'expected seconds per transformer step (measured: ~4.5 at batch 8 on 2 busy cores)', numOpt('--sec-per-step', { min: 0.001 }), 4.5)
+    .option(
+      '--minutes <m>',
+      'transformer time budget of this run (it stops, saved and resumable, when spent)',
+      numOpt('--minutes', { min: 0 }),
+      120,
+    )
+    .option(
+      '--steps <n>',
+      'transformer optimiser steps (default: from --minutes and --sec-per-step)',
+      intOpt('--steps', { min: 1 }),
+    )
+    .option(
+      '--sec-per-step <s>',
+      'expected seconds per transformer step (measured: ~4.5 at batch 8 on 2 busy cores)',
+      numOpt('--sec-per-step', { min: 0.001 }),
+      4.5,
+    )
     .option('--batch-size <n>', 'records per step', intOpt('--batch-size', { min: 1 }), 8)
-    .option('--lr <x>', 'peak learning rate (from scratch: far above the fine-tuning 2e-5)', numOpt('--lr', { min: 0 }), 1e-3)
-    .option('--min-lr <x>', 'learning rate at the end of the cosine', numOpt('--min-lr', { min: 0 }), 1e-4)
+    .option(
+      '--lr <x>',
+      'peak learning rate (from scratch: far above the fine-tuning 2e-5)',
+      numOpt('--lr', { min: 0 }),
+      1e-3,
+    )
+    .option(
+      '--min-lr <x>',
+      'learning rate at the end of the cosine',
+      numOpt('--min-lr', { min: 0 }),
+      1e-4,
+    )
     .option('--warmup-steps <n>', 'linear warm-up steps', intOpt('--warmup-steps', { min: 0 }), 30)
-    .option('--answer-block <n>', 'understanding answer + padding block', intOpt('--answer-block', { min: 1 }), SHAPES_ANSWER_BLOCK)
-    .option('--save-minutes <m>', 'save (resumable) about this often', numOpt('--save-minutes', { min: 0.01 }), 5)
+    .option(
+      '--answer-block <n>',
+      'understanding answer + padding block',
+      intOpt('--answer-block', { min: 1 }),
+      SHAPES_ANSWER_BLOCK,
+    )
+    .option(
+      '--save-minutes <m>',
+      'save (resumable) about this often',
+      numOpt('--save-minutes', { min: 0.01 }),
+      5,
+    )
     .option('--ship', "copy the result into the package's models/shapes/ (the default model)")
-    .action((f: Flags, c: Command) => trainShapes(ctx, f, (k) => c.getOptionValueSource(k) === 'cli'));
-
+    .action((f: Flags, c: Command) =>
+      trainShapes(ctx, f, (k) => c.getOptionValueSource(k) === 'cli'),
+    );
 }
