@@ -11,6 +11,10 @@ import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 import { isHubId } from '../checkpoint/hub.js';
 import { resolveModel } from '../checkpoint/default-model.js';
+import { GENERATION_CONFIG_FILE, readGenerationDefaults } from '../checkpoint/generation-config.js';
+import { resolveTaskDefaults } from '../pipelines/validate.js';
+import type { TaskDefaults } from '../pipelines/types.js';
+import * as path from 'node:path';
 import type { LoadProgress } from '../pipelines/types.js';
 import { createProgressBar, progressEnabled, type ProgressMode } from './progress.js';
 
@@ -81,6 +85,17 @@ export function checkModelDir(dir: string, flag = '--model'): void {
   if (!st.isDirectory()) throw new DimooError(`${flag} ${dir}: not a folder`, 'E_PARAM');
 }
 
+/**
+ * The request defaults of the model a command will load, read from its
+ * folder before loading (for decisions made first, such as file names); a
+ * Hugging Face id gets the original's.
+ */
+export function modelTaskDefaults(ctx: CliContext, model: string | undefined): TaskDefaults {
+  const dir = resolveModel(model, ctx.env);
+  const file = path.join(dir, GENERATION_CONFIG_FILE);
+  return resolveTaskDefaults(isHubId(dir) && !fs.existsSync(file) ? {} : readGenerationDefaults(file));
+}
+
 /** Loads the model, runs `fn`, and always releases the model (ORT sessions, worker). */
 export async function withModel<T>(
   ctx: CliContext,
@@ -111,6 +126,19 @@ export async function withModel<T>(
   } finally {
     await api.dispose();
   }
+}
+
+/**
+ * Commands that read a checkpoint without running it (inspect, quantize) take
+ * the folder either positionally or as `--model`, like every other command:
+ * exactly one of the two.
+ */
+export function folderArgOrModel(positional: string | undefined, model: string | undefined): string {
+  if (positional !== undefined && model !== undefined && positional !== model)
+    throw new DimooError(`give the checkpoint folder once: ${positional} or --model ${model}`, 'E_PARAM');
+  const dir = positional ?? model;
+  if (dir === undefined) throw new DimooError('give the checkpoint folder (MODEL_DIR or --model DIR)', 'E_PARAM');
+  return dir;
 }
 
 /** The decoder/encoder need vqvae/; say so before any compute. */

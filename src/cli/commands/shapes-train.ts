@@ -69,6 +69,7 @@ interface Flags {
   warmupSteps: number;
   answerBlock: number;
   saveMinutes: number;
+  deadline?: string;
   ship?: boolean;
 }
 
@@ -315,7 +316,16 @@ async function trainShapes(
   if (before && before.step >= plan.steps) {
     log(ctx, `transformer: ${before.dir} is at step ${before.step} of ${plan.steps}, skipped`);
   } else {
-    const stopAt = Date.now() + f.minutes * 60_000;
+    let stopAt = Date.now() + f.minutes * 60_000;
+    if (f.deadline !== undefined) {
+      const d = Date.parse(f.deadline);
+      if (!Number.isFinite(d))
+        throw new DimooError(
+          `--deadline ${f.deadline}: not a date/time (e.g. 2026-11-30T21:00:00Z)`,
+          'E_PARAM',
+        );
+      stopAt = Math.min(stopAt, d);
+    }
     const args = [
       'train',
       '--model',
@@ -457,9 +467,9 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
     )
     .option(
       '--sec-per-step <s>',
-      'expected seconds per transformer step (measured: ~4.5 at batch 8 on 2 busy cores)',
+      'expected seconds per transformer step (measured: ~6 at batch 8, mixed records, on 2 busy cores)',
       numOpt('--sec-per-step', { min: 0.001 }),
-      4.5,
+      6,
     )
     .option('--batch-size <n>', 'records per step', intOpt('--batch-size', { min: 1 }), 8)
     .option(
@@ -486,6 +496,10 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
       'save (resumable) about this often',
       numOpt('--save-minutes', { min: 0.01 }),
       5,
+    )
+    .option(
+      '--deadline <time>',
+      'also stop the transformer at this date/time (ISO 8601, e.g. 2026-11-30T20:45:00Z)',
     )
     .option('--ship', "copy the result into the package's models/shapes/ (the default model)")
     .action((f: Flags, c: Command) =>
