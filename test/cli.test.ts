@@ -62,8 +62,9 @@ function assertOneLineError(
   assert.doesNotMatch(r.stderr, /\n\s+at |node:internal/);
   let message = lines[0]!;
   if (json) {
-    const e = (JSON.parse(message) as { error: { message: string; code: string; exit_code: number } })
-      .error;
+    const e = (
+      JSON.parse(message) as { error: { message: string; code: string; exit_code: number } }
+    ).error;
     assert.equal(e.exit_code, r.code);
     assert.match(e.code, /^E_[A-Z]+$/);
     message = e.message;
@@ -522,7 +523,10 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
   });
 
   test('unexpected errors: one line plus a DIMOO_DEBUG hint; the stack only with DIMOO_DEBUG=1', async () => {
-    const run = async (env: NodeJS.ProcessEnv, out = ['--tokens-out', path.join(tmp, 'u.json')]) => {
+    const run = async (
+      env: NodeJS.ProcessEnv,
+      out = ['--tokens-out', path.join(tmp, 'u.json')],
+    ) => {
       const stdout = new Capture();
       const stderr = new Capture();
       const code = await runCli(['generate', '--model', tmp, '--prompt', 'x', ...out], {

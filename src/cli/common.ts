@@ -26,7 +26,11 @@ export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => 
   parseLoraRef(raw),
 ];
 import { checkImageOutPath, checkOutFolder, formatMs, writeJson, writeRgbImage } from './output.js';
-import { formatParameters, imageRunSettings, type ImageTaskParams } from '../pipelines/parameters.js';
+import {
+  formatParameters,
+  imageRunSettings,
+  type ImageTaskParams,
+} from '../pipelines/parameters.js';
 import { drawSeed } from '../pipelines/validate.js';
 import { packageVersion } from './version.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
@@ -262,7 +266,10 @@ export function imageParameters(
 ): string {
   return formatParameters(
     params.prompt ?? '',
-    imageRunSettings(task, params, r, { model: api.info().name, version: `dimoo ${packageVersion()}` }),
+    imageRunSettings(task, params, r, {
+      model: api.info().name,
+      version: `dimoo ${packageVersion()}`,
+    }),
   );
 }
 

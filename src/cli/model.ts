@@ -93,7 +93,9 @@ export function checkModelDir(dir: string, flag = '--model'): void {
 export function modelTaskDefaults(ctx: CliContext, model: string | undefined): TaskDefaults {
   const dir = resolveModel(model, ctx.env);
   const file = path.join(dir, GENERATION_CONFIG_FILE);
-  return resolveTaskDefaults(isHubId(dir) && !fs.existsSync(file) ? {} : readGenerationDefaults(file));
+  return resolveTaskDefaults(
+    isHubId(dir) && !fs.existsSync(file) ? {} : readGenerationDefaults(file),
+  );
 }
 
 /** Loads the model, runs `fn`, and always releases the model (ORT sessions, worker). */
@@ -133,11 +135,18 @@ export async function withModel<T>(
  * the folder either positionally or as `--model`, like every other command:
  * exactly one of the two.
  */
-export function folderArgOrModel(positional: string | undefined, model: string | undefined): string {
+export function folderArgOrModel(
+  positional: string | undefined,
+  model: string | undefined,
+): string {
   if (positional !== undefined && model !== undefined && positional !== model)
-    throw new DimooError(`give the checkpoint folder once: ${positional} or --model ${model}`, 'E_PARAM');
+    throw new DimooError(
+      `give the checkpoint folder once: ${positional} or --model ${model}`,
+      'E_PARAM',
+    );
   const dir = positional ?? model;
-  if (dir === undefined) throw new DimooError('give the checkpoint folder (MODEL_DIR or --model DIR)', 'E_PARAM');
+  if (dir === undefined)
+    throw new DimooError('give the checkpoint folder (MODEL_DIR or --model DIR)', 'E_PARAM');
   return dir;
 }
 

@@ -116,7 +116,8 @@ export class WorkerDimoo implements DimooApi {
     const local = await resolveModelDir(resolveModel(dir, process.env, 'dir'), {
       revision: opts.revision,
       token: opts.token,
-      onProgress: (p) => opts.onProgress?.({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
+      onProgress: (p) =>
+        opts.onProgress?.({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
     });
     const init: WorkerInit = {
       moduleUrl: String(opts.moduleUrl ?? sibling('../pipelines/dimoo').href),

@@ -473,7 +473,10 @@ export function registerNativeRoutes(app: FastifyInstance): void {
       );
       sizeBody = b;
     }
-    const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, { width: 0, height: 0 }) : undefined;
+    const size =
+      sizeBody['size'] !== undefined
+        ? parseSize(sizeBody, limits, { width: 0, height: 0 })
+        : undefined;
     const target = size ?? gridSizeFor(img.width, img.height, limits);
     const job = queue.submit(
       'encode',

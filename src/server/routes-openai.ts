@@ -222,7 +222,9 @@ function registerImageEdits(app: FastifyInstance): void {
       );
     const img = await decodeUpload(imageFile.data, 'image', limits);
     const sizeGiven = b['size'] !== undefined && b['size'] !== 'auto' && b['size'] !== '';
-    const size = sizeGiven ? parseSize(b, limits, { width: 0, height: 0 }) : gridSizeFor(img.width, img.height, limits);
+    const size = sizeGiven
+      ? parseSize(b, limits, { width: 0, height: 0 })
+      : gridSizeFor(img.width, img.height, limits);
     const maskFile = form.files.get('mask');
     if (maskFile) {
       if (b['edit_type'] !== undefined) {

@@ -18,7 +18,11 @@ import { CANVAS } from './world.js';
 import * as fs from 'node:fs';
 import { DimooError } from '../errors.js';
 import * as path from 'node:path';
-import { GENERATION_CONFIG_FILE, writeGenerationDefaults, type GenerationDefaults } from '../checkpoint/generation-config.js';
+import {
+  GENERATION_CONFIG_FILE,
+  writeGenerationDefaults,
+  type GenerationDefaults,
+} from '../checkpoint/generation-config.js';
 import { loadVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE } from '../checkpoint/vq-config.js';
 import { END_ADDED_ID, FIRST_ADDED_ID, IMAGE_TOKEN_OFFSET } from '../tools/tokenizer-files.js';
 
@@ -72,7 +76,12 @@ export function shapesGenerationDefaults(answerBlock = SHAPES_ANSWER_BLOCK): Gen
   return {
     textToImage: { width: CANVAS, height: CANVAS },
     imageToImage: { cropBudget: CANVAS },
-    understanding: { genLength: answerBlock, blockLength: answerBlock, steps: answerBlock, cropBudget: CANVAS },
+    understanding: {
+      genLength: answerBlock,
+      blockLength: answerBlock,
+      steps: answerBlock,
+      cropBudget: CANVAS,
+    },
   };
 }
 
@@ -113,24 +122,36 @@ export async function writeShapesCheckpoint(
   if (opts.vqDir !== undefined) {
     const src = opts.vqDir;
     for (const f of [VQ_CONFIG_FILE, VQ_WEIGHTS_FILE]) {
-      if (!fs.existsSync(path.join(src, f))) throw new DimooError(`${path.join(src, f)}: missing (a VQ-VAE folder holds ${VQ_CONFIG_FILE} and ${VQ_WEIGHTS_FILE})`, 'E_PARAM');
+      if (!fs.existsSync(path.join(src, f)))
+        throw new DimooError(
+          `${path.join(src, f)}: missing (a VQ-VAE folder holds ${VQ_CONFIG_FILE} and ${VQ_WEIGHTS_FILE})`,
+          'E_PARAM',
+        );
     }
     codebookSize = loadVqConfig(src).numVqEmbeddings;
     writeVq = (vqDir) => {
-      for (const f of [VQ_CONFIG_FILE, VQ_WEIGHTS_FILE]) fs.copyFileSync(path.join(src, f), path.join(vqDir, f));
+      for (const f of [VQ_CONFIG_FILE, VQ_WEIGHTS_FILE])
+        fs.copyFileSync(path.join(src, f), path.join(vqDir, f));
     };
   } else if (opts.vq !== false) {
     writeVq = (vqDir) => {
       codebookSize = writeRandomVq(vqDir, 'tiny', { seed }).numVqEmbeddings;
     };
   }
-  const result = await writeRandomCheckpoint(dir, { ...SHAPES_MODEL_SIZES, ...opts.overrides }, {
-    seed,
-    vocabRows: shapesVocabRows(words.length, codebookSize),
-    ...(writeVq && { writeVq }),
-  });
+  const result = await writeRandomCheckpoint(
+    dir,
+    { ...SHAPES_MODEL_SIZES, ...opts.overrides },
+    {
+      seed,
+      vocabRows: shapesVocabRows(words.length, codebookSize),
+      ...(writeVq && { writeVq }),
+    },
+  );
   // Same file names and layout as the generic tokenizer, with the world's words.
   writeTokenizerFiles(result.dir, words);
-  writeGenerationDefaults(path.join(result.dir, GENERATION_CONFIG_FILE), shapesGenerationDefaults(opts.answerBlock));
+  writeGenerationDefaults(
+    path.join(result.dir, GENERATION_CONFIG_FILE),
+    shapesGenerationDefaults(opts.answerBlock),
+  );
   return result;
 }

@@ -307,7 +307,10 @@ export function bf16Producer(count: number, init: InitKind, seed: number): Tenso
 }
 
 /** The [vocab, d_model] tensors whose rows are vocabulary ids. */
-const VOCAB_ROW_TENSORS = new Set(['model.transformer.wte.weight', 'model.transformer.ff_out.weight']);
+const VOCAB_ROW_TENSORS = new Set([
+  'model.transformer.wte.weight',
+  'model.transformer.ff_out.weight',
+]);
 
 /** Zeroes (bf16 0 = two zero bytes) every row of a [rows, rowLen] bf16 stream outside `keep`. */
 function maskRows(

@@ -17,7 +17,11 @@
  *   readResumeState(dir)                      { trainer, engine } from a saved folder
  *   peftAdapterConfig(lora, baseModel)        adapter_config.json contents
  */
-import { GENERATION_CONFIG_FILE, writeGenerationDefaults, type GenerationDefaults } from '../checkpoint/generation-config.js';
+import {
+  GENERATION_CONFIG_FILE,
+  writeGenerationDefaults,
+  type GenerationDefaults,
+} from '../checkpoint/generation-config.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';

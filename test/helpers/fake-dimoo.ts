@@ -93,7 +93,15 @@ export class FakeDimoo implements DimooApi {
   }
 
   info(): ModelInfo {
-    return { dir: this.dir, name: 'dimoo-fake', hasVq: true, vqScale: S, codebookSize: 8192, device: 'cpu', defaults: resolveTaskDefaults({}) };
+    return {
+      dir: this.dir,
+      name: 'dimoo-fake',
+      hasVq: true,
+      vqScale: S,
+      codebookSize: 8192,
+      device: 'cpu',
+      defaults: resolveTaskDefaults({}),
+    };
   }
 
   async dispose(): Promise<void> {

@@ -84,7 +84,10 @@ export function registerDemo(program: Command, ctx: CliContext): void {
       `image width and height, a multiple of ${VQ_SCALE} (default: the model's own; random weights: ${DEMO.size})`,
       intOpt('--size', { min: VQ_SCALE, max: 1024, multipleOf: VQ_SCALE }),
     )
-    .option('--model <dir>', 'a trained shapes-world checkpoint (default: the default model, see `dimoo generate --help`)')
+    .option(
+      '--model <dir>',
+      'a trained shapes-world checkpoint (default: the default model, see `dimoo generate --help`)',
+    )
     .option('--out <file>', 'output image', DEMO.out)
     .option(
       '--threads <n>',
@@ -122,7 +125,11 @@ export function registerDemo(program: Command, ctx: CliContext): void {
           );
           if (!result.image)
             throw new Error('the demo checkpoint has no VQ-VAE; delete ' + dir + ' and rerun');
-          await writeRgbImage(f.out, result.image, imageParameters('generate', params, result, api));
+          await writeRgbImage(
+            f.out,
+            result.image,
+            imageParameters('generate', params, result, api),
+          );
           const note =
             'The weights are random, so this image is noise: the demo only shows that the whole ' +
             'pipeline runs (tokenizer, transformer, MaskGIT sampling, VQ-VAE decoding). ' +
@@ -156,39 +163,49 @@ export function registerDemo(program: Command, ctx: CliContext): void {
 /** The demo on a trained shapes model: a fixed prompt of the world, checked by the world's checker. */
 async function trainedDemo(ctx: CliContext, f: DemoFlags, model: string): Promise<void> {
   const prompt = describeScene(DEMO_SCENE);
-  await withModel(ctx, { model, ...(f.threads !== undefined && { threads: f.threads }) }, async (api) => {
-    const params = {
-      prompt,
-      ...(f.size !== undefined && { width: f.size, height: f.size }),
-      timesteps: DEMO.timesteps,
-      cfgScale: T2I.cfgScale,
-      temperature: T2I.temperature,
-      seed: DEMO.seed,
-    };
-    const { result, totalMs } = await runTask(ctx, f.progress, (o) => api.generate(params, o));
-    if (!result.image) throw new DimooError(`${model} has no VQ-VAE (vqvae/): the demo needs one to draw`, 'E_PARAM');
-    await writeRgbImage(f.out, result.image);
-    const det = detectScene(result.image);
-    const score = scoreT2i(fullRequest(DEMO_SCENE), det);
-    const seen = det.objects.length ? describeScene(det) : `no object on a ${det.background} background`;
-    if (f.json) {
-      writeJson(ctx.stdout, {
-        out: f.out,
-        checkpoint: api.info().dir,
-        width: result.width,
-        height: result.height,
+  await withModel(
+    ctx,
+    { model, ...(f.threads !== undefined && { threads: f.threads }) },
+    async (api) => {
+      const params = {
         prompt,
+        ...(f.size !== undefined && { width: f.size, height: f.size }),
         timesteps: DEMO.timesteps,
-        stepMs: result.stepMs,
-        totalMs,
-        randomWeights: false,
-        checker: { read: seen, matches: score.pass, attributes: score.attributes },
-      });
-      return;
-    }
-    ctx.stdout.write(
-      `wrote ${f.out} (${result.width}x${result.height}, ${result.stepMs.length} steps in ${formatMs(totalMs)}) ` +
-        `with ${api.info().name}\nprompt:  "${prompt}"\nchecker: "${seen}": ${score.pass ? 'matches the prompt' : 'does NOT match the prompt'}\n`,
-    );
-  });
+        cfgScale: T2I.cfgScale,
+        temperature: T2I.temperature,
+        seed: DEMO.seed,
+      };
+      const { result, totalMs } = await runTask(ctx, f.progress, (o) => api.generate(params, o));
+      if (!result.image)
+        throw new DimooError(
+          `${model} has no VQ-VAE (vqvae/): the demo needs one to draw`,
+          'E_PARAM',
+        );
+      await writeRgbImage(f.out, result.image);
+      const det = detectScene(result.image);
+      const score = scoreT2i(fullRequest(DEMO_SCENE), det);
+      const seen = det.objects.length
+        ? describeScene(det)
+        : `no object on a ${det.background} background`;
+      if (f.json) {
+        writeJson(ctx.stdout, {
+          out: f.out,
+          checkpoint: api.info().dir,
+          width: result.width,
+          height: result.height,
+          prompt,
+          timesteps: DEMO.timesteps,
+          stepMs: result.stepMs,
+          totalMs,
+          randomWeights: false,
+          checker: { read: seen, matches: score.pass, attributes: score.attributes },
+        });
+        return;
+      }
+      ctx.stdout.write(
+        `wrote ${f.out} (${result.width}x${result.height}, ${result.stepMs.length} steps in ${formatMs(totalMs)}) ` +
+          `with ${api.info().name}\nprompt:  "${prompt}"\nchecker: "${seen}": ${score.pass ? 'matches the prompt' : 'does NOT match the prompt'}\n`,
+      );
+    },
+  );
 }

@@ -27,7 +27,10 @@ interface GenerateFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags 
 
 export function buildGenerateParams(f: GenerateFlags): GenerateParams {
   if (f.prompt === undefined)
-    throw new DimooError('give --prompt TEXT (or --prompts FILE for one image per line)', 'E_PARAM');
+    throw new DimooError(
+      'give --prompt TEXT (or --prompts FILE for one image per line)',
+      'E_PARAM',
+    );
   // A size not given is the checkpoint's own (generation_config.json), else the original's.
   return {
     prompt: f.prompt,
@@ -63,7 +66,10 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
   cmd.action(async (f: GenerateFlags) => {
     if (f.prompts !== undefined) return runGenerateBatch(ctx, { ...f, prompts: f.prompts });
     if (f.outDir !== undefined)
-      throw new DimooError('--out-dir goes with --prompts FILE; for one image give --out FILE', 'E_PARAM');
+      throw new DimooError(
+        '--out-dir goes with --prompts FILE; for one image give --out FILE',
+        'E_PARAM',
+      );
     const params = buildGenerateParams(f);
     await runImageCommand(ctx, 'generate', f, params, [], (api, p, o) => api.generate(p, o));
   });

@@ -4,7 +4,11 @@
  * one, the process's own are used. The server itself is imported only when
  * the command runs.
  */
-import { DEFAULT_MODEL_ENV, resolveModel, SHIPPED_MODEL_PATH } from '../../checkpoint/default-model.js';
+import {
+  DEFAULT_MODEL_ENV,
+  resolveModel,
+  SHIPPED_MODEL_PATH,
+} from '../../checkpoint/default-model.js';
 import type { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { DimooError } from '../../errors.js';

@@ -10,7 +10,13 @@ import { readImage, writeImage } from '../../image/io.js';
 import type { DimooApi } from '../../pipelines/types.js';
 import { detectScene } from '../../shapes/checker.js';
 import { generateDataset } from '../../shapes/dataset.js';
-import { EVAL_TASKS, runShapesEval, type EvalReport, type EvalTask, type Rate } from '../../shapes/eval.js';
+import {
+  EVAL_TASKS,
+  runShapesEval,
+  type EvalReport,
+  type EvalTask,
+  type Rate,
+} from '../../shapes/eval.js';
 import { describeScene } from '../../shapes/language.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
@@ -61,10 +67,14 @@ async function generateCommand(ctx: CliContext, f: GenerateFlags): Promise<void>
   const summary =
     f.model === undefined
       ? await run()
-      : await withModel(ctx, { model: f.model, threads: f.threads, device: f.device }, async (api) => {
-          requireVq(api, 'to encode the images (--model)');
-          return run(api);
-        });
+      : await withModel(
+          ctx,
+          { model: f.model, threads: f.threads, device: f.device },
+          async (api) => {
+            requireVq(api, 'to encode the images (--model)');
+            return run(api);
+          },
+        );
   throwIfCancelled(ctx.signal);
   if (f.json) {
     writeJson(ctx.stdout, { ...summary, totalMs: performance.now() - t0 });
@@ -104,7 +114,11 @@ export function formatEvalReport(rep: EvalReport): string {
   for (const t of ['inpaint', 'retouch'] as const) {
     const x = rep[t];
     if (!x) continue;
-    add(t === 'inpaint' ? 'inpainting' : 'retouching', 'region follows prompt, rest unchanged', x.all);
+    add(
+      t === 'inpaint' ? 'inpainting' : 'retouching',
+      'region follows prompt, rest unchanged',
+      x.all,
+    );
     add('', '- region follows prompt', x.changed);
     add('', '- rest unchanged', x.rest);
   }
@@ -134,11 +148,17 @@ interface EvalFlags extends ModelCommandFlags {
 }
 
 function parseTasks(raw: string): EvalTask[] {
-  const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (list.length === 0) throw new DimooError('--tasks needs at least one task', 'E_PARAM');
   for (const t of list) {
     if (!(EVAL_TASKS as readonly string[]).includes(t)) {
-      throw new DimooError(`--tasks: unknown task "${t}" (known: ${EVAL_TASKS.join(', ')})`, 'E_PARAM');
+      throw new DimooError(
+        `--tasks: unknown task "${t}" (known: ${EVAL_TASKS.join(', ')})`,
+        'E_PARAM',
+      );
     }
   }
   return [...new Set(list)] as EvalTask[];
@@ -146,7 +166,11 @@ function parseTasks(raw: string): EvalTask[] {
 
 async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
   if (f.grid !== undefined) checkImageOutPath('--grid', f.grid);
-  if (f.genLength !== undefined && f.genLength % 16 !== 0) throw new DimooError(`--gen-length must be a multiple of 16 (the block length), got ${f.genLength}`, 'E_PARAM');
+  if (f.genLength !== undefined && f.genLength % 16 !== 0)
+    throw new DimooError(
+      `--gen-length must be a multiple of 16 (the block length), got ${f.genLength}`,
+      'E_PARAM',
+    );
   await withModel(ctx, f, async (api) => {
     requireVq(api, 'to draw and read pictures');
     const bar = createProgressBar(ctx.stderr, f.progress);
@@ -170,7 +194,11 @@ async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
         },
         mmu: {
           // Not given: the checkpoint's own answer length (see runShapesEval).
-          ...(f.genLength !== undefined && { genLength: f.genLength, blockLength: 16, steps: f.genLength }),
+          ...(f.genLength !== undefined && {
+            genLength: f.genLength,
+            blockLength: 16,
+            steps: f.genLength,
+          }),
           useCache: f.mmuCache === 'none' ? false : f.mmuCache,
         },
         signal: ctx.signal,
@@ -199,26 +227,51 @@ async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
     ctx.stdout.write(formatEvalReport(report));
     if (f.showItems) {
       for (const it of report.items) {
-        ctx.stdout.write(`${it.pass ? 'PASS' : 'FAIL'} ${it.task} ${it.kind}: "${it.prompt}"\n  expected: ${it.expected}\n  got:      ${it.got}\n`);
+        ctx.stdout.write(
+          `${it.pass ? 'PASS' : 'FAIL'} ${it.task} ${it.kind}: "${it.prompt}"\n  expected: ${it.expected}\n  got:      ${it.got}\n`,
+        );
       }
     }
-    if (f.grid !== undefined) ctx.stdout.write(`wrote ${f.grid} (green = passed, red = failed; gray = input)\n`);
+    if (f.grid !== undefined)
+      ctx.stdout.write(`wrote ${f.grid} (green = passed, red = failed; gray = input)\n`);
   });
 }
 
 export function registerShapes(program: Command, ctx: CliContext): void {
-  const shapes = program.command('shapes').description('the synthetic shapes world: data set generator and checker');
+  const shapes = program
+    .command('shapes')
+    .description('the synthetic shapes world: data set generator and checker');
   shapes
     .command('generate')
-    .description('write a shapes data set: PNG images, optional token grids, train/held-out JSONL in the original training format')
+    .description(
+      'write a shapes data set: PNG images, optional token grids, train/held-out JSONL in the original training format',
+    )
     .requiredOption('--out <dir>', 'output folder (must not exist or be empty)')
-    .option('--count <n>', 'number of scenes (each: 1 caption, 1 edit, --questions questions)', intOpt('--count', { min: 1, max: 10_000_000 }), 1000)
+    .option(
+      '--count <n>',
+      'number of scenes (each: 1 caption, 1 edit, --questions questions)',
+      intOpt('--count', { min: 1, max: 10_000_000 }),
+      1000,
+    )
     .option('--seed <n>', 'world seed', intOpt('--seed', { min: 0 }), 0)
-    .option('--holdout <f>', 'share of scenes held out for evaluation', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
+    .option(
+      '--holdout <f>',
+      'share of scenes held out for evaluation',
+      numOpt('--holdout', { min: 0, max: 1 }),
+      0.1,
+    )
     .option('--questions <n>', 'questions per scene', intOpt('--questions', { min: 0, max: 10 }), 2)
     .option('--model <dir>', "encode every image into a token grid with this checkpoint's VQ-VAE")
-    .option('--threads <n>', 'CPU threads for the encoder', intOpt('--threads', { min: 1, max: 1024 }))
-    .option('--device <cpu|webgpu>', 'encoder device', choiceOpt('--device', ['cpu', 'webgpu'] as const))
+    .option(
+      '--threads <n>',
+      'CPU threads for the encoder',
+      intOpt('--threads', { min: 1, max: 1024 }),
+    )
+    .option(
+      '--device <cpu|webgpu>',
+      'encoder device',
+      choiceOpt('--device', ['cpu', 'webgpu'] as const),
+    )
     .option('--json', 'print a summary as JSON')
     .option('--progress', 'show a progress bar on stderr even when it is not a terminal')
     .option('--no-progress', 'never show a progress bar')
@@ -232,48 +285,97 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       const img = await readImage(file);
       const d = detectScene(img);
       if (f.json) {
-        writeJson(ctx.stdout, { image: file, ...d, description: d.objects.length ? describeScene(d) : null });
+        writeJson(ctx.stdout, {
+          image: file,
+          ...d,
+          description: d.objects.length ? describeScene(d) : null,
+        });
         return;
       }
-      ctx.stdout.write(`${d.objects.length ? describeScene(d) : `no object on a ${d.background} background`}\n`);
+      ctx.stdout.write(
+        `${d.objects.length ? describeScene(d) : `no object on a ${d.background} background`}\n`,
+      );
     });
   shapes
     .command('init')
-    .description('write a fresh random shapes checkpoint (official layout, world tokenizer): the starting point of training')
+    .description(
+      'write a fresh random shapes checkpoint (official layout, world tokenizer): the starting point of training',
+    )
     .argument('<dir>', 'output folder')
     .option('--seed <n>', 'weight seed', intOpt('--seed', { min: 0 }), 0)
-    .option('--vq <dir>', 'copy this trained VQ-VAE (config.json + weights) into vqvae/ (default: a random one)')
+    .option(
+      '--vq <dir>',
+      'copy this trained VQ-VAE (config.json + weights) into vqvae/ (default: a random one)',
+    )
     .option(
       '--answer-block <n>',
       'understanding answer length the model will train with (written to generation_config.json)',
       intOpt('--answer-block', { min: 1, max: 8192 }),
     )
     .option('--json', 'print a summary as JSON')
-    .action(async (dir: string, f: { seed: number; vq?: string; answerBlock?: number; json?: boolean }) => {
-      const { writeShapesCheckpoint } = await import('../../shapes/model.js');
-      const r = await writeShapesCheckpoint(dir, {
-        seed: f.seed,
-        ...(f.vq !== undefined && { vqDir: f.vq }),
-        ...(f.answerBlock !== undefined && { answerBlock: f.answerBlock }),
-      });
-      const c = r.config;
-      const summary = { dir: r.dir, parameters: r.parameters, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads, vocabSize: c.embeddingSize };
-      if (f.json) writeJson(ctx.stdout, summary);
-      else ctx.stdout.write(`wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`);
-    });
+    .action(
+      async (
+        dir: string,
+        f: { seed: number; vq?: string; answerBlock?: number; json?: boolean },
+      ) => {
+        const { writeShapesCheckpoint } = await import('../../shapes/model.js');
+        const r = await writeShapesCheckpoint(dir, {
+          seed: f.seed,
+          ...(f.vq !== undefined && { vqDir: f.vq }),
+          ...(f.answerBlock !== undefined && { answerBlock: f.answerBlock }),
+        });
+        const c = r.config;
+        const summary = {
+          dir: r.dir,
+          parameters: r.parameters,
+          dModel: c.dModel,
+          nLayers: c.nLayers,
+          nHeads: c.nHeads,
+          vocabSize: c.embeddingSize,
+        };
+        if (f.json) writeJson(ctx.stdout, summary);
+        else
+          ctx.stdout.write(
+            `wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`,
+          );
+      },
+    );
 
   registerShapesTrain(shapes, ctx);
 
   const ev = program
     .command('eval')
-    .description('evaluate a checkpoint on held-out shapes prompts and pictures (rule-based checker)')
+    .description(
+      'evaluate a checkpoint on held-out shapes prompts and pictures (rule-based checker)',
+    )
     .option('--limit <n>', 'items per task', intOpt('--limit', { min: 1, max: 100_000 }), 20)
-    .option('--tasks <list>', `comma-separated: ${EVAL_TASKS.join(',')}`, parseTasks, [...EVAL_TASKS])
+    .option('--tasks <list>', `comma-separated: ${EVAL_TASKS.join(',')}`, parseTasks, [
+      ...EVAL_TASKS,
+    ])
     .option('--seed <n>', 'seed of the items and of sampling', intOpt('--seed', { min: 0 }), 0)
-    .option('--holdout <f>', 'held-out share the data set was generated with', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
-    .option('--timesteps <n>', 'MaskGIT steps for image tasks', intOpt('--timesteps', { min: 1, max: 1000 }), 16)
-    .option('--temperature <t>', 'image sampling temperature', numOpt('--temperature', { min: 0 }), 1)
-    .option('--cfg-scale <s>', "text guidance scale (default: each task's own)", numOpt('--cfg-scale', { min: 0 }))
+    .option(
+      '--holdout <f>',
+      'held-out share the data set was generated with',
+      numOpt('--holdout', { min: 0, max: 1 }),
+      0.1,
+    )
+    .option(
+      '--timesteps <n>',
+      'MaskGIT steps for image tasks',
+      intOpt('--timesteps', { min: 1, max: 1000 }),
+      16,
+    )
+    .option(
+      '--temperature <t>',
+      'image sampling temperature',
+      numOpt('--temperature', { min: 0 }),
+      1,
+    )
+    .option(
+      '--cfg-scale <s>',
+      "text guidance scale (default: each task's own)",
+      numOpt('--cfg-scale', { min: 0 }),
+    )
     .option('--use-cache', 'ML-Cache for image tasks')
     .option(
       '--mmu-cache <mode>',
