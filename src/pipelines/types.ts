@@ -98,7 +98,8 @@ export type EditType =
   | 'sam2mask_dense'
   | 'ref_transfer'
   | 'image_ref_transfer'
-  | 'multi_view';
+  | 'multi_view'
+  | `multi_view_${string}`;
 
 export interface EditParams extends ImageSamplingParams {
   prompt: string;
@@ -157,7 +158,14 @@ export interface ImageResult {
 
 export interface UnderstandParams {
   question: string;
-  image: ImageInput;
+  /** One image, spliced into the prompt before </user> (inference_mmu.py; cropped to a 1024² area budget). */
+  image?: ImageInput;
+  /**
+   * Several images instead, spliced in this order, each its own <IMAGE> block
+   * (each cropped to a 512² budget, as the original's multi-image evaluation
+   * does). Give `image` or `images`; neither asks a text-only question.
+   */
+  images?: ImageInput[];
   /** Total answer tokens (original: 1024). */
   genLength?: number;
   blockLength?: number;

@@ -13,9 +13,22 @@ export const DEFAULTS = Object.freeze({
   t2i: { width: 1024, height: 1024, timesteps: 64, cfgScale: 4.0, temperature: 1.0 },
   i2i: { timesteps: 64, cfgScale: 2.5, cfgImg: 4.0, temperature: 1.0, cropBudget: 512 },
   paint: { timesteps: 64, cfgScale: 4.0, temperature: 1.0, maskHRatio: 1.0, maskWRatio: 0.2 },
-  mmu: { steps: 128, genLength: 1024, blockLength: 256, temperature: 0, cfgScale: 0, cropBudget: 1024 },
+  // cropBudget: one image (inference_mmu.py); multiImageCropBudget: each of several (the original's VLMEvalKit wrapper).
+  mmu: { steps: 128, genLength: 1024, blockLength: 256, temperature: 0, cfgScale: 0, cropBudget: 1024, multiImageCropBudget: 512 },
   seed: 0,
 });
+
+/**
+ * The seed rule of the CLI and the server (the library itself defaults to
+ * DEFAULTS.seed, so a bare library call is repeatable): a seed that is given
+ * is used as it is, 0 included (the original's "0 = random" is not kept: every
+ * seed then names one image); with none, one is drawn here and reported with
+ * the result, so every image can be made again. Drawn below 2^31 so it fits
+ * every consumer's range (a signed 32-bit field included).
+ */
+export function drawSeed(): number {
+  return Math.floor(Math.random() * 0x80000000);
+}
 
 /** Hard limits that keep a request from exhausting the machine. */
 export const LIMITS = Object.freeze({

@@ -3,8 +3,8 @@
  * previews), token grids in and out, stored result files, health.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { runPaintTask, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
-import type { EditType, ImageInput, MaskSpec, ModelInfo, TokenGrid } from '../pipelines/types.js';
+import { editTypeHasFixedPrompt, runPaintTask, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
+import type { ImageInput, MaskSpec, ModelInfo, TokenGrid } from '../pipelines/types.js';
 import { paintCellMask } from '../image/masks.js';
 import { awaitJob } from './context.js';
 import { RequestError } from './errors.js';
@@ -21,7 +21,7 @@ import { TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { readForm } from './multipart.js';
 import {
   asBody,
-  EDIT_TYPES,
+  optEditType,
   optChoice,
   optInt,
   optNumber,
@@ -42,7 +42,6 @@ import {
   type TaskEnv,
 } from './tasks.js';
 
-
 /** A parsed `image` field: decoded pixels (with the grid size painting uses) or a token grid. */
 interface ImageRef {
   input: ImageInput;
@@ -54,7 +53,12 @@ interface ImageRef {
   srcHeight: number;
 }
 
-async function parseImageRef(v: unknown, param: string, limits: ServerLimits, model: ModelInfo): Promise<ImageRef> {
+async function parseImageRef(
+  v: unknown,
+  param: string,
+  limits: ServerLimits,
+  model: ModelInfo,
+): Promise<ImageRef> {
   if (typeof v === 'string') v = { data_url: v };
   const o = v as Body | undefined;
   if (!o || typeof o !== 'object')
@@ -217,16 +221,54 @@ function statusJson(app: FastifyInstance, job: Job): Record<string, unknown> {
   return j;
 }
 
+/** Understanding's images: `image` (one), `images` (a list, in order) or neither (a text-only question). */
+async function parseUnderstandImages(
+  b: Body,
+  limits: ServerLimits,
+  model: ModelInfo,
+): Promise<ImageInput[]> {
+  const one = b['image'];
+  const list = b['images'];
+  if (one !== undefined && one !== null && list !== undefined && list !== null)
+    throw new RequestError('image, images: give one of them, not both', 'E_PARAM', 400, 'images');
+  if (one !== undefined && one !== null)
+    return [(await parseImageRef(one, 'image', limits, model)).input];
+  if (list === undefined || list === null) return [];
+  if (!Array.isArray(list))
+    throw new RequestError(
+      'images: expected an array of images (each {"tokens"} or {"data_url"})',
+      'E_PARAM',
+      400,
+      'images',
+    );
+  if (list.length > limits.maxImages)
+    throw new RequestError(
+      `images: at most ${limits.maxImages} per request (limit maxImages), got ${list.length}`,
+      'E_LIMIT',
+      400,
+      'images',
+    );
+  const out: ImageInput[] = [];
+  for (let i = 0; i < list.length; i++)
+    out.push((await parseImageRef(list[i], `images[${i}]`, limits, model)).input);
+  return out;
+}
+
 /** Builds the runner for a native job from its JSON body; validation errors are thrown here, before queueing. */
 async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDefault: number) {
   const task = optChoice(b, 'task', TASK_NAMES);
   if (!task)
-    throw new RequestError(`task: required, one of ${TASK_NAMES.join(', ')}`, 'E_PARAM', 400, 'task');
+    throw new RequestError(
+      `task: required, one of ${TASK_NAMES.join(', ')}`,
+      'E_PARAM',
+      400,
+      'task',
+    );
   const previewEvery = optInt(b, 'preview_every', 0, 100000) ?? previewDefault;
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
-    const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
-    const p = { ...parseUnderstand(b, limits), question, image: img.input };
+    const images = await parseUnderstandImages(b, limits, env.api.info());
+    const p = { ...parseUnderstand(b, limits), question, images };
     return {
       task,
       meta: { steps: p.steps },
@@ -254,8 +296,11 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
   }
   const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
   if (task === 'edit') {
-    const prompt = reqString(b, 'prompt', limits.maxPromptChars);
-    const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
+    const editType = optEditType(b) ?? 'edit_add';
+    // Fixed-prompt edit types (dense, style transfer, multi-view) ignore the text, as the original does.
+    const prompt = editTypeHasFixedPrompt(editType)
+      ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
+      : reqString(b, 'prompt', limits.maxPromptChars);
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
     const ref =
       b['ref_image'] !== undefined
@@ -301,7 +346,10 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
     meta: { width: img.width, height: img.height, steps: s.timesteps },
     run: async (ctx: Parameters<typeof runImage>[1]) => {
       // Pixels are encoded exactly at their (gridded) size, so masks in cells and rects line up.
-      const tokens = await toTokens(env, img.input, ctx.signal, { width: img.width, height: img.height });
+      const tokens = await toTokens(env, img.input, ctx.signal, {
+        width: img.width,
+        height: img.height,
+      });
       const p = {
         ...s,
         prompt,
@@ -309,13 +357,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
         ...(mask ? { mask } : {}),
         ...(dilate !== undefined ? { dilate } : {}),
       };
-      return runImage(
-        env,
-        ctx,
-        (o) => runPaintTask(env.api, task, p, o),
-        previewEvery,
-        seed,
-      );
+      return runImage(env, ctx, (o) => runPaintTask(env.api, task, p, o), previewEvery, seed);
     },
   };
 }
