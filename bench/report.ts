@@ -156,6 +156,7 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     train_tokens_per_s_small: trainSmall?.tokensPerS ?? null,
     train_mfu_small: trainSmall?.mfu ?? null,
     train_torch_tokens_per_s_small: res.trainTorch?.ok ? (res.trainTorch.tokensPerS ?? null) : null,
+    train_torch_blas_small: res.trainTorch?.blas ?? null,
     train_vs_torch_small:
       trainSmall && res.trainTorch?.ok && res.trainTorch.tokensPerS
         ? trainSmall.tokensPerS / res.trainTorch.tokensPerS
@@ -504,7 +505,7 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
           ...(t
             ? [
                 [
-                  `PyTorch ${t.torch ?? ''} (bench/torch-train.py), ${t.preset} fp32`,
+                  `PyTorch ${t.torch ?? ''} (bench/torch-train.py, ${t.blas ? path.basename(t.blas) : 'BLAS ?'}), ${t.preset} fp32`,
                   '',
                   '',
                   '',

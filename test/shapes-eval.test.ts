@@ -30,6 +30,7 @@ import { writeShapesCheckpoint } from '../src/shapes/model.js';
 import { renderScene } from '../src/shapes/render.js';
 import { scoreAnswer, scoreChange, scoreT2i } from '../src/shapes/score.js';
 import { isHeldOut, sampleScene, sceneFacts, sceneKey } from '../src/shapes/world.js';
+import { resolveTaskDefaults } from '../src/pipelines/validate.js';
 
 let tmp: string;
 let ckpt: string;
@@ -265,6 +266,7 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
         vqScale: 16,
         codebookSize: 8192,
         device: 'cpu',
+        defaults: resolveTaskDefaults({}),
       }),
       dispose: async () => {},
     };

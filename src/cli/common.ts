@@ -3,6 +3,7 @@
  * flags, image inputs (a picture or a token grid file), outputs and the run
  * itself with progress bar and Ctrl-C.
  */
+import { DEFAULT_MODEL_ENV, SHIPPED_MODEL_PATH } from '../checkpoint/default-model.js';
 import type { Command } from 'commander';
 import { DimooError } from '../errors.js';
 import type {
@@ -43,9 +44,9 @@ export interface ModelCommandFlags extends ModelFlags {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption(
+    .option(
       '--model <dir|id>',
-      'checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO)',
+      `checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO); default: $${DEFAULT_MODEL_ENV}, else the shipped shapes model (${SHIPPED_MODEL_PATH})`,
     )
     .option('--revision <rev>', 'Hugging Face ids: branch, tag or commit (default main)')
     .option(

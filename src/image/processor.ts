@@ -17,8 +17,12 @@ import { varCenterCrop } from './crop.js';
 import { checkImage, type Image8, type RgbImage } from './image.js';
 import { resizePil } from './resample.js';
 
-/** How an input image is fitted: the original's crop to an area budget, or its own size floored to the scale. */
-export type FitMode = 256 | 512 | 1024 | 'none';
+/**
+ * How an input image is fitted: the original's crop to an area budget (512 or
+ * 1024 in DiMOO; a checkpoint trained on small pictures names its own), or its
+ * own size floored to the scale.
+ */
+export type FitMode = number | 'none';
 
 export class ImageProcessor {
   /** `scale`: pixels per token side (the VQ-VAE's downsampling factor). */

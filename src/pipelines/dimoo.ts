@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { openCheckpoint } from '../checkpoint/folder.js';
 import { hubRepoName, resolveModelDir } from '../checkpoint/hub.js';
+import { resolveModel } from '../checkpoint/default-model.js';
 import type { Checkpoint } from '../checkpoint/layout.js';
 import {
   requireSpecialTokens,
@@ -51,6 +52,7 @@ import { EDIT_TYPES_HELP, editTypeTakesRef, isEditType, TASKS, type PaintTask } 
 import { checkTokenGrid } from './token-grid.js';
 import { blameWeights, NonFiniteError } from '../checkpoint/nonfinite.js';
 import type {
+  TaskDefaults,
   DimooApi,
   EditParams,
   EncodeOptions,
@@ -77,8 +79,10 @@ import {
   DEFAULTS,
   LIMITS,
   resolveSampling,
+  resolveTaskDefaults,
   resolveTextCache,
 } from './validate.js';
+import { readGenerationDefaults } from '../checkpoint/generation-config.js';
 
 const E = 'E_PARAM';
 
@@ -105,12 +109,17 @@ export class Dimoo implements DimooApi {
     readonly special: SpecialTokens,
     readonly vqConfig: VqConfig | undefined,
     private readonly opts: LoadOptions,
+    /** Request defaults: the checkpoint's generation_config.json over the original scripts'. */
+    readonly defaults: TaskDefaults,
   ) {}
 
-  /** `dir` is a checkpoint folder or a Hugging Face id (`Alpha-VLLM/Lumina-DiMOO`, through the Hub cache). */
-  static async load(dir: string, opts: LoadOptions = {}): Promise<Dimoo> {
+  /**
+   * `dir` is a checkpoint folder or a Hugging Face id (`Alpha-VLLM/Lumina-DiMOO`, through the Hub cache);
+   * omitted: the default model ($DIMOO_MODEL, else the shipped shapes model).
+   */
+  static async load(dir?: string, opts: LoadOptions = {}): Promise<Dimoo> {
     const progress = opts.onProgress ?? (() => {});
-    const local = await resolveModelDir(dir, {
+    const local = await resolveModelDir(resolveModel(dir, process.env, 'dir'), {
       revision: opts.revision,
       token: opts.token,
       onProgress: (p) =>
@@ -128,6 +137,7 @@ export class Dimoo implements DimooApi {
     const codebookSize = vqConfig?.numVqEmbeddings ?? 8192;
     requireSpecialTokens(tokenizer, ckpt.tokenizerPath);
     const special = resolveSpecialTokens(tokenizer, ckpt.config, { codebookSize });
+    const defaults = resolveTaskDefaults(readGenerationDefaults(ckpt.generationConfigPath));
     const model = await Transformer.load(ckpt, {
       threads: opts.threads,
       device: opts.device,
@@ -136,7 +146,7 @@ export class Dimoo implements DimooApi {
       lora: opts.lora,
     });
     progress({ stage: 'session', done: 1, total: 1, detail: `transformer (${model.device})` });
-    return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts);
+    return new Dimoo(ckpt, tokenizer, model, special, vqConfig, opts, defaults);
   }
 
   /** Pixels per token side. */
@@ -152,6 +162,7 @@ export class Dimoo implements DimooApi {
       vqScale: this.vqScale,
       codebookSize: this.special.codebookSize,
       device: this.model.device,
+      defaults: this.defaults,
     };
   }
 
@@ -300,8 +311,8 @@ export class Dimoo implements DimooApi {
 
   async generate(p: GenerateParams, o: RunOptions = {}): Promise<ImageResult> {
     const prompt = checkPrompt('prompt', p.prompt);
-    const width = checkSize('width', p.width ?? DEFAULTS.t2i.width, this.vqScale);
-    const height = checkSize('height', p.height ?? DEFAULTS.t2i.height, this.vqScale);
+    const width = checkSize('width', p.width ?? this.defaults.t2i.width, this.vqScale);
+    const height = checkSize('height', p.height ?? this.defaults.t2i.height, this.vqScale);
     const cfg = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.t2i.cfgScale, 0, 100);
     const sampling = resolveSampling(p, DEFAULTS.t2i);
     const gridH = height / this.vqScale;
@@ -377,7 +388,7 @@ export class Dimoo implements DimooApi {
         'edit type image_ref_transfer needs a reference image (refImage / --ref-image)',
         E,
       );
-    const budget = DEFAULTS.i2i.cropBudget as 512;
+    const budget = this.defaults.i2i.cropBudget;
     const main = await this.toGrid(p.image, 'image', budget);
     // Style transfer: the input image comes first, the reference second, and the output takes the reference's size.
     const ref = isRef ? await this.toGrid(p.refImage, 'refImage', budget) : undefined;
@@ -519,21 +530,17 @@ export class Dimoo implements DimooApi {
 
   async understand(p: UnderstandParams, o: RunOptions = {}): Promise<UnderstandResult> {
     const question = checkPrompt('question', p.question);
-    const genLength = checkInt(
-      'genLength',
-      p.genLength ?? DEFAULTS.mmu.genLength,
-      1,
-      LIMITS.maxGenLength,
-    );
+    const d = this.defaults.mmu;
+    const genLength = checkInt('genLength', p.genLength ?? d.genLength, 1, LIMITS.maxGenLength);
     const blockLength = checkInt(
       'blockLength',
-      p.blockLength ?? Math.min(DEFAULTS.mmu.blockLength, genLength),
+      p.blockLength ?? Math.min(d.blockLength, genLength),
       1,
       genLength,
     );
     const steps = checkInt(
       'steps',
-      p.steps ?? Math.min(DEFAULTS.mmu.steps, genLength),
+      p.steps ?? Math.min(d.steps, genLength),
       1,
       LIMITS.maxGenLength,
     );
@@ -551,10 +558,10 @@ export class Dimoo implements DimooApi {
     const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
     const cache = resolveTextCache(p, { temperature, cfgScale });
     const inputs = understandingImages(p);
-    // One image gets inference_mmu.py's crop budget; each of several the smaller one the original's multi-image evaluation uses.
-    const budget = (
-      inputs.length > 1 ? DEFAULTS.mmu.multiImageCropBudget : DEFAULTS.mmu.cropBudget
-    ) as FitMode;
+    // One image gets the checkpoint's crop budget (inference_mmu.py's 1024 by default); each of several
+    // the smaller one the original's multi-image evaluation uses (never more than the checkpoint's).
+    const budget: FitMode =
+      inputs.length > 1 ? Math.min(d.cropBudget, DEFAULTS.mmu.multiImageCropBudget) : d.cropBudget;
     const images = [];
     for (let i = 0; i < inputs.length; i++) {
       const g = await this.toGrid(inputs[i], p.images ? `images[${i}]` : 'image', budget);

@@ -6,7 +6,8 @@ import { DimooError } from '../errors.js';
 import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
 import type { ResolvedSampling } from './image-engine.js';
 import type { TextCacheMode, TextMlCacheOptions } from './text-engine.js';
-import type { ImageSamplingParams } from './types.js';
+import type { ImageSamplingParams, TaskDefaults } from './types.js';
+import type { GenerationDefaults } from '../checkpoint/generation-config.js';
 
 /** The original scripts' defaults, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -25,6 +26,23 @@ export const DEFAULTS = Object.freeze({
   },
   seed: 0,
 });
+
+/** The original's defaults under a checkpoint's own (its generation_config.json `dimoo` section). */
+export function resolveTaskDefaults(g: GenerationDefaults): TaskDefaults {
+  return {
+    t2i: {
+      width: g.textToImage?.width ?? DEFAULTS.t2i.width,
+      height: g.textToImage?.height ?? DEFAULTS.t2i.height,
+    },
+    i2i: { cropBudget: g.imageToImage?.cropBudget ?? DEFAULTS.i2i.cropBudget },
+    mmu: {
+      genLength: g.understanding?.genLength ?? DEFAULTS.mmu.genLength,
+      blockLength: g.understanding?.blockLength ?? DEFAULTS.mmu.blockLength,
+      steps: g.understanding?.steps ?? DEFAULTS.mmu.steps,
+      cropBudget: g.understanding?.cropBudget ?? DEFAULTS.mmu.cropBudget,
+    },
+  };
+}
 
 /**
  * The seed rule of the CLI and the server (the library itself defaults to

@@ -5,7 +5,7 @@
  * (`cluster/queue-backend.ts`). Both hand back `Job` objects whose status,
  * progress, previews and result events the routes stream as they are.
  */
-import type { DimooApi } from '../pipelines/types.js';
+import type { DimooApi, TaskDefaults } from '../pipelines/types.js';
 import type { FastifyBaseLogger } from 'fastify';
 import { RequestError } from './errors.js';
 import type { JobSpec } from './job-spec.js';
@@ -21,6 +21,8 @@ export interface ModelEntry {
   /** Pixels per token side and codebook size: what a token grid for this model must fit. */
   vqScale: number;
   codebookSize: number;
+  /** The checkpoint's request defaults (sizes, understanding lengths). */
+  defaults: TaskDefaults;
   device: string;
   /** Unix seconds (for /v1/models). */
   created: number;
@@ -108,6 +110,7 @@ export class LocalBackend implements JobBackend {
       hasVq: info.hasVq,
       vqScale: info.vqScale,
       codebookSize: info.codebookSize,
+      defaults: info.defaults,
       device: info.device,
       created: Math.floor(Date.now() / 1000),
     };
@@ -161,6 +164,8 @@ export class LocalBackend implements JobBackend {
         model: info.name,
         has_vq: info.hasVq,
         device: info.device,
+        // The model's own picture size (its generation_config.json): the web page starts there.
+        default_size: [info.defaults.t2i.width, info.defaults.t2i.height],
         queue: {
           running: this.queue.running ? 1 : 0,
           waiting: this.queue.waitingCount,

@@ -270,7 +270,7 @@ async function prepareJob(
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
     const images = await parseUnderstandImages(b, limits, model);
-    const p = { ...parseUnderstand(b, limits), question, images };
+    const p = { ...parseUnderstand(b, limits, model.defaults.mmu), question, images };
     return { spec: { task, params: p }, meta: { steps: p.steps, images: images.length } };
   }
   requireVq(model);
@@ -278,7 +278,7 @@ async function prepareJob(
   const one = { n: 1, previewEvery, shape: 'single' as const };
   if (task === 'generate') {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
-    const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
+    const { width, height } = parseSize(b, limits, model.defaults.t2i);
     return {
       spec: { task, params: { ...s, prompt, width, height }, ...one },
       meta: { width, height, steps: s.timesteps },
@@ -432,7 +432,10 @@ export function registerNativeRoutes(app: FastifyInstance): void {
     }
     const model = await jobs.resolveModel(modelField);
     requireVq(model);
-    const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, 0) : undefined;
+    const size =
+      sizeBody['size'] !== undefined
+        ? parseSize(sizeBody, limits, { width: 0, height: 0 })
+        : undefined;
     const target = size ?? gridSizeFor(img.width, img.height, limits);
     const job = await jobs.submit(
       model,

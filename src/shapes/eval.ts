@@ -59,6 +59,9 @@ import {
   type ShapeObject,
 } from './world.js';
 
+/** Longest checkpoint answer length eval uses as is. */
+const SHORT_ANSWER_MAX = 256;
+
 export const EVAL_TASKS = ['t2i', 'edit', 'inpaint', 'retouch', 'mmu'] as const;
 export type EvalTask = (typeof EVAL_TASKS)[number];
 
@@ -365,6 +368,14 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
     const rgb = { data: img.data, width: img.width, height: img.height };
     return { rgb, grid: await api.encodeImage({ rgb }, { crop: 'none' }) };
   };
+  // The world's answers are a few words: a checkpoint that names a short answer
+  // length (its generation_config.json) is asked with it; the original's
+  // 1024-token default would only cost time, so other models get 48.
+  const md = info.defaults.mmu;
+  const mmuDefaults =
+    md.genLength <= SHORT_ANSWER_MAX
+      ? { genLength: md.genLength, blockLength: md.blockLength, steps: md.steps }
+      : { genLength: 48, blockLength: 16, steps: 48 };
   for (let i = 0; i < plans.length; i++) {
     const p = plans[i]!;
     const started = performance.now();
@@ -390,14 +401,7 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
     } else if (p.task === 'mmu') {
       const { rgb, grid } = await encode(p.scene);
       const r = await api.understand(
-        {
-          genLength: 48,
-          blockLength: 16,
-          steps: 48,
-          ...o.mmu,
-          question: p.question!,
-          image: { tokens: grid },
-        },
+        { ...mmuDefaults, ...o.mmu, question: p.question!, image: { tokens: grid } },
         run,
       );
       const got = await cutAnswer(tok, r.ids);
@@ -472,7 +476,7 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
       holdout,
       tasks,
       image: { ...image },
-      mmu: { genLength: 48, blockLength: 16, steps: 48, ...o.mmu },
+      mmu: { ...mmuDefaults, ...o.mmu },
     },
     items,
     totalMs: performance.now() - t0,

@@ -104,6 +104,20 @@ export function describeScene(s: SceneFacts): string {
   return `${joinList(parts)} ${backgroundPhrase(s.background)}`;
 }
 
+export function fullRequest(s: SceneFacts): ImageRequest {
+  return {
+    background: s.background,
+    count: s.objects.length,
+    objects: sortObjects(s.objects as ShapeObject[]).map((o) => ({
+      shape: o.shape,
+      color: o.color,
+      size: o.size,
+      cell: o.cell,
+    })),
+    relation: null,
+  };
+}
+
 /** The relation of a to b that a caption may state, or null when none holds cleanly. */
 export function relationOf(a: ObjectFacts, b: ObjectFacts): Relation[] {
   const out: Relation[] = [];

@@ -14,6 +14,8 @@ export const WORD_VOCAB_SIZE = 126080;
 /** First and one-past-last added-token ids. */
 export const FIRST_ADDED_ID = 126080;
 export const END_ADDED_ID = 126356;
+/** Image code c has token id IMAGE_TOKEN_OFFSET + c. */
+export const IMAGE_TOKEN_OFFSET = 126356;
 
 export const BOS_TOKEN = '<|startoftext|>';
 export const EOS_TOKEN = '<|endoftext|>';

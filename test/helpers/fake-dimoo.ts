@@ -28,6 +28,7 @@ import type {
   UnderstandParams,
   UnderstandResult,
 } from '../../src/pipelines/types.js';
+import { resolveTaskDefaults } from '../../src/pipelines/validate.js';
 
 const S = 16;
 const CODES = 8192;
@@ -99,6 +100,7 @@ export class FakeDimoo implements DimooApi {
       vqScale: S,
       codebookSize: 8192,
       device: 'cpu',
+      defaults: resolveTaskDefaults({}),
     };
   }
 

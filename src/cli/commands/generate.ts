@@ -21,8 +21,8 @@ interface GenerateFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags 
   prompt?: string;
   prompts?: string;
   outDir?: string;
-  height: number;
-  width: number;
+  height?: number;
+  width?: number;
 }
 
 export function buildGenerateParams(f: GenerateFlags): GenerateParams {
@@ -31,7 +31,13 @@ export function buildGenerateParams(f: GenerateFlags): GenerateParams {
       'give --prompt TEXT (or --prompts FILE for one image per line)',
       'E_PARAM',
     );
-  return { prompt: f.prompt, height: f.height, width: f.width, ...samplingParams(f) };
+  // A size not given is the checkpoint's own (generation_config.json), else the original's.
+  return {
+    prompt: f.prompt,
+    ...(f.height !== undefined && { height: f.height }),
+    ...(f.width !== undefined && { width: f.width }),
+    ...samplingParams(f),
+  };
 }
 
 export function registerGenerate(program: Command, ctx: CliContext): void {
@@ -46,15 +52,13 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
     .option('--out-dir <dir>', 'with --prompts: the folder the images go to (created if missing)')
     .option(
       '--height <px>',
-      `image height, a multiple of ${VQ_SCALE}`,
+      `image height, a multiple of ${VQ_SCALE} (default: the checkpoint's generation_config.json, else ${T2I.height})`,
       intOpt('--height', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
-      T2I.height,
     )
     .option(
       '--width <px>',
-      `image width, a multiple of ${VQ_SCALE}`,
+      `image width, a multiple of ${VQ_SCALE} (default: the checkpoint's generation_config.json, else ${T2I.width})`,
       intOpt('--width', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
-      T2I.width,
     );
   addSamplingOptions(cmd, T2I);
   addImageOutputOptions(cmd);

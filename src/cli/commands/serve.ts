@@ -4,6 +4,11 @@
  * one, the process's own are used. The server itself is imported only when
  * the command runs.
  */
+import {
+  DEFAULT_MODEL_ENV,
+  resolveModel,
+  SHIPPED_MODEL_PATH,
+} from '../../checkpoint/default-model.js';
 import type { Writable } from 'node:stream';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DimooError } from '../../errors.js';
@@ -87,7 +92,10 @@ export function registerServeCommand(
   return program
     .command('serve')
     .description('serve the model over HTTP: OpenAI-compatible API, job API and a web page')
-    .option('--model <dir>', 'checkpoint folder (not with --queue)')
+    .option(
+      '--model <dir>',
+      `checkpoint folder, not with --queue (default: $${DEFAULT_MODEL_ENV}, else the shipped shapes model, ${SHIPPED_MODEL_PATH})`,
+    )
     .addOption(
       new Option(
         '--queue <url>',
@@ -155,9 +163,9 @@ export function registerServeCommand(
     )
     .action(async (f: ServeFlags) => {
       const c = ctx ?? processContext();
-      if ((f.model === undefined) === (f.queue === undefined))
+      if (f.model !== undefined && f.queue !== undefined)
         throw new DimooError(
-          'serve needs --model DIR or --queue redis://HOST:PORT (one of them)',
+          'serve takes --model DIR or --queue redis://HOST:PORT, not both',
           'E_PARAM',
         );
       for (const [flag, v] of [
@@ -189,7 +197,7 @@ export function registerServeCommand(
       // Loaded here so other commands (and --help) never load fastify and sharp.
       const { startServer } = await import('../../server/start.js');
       const server = await startServer({
-        ...(f.model !== undefined ? { modelDir: f.model } : {}),
+        ...(f.queue === undefined ? { modelDir: resolveModel(f.model, c.env) } : {}),
         ...(f.queue !== undefined
           ? {
               queue: {

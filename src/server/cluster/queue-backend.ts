@@ -133,6 +133,7 @@ export class QueueBackend implements JobBackend {
           hasVq: w.has_vq,
           vqScale: w.vq_scale,
           codebookSize: w.codebook_size,
+          defaults: w.defaults,
           device: w.device,
           created: Math.floor(w.started_at / 1000),
           workers: 1,

@@ -5,7 +5,7 @@
  */
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import type { ModelInfo } from '../../pipelines/types.js';
+import type { ModelInfo, TaskDefaults } from '../../pipelines/types.js';
 import { keys } from './keys.js';
 
 export interface WorkerRecord {
@@ -15,6 +15,8 @@ export interface WorkerRecord {
   /** The token grid's scale and codebook size (requests' token grids are checked against them). */
   vq_scale: number;
   codebook_size: number;
+  /** The checkpoint's request defaults (its generation_config.json). */
+  defaults: TaskDefaults;
   device: string;
   concurrency: number;
   host: string;
@@ -36,7 +38,7 @@ export class Heartbeat {
   ) {}
 
   static record(
-    info: Pick<ModelInfo, 'name' | 'hasVq' | 'vqScale' | 'codebookSize' | 'device'>,
+    info: Pick<ModelInfo, 'name' | 'hasVq' | 'vqScale' | 'codebookSize' | 'device' | 'defaults'>,
     concurrency: number,
     id: string,
   ): WorkerRecord {
@@ -46,6 +48,7 @@ export class Heartbeat {
       has_vq: info.hasVq,
       vq_scale: info.vqScale,
       codebook_size: info.codebookSize,
+      defaults: info.defaults,
       device: info.device,
       concurrency,
       host: hostname(),
@@ -103,7 +106,9 @@ export async function liveWorkers(redis: Redis, prefix: string): Promise<WorkerR
         typeof r.model === 'string' &&
         typeof r.id === 'string' &&
         Number.isSafeInteger(r.vq_scale) &&
-        Number.isSafeInteger(r.codebook_size)
+        Number.isSafeInteger(r.codebook_size) &&
+        typeof r.defaults === 'object' &&
+        r.defaults !== null
       )
         out.push(r);
     } catch {
