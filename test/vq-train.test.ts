@@ -136,3 +136,47 @@ test('trainer: a few steps lower the loss, save a resumable state and write a fo
   await vq.dispose();
   assert.ok(Number.isFinite(r2.psnr) && r2.psnr > 0);
 });
+
+test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identical, the decoder moves', async () => {
+  const src = path.join(tmp, 'dec-src');
+  writeRandomVq(src, 'tiny', {
+    seed: 2,
+    overrides: { layers_per_block: 1, block_out_channels: [8, 8, 16], down_block_types: Array(3).fill('DownEncoderBlock2D'), up_block_types: Array(3).fill('UpDecoderBlock2D'), num_vq_embeddings: 16, latent_channels: 4 },
+  });
+  const crop = (img: { data: Uint8Array; width: number }) => {
+    const data = new Uint8Array(32 * 32 * 3);
+    for (let y = 0; y < 32; y++) data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
+    return { data, width: 32, height: 32, channels: 3 as const };
+  };
+  const out = path.join(tmp, 'dec-out');
+  const events: { event: string }[] = [];
+  await trainVq({
+    config: loadVqConfig(src).raw,
+    init: src,
+    decoderOnly: true,
+    out,
+    state: path.join(tmp, 'dec-state'),
+    steps: 3,
+    batchSize: 2,
+    lr: 1e-2,
+    seed: 0,
+    threads: 2,
+    resume: false,
+    image: (i) => crop(vqTrainImage(2, 0.1, i)),
+    evalImages: vqEvalImages(2, 0.1, 1).map(crop),
+    warmupSteps: 1,
+    log: (e) => events.push(e),
+  });
+  assert.ok(!events.some((e) => e.event === 'reseed'), 'no code is re-seeded');
+  const a = SafetensorsFile.open(path.join(src, VQ_WEIGHTS_FILE));
+  const b = SafetensorsFile.open(path.join(out, VQ_WEIGHTS_FILE));
+  let moved = 0;
+  for (const [name, t] of a.tensors) {
+    const x = readTensorFloat32(t);
+    const y = readTensorFloat32(b.tensors.get(name)!);
+    const same = x.every((v, i) => v === y[i]);
+    if (name.startsWith('decoder.') || name.startsWith('post_quant_conv.')) moved += same ? 0 : 1;
+    else assert.ok(same, `${name} is frozen`);
+  }
+  assert.ok(moved > 10, `decoder weights moved (${moved})`);
+});

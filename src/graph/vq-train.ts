@@ -46,12 +46,16 @@ export interface VqTrainGraphOptions {
   beta: number;
   /** Weight of an extra L1 reconstruction term (0 = MSE only). */
   l1?: number;
+  /** Which weights get gradients (default all); the others are inputs the backward pass stops at. */
+  trainable?: (name: string) => boolean;
 }
 
 export interface VqTrainGraph {
   bytes: Uint8Array;
-  /** The trainable tensors, in input order (every weight of the config). */
+  /** Every weight of the config, in input order. */
   params: VqTensorSpec[];
+  /** The names among them with a gradient output. */
+  trainable: Set<string>;
 }
 
 class TrainLayers {
@@ -135,7 +139,9 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   const g = new GraphBuilder('dimoo_vq_train');
   const t = new Tape(g, 'float32');
   const params = expectedVqTensors(c);
-  const w = new Map(params.map((p) => [p.name, t.input(p.name, 'float32', p.shape, true)]));
+  const trainable = new Set(params.map((p) => p.name).filter((n) => opts.trainable?.(n) ?? true));
+  if (trainable.size === 0) throw new Error('VQ training graph: no trainable weight');
+  const w = new Map(params.map((p) => [p.name, t.input(p.name, 'float32', p.shape, trainable.has(p.name))]));
   const L = new TrainLayers(t, c, w);
   const boc = c.blockOutChannels;
   const n = boc.length;
@@ -197,7 +203,8 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
     loss = t.add(loss, t.mul(l1, t.scalar(l1w)));
   }
 
-  const grads = t.gradients(loss, params.map((p) => w.get(p.name)!));
+  const trained = params.filter((p) => trainable.has(p.name));
+  const grads = t.gradients(loss, trained.map((p) => w.get(p.name)!));
   g.output(loss, VQ_TRAIN_IO.loss, 'float32', []);
   g.output(mse, VQ_TRAIN_IO.mse, 'float32', []);
   g.output(l1 ?? g.scalarF32(0), VQ_TRAIN_IO.l1, 'float32', []);
@@ -206,10 +213,10 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   g.output(idx, VQ_TRAIN_IO.indices, 'int64', [cells]);
   g.output(g.identity(zf), VQ_TRAIN_IO.latents, 'float32', [cells, D]);
   g.output(recon, VQ_TRAIN_IO.recon, 'float32', [B, c.outChannels, H, W]);
-  params.forEach((p, i) => {
+  trained.forEach((p, i) => {
     const gr = grads[i];
     if (!gr) throw new Error(`internal: the VQ loss does not depend on ${p.name}`);
     g.output(gr, VQ_TRAIN_IO.grad(p.name), 'float32', p.shape);
   });
-  return { bytes: g.toBytes('Lumina-DiMOO VQ-VAE training step'), params };
+  return { bytes: g.toBytes('Lumina-DiMOO VQ-VAE training step'), params, trainable };
 }

@@ -28,7 +28,7 @@ import { createSession } from '../models/device.js';
 import { VqModel } from '../models/vq-model.js';
 import { Prng } from '../samplers/prng.js';
 import { numel, SafetensorsFile, readTensorFloat32, writeSafetensors } from '../checkpoint/safetensors.js';
-import { parseVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE, type VqConfig, type VqTensorSpec } from '../checkpoint/vq-config.js';
+import { checkVqWeights, loadVqConfig, parseVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE, type VqConfig, type VqTensorSpec } from '../checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../graph/vq-train.js';
 import { ADAMW_SCALARS, buildAdamWGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
@@ -54,6 +54,13 @@ export interface VqTrainOptions {
   threads?: number;
   /** Continue from the state folder when it holds a state (else start fresh). */
   resume: boolean;
+  /** Start from these weights (a diffusers VQ folder of the same config) instead of random ones. */
+  init?: string;
+  /**
+   * Train only the decoder side (post_quant_conv and decoder.*): the encoder,
+   * quant_conv and codebook stay fixed, so every token grid they made stays valid.
+   */
+  decoderOnly?: boolean;
   /** The i-th training picture (pure function of i). */
   image: (index: number) => RgbImage;
   /** Held-out pictures for the PSNR measurement. */
@@ -136,6 +143,28 @@ export function initVqParams(specs: readonly VqTensorSpec[], c: VqConfig, seed: 
     }
     for (let i = 0; i < n; i++) out[off + i] = (2 * rng.uniform() - 1) * bound;
     off += n;
+  }
+  return out;
+}
+
+/** Weights of the decoder side (what a decoder-only run trains). */
+export function isDecoderWeight(name: string): boolean {
+  return name.startsWith('decoder.') || name.startsWith('post_quant_conv.');
+}
+
+/** The weights of a diffusers VQ folder as one flat float32 vector in `specs` order (checked against the config). */
+export function readVqParams(dir: string, specs: readonly VqTensorSpec[], c: VqConfig): Float32Array {
+  const cfg = loadVqConfig(dir);
+  if (JSON.stringify(cfg.blockOutChannels) !== JSON.stringify(c.blockOutChannels) || cfg.numVqEmbeddings !== c.numVqEmbeddings || cfg.vqEmbedDim !== c.vqEmbedDim || cfg.layersPerBlock !== c.layersPerBlock || cfg.latentChannels !== c.latentChannels || cfg.normNumGroups !== c.normNumGroups || cfg.midBlockAddAttention !== c.midBlockAddAttention)
+    throw new DimooError(`${dir}: its VQ config differs from the one being trained`, 'E_PARAM');
+  const st = SafetensorsFile.open(path.join(dir, VQ_WEIGHTS_FILE));
+  const weights = checkVqWeights(cfg, st.tensors, st.path);
+  const out = new Float32Array(specs.reduce((n, s) => n + numel(s.shape), 0));
+  let off = 0;
+  for (const s of specs) {
+    // checkVqWeights resolved legacy names; read the stored tensor under the name it has.
+    out.set(readTensorFloat32(st.tensors.get(weights.get(s.name)!.name)!), off);
+    off += numel(s.shape);
   }
   return out;
 }
@@ -241,7 +270,15 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const reseedEvery = o.reseedEvery ?? 100;
   const clip = o.clipGrad ?? 1;
   const log = o.log ?? (() => {});
-  const { bytes, params: specs } = buildVqTrainGraph(c, { batch: B, height: H, width: W, beta, l1: o.l1 ?? 0 });
+  const decoderOnly = o.decoderOnly === true;
+  const { bytes, params: specs, trainable } = buildVqTrainGraph(c, {
+    batch: B,
+    height: H,
+    width: W,
+    beta,
+    l1: o.l1 ?? 0,
+    ...(decoderOnly && { trainable: isDecoderWeight }),
+  });
   const offsets: number[] = [];
   let total = 0;
   for (const s of specs) {
@@ -267,13 +304,13 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       step: 0,
       trainedMs: 0,
       imagesDrawn: 0,
-      params: initVqParams(specs, c, o.seed),
+      params: o.init !== undefined ? readVqParams(o.init, specs, c) : initVqParams(specs, c, o.seed),
       m: new Float32Array(total),
       v: new Float32Array(total),
       usage: new Float32Array(K),
     };
   }
-  const meta = { config: o.config, batchSize: B, lr: o.lr, seed: o.seed, beta, l1: o.l1 ?? 0 };
+  const meta = { config: o.config, batchSize: B, lr: o.lr, seed: o.seed, beta, l1: o.l1 ?? 0, decoderOnly };
   log({ event: 'start', step: s.step, params: total, resumed, config: o.config, batchSize: B, lr: o.lr });
 
   const spec = { device: 'cpu' as const, threads: o.threads };
@@ -347,7 +384,9 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       if (!Number.isFinite(loss))
         throw new DimooError(`VQ training: the loss became ${loss} at step ${s.step + 1} (try a lower --lr)`, 'E_NONFINITE');
       let sq = 0;
+      // Frozen weights keep a zero gradient and zero moments: AdamW then leaves them exactly.
       specs.forEach((p, i) => {
+        if (!trainable.has(p.name)) return;
         const gr = out[VQ_TRAIN_IO.grad(p.name)]!.data as Float32Array;
         grad.set(gr, offsets[i]!);
       });
@@ -393,7 +432,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
 
       // Dead codes: early (the codebook starts tiny: these re-seeds are its data-driven
       // initialisation), then every reseedEvery steps.
-      if (t === 10 || t === 30 || t % reseedEvery === 0) {
+      if (!decoderOnly && (t === 10 || t === 30 || t % reseedEvery === 0)) {
         let dead = 0;
         for (let k = 0; k < K; k++) {
           if (s.usage[k]! > 0 || poolFill === 0) continue;

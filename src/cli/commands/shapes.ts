@@ -92,6 +92,8 @@ interface TrainVqFlags {
   evalEvery: number;
   threads?: number;
   resume?: boolean;
+  init?: string;
+  decoderOnly?: boolean;
   json?: boolean;
 }
 
@@ -100,11 +102,16 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
   if (!(f.holdout > 0)) throw new DimooError('--holdout must be > 0 (the PSNR is measured on held-out scenes)', 'E_PARAM');
   const { trainVq } = await import('../../training/vq-trainer.js');
   const { SHAPES_VQ_CONFIG } = await import('../../shapes/model.js');
+  if (f.decoderOnly && f.init === undefined) throw new DimooError('--decoder-only needs --init (the VQ whose encoder and codebook stay fixed)', 'E_PARAM');
+  const { loadVqConfig } = await import('../../checkpoint/vq-config.js');
+  const config = f.init !== undefined ? loadVqConfig(path.resolve(f.init)).raw : { ...SHAPES_VQ_CONFIG };
   const { vqEvalImages, vqTrainImage } = await import('../../shapes/vq-data.js');
   const out = path.resolve(f.out);
   await trainVq({
-    config: { ...SHAPES_VQ_CONFIG },
+    config,
     out,
+    ...(f.init !== undefined && { init: path.resolve(f.init) }),
+    decoderOnly: f.decoderOnly === true,
     state: path.resolve(f.state ?? `${out}.state`),
     ...(f.steps !== undefined && { steps: f.steps }),
     ...(f.minutes !== undefined && { minutes: f.minutes }),
@@ -339,6 +346,8 @@ export function registerShapes(program: Command, ctx: CliContext): void {
     .option('--eval-every <m>', 'minutes between held-out PSNR measurements', numOpt('--eval-every', { min: 0 }), 5)
     .option('--threads <n>', 'CPU threads', intOpt('--threads', { min: 1, max: 1024 }))
     .option('--resume', 'continue from the state folder when it holds a state')
+    .option('--init <vqdir>', 'start from the weights (and config) of this VQ folder instead of random ones')
+    .option('--decoder-only', 'train only post_quant_conv and the decoder: token grids made by the --init VQ stay valid')
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
 
