@@ -26,11 +26,7 @@ import type {
 import type { CliContext } from '../src/cli/context.js';
 import { checkTokenGrid } from '../src/pipelines/token-grid.js';
 import { normalizeArgv, runCli } from '../src/cli/program.js';
-import {
-  parseTokenGrid,
-  readTokenGridFile,
-  writeTokenGridFile,
-} from '../src/cli/token-grid.js';
+import { parseTokenGrid, readTokenGridFile, writeTokenGridFile } from '../src/cli/token-grid.js';
 import { parseIntValue, parseNumberValue, parseRect } from '../src/cli/options.js';
 import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
@@ -175,7 +171,14 @@ class FakeDimoo implements DimooApi {
     };
   }
   info() {
-    return { dir: '/fake', name: 'fake', hasVq: this.hasVq, vqScale: 16, codebookSize: 8192, device: 'cpu' as const };
+    return {
+      dir: '/fake',
+      name: 'fake',
+      hasVq: this.hasVq,
+      vqScale: 16,
+      codebookSize: 8192,
+      device: 'cpu' as const,
+    };
   }
   async dispose() {
     this.disposed++;
@@ -299,9 +302,19 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
       ['--image'],
     ],
     [
-      'missing --image for understand',
-      ['understand', '--model', model, '--prompt', 'q'],
-      ['--image'],
+      'both --image and --image-tokens for understand',
+      [
+        'understand',
+        '--model',
+        model,
+        '--prompt',
+        'q',
+        '--image',
+        'a.png',
+        '--image-tokens',
+        'a.json',
+      ],
+      ['--image', '--image-tokens', 'not both'],
     ],
     [
       'missing --ref-image for style transfer',
@@ -966,6 +979,39 @@ describe('task commands (fake model)', () => {
       [mp.useCache, mp.cacheRatio, mp.warmupRatio, mp.refreshInterval],
       ['ml-cache', 0.8, 0.3, 3],
     );
+    // Text only: no image at all; several: a list, in the order given; one keeps `image`.
+    const textOnly = await runFake(['understand', '--model', model(), '--prompt', 'why?']);
+    assert.equal(textOnly.code, 0, textOnly.stderr);
+    const tp = textOnly.fake.calls[0]!.params as UnderstandParams;
+    assert.equal(tp.image, undefined);
+    assert.equal(tp.images, undefined);
+    const g2 = writeGrid('mmu2.json', { height: 16, width: 32, codes: [7, 8] });
+    const several = await runFake([...base, '--image-tokens', g2, '--image-tokens', g]);
+    assert.equal(several.code, 0, several.stderr);
+    const sp = several.fake.calls[0]!.params as UnderstandParams;
+    assert.equal(sp.image, undefined);
+    assert.deepEqual(
+      sp.images!.map((x) => ('tokens' in x ? x.tokens.width : 0)),
+      [GRID_64x48.width, 32, GRID_64x48.width],
+    );
+    const files = await runFake([
+      'understand',
+      '--model',
+      model(),
+      '--prompt',
+      'q',
+      '--image',
+      'a.png',
+      '--image_path',
+      'b.png',
+    ]);
+    assert.deepEqual((files.fake.calls[0]!.params as UnderstandParams).images, [
+      { path: 'a.png' },
+      { path: 'b.png' },
+    ]);
+    assert.deepEqual((dual.fake.calls[0]!.params as UnderstandParams).image, {
+      tokens: GRID_64x48,
+    });
     const badMode = await runFake([...base, '--use-cache', 'triple']);
     assert.equal(badMode.code, 2, 'a usage error');
     assert.match(badMode.stderr, /--use-cache.*dual, ml-cache/);
@@ -1161,14 +1207,10 @@ describe("the original scripts' spellings and usage exit codes", () => {
   });
 
   test('--image_path is --image; nothing after -- is rewritten', () => {
-    assert.deepEqual(normalizeArgv(['edit', '--image_path', 'a.png', '--cfg_img=2', '--', '--x_y']), [
-      'edit',
-      '--image',
-      'a.png',
-      '--cfg-img=2',
-      '--',
-      '--x_y',
-    ]);
+    assert.deepEqual(
+      normalizeArgv(['edit', '--image_path', 'a.png', '--cfg_img=2', '--', '--x_y']),
+      ['edit', '--image', 'a.png', '--cfg-img=2', '--', '--x_y'],
+    );
   });
 
   test('usage errors exit 2: unknown flag, missing required flag, bad value', async () => {

@@ -11,6 +11,7 @@ import type { EditType, ImageResult } from '../src/pipelines/types.js';
 import { GOLDEN_SAMPLING_CASES, runGoldenCase } from './helpers/golden-cases.js';
 import { goldenCase, goldenCheckpointDir, goldenDir, readGoldenJson } from './helpers/golden.js';
 import { runTextJob } from '../src/pipelines/text-engine.js';
+import { imageBlock } from '../src/pipelines/prompts.js';
 import { DEFAULT_ML_CACHE } from '../src/samplers/mlcache.js';
 
 let dimoo: Dimoo;
@@ -124,4 +125,62 @@ test('understanding caches: ml-cache with a whole-block warm-up is the dual cach
   assert.ok(fewer > 0, 'some steps recompute only part of the block');
   const maskId = sampler.sequence[sampler.codeStart]!; // the answer region starts masked
   assert.equal(ml.sampler.generatedIds().includes(maskId), false, 'every answer position decided');
+});
+
+test('understanding: a text-only question is the prompt alone; several images go in order, each cropped to the multi-image budget', async () => {
+  const g = readGoldenJson<{ question: string; prompt_ids: number[] }>('mmu_single_breaks.json');
+  const opts = { genLength: 4, blockLength: 4, steps: 4 };
+  const text = await dimoo.understand({ question: g.question, ...opts });
+  const t = dimoo.special;
+  assert.deepEqual(text.promptIds, [...g.prompt_ids, t.boa, t.mask, t.mask, t.mask, t.mask, t.eoa]);
+  assert.equal(text.codeStart, g.prompt_ids.length + 1);
+  assert.ok(text.ids.length >= 1 && text.ids.length <= 4);
+
+  const rgb = (w: number, h: number, k: number) => {
+    const data = new Uint8Array(w * h * 3);
+    for (let i = 0; i < data.length; i++) data[i] = (i * k) % 251;
+    return { rgb: { data, width: w, height: h } };
+  };
+  const a = rgb(64, 48, 7);
+  const b = rgb(48, 64, 13);
+  const two = await dimoo.understand({ question: g.question, images: [a, b], ...opts });
+  const ga = await dimoo.encodeImage(a, { crop: 512 });
+  const gb = await dimoo.encodeImage(b, { crop: 512 });
+  // Within the 512² budget (a single image would get the 1024² one).
+  for (const x of [ga, gb])
+    assert.ok(
+      x.width * x.height <= 512 * 512 && x.width * x.height > 256 * 256,
+      `${x.width}x${x.height}`,
+    );
+  const blocks = [ga, gb].flatMap((x) => imageBlock(x.codes, x.height / 16, x.width / 16, t));
+  assert.deepEqual(two.promptIds, [
+    ...g.prompt_ids.slice(0, -1),
+    ...blocks,
+    g.prompt_ids.at(-1)!,
+    t.boa,
+    t.mask,
+    t.mask,
+    t.mask,
+    t.mask,
+    t.eoa,
+  ]);
+
+  // One image given as `images: [x]` is the same request as `image: x`.
+  const tokens = { tokens: { height: 32, width: 48, codes: [1, 2, 3, 4, 5, 6] } };
+  const one = await dimoo.understand({ question: g.question, image: tokens, ...opts });
+  const listed = await dimoo.understand({ question: g.question, images: [tokens], ...opts });
+  assert.deepEqual(listed.promptIds, one.promptIds);
+  assert.deepEqual(listed.ids, one.ids);
+  await assert.rejects(
+    dimoo.understand({ question: 'q', image: tokens, images: [tokens] }),
+    /image or images, not both/,
+  );
+  await assert.rejects(
+    dimoo.understand({
+      question: 'q',
+      images: [tokens, { tokens: { height: 16, width: 16, codes: [9] } }, {} as never],
+      ...opts,
+    }),
+    /images\[2\]/,
+  );
 });

@@ -245,9 +245,7 @@ for (const [name, layout] of [
     assert.deepEqual(imageBlock(codes, H, W), g.encode_img_with_breaks_output);
     const L = buildUnderstanding({
       promptIds,
-      imageCodes: codes,
-      gridH: H,
-      gridW: W,
+      images: [{ codes, gridH: H, gridW: W }],
       genLength: g.params.gen_length,
       layout,
     });
@@ -271,9 +269,68 @@ test('low-level helpers behave like the original list operations', () => {
   );
   assert.throws(
     () =>
-      buildUnderstanding({ promptIds: [1, 2], imageCodes: [1], gridH: 1, gridW: 1, genLength: 0 }),
+      buildUnderstanding({
+        promptIds: [1, 2],
+        images: [{ codes: [1], gridH: 1, gridW: 1 }],
+        genLength: 0,
+      }),
     /genLength/,
   );
   assert.throws(() => readGridCodes([1, 2, 3, 4], 0, 1, 1), /position 0/);
   assert.throws(() => spliceBeforeLast([]), DimooError);
+});
+
+test('understanding with several images: one block per image, in order, before </user>', () => {
+  const g = readGoldenJson<MmuCase>('mmu_single_breaks.json');
+  const { codes, grid_h: H, grid_w: W } = g.image_grid;
+  const other = { codes: [5, 6, 7, 8, 9, 10], gridH: 2, gridW: 3 };
+  const promptIds = g.prompt_ids;
+  const L = buildUnderstanding({
+    promptIds,
+    images: [{ codes, gridH: H, gridW: W }, other],
+    genLength: 4,
+  });
+  const first = imageBlock(codes, H, W);
+  const second = imageBlock(other.codes, 2, 3);
+  assert.deepEqual(L.imageTokens, [...first, ...second]);
+  assert.deepEqual(L.sequence.slice(0, promptIds.length - 1), promptIds.slice(0, -1));
+  assert.deepEqual(
+    L.sequence.slice(promptIds.length - 1, promptIds.length - 1 + L.imageTokens.length),
+    L.imageTokens,
+  );
+  // </user> follows the last image, then <answer>, the masks and </answer>.
+  assert.equal(L.sequence[promptIds.length - 1 + L.imageTokens.length], promptIds.at(-1));
+  assert.equal(L.codeStart, promptIds.length + L.imageTokens.length + 1);
+  assert.equal(L.sequence[L.codeStart - 1], 126354);
+  assert.deepEqual(L.sequence.slice(L.codeStart, -1), [MASK, MASK, MASK, MASK]);
+  // Exactly two <IMAGE> ... </IMAGE> pairs.
+  assert.equal(L.sequence.filter((x) => x === first[0]).length, 2);
+  assert.equal(L.sequence.filter((x) => x === first.at(-1)).length, 2);
+  assert.throws(
+    () =>
+      buildUnderstanding({
+        promptIds,
+        images: [{ codes, gridH: H, gridW: W }, other, other],
+        genLength: 4,
+        layout: 'script',
+      }),
+    /exactly one image; got 3/,
+  );
+  assert.throws(
+    () =>
+      buildUnderstanding({
+        promptIds,
+        images: [other, { codes: [1, 9999], gridH: 1, gridW: 2 }],
+        genLength: 4,
+      }),
+    /images\[1\]\.codes\[1\]/,
+  );
+});
+
+test('understanding with text only: the prompt as it is, then the answer masks', () => {
+  const g = readGoldenJson<MmuCase>('mmu_single_breaks.json');
+  const L = buildUnderstanding({ promptIds: g.prompt_ids, images: [], genLength: 3 });
+  assert.deepEqual(L.imageTokens, []);
+  assert.deepEqual(L.sequence, [...g.prompt_ids, 126354, MASK, MASK, MASK, 126355]);
+  assert.equal(L.codeStart, g.prompt_ids.length + 1);
 });

@@ -155,6 +155,19 @@ describe('images.generate', () => {
 });
 
 describe('images.edit', () => {
+  it('without a mask honours size; usage counts the input image at that size', async () => {
+    const image = await toFile(await pngOf(64, 32), 'in.png', { type: 'image/png' });
+    const r = await client.images.edit({
+      image,
+      prompt: 'add a hat',
+      size: '32x32',
+      steps: 2,
+    } as never);
+    assert.deepEqual(await dims(r.data![0]!.b64_json!), { format: 'png', width: 32, height: 32 });
+    assert.equal(r.size, '32x32');
+    assert.equal(r.usage!.input_tokens_details.image_tokens, 4);
+  });
+
   it('with a mask inpaints, in the asked output_format', async () => {
     const mask = await toFile(await pngOf(64, 32, 0), 'mask.png', { type: 'image/png' });
     const image2 = await toFile(await pngOf(64, 32), 'in.png', { type: 'image/png' });
@@ -217,6 +230,38 @@ describe('chat.completions', () => {
     } as never);
     assert.equal(r.choices[0]!.message.content, full.slice(0, full.indexOf(stop)));
     assert.equal(r.choices[0]!.finish_reason, 'stop');
+  });
+
+  it('text only, and several images each spliced into the prompt', async () => {
+    const ask = async (content: OpenAI.ChatCompletionContentPart[] | string) =>
+      client.chat.completions.create({
+        messages: [
+          { role: 'system', content: 'be brief' },
+          { role: 'user', content },
+        ],
+        ...opts,
+      } as never);
+    const text = await ask('What is a fox?');
+    assert.equal(typeof text.choices[0]!.message.content, 'string');
+    const img = { type: 'image_url' as const, image_url: { url: await image() } };
+    const q = { type: 'text' as const, text: 'What is a fox?' };
+    const one = await ask([q, img]);
+    const two = await ask([q, img, img]);
+    // Each image adds its own <IMAGE> block (rows of cells, each row ending in a newline):
+    // one image is cropped to the 1024² budget, each of several to the 512² one.
+    const raw = await sharp(await pngOf(32, 32))
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const rgb = { rgb: { data: new Uint8Array(raw.data), width: 32, height: 32 } };
+    const blockLen = async (crop: 512 | 1024) => {
+      const g = await api.encodeImage(rgb, { crop });
+      return 2 + (g.height / 16) * (g.width / 16 + 1);
+    };
+    const p0 = text.usage!.prompt_tokens;
+    assert.equal(one.usage!.prompt_tokens - p0, await blockLen(1024));
+    assert.equal(two.usage!.prompt_tokens - p0, 2 * (await blockLen(512)));
+    assert.equal(typeof two.choices[0]!.message.content, 'string');
   });
 
   it('stream with stream_options.include_usage ends with a usage chunk', async () => {

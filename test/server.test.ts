@@ -56,7 +56,9 @@ async function expectError(res: Response, status: number, code?: string | RegExp
   assert.equal(typeof b.error?.message, 'string');
   assert.equal(typeof b.error?.type, 'string');
   // Our code travels in dimoo_code; `code` is the OpenAI-style one that OpenAI clients read.
-  const ours = /^[a-z_]+$/.test(typeof code === 'string' ? code : '') ? b.error.code : b.error.dimoo_code;
+  const ours = /^[a-z_]+$/.test(typeof code === 'string' ? code : '')
+    ? b.error.code
+    : b.error.dimoo_code;
   if (code instanceof RegExp) assert.match(ours, code);
   else if (code) assert.equal(ours, code);
   assert.match(b.error.code, /^[a-z_]+$/, `OpenAI-style code, got ${b.error.code}`);
@@ -359,12 +361,18 @@ describe('server: POST /v1/images/edits', () => {
       const raw = (png: Buffer | string) => sharp(png).raw().toBuffer({ resolveWithObject: true });
       const served = await raw(Buffer.from(b.data[0].b64_json, 'base64'));
       const local = await raw(out);
-      assert.deepEqual([served.info.width, served.info.height], [local.info.width, local.info.height]);
+      assert.deepEqual(
+        [served.info.width, served.info.height],
+        [local.info.width, local.info.height],
+      );
       assert.ok(served.data.equals(local.data), 'server and CLI edits differ');
       // The CLI's tokens decode to exactly what the server sent.
       const grid = JSON.parse(fs.readFileSync(tokensOut, 'utf8')) as TokenGrid;
       const decoded = await api.decodeTokens(grid);
-      assert.ok(Buffer.from(decoded.data).equals(served.data), 'server image is not the CLI tokens decoded');
+      assert.ok(
+        Buffer.from(decoded.data).equals(served.data),
+        'server image is not the CLI tokens decoded',
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -542,9 +550,14 @@ describe('server: POST /v1/chat/completions', () => {
     );
   });
 
-  it('refuses messages without an image, remote image URLs, two images and bad lengths', async () => {
+  it('refuses messages without a question, remote image URLs, too many images and bad lengths', async () => {
     const c = (b: unknown) => post(base, '/v1/chat/completions', b);
-    await expectError(await c({ messages: [{ role: 'user', content: 'hi' }] }), 400, 'E_PARAM');
+    const imageOnly = body();
+    (imageOnly.messages[1]!.content as any).shift();
+    assert.match(
+      (await expectError(await c(imageOnly), 400, 'E_PARAM')).message,
+      /no text question/,
+    );
     await expectError(await c({ messages: [] }), 400, 'E_PARAM');
     const remote = body();
     (remote.messages[1]!.content as any)[1].image_url.url =
@@ -553,9 +566,13 @@ describe('server: POST /v1/chat/completions', () => {
       (await expectError(await c(remote), 400, 'E_PARAM')).message,
       /remote URLs are not fetched/,
     );
-    const two = body();
-    (two.messages[1]!.content as any).push({ type: 'image_url', image_url: { url: dataUrl } });
-    await expectError(await c(two), 400, 'E_PARAM');
+    const five = body();
+    for (let i = 0; i < 4; i++)
+      (five.messages[1]!.content as any).push({ type: 'image_url', image_url: { url: dataUrl } });
+    assert.match(
+      (await expectError(await c(five), 400, 'E_LIMIT')).message,
+      /at most 4 image_url parts.*got 5/,
+    );
     await expectError(await c(body({ max_tokens: 100000 })), 400, 'E_LIMIT');
     // The library's own check (steps vs blocks) comes back as a 400 with its code.
     await expectError(await c(body({ max_tokens: 32, block_length: 8, steps: 3 })), 400, /^E_/);
@@ -683,6 +700,27 @@ describe('server: native jobs API', () => {
       steps: 4,
     });
     assert.equal(typeof d.result.text, 'string');
+    // Text only, and two images: each image adds its block (<IMAGE>, 3 rows of 4 cells + newline, </IMAGE>).
+    const ask = {
+      task: 'understand',
+      question: 'what is it ?',
+      max_tokens: 16,
+      block_length: 16,
+      steps: 4,
+    };
+    const none = await runJob(base, ask);
+    const two = await runJob(base, {
+      ...ask,
+      images: [{ tokens: first.tokens }, { tokens: first.tokens }],
+    });
+    assert.equal(typeof none.result.text, 'string');
+    assert.equal(d.result.prompt_tokens - none.result.prompt_tokens, 17);
+    assert.equal(two.result.prompt_tokens - none.result.prompt_tokens, 34);
+    await expectError(
+      await post(base, '/v1/jobs', { ...ask, image: { tokens: first.tokens }, images: [] }),
+      400,
+      'E_PARAM',
+    );
     const maskPng = `data:image/png;base64,${(await png(64, 48, (x) => (x < 16 ? [0, 0, 0, 0] : [0, 0, 0, 255]))).toString('base64')}`;
     const e = await runJob(base, {
       task: 'inpaint',

@@ -420,10 +420,17 @@ export class Dimoo implements DimooApi {
     if (remasking !== 'low_confidence' && remasking !== 'random') throw new DimooError(`remasking must be low_confidence or random`, E);
     const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
     const cache = resolveTextCache(p, { temperature, cfgScale });
-    const g = await this.toGrid(p.image, 'image', DEFAULTS.mmu.cropBudget as 1024);
+    const inputs = understandingImages(p);
+    // One image gets inference_mmu.py's crop budget; each of several the smaller one the original's multi-image evaluation uses.
+    const budget = (inputs.length > 1 ? DEFAULTS.mmu.multiImageCropBudget : DEFAULTS.mmu.cropBudget) as FitMode;
+    const images = [];
+    for (let i = 0; i < inputs.length; i++) {
+      const g = await this.toGrid(inputs[i], p.images ? `images[${i}]` : 'image', budget);
+      images.push({ codes: Array.from(g.codes), gridH: g.gridH, gridW: g.gridW });
+    }
     const promptIds = await this.encode(understandingPrompt(question));
     const layout = buildUnderstanding(
-      { promptIds, imageCodes: Array.from(g.codes), gridH: g.gridH, gridW: g.gridW, genLength, layout: p.scriptLayout ? 'script' : 'single' },
+      { promptIds, images, genLength, layout: p.scriptLayout ? 'script' : 'single' },
       this.special,
     );
     const r = await this.blameNonFinite(runTextJob(
@@ -472,6 +479,14 @@ export class Dimoo implements DimooApi {
     await this.model.dispose();
     if (this.vqPromise) await (await this.vqPromise).dispose();
   }
+}
+
+/** The images of an understanding request: `image` (one), `images` (any number, in order) or neither (text only). */
+function understandingImages(p: UnderstandParams): ImageInput[] {
+  if (p.image !== undefined && p.images !== undefined) throw new DimooError('give image or images, not both', E);
+  if (p.images === undefined) return p.image === undefined ? [] : [p.image];
+  if (!Array.isArray(p.images)) throw new DimooError('images must be an array of images (empty or absent for a text-only question)', E);
+  return p.images;
 }
 
 /** Nearest-neighbour rescale of a pixel mask onto the encoded image size (only used when the image was resized). */

@@ -22,7 +22,7 @@
  *   readGridCodes(x, codeStart, H, W, t)         codes (or -1 for mask) from a sequence
  *   paintGridMask({...})                         inpaint/outpaint mask on the token grid
  *   paintGridTokens(codes, mask, H, W, t)        masked_image_tokens of encode_img_with_paint
- *   buildUnderstanding({...}, t)                 MMU layout: 'single' (training) or 'script'
+ *   buildUnderstanding({...}, t)                 MMU layout: no, one or several images; 'single' (training) or 'script'
  */
 import { DimooError } from '../errors.js';
 import { DEFAULT_SPECIAL_TOKENS, type SpecialTokens } from '../checkpoint/special-tokens.js';
@@ -223,8 +223,9 @@ export function imageBlock(
   h: number,
   w: number,
   t: Tokens = DEFAULT_SPECIAL_TOKENS,
+  what = 'codes',
 ): number[] {
-  return [t.boi, ...gridRows(codesToTokens(codes, t, 'codes'), h, w, t), t.eoi];
+  return [t.boi, ...gridRows(codesToTokens(codes, t, what), h, w, t), t.eoi];
 }
 
 /** ids[:-1] + parts... + ids[-1:] (images go before the prompt's last token, </user>). */
@@ -371,19 +372,28 @@ export function readGridCodes(
 
 export type UnderstandingLayout = 'single' | 'script';
 
+/** One input image of an understanding prompt: its codes (row-major) and grid. */
+export interface UnderstandingImage {
+  codes: readonly number[];
+  gridH: number;
+  gridW: number;
+}
+
 export interface UnderstandingInput {
   /** Encoded understanding prompt (with BOS), ending in </user>. */
   promptIds: readonly number[];
-  /** The image as codes (row-major) and its grid. */
-  imageCodes: readonly number[];
-  gridH: number;
-  gridW: number;
+  /**
+   * The images, in order; each becomes its own <IMAGE> block and all of them go
+   * before </user>. Empty: a text-only question (the prompt as it is).
+   */
+  images: readonly UnderstandingImage[];
   /** Answer length (number of masks). */
   genLength: number;
   /**
    * 'single' (default): the training layout, <IMAGE> rows-with-newlines </IMAGE>.
    * 'script': inference_mmu.py literally, which applies the newline insertion
-   * a second time to the wrapped list (keeps its first H*W entries, newline after every W).
+   * a second time to the wrapped list (keeps its first H*W entries, newline
+   * after every W). That script takes exactly one image, so this layout does too.
    */
   layout?: UnderstandingLayout;
 }
@@ -392,25 +402,37 @@ export interface UnderstandingLayoutResult {
   sequence: number[];
   /** Index of the first answer mask. */
   codeStart: number;
-  /** The image tokens as placed in the prompt. */
+  /** The image tokens as placed in the prompt (all blocks, in order; empty for text only). */
   imageTokens: number[];
 }
 
-/** inference_mmu.py layout: prompt[:-1] + image + prompt[-1:] + <answer> + masks + </answer>. */
+/**
+ * Understanding layout: prompt[:-1] + image blocks + prompt[-1:] + <answer> +
+ * masks + </answer>. One image is inference_mmu.py's layout; several are
+ * concatenated block after block as the original's multi-image evaluation
+ * (VLMEvalKit's Lumina_DiMOO) does; none leaves the prompt untouched.
+ */
 export function buildUnderstanding(
   input: UnderstandingInput,
   t: Tokens = DEFAULT_SPECIAL_TOKENS,
 ): UnderstandingLayoutResult {
-  const { promptIds, imageCodes, gridH, gridW, genLength, layout = 'single' } = input;
+  const { promptIds, images, genLength, layout = 'single' } = input;
   if (!Number.isSafeInteger(genLength) || genLength < 1) {
     throw new DimooError(`genLength must be a positive integer, got ${genLength}`, 'E_PARAM');
   }
   if (layout !== 'single' && layout !== 'script') {
     throw new DimooError(`layout must be 'single' or 'script', got ${String(layout)}`, 'E_PARAM');
   }
-  const block = imageBlock(imageCodes, gridH, gridW, t);
-  const imageTokens = layout === 'script' ? addBreakLines(block, gridH, gridW, t.newline) : block;
-  const input_ = spliceBeforeLast(promptIds, imageTokens);
+  if (!Array.isArray(images)) throw new DimooError('images must be an array (empty for a text-only question)', 'E_PARAM');
+  if (layout === 'script' && images.length !== 1) {
+    throw new DimooError(`the 'script' layout reproduces inference_mmu.py, which takes exactly one image; got ${images.length}`, 'E_PARAM');
+  }
+  const imageTokens = images.flatMap((img, i) => {
+    const block = imageBlock(img.codes, img.gridH, img.gridW, t, `images[${i}].codes`);
+    return layout === 'script' ? addBreakLines(block, img.gridH, img.gridW, t.newline) : block;
+  });
+  const input_ = images.length ? spliceBeforeLast(promptIds, imageTokens) : [...promptIds];
+  if (input_.length === 0) throw new DimooError('the understanding prompt is empty', 'E_PARAM');
   return {
     sequence: [...input_, t.boa, ...new Array<number>(genLength).fill(t.mask), t.eoa],
     codeStart: input_.length + 1,

@@ -10,8 +10,8 @@ import { DimooError } from '../errors.js';
 export interface TaskSpec {
   /** What a run returns: an image (token grid + pixels) or text. */
   output: 'image' | 'text';
-  /** Whether the task starts from an input image. */
-  input: 'prompt' | 'image';
+  /** What the task starts from: a prompt, an input image, or a prompt with any number of images (none, one or several). */
+  input: 'prompt' | 'image' | 'images';
   /** A mask of cells to regenerate: none, optional (a default region) or required. */
   mask: 'none' | 'optional' | 'required';
   /** Whether the text prompt may be empty. */
@@ -24,7 +24,7 @@ export const TASKS: Readonly<Record<TaskName, Readonly<TaskSpec>>> = Object.free
   inpaint: { output: 'image', input: 'image', mask: 'optional', promptOptional: false },
   outpaint: { output: 'image', input: 'image', mask: 'optional', promptOptional: false },
   retouch: { output: 'image', input: 'image', mask: 'required', promptOptional: true },
-  understand: { output: 'text', input: 'image', mask: 'none', promptOptional: false },
+  understand: { output: 'text', input: 'images', mask: 'none', promptOptional: false },
 });
 
 /** Every task name, in the table's order. */

@@ -157,7 +157,14 @@ export interface ImageResult {
 
 export interface UnderstandParams {
   question: string;
-  image: ImageInput;
+  /** One image, spliced into the prompt before </user> (inference_mmu.py; cropped to a 1024² area budget). */
+  image?: ImageInput;
+  /**
+   * Several images instead, spliced in this order, each its own <IMAGE> block
+   * (each cropped to a 512² budget, as the original's multi-image evaluation
+   * does). Give `image` or `images`; neither asks a text-only question.
+   */
+  images?: ImageInput[];
   /** Total answer tokens (original: 1024). */
   genLength?: number;
   blockLength?: number;

@@ -13,7 +13,8 @@ export const DEFAULTS = Object.freeze({
   t2i: { width: 1024, height: 1024, timesteps: 64, cfgScale: 4.0, temperature: 1.0 },
   i2i: { timesteps: 64, cfgScale: 2.5, cfgImg: 4.0, temperature: 1.0, cropBudget: 512 },
   paint: { timesteps: 64, cfgScale: 4.0, temperature: 1.0, maskHRatio: 1.0, maskWRatio: 0.2 },
-  mmu: { steps: 128, genLength: 1024, blockLength: 256, temperature: 0, cfgScale: 0, cropBudget: 1024 },
+  // cropBudget: one image (inference_mmu.py); multiImageCropBudget: each of several (the original's VLMEvalKit wrapper).
+  mmu: { steps: 128, genLength: 1024, blockLength: 256, temperature: 0, cfgScale: 0, cropBudget: 1024, multiImageCropBudget: 512 },
   seed: 0,
 });
 

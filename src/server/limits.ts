@@ -23,6 +23,8 @@ export interface ServerLimits {
   maxQueue: number;
   /** Most answer tokens for understanding. */
   maxTokens: number;
+  /** Most input images of one understanding request (each adds up to ~1 000 tokens to the prompt). */
+  maxImages: number;
   /** Longest prompt or question in characters. */
   maxPromptChars: number;
   /** A job running longer than this is cancelled. */
@@ -43,6 +45,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxN: 4,
   maxQueue: 8,
   maxTokens: 2048,
+  maxImages: 4,
   maxPromptChars: 4000,
   jobTimeoutMs: 15 * 60 * 1000,
   storeBytes: 256 * 1024 * 1024,

@@ -42,7 +42,6 @@ import {
   type TaskEnv,
 } from './tasks.js';
 
-
 /** A parsed `image` field: decoded pixels (with the grid size painting uses) or a token grid. */
 interface ImageRef {
   input: ImageInput;
@@ -54,7 +53,12 @@ interface ImageRef {
   srcHeight: number;
 }
 
-async function parseImageRef(v: unknown, param: string, limits: ServerLimits, model: ModelInfo): Promise<ImageRef> {
+async function parseImageRef(
+  v: unknown,
+  param: string,
+  limits: ServerLimits,
+  model: ModelInfo,
+): Promise<ImageRef> {
   if (typeof v === 'string') v = { data_url: v };
   const o = v as Body | undefined;
   if (!o || typeof o !== 'object')
@@ -217,16 +221,54 @@ function statusJson(app: FastifyInstance, job: Job): Record<string, unknown> {
   return j;
 }
 
+/** Understanding's images: `image` (one), `images` (a list, in order) or neither (a text-only question). */
+async function parseUnderstandImages(
+  b: Body,
+  limits: ServerLimits,
+  model: ModelInfo,
+): Promise<ImageInput[]> {
+  const one = b['image'];
+  const list = b['images'];
+  if (one !== undefined && one !== null && list !== undefined && list !== null)
+    throw new RequestError('image, images: give one of them, not both', 'E_PARAM', 400, 'images');
+  if (one !== undefined && one !== null)
+    return [(await parseImageRef(one, 'image', limits, model)).input];
+  if (list === undefined || list === null) return [];
+  if (!Array.isArray(list))
+    throw new RequestError(
+      'images: expected an array of images (each {"tokens"} or {"data_url"})',
+      'E_PARAM',
+      400,
+      'images',
+    );
+  if (list.length > limits.maxImages)
+    throw new RequestError(
+      `images: at most ${limits.maxImages} per request (limit maxImages), got ${list.length}`,
+      'E_LIMIT',
+      400,
+      'images',
+    );
+  const out: ImageInput[] = [];
+  for (let i = 0; i < list.length; i++)
+    out.push((await parseImageRef(list[i], `images[${i}]`, limits, model)).input);
+  return out;
+}
+
 /** Builds the runner for a native job from its JSON body; validation errors are thrown here, before queueing. */
 async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDefault: number) {
   const task = optChoice(b, 'task', TASK_NAMES);
   if (!task)
-    throw new RequestError(`task: required, one of ${TASK_NAMES.join(', ')}`, 'E_PARAM', 400, 'task');
+    throw new RequestError(
+      `task: required, one of ${TASK_NAMES.join(', ')}`,
+      'E_PARAM',
+      400,
+      'task',
+    );
   const previewEvery = optInt(b, 'preview_every', 0, 100000) ?? previewDefault;
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
-    const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
-    const p = { ...parseUnderstand(b, limits), question, image: img.input };
+    const images = await parseUnderstandImages(b, limits, env.api.info());
+    const p = { ...parseUnderstand(b, limits), question, images };
     return {
       task,
       meta: { steps: p.steps },
@@ -301,7 +343,10 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
     meta: { width: img.width, height: img.height, steps: s.timesteps },
     run: async (ctx: Parameters<typeof runImage>[1]) => {
       // Pixels are encoded exactly at their (gridded) size, so masks in cells and rects line up.
-      const tokens = await toTokens(env, img.input, ctx.signal, { width: img.width, height: img.height });
+      const tokens = await toTokens(env, img.input, ctx.signal, {
+        width: img.width,
+        height: img.height,
+      });
       const p = {
         ...s,
         prompt,
@@ -309,13 +354,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
         ...(mask ? { mask } : {}),
         ...(dilate !== undefined ? { dilate } : {}),
       };
-      return runImage(
-        env,
-        ctx,
-        (o) => runPaintTask(env.api, task, p, o),
-        previewEvery,
-        seed,
-      );
+      return runImage(env, ctx, (o) => runPaintTask(env.api, task, p, o), previewEvery, seed);
     },
   };
 }

@@ -10,12 +10,7 @@ import { PAINT_TASKS, runPaintTask } from '../pipelines/tasks.js';
 import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
 import { awaitJob, checkModelField } from './context.js';
 import { errorBody, RequestError } from './errors.js';
-import {
-  bytesOfDataUrl,
-  decodeUpload,
-  gridSizeFor,
-  maskCellsFromPng,
-} from './images.js';
+import { bytesOfDataUrl, decodeUpload, gridSizeFor, maskCellsFromPng } from './images.js';
 import { TASK_DEFAULTS } from './limits.js';
 import { readForm } from './multipart.js';
 import {
@@ -100,7 +95,8 @@ async function imagesResponse(
   for (const out of outs) {
     const extra = { seed: out.seed, width: out.width, height: out.height };
     // Sent inline (b64_json): taken out of the store, keeping it for an hour would only grow memory under load.
-    const f = o.responseFormat === 'url' ? app.dimoo.store.get(out.file!) : app.dimoo.store.take(out.file!);
+    const f =
+      o.responseFormat === 'url' ? app.dimoo.store.get(out.file!) : app.dimoo.store.take(out.file!);
     if (!f) throw new RequestError('the result expired before it could be sent', 'E_INTERNAL', 500);
     if (o.responseFormat === 'url') {
       const url =
@@ -301,10 +297,10 @@ function registerImageEdits(app: FastifyInstance): void {
       'edit',
       async (ctx) => {
         const outs: ImageOutput[] = [];
-        // An explicit size is kept as a token grid of that size; without one the original's
-        // area-budget crop applies.
+        // An explicit size: the upload is resized to it (the library's image processor) and
+        // kept as a token grid of that size; without one the original's area-budget crop applies.
         const image: ImageInput = sizeGiven
-          ? { tokens: await toTokens(st, { rgb }, ctx.signal) }
+          ? { tokens: await toTokens(st, { rgb }, ctx.signal, size) }
           : { rgb };
         for (let i = 0; i < n; i++) {
           const seed = (s.seed + i) >>> 0;
@@ -351,10 +347,17 @@ function registerChatCompletions(app: FastifyInstance): void {
   app.post('/v1/chat/completions', async (req, reply) => {
     const b = asBody(req.body);
     checkModelField(app, b['model']);
-    const { question, image } = parseMessages(b['messages'], limits.maxPromptChars);
-    const rgb = await decodeUpload(bytesOfDataUrl(image, 'messages[].image_url'), 'image_url', limits);
+    const { question, images: urls } = parseMessages(b['messages'], limits);
+    const images: ImageInput[] = [];
+    for (const url of urls) {
+      const what =
+        urls.length > 1 ? `image_url ${images.length + 1} of ${urls.length}` : 'image_url';
+      images.push({
+        rgb: await decodeUpload(bytesOfDataUrl(url, 'messages[].image_url'), what, limits),
+      });
+    }
     const p = parseUnderstand(b, limits);
-    const params: UnderstandParams = { ...p, question, image: { rgb } };
+    const params: UnderstandParams = { ...p, question, images };
     const stream = optBool(b, 'stream') ?? false;
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
     const stops = parseStop(b['stop']);
@@ -502,8 +505,16 @@ function cutAtStop(text: string, stops: string[]): { text: string; stopped: bool
   return at < 0 ? { text, stopped: false } : { text: text.slice(0, at), stopped: true };
 }
 
-/** The question is the last user message's text; the image is its one image_url part (data URL). */
-function parseMessages(v: unknown, maxChars: number): { question: string; image: string } {
+/**
+ * The question is the last user message's text; the images are every
+ * image_url part (data URLs) of the user messages, in order: none asks a
+ * text-only question, several are all spliced into the prompt.
+ */
+function parseMessages(
+  v: unknown,
+  limits: { maxPromptChars: number; maxImages: number },
+): { question: string; images: string[] } {
+  const maxChars = limits.maxPromptChars;
   if (!Array.isArray(v) || v.length === 0)
     throw new RequestError('messages: a non-empty array is required', 'E_PARAM', 400, 'messages');
   const images: string[] = [];
@@ -540,10 +551,10 @@ function parseMessages(v: unknown, maxChars: number): { question: string; image:
       );
     question = texts.join('\n').trim();
   }
-  if (images.length !== 1) {
+  if (images.length > limits.maxImages) {
     throw new RequestError(
-      `messages: understanding needs exactly one image_url part (a data: URL) in the user messages, got ${images.length}`,
-      'E_PARAM',
+      `messages: at most ${limits.maxImages} image_url parts per request (limit maxImages), got ${images.length}`,
+      'E_LIMIT',
       400,
       'messages',
     );
@@ -562,9 +573,8 @@ function parseMessages(v: unknown, maxChars: number): { question: string; image:
       400,
       'messages',
     );
-  return { question, image: images[0]! };
+  return { question, images };
 }
-
 
 /** size "auto": the default size, shrunk to a square that fits the pixel limit. */
 function autoSize(limits: { maxPixels: number; maxSide: number }): {

@@ -210,8 +210,10 @@ export class FakeDimoo implements DimooApi {
 
   async understand(p: UnderstandParams, o: RunOptions = {}): Promise<UnderstandResult> {
     if (!p.question) throw new DimooError('question is required', 'E_PARAM');
-    const g = await this.encodeImage(p.image, { crop: 1024 });
-    const words = `the image shows ${g.codes.length} cells and you asked : ${p.question}`.split(
+    const inputs = p.images ?? (p.image ? [p.image] : []);
+    let cells = 0;
+    for (const img of inputs) cells += (await this.encodeImage(img, { crop: 1024 })).codes.length;
+    const words = `${inputs.length} images show ${cells} cells and you asked : ${p.question}`.split(
       /\s+/,
     );
     const steps = p.steps ?? 8;

@@ -1,16 +1,19 @@
-/** `dimoo understand`: answer a question about an image (the original's inference_mmu.py). */
+/**
+ * `dimoo understand`: answer a question about an image (the original's
+ * inference_mmu.py), about several images, or with text only.
+ */
 import type { Command } from 'commander';
 import { DimooError } from '../../errors.js';
-import type { UnderstandParams } from '../../pipelines/types.js';
+import type { ImageInput, UnderstandParams } from '../../pipelines/types.js';
 import {
   addCacheScheduleOptions,
   addModelOptions,
   checkVqNeeds,
-  imageInputFrom,
   runTask,
   type ModelCommandFlags,
 } from '../common.js';
 import type { CliContext } from '../context.js';
+import { readTokenGridFile } from '../token-grid.js';
 import { LIMITS, MMU } from '../defaults.js';
 import { withModel } from '../model.js';
 import { choiceOpt, intOpt, numOpt } from '../options.js';
@@ -18,8 +21,8 @@ import { formatMs, writeJson } from '../output.js';
 
 interface UnderstandFlags extends ModelCommandFlags {
   prompt: string;
-  image?: string;
-  imageTokens?: string;
+  image: string[];
+  imageTokens: string[];
   steps?: number;
   genLength: number;
   blockLength?: number;
@@ -35,14 +38,24 @@ interface UnderstandFlags extends ModelCommandFlags {
   earlyStop: boolean;
 }
 
+/**
+ * The images of the question: --image files or --image-tokens grids, each
+ * repeatable (in the order given); none asks a text-only question.
+ */
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+function understandImages(f: UnderstandFlags): ImageInput[] {
+  if (f.image.length && f.imageTokens.length) {
+    throw new DimooError('give --image files or --image-tokens grids, not both', 'E_PARAM');
+  }
+  if (f.image.length) return f.image.map((file) => ({ path: file }));
+  return f.imageTokens.map((file) => ({ tokens: readTokenGridFile(file) }));
+}
+
 export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
-  const image = imageInputFrom(
-    f.image,
-    f.imageTokens,
-    { image: '--image', tokens: '--image-tokens' },
-    'understand',
-    true,
-  )!;
+  const images = understandImages(f);
   // As the library: short answers shrink the default block and step counts with them.
   const blockLength = f.blockLength ?? Math.min(MMU.blockLength, f.genLength);
   const steps = f.steps ?? Math.min(MMU.steps, f.genLength);
@@ -62,7 +75,8 @@ export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
   }
   const p: UnderstandParams = {
     question: f.prompt,
-    image,
+    // One image keeps the single-image form (and its 1024² crop); several go as a list.
+    ...(images.length === 1 ? { image: images[0]! } : images.length > 1 ? { images } : {}),
     genLength: f.genLength,
     blockLength,
     steps,
@@ -74,7 +88,11 @@ export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
     useCache: f.useCache ?? false,
   };
   if (f.useCache === 'ml-cache') {
-    Object.assign(p, { cacheRatio: f.cacheRatio, warmupRatio: f.warmupRatio, refreshInterval: f.refreshInterval });
+    Object.assign(p, {
+      cacheRatio: f.cacheRatio,
+      warmupRatio: f.warmupRatio,
+      refreshInterval: f.refreshInterval,
+    });
   }
   if (f.seed !== undefined) p.seed = f.seed;
   return p;
@@ -83,10 +101,20 @@ export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
 export function registerUnderstand(program: Command, ctx: CliContext): void {
   const cmd = program
     .command('understand')
-    .description('answer a question about an image')
+    .description('answer a question about images, or a text-only question')
     .requiredOption('--prompt <text>', 'the question')
-    .option('--image <file>', 'the image (png, jpeg, webp)')
-    .option('--image-tokens <file.json>', 'its token grid instead of --image')
+    .option(
+      '--image <file>',
+      'an image (png, jpeg, webp); repeat for several, in order; none: a text-only question',
+      collect,
+      [],
+    )
+    .option(
+      '--image-tokens <file.json>',
+      'a token grid instead of --image (repeatable)',
+      collect,
+      [],
+    )
     .option(
       '--steps <n>',
       `denoising steps in total (default: ${MMU.steps}, or --gen-length if smaller)`,
@@ -137,7 +165,7 @@ export function registerUnderstand(program: Command, ctx: CliContext): void {
   cmd.action(async (f: UnderstandFlags) => {
     const params = buildUnderstandParams(f);
     await withModel(ctx, f, async (api) => {
-      checkVqNeeds(api, {}, [params.image]);
+      checkVqNeeds(api, {}, params.images ?? [params.image]);
       const { result: r, totalMs } = await runTask(ctx, f.progress, (o) =>
         api.understand(params, o),
       );
