@@ -337,11 +337,10 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const grad = new Float32Array(total);
   const evalDir = path.join(o.state, 'eval-vq');
   let lastSave = performance.now();
-  let lastEval = -Infinity;
+  let lastEval = s.trainedMs;
   let windowMs = 0;
   let windowSteps = 0;
-  let psnr = NaN;
-  let stopped: 'steps' | 'minutes' | 'signal' = 'steps';
+  let stopped: 'steps' | 'minutes' | 'signal';
 
   const evaluate = async (): Promise<number> => {
     writeVqFolder(evalDir, o.config, specs, s.params);
@@ -478,7 +477,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
         lastSave = performance.now();
       }
       if (s.trainedMs + dt - lastEval > (o.evalEveryMinutes ?? 5) * 60_000) {
-        if (lastEval !== -Infinity || s.step > 1) psnr = await evaluate();
+        await evaluate();
         lastEval = s.trainedMs + dt;
       }
       // Time trained counts saves and measurements too: --minutes bounds the wall clock.
@@ -489,7 +488,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     await adamw.release();
   }
   save();
-  psnr = await evaluate();
+  const psnr = await evaluate();
   writeVqFolder(o.out, o.config, specs, s.params);
   fs.rmSync(evalDir, { recursive: true, force: true });
   const minutes = s.trainedMs / 60_000;
