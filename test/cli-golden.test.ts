@@ -561,7 +561,7 @@ describe('encode / decode through the CLI', () => {
 // ------------------------------------------------------------------ demo
 
 describe('demo', () => {
-  test('creates the checkpoint once, writes an image, says it is noise', () => {
+  test('creates the checkpoint once, writes an image, says it is noise', async () => {
     const dir = path.join(tmp, 'demo-ck');
     const out = path.join(tmp, 'demo.png');
     const t0 = Date.now();
@@ -570,6 +570,9 @@ describe('demo', () => {
     assert.match(first.stderr, /creating a tiny random-weight checkpoint/);
     assert.match(first.stdout, /weights are random.*noise/);
     assert.ok(fs.statSync(out).size > 0);
+    // Like every PNG the CLI writes, it says how it was made.
+    const { readPngText } = await import('../src/image/png-text.js');
+    assert.match(readPngText(fs.readFileSync(out)).parameters ?? '', /\nTask: generate, .*Seed: 0, Size: 64x64/);
     const again = cliJson<{ createdCheckpoint: boolean; randomWeights: boolean }>([
       'demo',
       '--dir',

@@ -46,14 +46,28 @@ function spawnCli(args: string[], env: Record<string, string> = {}) {
   return runDimoo(args, { env, timeoutMs: 60_000 });
 }
 
-/** One line "error: ...", nothing that looks like a stack trace. */
-function assertOneLineError(r: { code: number | null; stderr: string }, ...parts: string[]): void {
+/**
+ * One line "error: ...", nothing that looks like a stack trace; with `json`
+ * (the command line had --json) the line is {"error": {message, code, exit_code}}.
+ */
+function assertOneLineError(
+  r: { code: number | null; stderr: string },
+  json: boolean,
+  ...parts: string[]
+): void {
   assert.notEqual(r.code, 0, 'exit code must be non-zero');
   const lines = r.stderr.trimEnd().split('\n');
   assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0]!, /^error: /);
   assert.doesNotMatch(r.stderr, /\n\s+at |node:internal/);
-  for (const p of parts) assert.ok(lines[0]!.includes(p), `"${lines[0]}" lacks "${p}"`);
+  let message = lines[0]!;
+  if (json) {
+    const e = (JSON.parse(message) as { error: { message: string; code: string; exit_code: number } })
+      .error;
+    assert.equal(e.exit_code, r.code);
+    assert.match(e.code, /^E_[A-Z]+$/);
+    message = e.message;
+  } else assert.match(message, /^error: /);
+  for (const p of parts) assert.ok(message.includes(p), `"${message}" lacks "${p}"`);
 }
 
 class Capture extends Writable {
@@ -461,12 +475,12 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
     ],
   ];
   for (const [name, args, parts] of cases) {
-    test(name, () => assertOneLineError(spawnCli(args), ...parts));
+    test(name, () => assertOneLineError(spawnCli(args), args.includes('--json'), ...parts));
   }
 
   test('inspect a folder that is no checkpoint', () => {
     const empty = fs.mkdtempSync(path.join(tmp, 'empty-'));
-    assertOneLineError(spawnCli(['inspect', empty]), 'config.json');
+    assertOneLineError(spawnCli(['inspect', empty]), false, 'config.json');
   });
 
   test('malformed token grid JSON', () => {
@@ -483,6 +497,7 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
         '0,0,16,16',
         '--json',
       ]),
+      true,
       bad,
       'not valid JSON',
     );
@@ -500,15 +515,16 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
         '--out',
         path.join(tmp, 'x.png'),
       ]),
+      false,
       '12 cells',
     );
   });
 
   test('unexpected errors: one line plus a DIMOO_DEBUG hint; the stack only with DIMOO_DEBUG=1', async () => {
-    const run = async (env: NodeJS.ProcessEnv) => {
+    const run = async (env: NodeJS.ProcessEnv, out = ['--tokens-out', path.join(tmp, 'u.json')]) => {
       const stdout = new Capture();
       const stderr = new Capture();
-      const code = await runCli(['generate', '--model', tmp, '--prompt', 'x', '--json'], {
+      const code = await runCli(['generate', '--model', tmp, '--prompt', 'x', ...out], {
         stdout,
         stderr,
         loadModel: async () => {
@@ -529,6 +545,11 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
     const d = await run({ DIMOO_DEBUG: '1' });
     assert.match(d.stderr, /^error: TypeError: something broke\n/);
     assert.match(d.stderr, /\n\s+at /, 'DIMOO_DEBUG=1 shows the stack');
+    const j = await run({}, ['--json']);
+    assert.equal(j.code, 1);
+    assert.deepEqual(JSON.parse(j.stderr), {
+      error: { message: 'TypeError: something broke', code: 'E_INTERNAL', exit_code: 1 },
+    });
   });
 
   test('--help and --version exit 0 on stdout', () => {
@@ -675,11 +696,14 @@ describe('task commands (fake model)', () => {
         cacheRatio: 0.9,
         warmupRatio: 0.3,
         refreshInterval: 5,
+        // No --seed: one is drawn, and said in --json and on stderr.
+        seed: j.seed,
       },
     );
+    assert.ok(Number.isSafeInteger(j.seed) && j.seed >= 0);
     assert.equal(r.fake.loadOpts.threads, 2);
     assert.equal(r.fake.disposed, 1);
-    assert.equal(r.stderr, '', 'no progress bar when stderr is not a terminal');
+    assert.equal(r.stderr, `seed ${j.seed}\n`, 'no progress bar when stderr is not a terminal');
   });
 
   test('--progress draws on stderr only; stdout stays JSON', async () => {
@@ -717,7 +741,7 @@ describe('task commands (fake model)', () => {
       ],
       { stderrTTY: true },
     );
-    assert.equal(quiet.stderr, '');
+    assert.match(quiet.stderr, /^seed \d+\n$/);
     const tty = await runFake(
       [
         'generate',
@@ -1042,7 +1066,7 @@ describe('task commands (fake model)', () => {
     setTimeout(() => controller.abort(), 20);
     const r = await run;
     assert.equal(r.code, 130);
-    assert.equal(r.stderr, 'error: cancelled\n');
+    assert.match(r.stderr, /^seed \d+\nerror: cancelled\n$/);
     assert.equal(r.stdout, '');
     assert.ok(!fs.existsSync(out) && !fs.existsSync(grid));
     assert.equal(r.fake.disposed, 1, 'the model is released on cancel');
@@ -1211,6 +1235,37 @@ describe("the original scripts' spellings and usage exit codes", () => {
       normalizeArgv(['edit', '--image_path', 'a.png', '--cfg_img=2', '--', '--x_y']),
       ['edit', '--image', 'a.png', '--cfg-img=2', '--', '--x_y'],
     );
+  });
+
+  test('edit: multi_view_<view> and image_ref_transfer need no --prompt; other types do', async () => {
+    const grid = writeGrid('mv.json', GRID_64x48);
+    const mv = await runFake([
+      'edit',
+      '--model',
+      goldenCheckpointDir(),
+      '--edit-type',
+      'multi_view_left',
+      '--image-tokens',
+      grid,
+      '--tokens-out',
+      path.join(tmp, 'mv-out.json'),
+      '--json',
+    ]);
+    assert.equal(mv.code, 0, mv.stderr);
+    const p = mv.fake.calls[0]!.params as EditParams;
+    assert.deepEqual([p.editType, p.prompt], ['multi_view_left', '']);
+    const none = await runFake([
+      'edit',
+      '--model',
+      goldenCheckpointDir(),
+      '--edit-type',
+      'edit_add',
+      '--image-tokens',
+      grid,
+      '--json',
+    ]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /--prompt is required for --edit-type edit_add/);
   });
 
   test('usage errors exit 2: unknown flag, missing required flag, bad value', async () => {

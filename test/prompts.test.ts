@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { editTypeHasFixedPrompt, isEditType } from '../src/pipelines/tasks.js';
 import {
   PROMPT_TEMPLATES,
   addBreakLines,
@@ -278,6 +279,23 @@ test('low-level helpers behave like the original list operations', () => {
   );
   assert.throws(() => readGridCodes([1, 2, 3, 4], 0, 1, 1), /position 0/);
   assert.throws(() => spliceBeforeLast([]), DimooError);
+});
+
+test('multi_view_<view>: accepted, and the view name lands in the prompt', () => {
+  assert.ok(
+    isEditType('multi_view_left') && isEditType('multi_view_back') && isEditType('multi_view'),
+  );
+  assert.ok(!isEditType('multi_view_') && !isEditType('multi_view_Left1') && !isEditType('paint'));
+  const p = imageToImagePrompt('', 'multi_view_left');
+  assert.match(p.prompt, /Generate the left view based on the provided front view\./);
+  assert.match(imageToImagePrompt('', 'multi_view_back').prompt, /Generate the back view /);
+});
+
+test('fixed-prompt edit types are the ones whose text the prompt builder ignores', () => {
+  for (const t of ['multi_view', 'multi_view_left', 'image_ref_transfer', 'canny_dense'])
+    assert.ok(editTypeHasFixedPrompt(t), t);
+  for (const t of ['edit_add', 'canny_pred', 'depth_control', 'subject_driven'])
+    assert.ok(!editTypeHasFixedPrompt(t), t);
 });
 
 test('understanding with several images: one block per image, in order, before </user>', () => {

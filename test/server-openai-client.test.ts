@@ -182,6 +182,20 @@ describe('images.edit', () => {
   });
 });
 
+describe('images.edit: tasks of the original', () => {
+  it('multi_view_<view> edit types are accepted', async () => {
+    const image = await toFile(await pngOf(32, 32), 'in.png', { type: 'image/png' });
+    const r = await client.images.edit({
+      image,
+      prompt: 'the back',
+      edit_type: 'multi_view_back',
+      size: '32x32',
+      steps: 2,
+    } as never);
+    assert.deepEqual(await dims(r.data![0]!.b64_json!), { format: 'png', width: 32, height: 32 });
+  });
+});
+
 describe('chat.completions', () => {
   const image = async () => `data:image/png;base64,${(await pngOf(32, 32)).toString('base64')}`;
   const messages = async (): Promise<OpenAI.ChatCompletionMessageParam[]> => [

@@ -263,11 +263,12 @@ test('bad data lines stop before any step, naming file and line; --skip-bad coun
     '--no-progress',
   ]);
   assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    new RegExp(
-      `error: ${data.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: labels\\[0\\] = 1 but input_ids\\[0\\] = 1 is not the mask token`,
-    ),
+  // --json: the error is one JSON line on stderr.
+  const err = (JSON.parse(r.stderr) as { error: { message: string; code: string } }).error;
+  assert.equal(err.code, 'E_DATA');
+  assert.ok(
+    err.message.startsWith(`${data}:2: labels[0] = 1 but input_ids[0] = 1 is not the mask token`),
+    err.message,
   );
   assert.equal(r.stdout, '');
   assert.equal(fs.existsSync(out), false, 'nothing written');

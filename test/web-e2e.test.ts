@@ -2,7 +2,9 @@
  * End-to-end: the web page in headless Chromium against a real server with
  * the golden tiny checkpoint. Generate, mark a region with the rectangle
  * tool and the brush, regenerate it, then check through the API that only
- * marked token cells changed. Screenshots go to os.tmpdir().
+ * marked token cells changed. The page's layout is checked as a user sees
+ * it, at 1280x800 and on a 390x844 phone: what is visible on first load and
+ * where the result lands. Screenshots go to os.tmpdir().
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -39,6 +41,35 @@ async function shot(page: Page, name: string, selector?: string): Promise<Buffer
   return buf;
 }
 
+/**
+ * What a user would see wrongly on the page: elements with the hidden
+ * attribute that still take space, and visible images that show nothing
+ * (the broken-image icon).
+ */
+async function visibleProblems(page: Page): Promise<{ hiddenShown: string[]; broken: string[] }> {
+  return page.evaluate(() => {
+    const name = (el: Element) => `${el.tagName.toLowerCase()}#${el.id || '?'}`;
+    const hiddenShown = [...document.querySelectorAll('[hidden]')]
+      .filter((el) => el.getClientRects().length > 0)
+      .map(name);
+    const broken = [...document.images]
+      .filter((img) => img.checkVisibility() && !(img.complete && img.naturalWidth > 0))
+      .map(name);
+    return { hiddenShown, broken };
+  });
+}
+
+/** A first load shows no empty image, no custom-size inputs for a preset shape, nothing to download. */
+async function assertCleanFirstLoad(page: Page, what: string): Promise<void> {
+  assert.deepEqual(await visibleProblems(page), { hiddenShown: [], broken: [] }, what);
+  assert.equal(await page.locator('#gen-aspect').inputValue(), '1:1');
+  assert.equal(await page.isVisible('#gen-width'), false, `${what}: Width input shown for 1:1`);
+  assert.equal(await page.isVisible('#gen-height'), false, `${what}: Height input shown for 1:1`);
+  assert.equal(await page.isVisible('#gen-image'), false, `${what}: empty image shown`);
+  assert.equal(await page.isVisible('#gen-download'), false, `${what}: Download PNG shown`);
+  assert.equal(await page.isEnabled('#gen-to-retouch'), false);
+}
+
 async function cellPoint(page: Page, cx: number, cy: number): Promise<{ x: number; y: number }> {
   const box = (await page.locator('#rt-overlay').boundingBox())!;
   return { x: box.x + ((cx + 0.5) * box.width) / GW, y: box.y + ((cy + 0.5) * box.height) / GH };
@@ -71,7 +102,7 @@ describe('web page in headless Chromium', { skip }, () => {
         '--no-first-run',
       ],
     });
-    page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('pageerror', (e) => pageErrors.push(e.message));
     page.setDefaultTimeout(60_000);
     await page.goto(base + '/');
@@ -87,6 +118,96 @@ describe('web page in headless Chromium', { skip }, () => {
   });
 
   let genJob = '';
+
+  it('first load at 1280x800: nothing hidden shows, no broken image, nothing to download', async () => {
+    await assertCleanFirstLoad(page, '1280x800');
+    await assertNotBlank(await shot(page, '0-first-load-1280x800'), 'first load');
+    // Choosing "Custom" shows the inputs; back to a preset hides them again.
+    await page.selectOption('#gen-aspect', 'custom');
+    assert.equal(await page.isVisible('#gen-width'), true);
+    await page.selectOption('#gen-aspect', '3:2');
+    assert.equal(await page.isVisible('#gen-width'), false);
+    await page.selectOption('#gen-aspect', '1:1');
+    // The other tabs on first load: no empty image boxes there either.
+    for (const tab of ['#tab-retouch', '#tab-edit', '#tab-ask', '#tab-generate']) {
+      await page.click(tab);
+      assert.deepEqual(await visibleProblems(page), { hiddenShown: [], broken: [] }, tab);
+    }
+    assert.equal(await page.isVisible('#rt-download'), false);
+    assert.equal(await page.isVisible('#ed-download'), false);
+  });
+
+  it('on a 390x844 phone: tabs on one row, and the result lands in the first screen', async (t) => {
+    const phone = await browser.newPage({
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+      hasTouch: true,
+    });
+    phone.on('pageerror', (e) => pageErrors.push(e.message));
+    phone.setDefaultTimeout(60_000);
+    try {
+      await phone.goto(base + '/');
+      await phone.waitForFunction(() =>
+        document.getElementById('model-status')!.textContent!.includes('dimoo-tiny'),
+      );
+      await assertCleanFirstLoad(phone, '390x844');
+      const layout = await phone.evaluate(() => {
+        const list = document.querySelector('[role="tablist"]')!;
+        const tops = [...list.querySelectorAll('[role="tab"]')].map((el) =>
+          Math.round(el.getBoundingClientRect().top),
+        );
+        return {
+          tops,
+          fits: list.scrollWidth <= list.clientWidth,
+          scrolls: ['auto', 'scroll'].includes(getComputedStyle(list).overflowX),
+          overflow: document.documentElement.scrollWidth - window.innerWidth,
+        };
+      });
+      assert.equal(new Set(layout.tops).size, 1, `tabs on several rows: ${layout.tops.join(', ')}`);
+      assert.ok(layout.fits || layout.scrolls, 'the tab row neither fits nor scrolls');
+      assert.ok(layout.overflow <= 1, `page is ${layout.overflow}px wider than the phone`);
+      await assertNotBlank(await shot(phone, '5-phone-first-load'), 'phone first load');
+
+      await phone.fill('#gen-prompt', 'a red fox in the snow');
+      await phone.selectOption('#gen-aspect', 'custom');
+      await phone.fill('#gen-width', String(GW * 16));
+      await phone.fill('#gen-height', String(GH * 16));
+      await phone.fill('#gen-steps', '4');
+      await phone.fill('#gen-seed', '2');
+      await phone.click('#gen-run');
+      await phone.waitForSelector('#gen-status[data-state="done"]');
+      await phone.waitForFunction(() => {
+        const img = document.getElementById('gen-image') as HTMLImageElement;
+        return img.complete && img.naturalWidth === 128 && img.src.includes('/v1/files/');
+      });
+      // In page coordinates (whatever the scroll): the whole result box lies in the first 844 px.
+      const box = await phone.evaluate(() => {
+        const r = document.querySelector('#panel-generate .result')!.getBoundingClientRect();
+        const img = document.getElementById('gen-image')!.getBoundingClientRect();
+        return {
+          top: r.top + window.scrollY,
+          bottom: r.bottom + window.scrollY,
+          imgHeight: img.height,
+          screen: window.innerHeight,
+        };
+      });
+      assert.ok(box.imgHeight > 100, `the image is shown (${box.imgHeight}px high)`);
+      assert.ok(
+        box.top >= 0 && box.bottom <= box.screen,
+        `result box at ${box.top}..${box.bottom}px, below the first ${box.screen}px`,
+      );
+      assert.equal(await phone.isVisible('#gen-download'), true);
+      assert.deepEqual(await visibleProblems(phone), { hiddenShown: [], broken: [] });
+      await phone.evaluate(() => window.scrollTo(0, 0));
+      await assertNotBlank(
+        await phone.screenshot({ path: path.join(SHOTS, '6-phone-generated.png') }),
+        'phone after generating',
+      );
+      t.diagnostic(`phone screenshots in ${SHOTS}`);
+    } finally {
+      await phone.close();
+    }
+  });
 
   it('generates an image that forms from previews', async (t) => {
     await page.fill('#gen-prompt', 'a red fox in the snow');
@@ -232,18 +353,23 @@ describe('web page in headless Chromium', { skip }, () => {
     })
       .png()
       .toBuffer();
-    await page.setInputFiles('#ask-upload', {
-      name: 'red.png',
-      mimeType: 'image/png',
-      buffer: png,
-    });
+    await page.setInputFiles('#ask-upload', [
+      { name: 'red.png', mimeType: 'image/png', buffer: png },
+      { name: 'red2.png', mimeType: 'image/png', buffer: png },
+    ]);
+    await page.waitForFunction(() => document.querySelectorAll('#ask-thumbs img').length === 2);
     await page.fill('#ask-question', 'what colour is it ?');
     await page.fill('#ask-tokens', '32');
     await page.fill('#ask-steps', '8');
     await page.selectOption('#ask-cache', 'ml-cache');
     const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
     await page.click('#ask-run');
-    assert.equal((await sent).postDataJSON().use_cache, 'ml-cache');
+    const posted = (await sent).postDataJSON();
+    assert.equal(posted.use_cache, 'ml-cache');
+    assert.deepEqual(
+      posted.messages[0].content.map((c: { type: string }) => c.type),
+      ['text', 'image_url', 'image_url'],
+    );
     await page.waitForSelector('#ask-status[data-state="done"]');
     assert.ok(
       ((await page.textContent('#ask-answer')) ?? '').trim().length > 0,

@@ -24,7 +24,10 @@ export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => 
   ...(prev ?? []),
   parseLoraRef(raw),
 ];
-import { checkImageOutPath, formatMs, writeJson, writeRgbImage } from './output.js';
+import { checkImageOutPath, checkOutFolder, formatMs, writeJson, writeRgbImage } from './output.js';
+import { formatParameters, imageRunSettings, type ImageTaskParams } from '../pipelines/parameters.js';
+import { drawSeed } from '../pipelines/validate.js';
+import { packageVersion } from './version.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
 import { readTokenGridFile, writeTokenGridFile } from './token-grid.js';
 
@@ -178,6 +181,7 @@ export function addImageOutputOptions(cmd: Command): Command {
 /** Parse-time checks: a known image extension, and somewhere for the result to go. */
 export function checkImageOutputs(f: ImageOutFlags): void {
   if (f.out !== undefined) checkImageOutPath('--out', f.out);
+  if (f.tokensOut !== undefined) checkOutFolder('--tokens-out', f.tokensOut);
   if (f.out === undefined && f.tokensOut === undefined && !f.json) {
     throw new DimooError(
       'nothing to write: give --out FILE.png, --tokens-out FILE.json or --json',
@@ -226,9 +230,11 @@ export function imageResultJson(
   r: ImageResult,
   totalMs: number,
   files: { out?: string; tokensOut?: string },
+  seed?: number,
 ): Record<string, unknown> {
   return {
     task,
+    seed: seed ?? null,
     width: r.width,
     height: r.height,
     gridH: r.gridH,
@@ -243,12 +249,37 @@ export function imageResultJson(
   };
 }
 
+/** How one image was made, as the library ran it: the PNG's `parameters` text. */
+export function imageParameters(
+  task: TaskName,
+  params: ImageTaskParams,
+  r: ImageResult,
+  api: DimooApi,
+): string {
+  return formatParameters(
+    params.prompt ?? '',
+    imageRunSettings(task, params, r, { model: api.info().name, version: `dimoo ${packageVersion()}` }),
+  );
+}
+
+/**
+ * The seed rule (pipelines/validate.ts drawSeed): a given --seed is used as
+ * it is, otherwise one is drawn; either way it is said on stderr (and in
+ * --json and the PNG), so the image can be made again.
+ */
+export function settleSeed(ctx: CliContext, params: { seed?: number }): number {
+  if (params.seed === undefined) params.seed = drawSeed();
+  ctx.stderr.write(`seed ${params.seed}\n`);
+  return params.seed;
+}
+
 /** Writes --tokens-out and --out (both atomic), then the summary or JSON. */
 export async function finishImageTask(
   ctx: CliContext,
   task: TaskName,
   flags: ImageOutFlags,
   timed: Timed<ImageResult>,
+  made?: { parameters: string; seed: number },
 ): Promise<void> {
   const r = timed.result;
   if (flags.tokensOut !== undefined) {
@@ -257,10 +288,10 @@ export async function finishImageTask(
   if (flags.out !== undefined) {
     if (!r.image)
       throw new DimooError(`${task} returned no decoded image to write to ${flags.out}`, 'E_STATE');
-    await writeRgbImage(flags.out, r.image);
+    await writeRgbImage(flags.out, r.image, made?.parameters);
   }
   if (flags.json) {
-    writeJson(ctx.stdout, imageResultJson(task, r, timed.totalMs, flags));
+    writeJson(ctx.stdout, imageResultJson(task, r, timed.totalMs, flags, made?.seed));
     return;
   }
   const what = `${r.width}x${r.height}, ${r.stepMs.length} steps in ${formatMs(timed.totalMs)}`;
@@ -274,17 +305,20 @@ export async function finishImageTask(
  * the output paths, load the model, check the VQ-VAE is there for image
  * inputs/outputs, run with a progress bar, write the results.
  */
-export async function runImageCommand(
+export async function runImageCommand<P extends ImageTaskParams>(
   ctx: CliContext,
   task: TaskName,
   flags: ModelCommandFlags & ImageOutFlags,
+  params: P,
   imageInputs: (ImageInput | undefined)[],
-  run: (api: DimooApi, o: RunOptions) => Promise<ImageResult>,
+  run: (api: DimooApi, params: P, o: RunOptions) => Promise<ImageResult>,
 ): Promise<void> {
   checkImageOutputs(flags);
   await withModel(ctx, flags, async (api) => {
     checkVqNeeds(api, flags, imageInputs);
-    const timed = await runTask(ctx, flags.progress, (o) => run(api, o));
-    await finishImageTask(ctx, task, flags, timed);
+    const seed = settleSeed(ctx, params);
+    const timed = await runTask(ctx, flags.progress, (o) => run(api, params, o));
+    const parameters = imageParameters(task, params, timed.result, api);
+    await finishImageTask(ctx, task, flags, timed, { parameters, seed });
   });
 }

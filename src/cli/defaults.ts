@@ -3,8 +3,6 @@
  * scripts (inference_t2i.py, inference_i2i.py, inference_mmu.py) so their
  * users get the same behaviour from the same flags.
  */
-import type { EditType } from '../pipelines/types.js';
-import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
 import { DIMOO_GRID } from '../pipelines/token-grid.js';
 import { DEFAULTS, LIMITS } from '../pipelines/validate.js';
 import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
@@ -46,13 +44,5 @@ export const DEMO = {
 /** Pixel sizes must be multiples of the VQ-VAE's downsampling factor. */
 export const VQ_SCALE = DIMOO_GRID.scale;
 
-/**
- * Edit types as the library knows them (the original's names, including the
- * aliases its prompt selection understands), so the CLI never drifts from it.
- */
-export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
-
-/** Style transfer takes a second image (--ref-image); matched as the library matches it. */
-export function editTypeTakesRef(t: string): boolean {
-  return t.includes('image_ref_transfer');
-}
+/** Edit types and what each takes: the library's one table. */
+export { EDIT_TYPES, EDIT_TYPES_HELP, editTypeHasFixedPrompt, editTypeTakesRef, isEditType } from '../pipelines/tasks.js';

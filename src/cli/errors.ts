@@ -36,29 +36,66 @@ function firstLine(s: string): string {
   return line.trim() === '' ? '(no message)' : line;
 }
 
-/** Prints the error and returns the exit code. */
-export function reportError(e: unknown, ctx: Pick<CliContext, 'stderr' | 'env'>): number {
-  const debug = debugEnabled(ctx.env);
-  if (e instanceof CancelledError) {
-    ctx.stderr.write('error: cancelled\n');
-    return EXIT_CANCELLED;
-  }
-  if (isDimooError(e)) {
-    ctx.stderr.write(`error: ${firstLine(e.message)}\n`);
-    if (debug && e.stack) ctx.stderr.write(e.stack + '\n');
-    return EXIT_ERROR;
-  }
+/** What the user is told about a failure, before it is written as text or JSON. */
+interface Described {
+  message: string;
+  code: string;
+  exitCode: number;
+  /** Printed after the message in text form (not in JSON). */
+  hint?: string;
+}
+
+function describe(e: unknown, debug: boolean): Described & { stack?: string } {
+  if (e instanceof CancelledError) return { message: 'cancelled', code: e.code, exitCode: EXIT_CANCELLED };
+  if (isDimooError(e)) return { message: firstLine(e.message), code: e.code, exitCode: EXIT_ERROR, stack: e.stack };
   // A file-system failure is the environment's, not a bug: name the file and the cause.
-  if (isSystemError(e) && e.path) {
-    ctx.stderr.write(`error: ${e.path}: ${systemCause(e)}\n`);
-    if (debug && e.stack) ctx.stderr.write(e.stack + '\n');
-    return EXIT_ERROR;
-  }
+  if (isSystemError(e) && e.path)
+    return { message: `${e.path}: ${systemCause(e)}`, code: 'E_IO', exitCode: EXIT_ERROR, stack: e.stack };
   const err = e instanceof Error ? e : new Error(String(e));
   const code = (err as NodeJS.ErrnoException).code;
   const name = err.name && err.name !== 'Error' ? `${err.name}: ` : '';
-  ctx.stderr.write(`error: ${name}${firstLine(err.message)}${code ? ` (${code})` : ''}\n`);
-  if (debug) ctx.stderr.write((err.stack ?? String(err)) + '\n');
-  else ctx.stderr.write('run with DIMOO_DEBUG=1 for details\n');
-  return EXIT_ERROR;
+  return {
+    message: `${name}${firstLine(err.message)}${code ? ` (${code})` : ''}`,
+    code: 'E_INTERNAL',
+    exitCode: EXIT_ERROR,
+    stack: err.stack ?? String(err),
+    ...(debug ? {} : { hint: 'run with DIMOO_DEBUG=1 for details' }),
+  };
+}
+
+export interface ReportOptions {
+  /** `--json` was given: one `{"error": {...}}` line on stderr instead of text. */
+  json?: boolean;
+  /** Overrides the exit code (usage errors: 2). */
+  exitCode?: number;
+}
+
+/** Writes one error in the chosen form; returns the exit code. */
+export function writeError(
+  ctx: Pick<CliContext, 'stderr'>,
+  d: { message: string; code: string; exitCode: number; hint?: string },
+  json: boolean,
+): number {
+  if (json) {
+    const error = { message: d.message, code: d.code, exit_code: d.exitCode };
+    ctx.stderr.write(JSON.stringify({ error }) + '\n');
+  } else {
+    ctx.stderr.write(`error: ${d.message}\n`);
+    if (d.hint) ctx.stderr.write(d.hint + '\n');
+  }
+  return d.exitCode;
+}
+
+/** Prints the error and returns the exit code. */
+export function reportError(
+  e: unknown,
+  ctx: Pick<CliContext, 'stderr' | 'env'>,
+  opts: ReportOptions = {},
+): number {
+  const debug = debugEnabled(ctx.env);
+  const d = describe(e, debug);
+  if (opts.exitCode !== undefined) d.exitCode = opts.exitCode;
+  const code = writeError(ctx, d, opts.json === true);
+  if (debug && d.stack && !(e instanceof CancelledError)) ctx.stderr.write(d.stack + '\n');
+  return code;
 }

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import type { CliContext } from './context.js';
 import { EXIT_ERROR, reportError } from './errors.js';
 import { loadDimoo } from './model.js';
-import { runCli } from './program.js';
+import { runCli, wantsJson } from './program.js';
 
 const controller = new AbortController();
 let interrupts = 0;
@@ -44,7 +44,7 @@ const ctx: CliContext = {
 
 // Last-resort guards: whatever escapes still ends as one line, not a stack trace.
 const fatal = (e: unknown): void => {
-  process.exit(reportError(e, ctx) || EXIT_ERROR);
+  process.exit(reportError(e, ctx, { json: wantsJson(process.argv.slice(2)) }) || EXIT_ERROR);
 };
 process.on('uncaughtException', fatal);
 process.on('unhandledRejection', fatal);

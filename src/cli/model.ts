@@ -110,6 +110,19 @@ export async function withModel<T>(
   }
 }
 
+/**
+ * Commands that read a checkpoint without running it (inspect, quantize) take
+ * the folder either positionally or as `--model`, like every other command:
+ * exactly one of the two.
+ */
+export function folderArgOrModel(positional: string | undefined, model: string | undefined): string {
+  if (positional !== undefined && model !== undefined && positional !== model)
+    throw new DimooError(`give the checkpoint folder once: ${positional} or --model ${model}`, 'E_PARAM');
+  const dir = positional ?? model;
+  if (dir === undefined) throw new DimooError('give the checkpoint folder (MODEL_DIR or --model DIR)', 'E_PARAM');
+  return dir;
+}
+
 /** The decoder/encoder need vqvae/; say so before any compute. */
 export function requireVq(api: DimooApi, why: string): void {
   if (!api.info().hasVq) {

@@ -1,6 +1,7 @@
 /**
  * Output helpers: JSON on stdout, image files by extension, small text tables.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import { DimooError } from '../errors.js';
@@ -13,7 +14,20 @@ export function writeJson(stream: Writable, value: unknown): void {
 
 const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'];
 
-/** Checked while parsing, so a typo in --out fails before minutes of sampling. */
+/** The folder an output file goes to must exist: said before any compute, naming the folder. */
+export function checkOutFolder(flag: string, file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  let isDir = false;
+  try {
+    isDir = fs.statSync(dir).isDirectory();
+  } catch {
+    /* missing: said below */
+  }
+  if (!isDir)
+    throw new DimooError(`${flag} ${file}: folder ${path.dirname(file)} does not exist (create it first)`, 'E_PARAM');
+}
+
+/** Checked while parsing (format and folder), so a typo in --out fails before minutes of sampling. */
 export function checkImageOutPath(flag: string, file: string): void {
   const ext = path.extname(file).toLowerCase();
   if (!IMAGE_EXTENSIONS.includes(ext)) {
@@ -22,12 +36,20 @@ export function checkImageOutPath(flag: string, file: string): void {
       'E_PARAM',
     );
   }
+  checkOutFolder(flag, file);
 }
 
-/** Writes an RGB image atomically; sharp is loaded only when an image is written. */
-export async function writeRgbImage(file: string, img: RgbImage): Promise<void> {
+/**
+ * Writes an RGB image atomically; sharp is loaded only when an image is
+ * written. `parameters` (how the image was made) goes into a PNG text chunk.
+ */
+export async function writeRgbImage(file: string, img: RgbImage, parameters?: string): Promise<void> {
   const { writeImage } = await import('../image/io.js');
-  await writeImage(file, { data: img.data, width: img.width, height: img.height, channels: 3 });
+  await writeImage(
+    file,
+    { data: img.data, width: img.width, height: img.height, channels: 3 },
+    parameters !== undefined ? { text: { parameters } } : {},
+  );
 }
 
 export function formatBytes(n: number): string {

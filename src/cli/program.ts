@@ -2,13 +2,12 @@
  * The `dimoo` command tree. `runCli` parses and runs one command line and
  * returns the exit code instead of exiting, so tests can drive it in-process.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import type { CliContext } from './context.js';
-import { reportError } from './errors.js';
+import { reportError, writeError } from './errors.js';
+import { packageVersion } from './version.js';
 import { isDimooError } from '../errors.js';
+import { registerCompletion } from './commands/completion.js';
 import { registerDecode } from './commands/decode.js';
 import { registerDownload } from './commands/download.js';
 import { registerDemo } from './commands/demo.js';
@@ -26,25 +25,7 @@ import { registerTrain } from './commands/train.js';
 import { registerLora } from './commands/lora.js';
 import { registerServeCommand } from './commands/serve.js';
 
-/** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
-function packageVersion(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    try {
-      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === 'dimoo' && pkg.version) return pkg.version;
-    } catch {
-      /* not here; keep climbing */
-    }
-    dir = path.dirname(dir);
-  }
-  return '0.0.0';
-}
-
-export function buildProgram(ctx: CliContext): Command {
+export function buildProgram(ctx: CliContext, opts: { jsonErrors?: boolean } = {}): Command {
   const program = new Command('dimoo');
   program
     .description('Lumina-DiMOO on ONNX Runtime: text-to-image, editing, inpainting, understanding')
@@ -54,6 +35,10 @@ export function buildProgram(ctx: CliContext): Command {
     .configureOutput({
       writeOut: (s) => ctx.stdout.write(s),
       writeErr: (s) => ctx.stderr.write(s),
+      // With --json, runCli writes commander's errors as JSON instead.
+      outputError: (s, write) => {
+        if (!opts.jsonErrors) write(s);
+      },
     })
     .showSuggestionAfterError(true)
     .allowExcessArguments(false);
@@ -74,6 +59,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerTrain(program, ctx);
   registerLora(program, ctx);
   registerShapes(program, ctx);
+  registerCompletion(program, ctx);
   return program;
 }
 
@@ -112,20 +98,29 @@ export function normalizeArgv(argv: string[]): string[] {
   return out;
 }
 
+/** Whether the command line asks for JSON output (`--json` before any `--`). */
+export function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).includes('--json');
+}
+
 /** Runs `argv` (without node and script) and returns the exit code. */
 export async function runCli(argv: string[], ctx: CliContext): Promise<number> {
-  const program = buildProgram(ctx);
+  const json = wantsJson(argv);
+  const program = buildProgram(ctx, { jsonErrors: json });
   try {
     await program.parseAsync(normalizeArgv(argv), { from: 'user' });
     return 0;
   } catch (e) {
-    // Commander has already printed its own one-line "error: ..." (or the help).
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_USAGE;
-    // A bad flag value or parameter is a usage error too.
-    if (isDimooError(e) && e.code === 'E_PARAM') {
-      reportError(e, ctx);
-      return EXIT_USAGE;
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return 0; // --help, --version
+      // Commander has printed its own "error: ..." unless --json asked for JSON.
+      if (!json) return EXIT_USAGE;
+      const message = e.message.replace(/^error: /, '').trim();
+      return writeError(ctx, { message, code: 'E_USAGE', exitCode: EXIT_USAGE }, true);
     }
-    return reportError(e, ctx);
+    // A bad flag value or parameter is a usage error too.
+    const usage = isDimooError(e) && e.code === 'E_PARAM';
+    return reportError(e, ctx, { json, ...(usage ? { exitCode: EXIT_USAGE } : {}) });
   }
 }

@@ -19,6 +19,7 @@ import { DimooError } from '../errors.js';
 import { atomicWriteFile } from '../util/atomic-write.js';
 import { checkImage, type Image8 } from './image.js';
 import { maskFromRgba, checkMaskSize, type MaskSource, type PixelMask } from './masks.js';
+import { addPngText } from './png-text.js';
 
 const E = 'E_IMAGE';
 
@@ -184,6 +185,8 @@ export interface WriteImageOptions {
   quality?: number;
   /** WebP: lossless (default false). */
   lossless?: boolean;
+  /** PNG only: text chunks to add (e.g. `parameters`: how the image was made). */
+  text?: Readonly<Record<string, string>>;
 }
 
 export type OutputFormat = 'png' | 'jpeg' | 'webp';
@@ -218,7 +221,8 @@ export async function encodeImage(
   else if (format === 'jpeg')
     p = p.jpeg({ quality: q, chromaSubsampling: q >= 90 ? '4:4:4' : '4:2:0' });
   else p = p.webp({ quality: q, lossless: opts.lossless ?? false });
-  return p.toBuffer();
+  const bytes = await p.toBuffer();
+  return format === 'png' && opts.text ? addPngText(bytes, opts.text) : bytes;
 }
 
 /** Writes an image by extension (.png, .jpg/.jpeg, .webp), atomically. */
@@ -232,6 +236,7 @@ export async function writeImage(
   try {
     await atomicWriteFile(file, bytes, { fsync: false });
   } catch (e) {
+    if (e instanceof DimooError) throw e; // already names the file or its folder
     throw new DimooError(`${file}: cannot write image (${(e as Error).message})`, E);
   }
 }

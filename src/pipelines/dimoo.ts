@@ -42,12 +42,11 @@ import {
   buildUnderstanding,
   imageBlock,
   imageToImagePrompt,
-  KNOWN_EDIT_TYPES,
   textToImagePrompt,
   understandingPrompt,
 } from './prompts.js';
 import { runTextJob } from './text-engine.js';
-import { TASKS, type PaintTask } from './tasks.js';
+import { EDIT_TYPES_HELP, editTypeTakesRef, isEditType, TASKS, type PaintTask } from './tasks.js';
 import { checkTokenGrid } from './token-grid.js';
 import { blameWeights, NonFiniteError } from '../checkpoint/nonfinite.js';
 import type {
@@ -288,14 +287,14 @@ export class Dimoo implements DimooApi {
 
   async edit(p: EditParams, o: RunOptions = {}): Promise<ImageResult> {
     const editType = p.editType;
-    if (typeof editType !== 'string' || !KNOWN_EDIT_TYPES.includes(editType)) {
-      throw new DimooError(`unknown edit type ${JSON.stringify(editType)}; known: ${KNOWN_EDIT_TYPES.join(', ')}`, E);
+    if (!isEditType(editType)) {
+      throw new DimooError(`unknown edit type ${JSON.stringify(editType)}; known: ${EDIT_TYPES_HELP}`, E);
     }
     const prompt = checkPrompt('prompt', p.prompt, false);
     const cfg = checkNumber('cfgScale', p.cfgScale ?? DEFAULTS.i2i.cfgScale, 0, 100);
     const cfgImg = checkNumber('cfgImg', p.cfgImg ?? DEFAULTS.i2i.cfgImg, 0, 100);
     const sampling = resolveSampling(p, DEFAULTS.i2i);
-    const isRef = editType.includes('image_ref_transfer');
+    const isRef = editTypeTakesRef(editType);
     if (isRef && !p.refImage) throw new DimooError('edit type image_ref_transfer needs a reference image (refImage / --ref-image)', E);
     const budget = DEFAULTS.i2i.cropBudget as 512;
     const main = await this.toGrid(p.image, 'image', budget);

@@ -8,7 +8,7 @@
  *   textToImagePrompt(text)                      { prompt, uncondPrompt }
  *   imageToImagePrompt(text, editType)           { prompt, uncondPrompt, systemPrompt }
  *   understandingPrompt(question)                prompt string
- *   KNOWN_EDIT_TYPES                             edit types the original names
+ *   KNOWN_EDIT_TYPES                             edit types the original names (accepted: tasks.ts)
  *
  * Ids (pure; prompt ids come from TextTokenizer.encode with the BOS template):
  *   addBreakLines(tokens, H, W, newline)         the original's add_break_line
@@ -45,10 +45,12 @@ export const PROMPT_TEMPLATES = Object.freeze({
 export const FALLBACK_I2I_SYSTEM_PROMPT = 'Generate an image according to the prompt and image.';
 
 /**
- * Edit types the original's config/README name. Matching is by substring as
- * in the original, so other strings are accepted too. Note: `*_pred` types do
- * NOT contain "dense" and so get the fallback system prompt and the user's
- * text, exactly as the original does; `*_dense` types get dense prompts.
+ * Edit types the original's config/README name. The library accepts these
+ * and `multi_view_<view>` (pipelines/tasks.ts isEditType) and refuses other
+ * names; the prompt selection below matches by substring, in the original's
+ * order. Note: `*_pred` types do NOT contain "dense" and so get the fallback
+ * system prompt and the user's text, exactly as the original does;
+ * `*_dense` types get dense prompts.
  */
 export const KNOWN_EDIT_TYPES: readonly string[] = Object.freeze([
   'edit',
@@ -262,7 +264,12 @@ export interface GeneratedImageLayout {
  * The generated-image tail x[code_start-2:]: [<answer>, <IMAGE>] + grid rows +
  * [</IMAGE>, </answer>], the grid all masks or the given cell tokens.
  */
-export function answerImage(h: number, w: number, t: Tokens, cellTokens?: readonly number[]): number[] {
+export function answerImage(
+  h: number,
+  w: number,
+  t: Tokens,
+  cellTokens?: readonly number[],
+): number[] {
   const cells = cellTokens ?? new Array<number>(h * w).fill(t.mask);
   return [t.boa, t.boi, ...gridRows(cells, h, w, t), t.eoi, t.eoa];
 }

@@ -98,7 +98,8 @@ export type EditType =
   | 'sam2mask_dense'
   | 'ref_transfer'
   | 'image_ref_transfer'
-  | 'multi_view';
+  | 'multi_view'
+  | `multi_view_${string}`;
 
 export interface EditParams extends ImageSamplingParams {
   prompt: string;

@@ -18,6 +18,18 @@ export const DEFAULTS = Object.freeze({
   seed: 0,
 });
 
+/**
+ * The seed rule of the CLI and the server (the library itself defaults to
+ * DEFAULTS.seed, so a bare library call is repeatable): a seed that is given
+ * is used as it is, 0 included (the original's "0 = random" is not kept: every
+ * seed then names one image); with none, one is drawn here and reported with
+ * the result, so every image can be made again. Drawn below 2^31 so it fits
+ * every consumer's range (a signed 32-bit field included).
+ */
+export function drawSeed(): number {
+  return Math.floor(Math.random() * 0x80000000);
+}
+
 /** Hard limits that keep a request from exhausting the machine. */
 export const LIMITS = Object.freeze({
   maxSide: 4096,

@@ -2,7 +2,8 @@
  * Request field checks. Each failure is a 400 naming the field and what it
  * accepts, so a client can fix the request without reading the docs.
  */
-import { KNOWN_EDIT_TYPES } from '../pipelines/prompts.js';
+import { EDIT_TYPES_HELP, isEditType } from '../pipelines/tasks.js';
+import { drawSeed } from '../pipelines/validate.js';
 import type { EditType, ImageSamplingParams, UnderstandParams } from '../pipelines/types.js';
 import { checkBlockLayout } from '../pipelines/validate.js';
 import { RequestError } from './errors.js';
@@ -193,7 +194,7 @@ export function parseSampling(
   const p: ImageSamplingParams & { seed: number } = {
     timesteps: steps,
     // A seed is always chosen here, so a result can be reproduced or retouched with the same noise.
-    seed: optInt(b, 'seed', 0, 0xffffffff) ?? Math.floor(Math.random() * 0x7fffffff),
+    seed: optInt(b, 'seed', 0, 0xffffffff) ?? drawSeed(),
   };
   const cfg = optNumber(b, 'cfg_scale', 0, 100) ?? optNumber(b, 'guidance', 0, 100);
   if (cfg !== undefined) p.cfgScale = cfg;
@@ -204,9 +205,6 @@ export function parseSampling(
   Object.assign(p, parseCacheSchedule(b));
   return p;
 }
-
-/** Every edit type the library knows (one list, kept in pipelines/prompts.ts). */
-export const EDIT_TYPES = KNOWN_EDIT_TYPES as readonly EditType[];
 
 /** The ML-Cache schedule fields (`cache_ratio`, `warmup_ratio`, `refresh_interval`), those given. */
 export function parseCacheSchedule(b: Body): {
@@ -260,4 +258,12 @@ export function parseUnderstand(
   if (uc !== undefined) p.useCache = uc;
   if (uc === 'ml-cache') Object.assign(p, parseCacheSchedule(b));
   return p;
+}
+
+/** edit_type: a known name or multi_view_<view>. */
+export function optEditType(b: Body): EditType | undefined {
+  const v = raw(b, 'edit_type');
+  if (v === undefined) return undefined;
+  if (!isEditType(v)) throw bad('edit_type', `must be one of ${EDIT_TYPES_HELP}`);
+  return v;
 }

@@ -3,8 +3,8 @@
  * previews), token grids in and out, stored result files, health.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { runPaintTask, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
-import type { EditType, ImageInput, MaskSpec, ModelInfo, TokenGrid } from '../pipelines/types.js';
+import { editTypeHasFixedPrompt, runPaintTask, TASK_NAMES, TASKS } from '../pipelines/tasks.js';
+import type { ImageInput, MaskSpec, ModelInfo, TokenGrid } from '../pipelines/types.js';
 import { paintCellMask } from '../image/masks.js';
 import { awaitJob } from './context.js';
 import { RequestError } from './errors.js';
@@ -21,7 +21,7 @@ import { TASK_DEFAULTS, type ServerLimits } from './limits.js';
 import { readForm } from './multipart.js';
 import {
   asBody,
-  EDIT_TYPES,
+  optEditType,
   optChoice,
   optInt,
   optNumber,
@@ -296,8 +296,11 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
   }
   const img = await parseImageRef(b['image'], 'image', limits, env.api.info());
   if (task === 'edit') {
-    const prompt = reqString(b, 'prompt', limits.maxPromptChars);
-    const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
+    const editType = optEditType(b) ?? 'edit_add';
+    // Fixed-prompt edit types (dense, style transfer, multi-view) ignore the text, as the original does.
+    const prompt = editTypeHasFixedPrompt(editType)
+      ? (optString(b, 'prompt', limits.maxPromptChars) ?? '')
+      : reqString(b, 'prompt', limits.maxPromptChars);
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
     const ref =
       b['ref_image'] !== undefined

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from './jobs.js';
 import sharp from 'sharp';
 import { PAINT_TASKS, runPaintTask } from '../pipelines/tasks.js';
-import type { EditParams, EditType, ImageInput, UnderstandParams } from '../pipelines/types.js';
+import type { EditParams, ImageInput, UnderstandParams } from '../pipelines/types.js';
 import { awaitJob, checkModelField } from './context.js';
 import { errorBody, RequestError } from './errors.js';
 import { bytesOfDataUrl, decodeUpload, gridSizeFor, maskCellsFromPng } from './images.js';
@@ -15,7 +15,7 @@ import { TASK_DEFAULTS } from './limits.js';
 import { readForm } from './multipart.js';
 import {
   asBody,
-  EDIT_TYPES,
+  optEditType,
   optBool,
   optChoice,
   optInt,
@@ -277,7 +277,7 @@ function registerImageEdits(app: FastifyInstance): void {
       const r = (await awaitJob(app, job, reply)) as { images: ImageOutput[] };
       return imagesResponse(app, req, r.images, output, cellsOf(size, st.api.info().vqScale));
     }
-    const editType = (optChoice(b, 'edit_type', EDIT_TYPES) ?? 'edit_add') as EditType;
+    const editType = optEditType(b) ?? 'edit_add';
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
     const cfgImg = optNumber(b, 'cfg_img', 0, 100);
     // The library crops both images as the original does (as for `dimoo edit`).

@@ -7,7 +7,18 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { wrapSystemError } from './fs-errors.js';
+import { DimooError } from '../errors.js';
+import { isSystemError, wrapSystemError } from './fs-errors.js';
+
+/** A temp file that cannot be created: its name means nothing to the user; the target and its folder do. */
+function openFailure(e: unknown, target: string): unknown {
+  if (isSystemError(e) && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
+    return new DimooError(
+      `${path.dirname(target)}: no such folder (cannot write ${path.basename(target)} there)`,
+      'E_IO',
+    );
+  return wrapSystemError(e, target);
+}
 
 export function tempPathFor(target: string): string {
   const dir = path.dirname(target);
@@ -43,8 +54,7 @@ export function atomicWriteWithFd(
   try {
     fd = fs.openSync(tmp, 'w', opts.mode ?? 0o644);
   } catch (e) {
-    // The temp name means nothing to the user; the target does.
-    throw wrapSystemError(e, target);
+    throw openFailure(e, target);
   }
   try {
     fill(fd);
@@ -81,7 +91,7 @@ export async function atomicWriteFile(
 ): Promise<void> {
   const tmp = tempPathFor(target);
   const fh = await fsp.open(tmp, 'w', opts.mode ?? 0o644).catch((e: unknown) => {
-    throw wrapSystemError(e, target);
+    throw openFailure(e, target);
   });
   let closed = false;
   try {

@@ -12,7 +12,7 @@ import { withModel } from '../model.js';
 import { checkImageOutPath, formatMs, writeJson, writeRgbImage } from '../output.js';
 import { intOpt } from '../options.js';
 import type { ProgressMode } from '../progress.js';
-import { runTask } from '../common.js';
+import { imageParameters, runTask } from '../common.js';
 import { initRandom } from './init-random.js';
 
 interface DemoFlags {
@@ -100,7 +100,7 @@ export function registerDemo(program: Command, ctx: CliContext): void {
           );
           if (!result.image)
             throw new Error('the demo checkpoint has no VQ-VAE; delete ' + dir + ' and rerun');
-          await writeRgbImage(f.out, result.image);
+          await writeRgbImage(f.out, result.image, imageParameters('generate', params, result, api));
           const note =
             'The weights are random, so this image is noise: the demo only shows that the whole ' +
             'pipeline runs (tokenizer, transformer, MaskGIT sampling, VQ-VAE decoding). ' +
@@ -113,6 +113,7 @@ export function registerDemo(program: Command, ctx: CliContext): void {
               width: result.width,
               height: result.height,
               prompt: DEMO.prompt,
+              seed: DEMO.seed,
               timesteps: DEMO.timesteps,
               stepMs: result.stepMs,
               totalMs,

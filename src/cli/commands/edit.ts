@@ -14,11 +14,17 @@ import {
   type SamplingFlags,
 } from '../common.js';
 import type { CliContext } from '../context.js';
-import { EDIT_TYPES, I2I, editTypeTakesRef } from '../defaults.js';
-import { choiceOpt, numOpt } from '../options.js';
+import {
+  EDIT_TYPES_HELP,
+  I2I,
+  editTypeHasFixedPrompt,
+  editTypeTakesRef,
+  isEditType,
+} from '../defaults.js';
+import { numOpt } from '../options.js';
 
 interface EditFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags {
-  prompt: string;
+  prompt?: string;
   editType: EditType;
   cfgImg: number;
   image?: string;
@@ -49,8 +55,13 @@ export function buildEditParams(f: EditFlags): EditParams {
       'E_PARAM',
     );
   }
+  // Dense prediction, style transfer and multi-view use fixed prompts (the original ignores
+  // its --prompt there); every other type needs the user's text.
+  if (f.prompt === undefined && !editTypeHasFixedPrompt(f.editType)) {
+    throw new DimooError(`--prompt is required for --edit-type ${f.editType}`, 'E_PARAM');
+  }
   const p: EditParams = {
-    prompt: f.prompt,
+    prompt: f.prompt ?? '',
     editType: f.editType,
     image,
     cfgImg: f.cfgImg,
@@ -66,11 +77,17 @@ export function registerEdit(program: Command, ctx: CliContext): void {
     .description(
       'image-to-image: editing, control, dense prediction, subject-driven, style transfer',
     )
-    .requiredOption('--prompt <text>', 'the instruction')
+    .option(
+      '--prompt <text>',
+      'the instruction (not needed by *_dense, image_ref_transfer and multi_view*: their prompts are fixed)',
+    )
     .requiredOption(
       '--edit-type <type>',
-      `one of ${EDIT_TYPES.join(', ')}`,
-      choiceOpt('--edit-type', EDIT_TYPES),
+      `one of ${EDIT_TYPES_HELP}`,
+      (v: string): EditType => {
+        if (isEditType(v)) return v;
+        throw new DimooError(`--edit-type must be one of ${EDIT_TYPES_HELP}; got "${v}"`, 'E_PARAM');
+      },
     )
     .option('--image <file>', 'input image (png, jpeg, webp)')
     .option('--image-tokens <file.json>', 'input token grid instead of --image')
@@ -82,6 +99,8 @@ export function registerEdit(program: Command, ctx: CliContext): void {
   addModelOptions(cmd);
   cmd.action(async (f: EditFlags) => {
     const params = buildEditParams(f);
-    await runImageCommand(ctx, 'edit', f, [params.image, params.refImage], (api, o) => api.edit(params, o));
+    await runImageCommand(ctx, 'edit', f, params, [params.image, params.refImage], (api, p, o) =>
+      api.edit(p, o),
+    );
   });
 }

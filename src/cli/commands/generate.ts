@@ -14,14 +14,20 @@ import {
 import type { CliContext } from '../context.js';
 import { LIMITS, T2I, VQ_SCALE } from '../defaults.js';
 import { intOpt } from '../options.js';
+import { runGenerateBatch } from './generate-batch.js';
+import { DimooError } from '../../errors.js';
 
 interface GenerateFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags {
-  prompt: string;
+  prompt?: string;
+  prompts?: string;
+  outDir?: string;
   height: number;
   width: number;
 }
 
 export function buildGenerateParams(f: GenerateFlags): GenerateParams {
+  if (f.prompt === undefined)
+    throw new DimooError('give --prompt TEXT (or --prompts FILE for one image per line)', 'E_PARAM');
   return { prompt: f.prompt, height: f.height, width: f.width, ...samplingParams(f) };
 }
 
@@ -29,7 +35,12 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
   const cmd = program
     .command('generate')
     .description('text-to-image')
-    .requiredOption('--prompt <text>', 'what to draw')
+    .option('--prompt <text>', 'what to draw')
+    .option(
+      '--prompts <file>',
+      'one image per prompt of a .txt (a line each), .jsonl ({"prompt", "seed"?} a line) or .json file; skips images already in --out-dir',
+    )
+    .option('--out-dir <dir>', 'with --prompts: the folder the images go to (created if missing)')
     .option(
       '--height <px>',
       `image height, a multiple of ${VQ_SCALE}`,
@@ -46,7 +57,10 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
   addImageOutputOptions(cmd);
   addModelOptions(cmd);
   cmd.action(async (f: GenerateFlags) => {
+    if (f.prompts !== undefined) return runGenerateBatch(ctx, { ...f, prompts: f.prompts });
+    if (f.outDir !== undefined)
+      throw new DimooError('--out-dir goes with --prompts FILE; for one image give --out FILE', 'E_PARAM');
     const params = buildGenerateParams(f);
-    await runImageCommand(ctx, 'generate', f, [], (api, o) => api.generate(params, o));
+    await runImageCommand(ctx, 'generate', f, params, [], (api, p, o) => api.generate(p, o));
   });
 }

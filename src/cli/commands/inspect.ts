@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { inspectCheckpoint, type CheckpointInspection } from '../../tools/inspect.js';
 import type { CliContext } from '../context.js';
-import { checkModelDir } from '../model.js';
+import { checkModelDir, folderArgOrModel } from '../model.js';
 import { formatBytes, formatCount, formatKeyValues, formatTable, writeJson } from '../output.js';
 
 interface VqSummary {
@@ -105,9 +105,11 @@ export function registerInspect(program: Command, ctx: CliContext): void {
   program
     .command('inspect')
     .description('show a checkpoint: config, parameters, dtypes, memory per precision')
-    .argument('<model_dir>', 'checkpoint folder')
+    .argument('[model_dir]', 'checkpoint folder (or --model)')
+    .option('--model <dir>', 'checkpoint folder (instead of MODEL_DIR)')
     .option('--json', 'print the inspection as JSON')
-    .action(async (dir: string, f: { json?: boolean }) => {
+    .action(async (arg: string | undefined, f: { json?: boolean; model?: string }) => {
+      const dir = folderArgOrModel(arg, f.model);
       checkModelDir(dir, 'model folder');
       const info = inspectCheckpoint(dir);
       const vq = await vqSummary(info);

@@ -60,8 +60,8 @@ function registerPaint(program: Command, ctx: CliContext, task: 'inpaint' | 'out
   addModelOptions(cmd);
   cmd.action(async (f: PaintFlags, c: Command) => {
     const params = buildPaintParams(task, f, (n) => c.getOptionValueSource(n) === 'cli');
-    await runImageCommand(ctx, task, f, [params.image], (api, o) =>
-      task === 'inpaint' ? api.inpaint(params, o) : api.outpaint(params, o),
+    await runImageCommand(ctx, task, f, params, [params.image], (api, p, o) =>
+      task === 'inpaint' ? api.inpaint(p, o) : api.outpaint(p, o),
     );
   });
 }

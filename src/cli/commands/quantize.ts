@@ -10,6 +10,7 @@ import type { QuantBits } from '../../checkpoint/quant-blocks.js';
 import { QUANT_FORMATS, type QuantFormat } from '../../checkpoint/quantized.js';
 import { quantizeCheckpoint, DEFAULT_BLOCK_SIZE, type QuantizeResult } from '../../tools/quantize.js';
 import type { CliContext } from '../context.js';
+import { folderArgOrModel } from '../model.js';
 import { choiceOpt, intOpt } from '../options.js';
 import { formatBytes, writeJson } from '../output.js';
 import { createProgressBar, type ProgressMode } from '../progress.js';
@@ -74,7 +75,8 @@ export function registerQuantizeCommand(program: Command, ctx: CliContext): void
   program
     .command('quantize')
     .description('write an 8-bit or 4-bit copy of a checkpoint (ONNX Runtime MatMulNBits blocks, loads memory-mapped)')
-    .argument('<model_dir>', 'checkpoint folder (official layout)')
+    .argument('[model_dir]', 'checkpoint folder (official layout; or --model)')
+    .option('--model <dir>', 'checkpoint folder (instead of MODEL_DIR)')
     .requiredOption('--bits <n>', 'weight bits: 8 or 4', (raw: string) => Number(choiceOpt('--bits', ['8', '4'] as const)(raw)) as QuantBits)
     .requiredOption('--out <dir>', 'output folder (new or empty, or an earlier quantized copy)')
     .option(
@@ -95,7 +97,7 @@ export function registerQuantizeCommand(program: Command, ctx: CliContext): void
     .option('--json', 'print a summary as JSON')
     .option('--progress', 'show a progress bar on stderr even when it is not a terminal')
     .option('--no-progress', 'never show a progress bar')
-    .action(async (modelDir: string, f: QuantizeCommandOptions) => {
-      await quantizeCommand(ctx, modelDir, f);
+    .action(async (arg: string | undefined, f: QuantizeCommandOptions & { model?: string }) => {
+      await quantizeCommand(ctx, folderArgOrModel(arg, f.model), f);
     });
 }

@@ -59,6 +59,8 @@ export function registerRetouch(program: Command, ctx: CliContext): void {
   addModelOptions(cmd);
   cmd.action(async (f: RetouchFlags) => {
     const params = buildRetouchParams(f);
-    await runImageCommand(ctx, 'retouch', f, [params.image], (api, o) => api.retouch(params, o));
+    await runImageCommand(ctx, 'retouch', f, params, [params.image], (api, p, o) =>
+      api.retouch(p, o),
+    );
   });
 }

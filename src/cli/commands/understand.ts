@@ -10,6 +10,7 @@ import {
   addModelOptions,
   checkVqNeeds,
   runTask,
+  settleSeed,
   type ModelCommandFlags,
 } from '../common.js';
 import type { CliContext } from '../context.js';
@@ -166,12 +167,16 @@ export function registerUnderstand(program: Command, ctx: CliContext): void {
     const params = buildUnderstandParams(f);
     await withModel(ctx, f, async (api) => {
       checkVqNeeds(api, {}, params.images ?? [params.image]);
+      // Greedy low-confidence decoding draws no random numbers; a seed matters only otherwise.
+      const sampled = (params.temperature ?? 0) > 0 || params.remasking === 'random';
+      const seed = sampled ? settleSeed(ctx, params) : null;
       const { result: r, totalMs } = await runTask(ctx, f.progress, (o) =>
         api.understand(params, o),
       );
       if (f.json) {
         writeJson(ctx.stdout, {
           task: 'understand',
+          seed,
           text: r.text,
           ids: r.ids,
           promptIds: r.promptIds,

@@ -123,12 +123,20 @@ async function runJob(body, { onStart, onProgress, onPreview } = {}) {
     else if (ev.event === 'preview') onPreview?.(data);
     else if (ev.event === 'done') return data;
     else if (ev.event === 'failed')
-      throw new ApiError(data.error?.message ?? 'the job failed', 0, data.error?.dimoo_code ?? data.error?.code);
+      throw new ApiError(
+        data.error?.message ?? 'the job failed',
+        0,
+        data.error?.dimoo_code ?? data.error?.code,
+      );
     else if (ev.event === 'cancelled') throw new ApiError('cancelled', 0, 'E_CANCELLED');
   }
   const st = await apiJson(`/v1/jobs/${job.id}`);
   if (st.status === 'succeeded') return st;
-  throw new ApiError(st.error?.message ?? `the job ended as ${st.status}`, 0, st.error?.dimoo_code ?? st.error?.code);
+  throw new ApiError(
+    st.error?.message ?? `the job ended as ${st.status}`,
+    0,
+    st.error?.dimoo_code ?? st.error?.code,
+  );
 }
 
 function readFileAsDataUrl(file) {
@@ -177,6 +185,20 @@ function previewEvery(steps) {
 
 function markSmall(img) {
   img.classList.toggle('small-image', img.naturalWidth > 0 && img.naturalWidth < 384);
+}
+
+/**
+ * A panel with something to show: on a narrow screen its result moves above
+ * the controls (style.css) and is scrolled into view if it is not.
+ * @param {string} panelId
+ */
+function showResult(panelId) {
+  const panel = $(panelId);
+  if (panel.classList.contains('has-result')) return;
+  panel.classList.add('has-result');
+  const box = panel.querySelector('.result');
+  const r = box?.getBoundingClientRect();
+  if (r && (r.top < 0 || r.top > window.innerHeight / 2)) box.scrollIntoView({ block: 'start' });
 }
 
 /**
@@ -362,6 +384,7 @@ $('gen-form').addEventListener('submit', async (e) => {
     onPreview: (p) => {
       genImg.src = p.image;
       genImg.hidden = false;
+      showResult('panel-generate');
       $('gen-caption').textContent =
         `forming… step ${p.step} of ${p.total} (grey = not yet sampled)`;
     },
@@ -371,6 +394,7 @@ $('gen-form').addEventListener('submit', async (e) => {
   lastGenerated = { tokens: r.tokens, imageUrl: r.image_url, jobId: done.id, label: 'generated' };
   genImg.src = r.image_url;
   genImg.hidden = false;
+  showResult('panel-generate');
   genImg.alt = `Generated: ${prompt}`;
   genImg.dataset.jobId = done.id;
   $('gen-caption').textContent = `${r.width}×${r.height} · seed ${r.seed} · ${done.id}`;
@@ -431,6 +455,8 @@ function showVersion() {
     rt.cursor = 0;
   }
   rtImg.src = v.imageUrl;
+  rtImg.hidden = false;
+  showResult('panel-retouch');
   rtImg.alt = `Version ${rt.current + 1} (${v.label})`;
   rtImg.dataset.jobId = v.jobId ?? '';
   $('rt-caption').textContent =
@@ -893,6 +919,7 @@ $('ed-form').addEventListener('submit', async (e) => {
     onPreview: (p) => {
       edImg.src = p.image;
       edImg.hidden = false;
+      showResult('panel-edit');
     },
   });
   if (!done) return;
@@ -905,6 +932,7 @@ $('ed-form').addEventListener('submit', async (e) => {
   };
   edImg.src = r.image_url;
   edImg.hidden = false;
+  showResult('panel-edit');
   edImg.alt = `Result of ${mode}: ${prompt}`;
   $('ed-caption').textContent = `${r.width}×${r.height} · seed ${r.seed} · ${done.id}`;
   $('ed-to-retouch').disabled = false;
@@ -921,15 +949,16 @@ $('ed-to-retouch').addEventListener('click', () => {
 // ---------------------------------------------------------------------- ask
 
 $('ask-upload').addEventListener('change', async () => {
-  const file = $('ask-upload').files[0];
-  const thumb = $('ask-thumb');
-  if (!file) {
-    thumb.hidden = true;
-    return;
-  }
+  const list = $('ask-thumbs');
+  list.replaceChildren();
   try {
-    thumb.src = await readFileAsDataUrl(file);
-    thumb.hidden = false;
+    for (const file of $('ask-upload').files) {
+      const img = document.createElement('img');
+      img.className = 'thumb';
+      img.alt = `Image ${list.children.length + 1}: ${file.name}`;
+      img.src = await readFileAsDataUrl(file);
+      list.append(img);
+    }
   } catch (e) {
     showError(e);
   }
@@ -943,19 +972,24 @@ $('ask-form').addEventListener('submit', async (e) => {
   clearError();
   const status = $('ask-status');
   const answer = $('ask-answer');
-  const file = $('ask-upload').files[0];
+  const files = [...$('ask-upload').files];
   const question = $('ask-question').value.trim();
-  if (!file || !question) {
-    setStatus(status, `error: ${!file ? 'choose an image' : 'write a question'} first`, 'error');
-    (!file ? $('ask-upload') : $('ask-question')).focus();
+  if (!question) {
+    setStatus(status, 'error: write a question first', 'error');
+    $('ask-question').focus();
     return;
   }
   askAbort = new AbortController();
   $('ask-run').disabled = true;
   $('ask-cancel').disabled = false;
   answer.textContent = '';
+  showResult('panel-ask');
   setStatus(status, 'thinking…', 'running');
   try {
+    // No image: a text-only question; several: all of them, in the order chosen.
+    const images = [];
+    for (const f of files)
+      images.push({ type: 'image_url', image_url: { url: await readFileAsDataUrl(f) } });
     const body = {
       model: 'dimoo',
       stream: true,
@@ -965,10 +999,7 @@ $('ask-form').addEventListener('submit', async (e) => {
       messages: [
         {
           role: 'user',
-          content: [
-            { type: 'text', text: question },
-            { type: 'image_url', image_url: { url: await readFileAsDataUrl(file) } },
-          ],
+          content: [{ type: 'text', text: question }, ...images],
         },
       ],
     };
@@ -981,7 +1012,8 @@ $('ask-form').addEventListener('submit', async (e) => {
     for await (const ev of readSse(res)) {
       if (ev.data === '[DONE]') break;
       const chunk = JSON.parse(ev.data);
-      if (chunk.error) throw new ApiError(chunk.error.message, 0, chunk.error.dimoo_code ?? chunk.error.code);
+      if (chunk.error)
+        throw new ApiError(chunk.error.message, 0, chunk.error.dimoo_code ?? chunk.error.code);
       const delta = chunk.choices?.[0]?.delta?.content;
       if (delta) answer.textContent += delta;
     }
