@@ -246,7 +246,8 @@ test('cross entropy (float32)', async () => {
     await checkOp(
       `crossEntropy, 2 lanes by ${laneSum}`,
       [{ name: 'x', shape: [3, 5] }],
-      (t, [x]) => t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3]), 2, laneSum),
+      (t, [x]) =>
+        t.crossEntropy(t.mul(x!, t.scalar(4)), t.g.input('targets', 'int64', [3]), 2, laneSum),
       F32,
       { targets },
     );
@@ -351,7 +352,12 @@ test('image ops: conv2d (strides, asymmetric pads), nearest 2x, group norm (floa
     (t, [x, w]) => t.conv2d(x!, w!, null),
     F32,
   );
-  await checkOp('upsample2x', [{ name: 'x', shape: [2, 3, 3, 4] }], (t, [x]) => t.upsample2x(x!), F32);
+  await checkOp(
+    'upsample2x',
+    [{ name: 'x', shape: [2, 3, 3, 4] }],
+    (t, [x]) => t.upsample2x(x!),
+    F32,
+  );
   await checkOp(
     'groupNormalize (2 groups of 2 channels)',
     [{ name: 'x', shape: [2, 4, 3, 3], offset: 0.5 }],

@@ -26,11 +26,20 @@ function pictures(n: number, size: number, seed: number): Float32Array {
   // Smooth colour fields plus a few hard edges: values spread over [0, 1].
   const out = new Float32Array(n * 3 * size * size);
   let s = seed;
-  const r = (): number => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const r = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32;
   for (let i = 0; i < out.length; i++) {
     const x = i % size;
     const y = Math.floor(i / size) % size;
-    out[i] = Math.min(1, Math.max(0, 0.5 + 0.4 * Math.sin((x + 3 * y) / 5 + i / (size * size)) + (x > size / 2 ? 0.1 : -0.1) + 0.05 * r()));
+    out[i] = Math.min(
+      1,
+      Math.max(
+        0,
+        0.5 +
+          0.4 * Math.sin((x + 3 * y) / 5 + i / (size * size)) +
+          (x > size / 2 ? 0.1 : -0.1) +
+          0.05 * r(),
+      ),
+    );
   }
   return out;
 }
@@ -40,7 +49,8 @@ async function checkParity(vqDir: string, batch: number, size: number): Promise<
   const { bytes, params } = buildVqTrainGraph(c, { batch, height: size, width: size, beta: 0.25 });
   const st = SafetensorsFile.open(path.join(vqDir, VQ_WEIGHTS_FILE));
   const feeds: Record<string, ort.Tensor> = {};
-  for (const p of params) feeds[p.name] = new ort.Tensor('float32', readTensorFloat32(st.tensors.get(p.name)!), p.shape);
+  for (const p of params)
+    feeds[p.name] = new ort.Tensor('float32', readTensorFloat32(st.tensors.get(p.name)!), p.shape);
   const px = pictures(batch, size, 7);
   feeds[VQ_TRAIN_IO.pixels] = new ort.Tensor('float32', px, [batch, 3, size, size]);
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 2 });
@@ -58,7 +68,11 @@ async function checkParity(vqDir: string, batch: number, size: number): Promise<
   let maxErr = 0;
   for (let b = 0; b < batch; b++) {
     const enc = await vq.encodeFloat(px.slice(b * per, (b + 1) * per), size, size);
-    assert.deepEqual(idx.slice(b * cells, (b + 1) * cells), Array.from(enc.codes), `image ${b}: training-graph codes = encoder codes`);
+    assert.deepEqual(
+      idx.slice(b * cells, (b + 1) * cells),
+      Array.from(enc.codes),
+      `image ${b}: training-graph codes = encoder codes`,
+    );
     const dec = await vq.decodeFloat(enc.codes, enc.gridH, enc.gridW);
     for (let i = 0; i < per; i++) {
       const r = recon[b * per + i]!;
@@ -80,7 +94,15 @@ test('training graph = inference graphs on another config (mid-block attention, 
   const dir = path.join(tmp, 'attn');
   writeRandomVq(dir, 'tiny', {
     seed: 5,
-    overrides: { mid_block_add_attention: true, layers_per_block: 1, block_out_channels: [8, 8, 16], down_block_types: Array(3).fill('DownEncoderBlock2D'), up_block_types: Array(3).fill('UpDecoderBlock2D'), num_vq_embeddings: 64, latent_channels: 4 },
+    overrides: {
+      mid_block_add_attention: true,
+      layers_per_block: 1,
+      block_out_channels: [8, 8, 16],
+      down_block_types: Array(3).fill('DownEncoderBlock2D'),
+      up_block_types: Array(3).fill('UpDecoderBlock2D'),
+      num_vq_embeddings: 64,
+      latent_channels: 4,
+    },
   });
   await checkParity(dir, 3, 16);
 });
@@ -100,7 +122,8 @@ test('trainer: a few steps lower the loss, save a resumable state and write a fo
   // 128x128 shapes pictures downsampled 4x would need the processor; train on 32x32 crops instead.
   const crop = (img: { data: Uint8Array; width: number }) => {
     const data = new Uint8Array(32 * 32 * 3);
-    for (let y = 0; y < 32; y++) data.set(img.data.subarray(((y * 4) * img.width) * 3, ((y * 4) * img.width + 32) * 3), y * 96);
+    for (let y = 0; y < 32; y++)
+      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
     return { data, width: 32, height: 32, channels: 3 as const };
   };
   const events: { event: string; [k: string]: unknown }[] = [];
@@ -141,11 +164,19 @@ test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identica
   const src = path.join(tmp, 'dec-src');
   writeRandomVq(src, 'tiny', {
     seed: 2,
-    overrides: { layers_per_block: 1, block_out_channels: [8, 8, 16], down_block_types: Array(3).fill('DownEncoderBlock2D'), up_block_types: Array(3).fill('UpDecoderBlock2D'), num_vq_embeddings: 16, latent_channels: 4 },
+    overrides: {
+      layers_per_block: 1,
+      block_out_channels: [8, 8, 16],
+      down_block_types: Array(3).fill('DownEncoderBlock2D'),
+      up_block_types: Array(3).fill('UpDecoderBlock2D'),
+      num_vq_embeddings: 16,
+      latent_channels: 4,
+    },
   });
   const crop = (img: { data: Uint8Array; width: number }) => {
     const data = new Uint8Array(32 * 32 * 3);
-    for (let y = 0; y < 32; y++) data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
+    for (let y = 0; y < 32; y++)
+      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
     return { data, width: 32, height: 32, channels: 3 as const };
   };
   const out = path.join(tmp, 'dec-out');

@@ -609,9 +609,15 @@ export class Tape {
     const s = opts.stride ?? 1;
     const [B, Ci, H, W] = x.shape;
     const [Co, wCi, kh, kw] = w.shape;
-    if (typeof H !== 'number' || typeof W !== 'number' || typeof kh !== 'number' || typeof kw !== 'number')
+    if (
+      typeof H !== 'number' ||
+      typeof W !== 'number' ||
+      typeof kh !== 'number' ||
+      typeof kw !== 'number'
+    )
       throw new Error('autodiff: conv2d needs static spatial sizes and kernel');
-    if (wCi !== Ci) throw new Error(`autodiff: conv2d input has ${Ci} channels, weight expects ${wCi}`);
+    if (wCi !== Ci)
+      throw new Error(`autodiff: conv2d input has ${Ci} channels, weight expects ${wCi}`);
     const pd = opts.pads ?? [(kh - 1) / 2, (kw - 1) / 2, (kh - 1) / 2, (kw - 1) / 2];
     const Hp = H + pd[0] + pd[2];
     const Wp = W + pd[1] + pd[3];
@@ -645,7 +651,9 @@ export class Tape {
       if (w.req) {
         // Per kernel tap: a strided slice of the padded input (a view of what that tap
         // saw) times the output gradient, summed over positions by one batched matmul.
-        const xp = pads.some((p) => p > 0) ? this.g.pad(x, [0, 0, pd[0], pd[1], 0, 0, pd[2], pd[3]]) : x;
+        const xp = pads.some((p) => p > 0)
+          ? this.g.pad(x, [0, 0, pd[0], pd[1], 0, 0, pd[2], pd[3]])
+          : x;
         const gyf = this.g.reshape(gy, [0, Co as number, Ho * Wo]);
         const parts: Value[] = [];
         for (let i = 0; i < kh; i++)
@@ -653,13 +661,22 @@ export class Tape {
             const tap =
               kh === 1 && kw === 1 && s === 1
                 ? xp
-                : this.g.slice(xp, [i, j], [i + s * (Ho - 1) + 1, j + s * (Wo - 1) + 1], [2, 3], [s, s]);
+                : this.g.slice(
+                    xp,
+                    [i, j],
+                    [i + s * (Ho - 1) + 1, j + s * (Wo - 1) + 1],
+                    [2, 3],
+                    [s, s],
+                  );
             const cols = this.g.reshape(tap, [0, Ci as number, Ho * Wo]);
             parts.push(this.g.matmul(gyf, this.g.transpose(cols, [0, 2, 1]))); // [B, Co, Ci]
           }
         const per = parts.length === 1 ? parts[0]! : this.g.concat(parts, 2); // [B, Co, kh*kw*Ci]
         const sum = this.g.reduceSum(per, [0], false);
-        dw = this.g.transpose(this.g.reshape(sum, [Co as number, kh, kw, Ci as number]), [0, 3, 1, 2]);
+        dw = this.g.transpose(
+          this.g.reshape(sum, [Co as number, kh, kw, Ci as number]),
+          [0, 3, 1, 2],
+        );
       }
       const db = b && b.req ? this.g.reduceSum(gy, [0, 2, 3], false) : null;
       return b ? [dx, dw, db] : [dx, dw];
@@ -723,7 +740,10 @@ export class Tape {
     );
     return this.rec(y, y.shape, ins, (gy) => {
       const sub = new Tape(this.g, this.dtype);
-      const zero = this.g.cast(this.g.reduceSum(this.g.mul(this.g.shape(gy), this.g.constI64([0], [])), [0], false), ins[0]!.dtype);
+      const zero = this.g.cast(
+        this.g.reduceSum(this.g.mul(this.g.shape(gy), this.g.constI64([0], [])), [0], false),
+        ins[0]!.dtype,
+      );
       const leaves = ins.map((v) => sub.wrap(v, v.shape, v.dtype, v.req));
       const x0 = sub.wrap(this.g.add(ins[0]!, zero), ins[0]!.shape, ins[0]!.dtype, true);
       const y2 = fn(sub, [x0, ...leaves.slice(1)]);

@@ -20,7 +20,12 @@
  */
 import { GraphBuilder, type Value } from './onnx/builder.js';
 import { Tape, type TVal } from './autodiff.js';
-import { expectedVqTensors, VQ_NORM_EPS, type VqConfig, type VqTensorSpec } from '../checkpoint/vq-config.js';
+import {
+  expectedVqTensors,
+  VQ_NORM_EPS,
+  type VqConfig,
+  type VqTensorSpec,
+} from '../checkpoint/vq-config.js';
 
 export const VQ_TRAIN_IO = {
   pixels: 'pixels',
@@ -71,7 +76,11 @@ class TrainLayers {
     return v;
   }
 
-  conv(x: TVal, prefix: string, opts: { stride?: number; pads?: [number, number, number, number] } = {}): TVal {
+  conv(
+    x: TVal,
+    prefix: string,
+    opts: { stride?: number; pads?: [number, number, number, number] } = {},
+  ): TVal {
     return this.t.conv2d(x, this.p(`${prefix}.weight`), this.p(`${prefix}.bias`), opts);
   }
 
@@ -133,15 +142,20 @@ function nearestCode(g: GraphBuilder, zf: Value, e: Value): Value {
 export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTrainGraph {
   const { batch: B, height: H, width: W } = opts;
   const s = c.scaleFactor;
-  if (!Number.isSafeInteger(B) || B < 1) throw new Error(`VQ training graph: batch must be >= 1, got ${B}`);
+  if (!Number.isSafeInteger(B) || B < 1)
+    throw new Error(`VQ training graph: batch must be >= 1, got ${B}`);
   if (H % s !== 0 || W % s !== 0 || H < s || W < s)
-    throw new Error(`VQ training graph: ${W}x${H} is not a positive multiple of the scale factor ${s}`);
+    throw new Error(
+      `VQ training graph: ${W}x${H} is not a positive multiple of the scale factor ${s}`,
+    );
   const g = new GraphBuilder('dimoo_vq_train');
   const t = new Tape(g, 'float32');
   const params = expectedVqTensors(c);
   const trainable = new Set(params.map((p) => p.name).filter((n) => opts.trainable?.(n) ?? true));
   if (trainable.size === 0) throw new Error('VQ training graph: no trainable weight');
-  const w = new Map(params.map((p) => [p.name, t.input(p.name, 'float32', p.shape, trainable.has(p.name))]));
+  const w = new Map(
+    params.map((p) => [p.name, t.input(p.name, 'float32', p.shape, trainable.has(p.name))]),
+  );
   const L = new TrainLayers(t, c, w);
   const boc = c.blockOutChannels;
   const n = boc.length;
@@ -158,7 +172,10 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
     for (let j = 0; j < c.layersPerBlock; j++)
       h = L.resnet(h, `encoder.down_blocks.${i}.resnets.${j}`, j === 0 ? cin : cout, cout);
     if (i < n - 1)
-      h = L.conv(h, `encoder.down_blocks.${i}.downsamplers.0.conv`, { stride: 2, pads: [0, 0, 1, 1] });
+      h = L.conv(h, `encoder.down_blocks.${i}.downsamplers.0.conv`, {
+        stride: 2,
+        pads: [0, 0, 1, 1],
+      });
   }
   h = L.midBlock(h, 'encoder', boc[n - 1]!);
   h = t.silu(L.groupNorm(h, 'encoder.conv_norm_out'));
@@ -204,7 +221,10 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   }
 
   const trained = params.filter((p) => trainable.has(p.name));
-  const grads = t.gradients(loss, trained.map((p) => w.get(p.name)!));
+  const grads = t.gradients(
+    loss,
+    trained.map((p) => w.get(p.name)!),
+  );
   g.output(loss, VQ_TRAIN_IO.loss, 'float32', []);
   g.output(mse, VQ_TRAIN_IO.mse, 'float32', []);
   g.output(l1 ?? g.scalarF32(0), VQ_TRAIN_IO.l1, 'float32', []);

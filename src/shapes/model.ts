@@ -93,14 +93,18 @@ export async function writeShapesCheckpoint(
   opts: ShapesCheckpointOptions = {},
 ): Promise<RandomCheckpointResult> {
   const seed = opts.seed ?? 0;
-  const result = await writeRandomCheckpoint(dir, { ...SHAPES_MODEL_SIZES, ...opts.overrides }, {
-    seed,
-    ...(opts.vq !== false && {
-      writeVq: (vqDir: string) => {
-        writeRandomVq(vqDir, 'tiny', { seed, overrides: { ...SHAPES_VQ_CONFIG } });
-      },
-    }),
-  });
+  const result = await writeRandomCheckpoint(
+    dir,
+    { ...SHAPES_MODEL_SIZES, ...opts.overrides },
+    {
+      seed,
+      ...(opts.vq !== false && {
+        writeVq: (vqDir: string) => {
+          writeRandomVq(vqDir, 'tiny', { seed, overrides: { ...SHAPES_VQ_CONFIG } });
+        },
+      }),
+    },
+  );
   // Same file names and layout as the generic tokenizer, with the world's words.
   writeTokenizerFiles(result.dir, shapesVocabulary());
   return result;

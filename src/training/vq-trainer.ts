@@ -27,8 +27,21 @@ import type { RgbImage } from '../image/image.js';
 import { createSession } from '../models/device.js';
 import { VqModel } from '../models/vq-model.js';
 import { Prng } from '../samplers/prng.js';
-import { numel, SafetensorsFile, readTensorFloat32, writeSafetensors } from '../checkpoint/safetensors.js';
-import { checkVqWeights, loadVqConfig, parseVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE, type VqConfig, type VqTensorSpec } from '../checkpoint/vq-config.js';
+import {
+  numel,
+  SafetensorsFile,
+  readTensorFloat32,
+  writeSafetensors,
+} from '../checkpoint/safetensors.js';
+import {
+  checkVqWeights,
+  loadVqConfig,
+  parseVqConfig,
+  VQ_CONFIG_FILE,
+  VQ_WEIGHTS_FILE,
+  type VqConfig,
+  type VqTensorSpec,
+} from '../checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../graph/vq-train.js';
 import { ADAMW_SCALARS, buildAdamWGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
@@ -81,7 +94,15 @@ export interface VqTrainOptions {
 }
 
 export type VqTrainEvent =
-  | { event: 'start'; step: number; params: number; resumed: boolean; config: Record<string, unknown>; batchSize: number; lr: number }
+  | {
+      event: 'start';
+      step: number;
+      params: number;
+      resumed: boolean;
+      config: Record<string, unknown>;
+      batchSize: number;
+      lr: number;
+    }
   | {
       event: 'step';
       step: number;
@@ -101,7 +122,14 @@ export type VqTrainEvent =
   | { event: 'reseed'; step: number; dead: number }
   | { event: 'eval'; step: number; minutes: number; psnr: number; images: number }
   | { event: 'save'; step: number; file: string }
-  | { event: 'done'; step: number; minutes: number; psnr: number; out: string; stopped: 'steps' | 'minutes' | 'signal' };
+  | {
+      event: 'done';
+      step: number;
+      minutes: number;
+      psnr: number;
+      out: string;
+      stopped: 'steps' | 'minutes' | 'signal';
+    };
 
 export interface VqTrainResult {
   steps: number;
@@ -121,7 +149,11 @@ interface State {
 }
 
 /** PyTorch-like initialisation: conv/linear U(+-1/sqrt(fan_in)), norms (1, 0), codebook U(+-1/K). */
-export function initVqParams(specs: readonly VqTensorSpec[], c: VqConfig, seed: number): Float32Array {
+export function initVqParams(
+  specs: readonly VqTensorSpec[],
+  c: VqConfig,
+  seed: number,
+): Float32Array {
   const total = specs.reduce((s, p) => s + numel(p.shape), 0);
   const out = new Float32Array(total);
   const rng = new Prng(seed, 0x76710001);
@@ -138,7 +170,9 @@ export function initVqParams(specs: readonly VqTensorSpec[], c: VqConfig, seed: 
     } else if (s.name === 'quantize.embedding.weight') {
       bound = 1 / c.numVqEmbeddings;
     } else {
-      const w = s.name.endsWith('.bias') ? shapeOf.get(s.name.replace(/\.bias$/, '.weight'))! : s.shape;
+      const w = s.name.endsWith('.bias')
+        ? shapeOf.get(s.name.replace(/\.bias$/, '.weight'))!
+        : s.shape;
       bound = 1 / Math.sqrt(numel(w.slice(1)));
     }
     for (let i = 0; i < n; i++) out[off + i] = (2 * rng.uniform() - 1) * bound;
@@ -153,9 +187,21 @@ export function isDecoderWeight(name: string): boolean {
 }
 
 /** The weights of a diffusers VQ folder as one flat float32 vector in `specs` order (checked against the config). */
-export function readVqParams(dir: string, specs: readonly VqTensorSpec[], c: VqConfig): Float32Array {
+export function readVqParams(
+  dir: string,
+  specs: readonly VqTensorSpec[],
+  c: VqConfig,
+): Float32Array {
   const cfg = loadVqConfig(dir);
-  if (JSON.stringify(cfg.blockOutChannels) !== JSON.stringify(c.blockOutChannels) || cfg.numVqEmbeddings !== c.numVqEmbeddings || cfg.vqEmbedDim !== c.vqEmbedDim || cfg.layersPerBlock !== c.layersPerBlock || cfg.latentChannels !== c.latentChannels || cfg.normNumGroups !== c.normNumGroups || cfg.midBlockAddAttention !== c.midBlockAddAttention)
+  if (
+    JSON.stringify(cfg.blockOutChannels) !== JSON.stringify(c.blockOutChannels) ||
+    cfg.numVqEmbeddings !== c.numVqEmbeddings ||
+    cfg.vqEmbedDim !== c.vqEmbedDim ||
+    cfg.layersPerBlock !== c.layersPerBlock ||
+    cfg.latentChannels !== c.latentChannels ||
+    cfg.normNumGroups !== c.normNumGroups ||
+    cfg.midBlockAddAttention !== c.midBlockAddAttention
+  )
     throw new DimooError(`${dir}: its VQ config differs from the one being trained`, 'E_PARAM');
   const st = SafetensorsFile.open(path.join(dir, VQ_WEIGHTS_FILE));
   const weights = checkVqWeights(cfg, st.tensors, st.path);
@@ -170,7 +216,12 @@ export function readVqParams(dir: string, specs: readonly VqTensorSpec[], c: VqC
 }
 
 /** Writes a diffusers VQ folder (weights first, then config; each file atomically). */
-export function writeVqFolder(dir: string, configJson: Record<string, unknown>, specs: readonly VqTensorSpec[], params: Float32Array): void {
+export function writeVqFolder(
+  dir: string,
+  configJson: Record<string, unknown>,
+  specs: readonly VqTensorSpec[],
+  params: Float32Array,
+): void {
   makeDirs(dir);
   let off = 0;
   const entries = specs.map((s) => {
@@ -184,7 +235,11 @@ export function writeVqFolder(dir: string, configJson: Record<string, unknown>, 
 }
 
 /** Mean PSNR (dB, 8-bit, capped at 100) of encode -> decode through the inference VqModel. */
-export async function heldOutPsnr(vqDir: string, images: readonly RgbImage[], threads?: number): Promise<number> {
+export async function heldOutPsnr(
+  vqDir: string,
+  images: readonly RgbImage[],
+  threads?: number,
+): Promise<number> {
   const vq = await VqModel.load(vqDir, { threads });
   try {
     let sum = 0;
@@ -192,7 +247,10 @@ export async function heldOutPsnr(vqDir: string, images: readonly RgbImage[], th
       const codes = await vq.encode(img);
       const dec = await vq.decode(codes.codes, codes.gridH, codes.gridW);
       if (dec.width !== img.width || dec.height !== img.height)
-        throw new DimooError(`held-out PSNR: decoded ${dec.width}x${dec.height} for a ${img.width}x${img.height} picture`, E);
+        throw new DimooError(
+          `held-out PSNR: decoded ${dec.width}x${dec.height} for a ${img.width}x${img.height} picture`,
+          E,
+        );
       let se = 0;
       for (let i = 0; i < dec.data.length; i++) {
         const d = dec.data[i]! - img.data[i]!;
@@ -217,21 +275,44 @@ function saveState(file: string, s: State, meta: Record<string, unknown>): void 
       { name: 'code_usage', dtype: 'F32', shape: [s.usage.length], data: s.usage },
     ],
     {
-      dimoo_vq_train: JSON.stringify({ ...meta, step: s.step, trainedMs: s.trainedMs, imagesDrawn: s.imagesDrawn }),
+      dimoo_vq_train: JSON.stringify({
+        ...meta,
+        step: s.step,
+        trainedMs: s.trainedMs,
+        imagesDrawn: s.imagesDrawn,
+      }),
     },
   );
 }
 
-function loadState(file: string, total: number, K: number, configJson: Record<string, unknown>): State {
+function loadState(
+  file: string,
+  total: number,
+  K: number,
+  configJson: Record<string, unknown>,
+): State {
   const st = SafetensorsFile.open(file);
   const raw = st.metadata?.['dimoo_vq_train'];
-  if (!raw) throw new DimooError(`${file}: not a VQ training state (no dimoo_vq_train metadata)`, E);
-  const meta = JSON.parse(raw) as { step: number; trainedMs: number; imagesDrawn: number; config: unknown };
+  if (!raw)
+    throw new DimooError(`${file}: not a VQ training state (no dimoo_vq_train metadata)`, E);
+  const meta = JSON.parse(raw) as {
+    step: number;
+    trainedMs: number;
+    imagesDrawn: number;
+    config: unknown;
+  };
   if (JSON.stringify(meta.config) !== JSON.stringify(configJson))
-    throw new DimooError(`${file}: the state was trained with another VQ config; use another --state folder`, E);
+    throw new DimooError(
+      `${file}: the state was trained with another VQ config; use another --state folder`,
+      E,
+    );
   const get = (name: string, n: number): Float32Array => {
     const t = st.tensors.get(name);
-    if (!t || numel(t.shape) !== n) throw new DimooError(`${file}: tensor "${name}" is missing or has the wrong size (want ${n})`, E);
+    if (!t || numel(t.shape) !== n)
+      throw new DimooError(
+        `${file}: tensor "${name}" is missing or has the wrong size (want ${n})`,
+        E,
+      );
     return readTensorFloat32(t);
   };
   return {
@@ -245,9 +326,19 @@ function loadState(file: string, total: number, K: number, configJson: Record<st
   };
 }
 
-function toPixels(img: RgbImage, into: Float32Array, offset: number, C: number, H: number, W: number): void {
+function toPixels(
+  img: RgbImage,
+  into: Float32Array,
+  offset: number,
+  C: number,
+  H: number,
+  W: number,
+): void {
   if (img.width !== W || img.height !== H)
-    throw new DimooError(`training picture is ${img.width}x${img.height}, the run trains on ${W}x${H}`, E);
+    throw new DimooError(
+      `training picture is ${img.width}x${img.height}, the run trains on ${W}x${H}`,
+      E,
+    );
   const n = H * W;
   const ch = img.data.length / n;
   for (let c = 0; c < C; c++) {
@@ -259,7 +350,8 @@ function toPixels(img: RgbImage, into: Float32Array, offset: number, C: number, 
 export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   if (o.steps === undefined && o.minutes === undefined)
     throw new DimooError('VQ training needs --steps or --minutes (or both)', 'E_PARAM');
-  if (o.evalImages.length === 0) throw new DimooError('VQ training needs held-out pictures for the PSNR', 'E_PARAM');
+  if (o.evalImages.length === 0)
+    throw new DimooError('VQ training needs held-out pictures for the PSNR', 'E_PARAM');
   const c = parseVqConfig(o.config, 'VQ training config');
   const first = o.image(0);
   const H = first.height;
@@ -271,7 +363,11 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const clip = o.clipGrad ?? 1;
   const log = o.log ?? (() => {});
   const decoderOnly = o.decoderOnly === true;
-  const { bytes, params: specs, trainable } = buildVqTrainGraph(c, {
+  const {
+    bytes,
+    params: specs,
+    trainable,
+  } = buildVqTrainGraph(c, {
     batch: B,
     height: H,
     width: W,
@@ -296,7 +392,10 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   let resumed = false;
   if (fs.existsSync(stateFile)) {
     if (!o.resume)
-      throw new DimooError(`${stateFile}: a training state is already there; pass --resume to continue it, or use an empty --state folder`, 'E_PARAM');
+      throw new DimooError(
+        `${stateFile}: a training state is already there; pass --resume to continue it, or use an empty --state folder`,
+        'E_PARAM',
+      );
     s = loadState(stateFile, total, K, o.config);
     resumed = true;
   } else {
@@ -304,14 +403,31 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       step: 0,
       trainedMs: 0,
       imagesDrawn: 0,
-      params: o.init !== undefined ? readVqParams(o.init, specs, c) : initVqParams(specs, c, o.seed),
+      params:
+        o.init !== undefined ? readVqParams(o.init, specs, c) : initVqParams(specs, c, o.seed),
       m: new Float32Array(total),
       v: new Float32Array(total),
       usage: new Float32Array(K),
     };
   }
-  const meta = { config: o.config, batchSize: B, lr: o.lr, seed: o.seed, beta, l1: o.l1 ?? 0, decoderOnly };
-  log({ event: 'start', step: s.step, params: total, resumed, config: o.config, batchSize: B, lr: o.lr });
+  const meta = {
+    config: o.config,
+    batchSize: B,
+    lr: o.lr,
+    seed: o.seed,
+    beta,
+    l1: o.l1 ?? 0,
+    decoderOnly,
+  };
+  log({
+    event: 'start',
+    step: s.step,
+    params: total,
+    resumed,
+    config: o.config,
+    batchSize: B,
+    lr: o.lr,
+  });
 
   const spec = { device: 'cpu' as const, threads: o.threads };
   const train = await createSession(bytes, spec, 'VQ training graph');
@@ -345,7 +461,13 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const evaluate = async (): Promise<number> => {
     writeVqFolder(evalDir, o.config, specs, s.params);
     const p = await heldOutPsnr(evalDir, o.evalImages, o.threads);
-    log({ event: 'eval', step: s.step, minutes: s.trainedMs / 60_000, psnr: p, images: o.evalImages.length });
+    log({
+      event: 'eval',
+      step: s.step,
+      minutes: s.trainedMs / 60_000,
+      psnr: p,
+      images: o.evalImages.length,
+    });
     return p;
   };
   const save = (): void => {
@@ -368,20 +490,28 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
         break;
       }
       const t0 = performance.now();
-      for (let b = 0; b < B; b++) toPixels(o.image(s.imagesDrawn + b), pixels, b * c.inChannels * H * W, c.inChannels, H, W);
+      for (let b = 0; b < B; b++)
+        toPixels(o.image(s.imagesDrawn + b), pixels, b * c.inChannels * H * W, c.inChannels, H, W);
       s.imagesDrawn += B;
       const feeds: Record<string, ort.Tensor> = {
         [VQ_TRAIN_IO.pixels]: new ort.Tensor('float32', pixels, [B, c.inChannels, H, W]),
       };
       specs.forEach((p, i) => {
         // A copy per tensor: the binding may not honour a view's offset.
-        feeds[p.name] = new ort.Tensor('float32', s.params.slice(offsets[i]!, offsets[i]! + numel(p.shape)), p.shape);
+        feeds[p.name] = new ort.Tensor(
+          'float32',
+          s.params.slice(offsets[i]!, offsets[i]! + numel(p.shape)),
+          p.shape,
+        );
       });
       const out = await train.run(feeds);
       const num = (k: string): number => (out[k]!.data as Float32Array)[0]!;
       const loss = num(VQ_TRAIN_IO.loss);
       if (!Number.isFinite(loss))
-        throw new DimooError(`VQ training: the loss became ${loss} at step ${s.step + 1} (try a lower --lr)`, 'E_NONFINITE');
+        throw new DimooError(
+          `VQ training: the loss became ${loss} at step ${s.step + 1} (try a lower --lr)`,
+          'E_NONFINITE',
+        );
       let sq = 0;
       // Frozen weights keep a zero gradient and zero moments: AdamW then leaves them exactly.
       specs.forEach((p, i) => {

@@ -10,7 +10,13 @@ import { readImage, writeImage } from '../../image/io.js';
 import type { DimooApi } from '../../pipelines/types.js';
 import { detectScene } from '../../shapes/checker.js';
 import { generateDataset } from '../../shapes/dataset.js';
-import { EVAL_TASKS, runShapesEval, type EvalReport, type EvalTask, type Rate } from '../../shapes/eval.js';
+import {
+  EVAL_TASKS,
+  runShapesEval,
+  type EvalReport,
+  type EvalTask,
+  type Rate,
+} from '../../shapes/eval.js';
 import { describeScene } from '../../shapes/language.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
@@ -60,10 +66,14 @@ async function generateCommand(ctx: CliContext, f: GenerateFlags): Promise<void>
   const summary =
     f.model === undefined
       ? await run()
-      : await withModel(ctx, { model: f.model, threads: f.threads, device: f.device }, async (api) => {
-          requireVq(api, 'to encode the images (--model)');
-          return run(api);
-        });
+      : await withModel(
+          ctx,
+          { model: f.model, threads: f.threads, device: f.device },
+          async (api) => {
+            requireVq(api, 'to encode the images (--model)');
+            return run(api);
+          },
+        );
   throwIfCancelled(ctx.signal);
   if (f.json) {
     writeJson(ctx.stdout, { ...summary, totalMs: performance.now() - t0 });
@@ -98,13 +108,23 @@ interface TrainVqFlags {
 }
 
 async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
-  if (f.steps === undefined && f.minutes === undefined) throw new DimooError('train-vq needs --steps or --minutes (or both)', 'E_PARAM');
-  if (!(f.holdout > 0)) throw new DimooError('--holdout must be > 0 (the PSNR is measured on held-out scenes)', 'E_PARAM');
+  if (f.steps === undefined && f.minutes === undefined)
+    throw new DimooError('train-vq needs --steps or --minutes (or both)', 'E_PARAM');
+  if (!(f.holdout > 0))
+    throw new DimooError(
+      '--holdout must be > 0 (the PSNR is measured on held-out scenes)',
+      'E_PARAM',
+    );
   const { trainVq } = await import('../../training/vq-trainer.js');
   const { SHAPES_VQ_CONFIG } = await import('../../shapes/model.js');
-  if (f.decoderOnly && f.init === undefined) throw new DimooError('--decoder-only needs --init (the VQ whose encoder and codebook stay fixed)', 'E_PARAM');
+  if (f.decoderOnly && f.init === undefined)
+    throw new DimooError(
+      '--decoder-only needs --init (the VQ whose encoder and codebook stay fixed)',
+      'E_PARAM',
+    );
   const { loadVqConfig } = await import('../../checkpoint/vq-config.js');
-  const config = f.init !== undefined ? loadVqConfig(path.resolve(f.init)).raw : { ...SHAPES_VQ_CONFIG };
+  const config =
+    f.init !== undefined ? loadVqConfig(path.resolve(f.init)).raw : { ...SHAPES_VQ_CONFIG };
   const { vqEvalImages, vqTrainImage } = await import('../../shapes/vq-data.js');
   const out = path.resolve(f.out);
   await trainVq({
@@ -131,7 +151,9 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
       }
       switch (e.event) {
         case 'start':
-          ctx.stdout.write(`${e.resumed ? 'resuming' : 'starting'} at step ${e.step}: ${e.params} parameters, batch ${e.batchSize}, lr ${e.lr}\n`);
+          ctx.stdout.write(
+            `${e.resumed ? 'resuming' : 'starting'} at step ${e.step}: ${e.params} parameters, batch ${e.batchSize}, lr ${e.lr}\n`,
+          );
           break;
         case 'step':
           ctx.stdout.write(
@@ -143,12 +165,16 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
           ctx.stdout.write(`step ${e.step}: re-seeded ${e.dead} unused codes\n`);
           break;
         case 'eval':
-          ctx.stdout.write(`step ${e.step}: held-out PSNR ${e.psnr.toFixed(2)} dB (${e.images} pictures)\n`);
+          ctx.stdout.write(
+            `step ${e.step}: held-out PSNR ${e.psnr.toFixed(2)} dB (${e.images} pictures)\n`,
+          );
           break;
         case 'save':
           break;
         case 'done':
-          ctx.stdout.write(`wrote ${e.out}: ${e.step} steps, ${e.minutes.toFixed(1)} min, held-out PSNR ${e.psnr.toFixed(2)} dB (stopped by ${e.stopped})\n`);
+          ctx.stdout.write(
+            `wrote ${e.out}: ${e.step} steps, ${e.minutes.toFixed(1)} min, held-out PSNR ${e.psnr.toFixed(2)} dB (stopped by ${e.stopped})\n`,
+          );
           break;
       }
     },
@@ -181,7 +207,11 @@ export function formatEvalReport(rep: EvalReport): string {
   for (const t of ['inpaint', 'retouch'] as const) {
     const x = rep[t];
     if (!x) continue;
-    add(t === 'inpaint' ? 'inpainting' : 'retouching', 'region follows prompt, rest unchanged', x.all);
+    add(
+      t === 'inpaint' ? 'inpainting' : 'retouching',
+      'region follows prompt, rest unchanged',
+      x.all,
+    );
     add('', '- region follows prompt', x.changed);
     add('', '- rest unchanged', x.rest);
   }
@@ -211,11 +241,17 @@ interface EvalFlags extends ModelCommandFlags {
 }
 
 function parseTasks(raw: string): EvalTask[] {
-  const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (list.length === 0) throw new DimooError('--tasks needs at least one task', 'E_PARAM');
   for (const t of list) {
     if (!(EVAL_TASKS as readonly string[]).includes(t)) {
-      throw new DimooError(`--tasks: unknown task "${t}" (known: ${EVAL_TASKS.join(', ')})`, 'E_PARAM');
+      throw new DimooError(
+        `--tasks: unknown task "${t}" (known: ${EVAL_TASKS.join(', ')})`,
+        'E_PARAM',
+      );
     }
   }
   return [...new Set(list)] as EvalTask[];
@@ -223,7 +259,11 @@ function parseTasks(raw: string): EvalTask[] {
 
 async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
   if (f.grid !== undefined) checkImageOutPath('--grid', f.grid);
-  if (f.genLength % 16 !== 0) throw new DimooError(`--gen-length must be a multiple of 16 (the block length), got ${f.genLength}`, 'E_PARAM');
+  if (f.genLength % 16 !== 0)
+    throw new DimooError(
+      `--gen-length must be a multiple of 16 (the block length), got ${f.genLength}`,
+      'E_PARAM',
+    );
   checkModelDir(f.model);
   await withModel(ctx, f, async (api) => {
     requireVq(api, 'to draw and read pictures');
@@ -278,26 +318,51 @@ async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
     ctx.stdout.write(formatEvalReport(report));
     if (f.showItems) {
       for (const it of report.items) {
-        ctx.stdout.write(`${it.pass ? 'PASS' : 'FAIL'} ${it.task} ${it.kind}: "${it.prompt}"\n  expected: ${it.expected}\n  got:      ${it.got}\n`);
+        ctx.stdout.write(
+          `${it.pass ? 'PASS' : 'FAIL'} ${it.task} ${it.kind}: "${it.prompt}"\n  expected: ${it.expected}\n  got:      ${it.got}\n`,
+        );
       }
     }
-    if (f.grid !== undefined) ctx.stdout.write(`wrote ${f.grid} (green = passed, red = failed; gray = input)\n`);
+    if (f.grid !== undefined)
+      ctx.stdout.write(`wrote ${f.grid} (green = passed, red = failed; gray = input)\n`);
   });
 }
 
 export function registerShapes(program: Command, ctx: CliContext): void {
-  const shapes = program.command('shapes').description('the synthetic shapes world: data set generator and checker');
+  const shapes = program
+    .command('shapes')
+    .description('the synthetic shapes world: data set generator and checker');
   shapes
     .command('generate')
-    .description('write a shapes data set: PNG images, optional token grids, train/held-out JSONL in the original training format')
+    .description(
+      'write a shapes data set: PNG images, optional token grids, train/held-out JSONL in the original training format',
+    )
     .requiredOption('--out <dir>', 'output folder (must not exist or be empty)')
-    .option('--count <n>', 'number of scenes (each: 1 caption, 1 edit, --questions questions)', intOpt('--count', { min: 1, max: 10_000_000 }), 1000)
+    .option(
+      '--count <n>',
+      'number of scenes (each: 1 caption, 1 edit, --questions questions)',
+      intOpt('--count', { min: 1, max: 10_000_000 }),
+      1000,
+    )
     .option('--seed <n>', 'world seed', intOpt('--seed', { min: 0 }), 0)
-    .option('--holdout <f>', 'share of scenes held out for evaluation', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
+    .option(
+      '--holdout <f>',
+      'share of scenes held out for evaluation',
+      numOpt('--holdout', { min: 0, max: 1 }),
+      0.1,
+    )
     .option('--questions <n>', 'questions per scene', intOpt('--questions', { min: 0, max: 10 }), 2)
     .option('--model <dir>', "encode every image into a token grid with this checkpoint's VQ-VAE")
-    .option('--threads <n>', 'CPU threads for the encoder', intOpt('--threads', { min: 1, max: 1024 }))
-    .option('--device <cpu|webgpu>', 'encoder device', choiceOpt('--device', ['cpu', 'webgpu'] as const))
+    .option(
+      '--threads <n>',
+      'CPU threads for the encoder',
+      intOpt('--threads', { min: 1, max: 1024 }),
+    )
+    .option(
+      '--device <cpu|webgpu>',
+      'encoder device',
+      choiceOpt('--device', ['cpu', 'webgpu'] as const),
+    )
     .option('--json', 'print a summary as JSON')
     .option('--progress', 'show a progress bar on stderr even when it is not a terminal')
     .option('--no-progress', 'never show a progress bar')
@@ -311,14 +376,22 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       const img = await readImage(file);
       const d = detectScene(img);
       if (f.json) {
-        writeJson(ctx.stdout, { image: file, ...d, description: d.objects.length ? describeScene(d) : null });
+        writeJson(ctx.stdout, {
+          image: file,
+          ...d,
+          description: d.objects.length ? describeScene(d) : null,
+        });
         return;
       }
-      ctx.stdout.write(`${d.objects.length ? describeScene(d) : `no object on a ${d.background} background`}\n`);
+      ctx.stdout.write(
+        `${d.objects.length ? describeScene(d) : `no object on a ${d.background} background`}\n`,
+      );
     });
   shapes
     .command('init')
-    .description('write a fresh random shapes checkpoint (official layout, world tokenizer): the starting point of training')
+    .description(
+      'write a fresh random shapes checkpoint (official layout, world tokenizer): the starting point of training',
+    )
     .argument('<dir>', 'output folder')
     .option('--seed <n>', 'weight seed', intOpt('--seed', { min: 0 }), 0)
     .option('--json', 'print a summary as JSON')
@@ -326,41 +399,123 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       const { writeShapesCheckpoint } = await import('../../shapes/model.js');
       const r = await writeShapesCheckpoint(dir, { seed: f.seed });
       const c = r.config;
-      const summary = { dir: r.dir, parameters: r.parameters, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads, vocabSize: c.embeddingSize };
+      const summary = {
+        dir: r.dir,
+        parameters: r.parameters,
+        dModel: c.dModel,
+        nLayers: c.nLayers,
+        nHeads: c.nHeads,
+        vocabSize: c.embeddingSize,
+      };
       if (f.json) writeJson(ctx.stdout, summary);
-      else ctx.stdout.write(`wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`);
+      else
+        ctx.stdout.write(
+          `wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`,
+        );
     });
 
   shapes
     .command('train-vq')
-    .description('train the shapes VQ-VAE on pictures drawn on the fly (resumable); writes a diffusers VQ folder (what a checkpoint\'s vqvae/ holds)')
-    .requiredOption('--out <dir>', 'final VQ folder: config.json + diffusion_pytorch_model.safetensors')
+    .description(
+      "train the shapes VQ-VAE on pictures drawn on the fly (resumable); writes a diffusers VQ folder (what a checkpoint's vqvae/ holds)",
+    )
+    .requiredOption(
+      '--out <dir>',
+      'final VQ folder: config.json + diffusion_pytorch_model.safetensors',
+    )
     .option('--state <dir>', 'training state folder (saved every few minutes; default <out>.state)')
-    .option('--steps <n>', 'stop after this many optimiser steps in all', intOpt('--steps', { min: 1, max: 100_000_000 }))
-    .option('--minutes <m>', 'stop after this many minutes of training in all', numOpt('--minutes', { min: 0 }))
-    .option('--batch-size <n>', 'pictures per step', intOpt('--batch-size', { min: 1, max: 1024 }), 4)
-    .option('--lr <x>', 'peak learning rate (AdamW, warm-up then cosine to 10%)', numOpt('--lr', { min: 0 }), 1e-3)
-    .option('--seed <n>', 'seed of the initial weights and of the pictures', intOpt('--seed', { min: 0 }), 0)
-    .option('--holdout <f>', 'held-out share of scenes (skipped in training, measured for the PSNR)', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
-    .option('--eval-images <n>', 'held-out pictures in the PSNR', intOpt('--eval-images', { min: 1, max: 100_000 }), 64)
-    .option('--eval-every <m>', 'minutes between held-out PSNR measurements', numOpt('--eval-every', { min: 0 }), 5)
+    .option(
+      '--steps <n>',
+      'stop after this many optimiser steps in all',
+      intOpt('--steps', { min: 1, max: 100_000_000 }),
+    )
+    .option(
+      '--minutes <m>',
+      'stop after this many minutes of training in all',
+      numOpt('--minutes', { min: 0 }),
+    )
+    .option(
+      '--batch-size <n>',
+      'pictures per step',
+      intOpt('--batch-size', { min: 1, max: 1024 }),
+      4,
+    )
+    .option(
+      '--lr <x>',
+      'peak learning rate (AdamW, warm-up then cosine to 10%)',
+      numOpt('--lr', { min: 0 }),
+      1e-3,
+    )
+    .option(
+      '--seed <n>',
+      'seed of the initial weights and of the pictures',
+      intOpt('--seed', { min: 0 }),
+      0,
+    )
+    .option(
+      '--holdout <f>',
+      'held-out share of scenes (skipped in training, measured for the PSNR)',
+      numOpt('--holdout', { min: 0, max: 1 }),
+      0.1,
+    )
+    .option(
+      '--eval-images <n>',
+      'held-out pictures in the PSNR',
+      intOpt('--eval-images', { min: 1, max: 100_000 }),
+      64,
+    )
+    .option(
+      '--eval-every <m>',
+      'minutes between held-out PSNR measurements',
+      numOpt('--eval-every', { min: 0 }),
+      5,
+    )
     .option('--threads <n>', 'CPU threads', intOpt('--threads', { min: 1, max: 1024 }))
     .option('--resume', 'continue from the state folder when it holds a state')
-    .option('--init <vqdir>', 'start from the weights (and config) of this VQ folder instead of random ones')
-    .option('--decoder-only', 'train only post_quant_conv and the decoder: token grids made by the --init VQ stay valid')
+    .option(
+      '--init <vqdir>',
+      'start from the weights (and config) of this VQ folder instead of random ones',
+    )
+    .option(
+      '--decoder-only',
+      'train only post_quant_conv and the decoder: token grids made by the --init VQ stay valid',
+    )
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
 
   const ev = program
     .command('eval')
-    .description('evaluate a checkpoint on held-out shapes prompts and pictures (rule-based checker)')
+    .description(
+      'evaluate a checkpoint on held-out shapes prompts and pictures (rule-based checker)',
+    )
     .option('--limit <n>', 'items per task', intOpt('--limit', { min: 1, max: 100_000 }), 20)
-    .option('--tasks <list>', `comma-separated: ${EVAL_TASKS.join(',')}`, parseTasks, [...EVAL_TASKS])
+    .option('--tasks <list>', `comma-separated: ${EVAL_TASKS.join(',')}`, parseTasks, [
+      ...EVAL_TASKS,
+    ])
     .option('--seed <n>', 'seed of the items and of sampling', intOpt('--seed', { min: 0 }), 0)
-    .option('--holdout <f>', 'held-out share the data set was generated with', numOpt('--holdout', { min: 0, max: 1 }), 0.1)
-    .option('--timesteps <n>', 'MaskGIT steps for image tasks', intOpt('--timesteps', { min: 1, max: 1000 }), 16)
-    .option('--temperature <t>', 'image sampling temperature', numOpt('--temperature', { min: 0 }), 1)
-    .option('--cfg-scale <s>', "text guidance scale (default: each task's own)", numOpt('--cfg-scale', { min: 0 }))
+    .option(
+      '--holdout <f>',
+      'held-out share the data set was generated with',
+      numOpt('--holdout', { min: 0, max: 1 }),
+      0.1,
+    )
+    .option(
+      '--timesteps <n>',
+      'MaskGIT steps for image tasks',
+      intOpt('--timesteps', { min: 1, max: 1000 }),
+      16,
+    )
+    .option(
+      '--temperature <t>',
+      'image sampling temperature',
+      numOpt('--temperature', { min: 0 }),
+      1,
+    )
+    .option(
+      '--cfg-scale <s>',
+      "text guidance scale (default: each task's own)",
+      numOpt('--cfg-scale', { min: 0 }),
+    )
     .option('--use-cache', 'ML-Cache for image tasks')
     .option(
       '--mmu-cache <mode>',
@@ -368,7 +523,12 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       choiceOpt('--mmu-cache', ['none', 'dual', 'ml-cache'] as const),
       'none',
     )
-    .option('--gen-length <n>', 'understanding answer length in tokens (multiple of 16)', intOpt('--gen-length', { min: 16, max: 1024 }), 48)
+    .option(
+      '--gen-length <n>',
+      'understanding answer length in tokens (multiple of 16)',
+      intOpt('--gen-length', { min: 16, max: 1024 }),
+      48,
+    )
     .option('--grid <file.png>', 'write an image grid of the samples with pass/fail frames')
     .option('--show-items', 'list every item with what was expected and what was read');
   addModelOptions(ev);
