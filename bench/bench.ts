@@ -18,6 +18,10 @@
  *   --no-8b           skip the real-8B-shape rows (they need ~30 GB of disk and several minutes)
  *   --threads N       threads for the step/ML-Cache/understanding rows (default: all cores)
  *   --train-steps N   optimiser steps per training row (default 3; the first is timed apart)
+ *   --torch-steps N   timed PyTorch training steps after its warm-up step (default 2)
+ *   --torch-budget S  start no further timed PyTorch step after S seconds (default 300)
+ *   --torch-timeout S kill the PyTorch training run after S seconds, keeping what it finished (default 900)
+ *                     ($DIMOO_TORCH_BLAS_DIR: a folder with another libblas.so.3, e.g. OpenBLAS, for PyTorch's fp32 matmuls)
  *   --mlcache P:S,..  ML-Cache rows to run, e.g. 1b:256 (default small:256 and, without --quick, 1b:512: ~20 min)
  */
 import { ensureAmusedVq, type VqRow } from './vq.js';
@@ -223,7 +227,7 @@ async function main(): Promise<void> {
         let dir = golden;
         if (precision !== 'fp32') {
           dir = path.join(benchCacheDir(), `golden-tiny-${precision}`);
-          if (!fs.existsSync(path.join(dir, QUANT_MANIFEST))) await quantizeCheckpoint(golden, dir, { bits: precision === 'int8' ? 8 : 4 });
+          if (!fs.existsSync(path.join(dir, QUANT_MANIFEST))) await quantizeCheckpoint(golden, dir, { bits: precision === 'int8' ? 8 : 4, format: 'nbits' });
         }
         log(`quality on the golden cases: ${precision}`);
         res.quality.push({ ...(await runChild<QualityRow>('quality', { dir, threads })), precision });
@@ -245,7 +249,8 @@ async function main(): Promise<void> {
     const lim = limit('fp32', tThreads);
     res.train.push({ ...r, label: 'small fp32 full fine-tuning', preset: 'small', precision: 'fp32', mfu: lim ? r.flops / r.stepS / 1e9 / lim : undefined });
     log(`PyTorch training step small fp32 (bench/torch-train.py), ${tThreads} threads`);
-    res.trainTorch = { ...runTorchTrain({ dir: small, threads: tThreads, batch: 4, seqLen: 512, steps }), preset: 'small' };
+    const torchArgs = { steps: Number(value('--torch-steps') ?? 2), budgetS: Number(value('--torch-budget') ?? 300), timeoutS: Number(value('--torch-timeout') ?? 900) };
+    res.trainTorch = { ...runTorchTrain({ dir: small, threads: tThreads, batch: 4, seqLen: 512, ...torchArgs }), preset: 'small' };
     if (!res.trainTorch.ok) res.notes.push(`PyTorch training row: ${res.trainTorch.reason ?? 'failed'}`);
     if (skip8b) res.notes.push(`8B QLoRA training row skipped (${quick ? '--quick' : '--no-8b'})`);
     else {

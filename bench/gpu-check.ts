@@ -126,7 +126,7 @@ async function ensureCheckpoint(cache: string, row: Row): Promise<string> {
   const dst = path.join(cache, `${row.preset}-${row.precision}`);
   if (fs.existsSync(path.join(dst, MARK))) return dst;
   fs.rmSync(dst, { recursive: true, force: true });
-  await quantizeCheckpoint(src, dst, { bits: row.precision === 'int8' ? 8 : 4 });
+  await quantizeCheckpoint(src, dst, { bits: row.precision === 'int8' ? 8 : 4, format: 'nbits' });
   fs.writeFileSync(path.join(dst, MARK), '');
   return dst;
 }

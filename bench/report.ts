@@ -119,6 +119,7 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     train_tokens_per_s_small: trainSmall?.tokensPerS ?? null,
     train_mfu_small: trainSmall?.mfu ?? null,
     train_torch_tokens_per_s_small: res.trainTorch?.ok ? (res.trainTorch.tokensPerS ?? null) : null,
+    train_torch_blas_small: res.trainTorch?.blas ?? null,
     train_vs_torch_small: trainSmall && res.trainTorch?.ok && res.trainTorch.tokensPerS ? trainSmall.tokensPerS / res.trainTorch.tokensPerS : null,
     train_rss_gb_8b_int4_lora: train8b?.peakRssGb ?? null,
     train_s_per_step_8b_int4_lora: train8b?.stepS ?? null,
@@ -295,7 +296,7 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
         [
           ...res.train.map((r) => [r.label, `${r.batch} x ${r.seqLen}`, String(r.threads), f(r.loadS), f(r.stepS, 2), f(r.tokensPerS), f(r.flops / r.stepS / 1e9), pct(r.mfu), f(r.peakRssGb, 2)]),
           ...(t
-            ? [[`PyTorch ${t.torch ?? ''} (bench/torch-train.py), ${t.preset} fp32`, '', '', '', f(t.stepS, 2), t.ok ? f(t.tokensPerS) : `- (${t.reason ?? 'failed'})`, '', '', f(t.peakRssGb, 2)]]
+            ? [[`PyTorch ${t.torch ?? ''} (bench/torch-train.py, ${t.blas ? path.basename(t.blas) : 'BLAS ?'}), ${t.preset} fp32`, '', '', '', f(t.stepS, 2), t.ok ? f(t.tokensPerS) : `- (${t.reason ?? 'failed'})`, '', '', f(t.peakRssGb, 2)]]
             : []),
         ],
         'FLOPs: matrix products of the forward (head on the labelled rows) x3 for full fine-tuning (weight and activation gradients), x2 for LoRA. PyTorch computes the head on every row, as train.py.',

@@ -7,8 +7,13 @@ clip_grad_norm_(4.0), AdamW (betas 0.9/0.95, eps 1e-8). Weights are read
 from the checkpoint's safetensors (bf16 upcast to float32) without extra
 packages, so Debian's python3-torch is enough.
 
-usage: torch-train.py CHECKPOINT_DIR BATCH SEQ_LEN THREADS STEPS
-prints: TORCH_RESULT {"torch": ..., "stepS": ..., "tokensPerS": ..., "peakRssGb": ..., "losses": [...]}
+usage: torch-train.py CHECKPOINT_DIR BATCH SEQ_LEN THREADS STEPS [BUDGET_S]
+One untimed warm-up step, then up to STEPS timed steps, stopping early once
+BUDGET_S seconds (default: no limit) have passed since the warm-up began
+(at least one timed step). Each finished step prints a TORCH_STEP line, so a
+caller that has to kill a slow run still learns what it measured.
+prints: TORCH_STEP {"step": i, "s": ..., "loss": ...} per step, then
+TORCH_RESULT {"torch": ..., "blas": ..., "stepS": ..., "tokensPerS": ..., "peakRssGb": ..., "losses": [...]}
 """
 import json, os, resource, struct, sys, time
 
@@ -50,6 +55,7 @@ def load_weights(d):
 
 def main():
     d, B, L, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    budget = float(sys.argv[6]) if len(sys.argv) > 6 else float('inf')
     torch.set_num_threads(threads)
     cfg = json.load(open(os.path.join(d, 'config.json')))
     P = {k: torch.nn.Parameter(v) for k, v in load_weights(d).items()}
@@ -98,7 +104,10 @@ def main():
 
     opt = torch.optim.AdamW(P.values(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     times, losses = [], []
-    for _ in range(steps):
+    start = time.perf_counter()
+    for i in range(steps + 1):
+        if i >= 2 and time.perf_counter() - start > budget:
+            break
         t = time.perf_counter()
         logits = forward()
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
@@ -109,10 +118,20 @@ def main():
         times.append(time.perf_counter() - t)
         losses.append(loss.item())
         del logits, loss
-    timed = sorted(times[1:] if len(times) > 1 else times)
+        print('TORCH_STEP ' + json.dumps({'step': i, 's': times[-1], 'loss': losses[-1]}), flush=True)
+    timed = sorted(times[1:])
     step = timed[len(timed) // 2]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    print('TORCH_RESULT ' + json.dumps({'torch': torch.__version__, 'stepS': step, 'tokensPerS': B * L / step, 'peakRssGb': rss, 'losses': losses}))
+    result = {'torch': torch.__version__, 'blas': blas_library(), 'stepS': step, 'firstStepS': times[0], 'timedSteps': len(timed), 'tokensPerS': B * L / step, 'peakRssGb': rss, 'losses': losses}
+    print('TORCH_RESULT ' + json.dumps(result), flush=True)
+
+
+def blas_library():
+    """The BLAS shared object this process loaded: fp32 matmuls run on it, and
+    Debian's default (netlib reference BLAS) is ~7x slower than OpenBLAS."""
+    with open('/proc/self/maps') as f:
+        libs = {l.split()[-1] for l in f if 'blas' in l.rsplit('/', 1)[-1]}
+    return sorted(os.path.realpath(l) for l in libs)[0] if libs else 'unknown'
 
 
 main()

@@ -40,7 +40,13 @@ export interface TorchTrainRow {
   /** Why the PyTorch row is missing. */
   reason?: string;
   torch?: string;
+  /** The BLAS library the PyTorch process loaded (its fp32 matmuls run there). */
+  blas?: string;
+  /** Median of the timed steps (after one warm-up step). */
   stepS?: number;
+  /** The warm-up step. */
+  firstStepS?: number;
+  timedSteps?: number;
   tokensPerS?: number;
   peakRssGb?: number;
   losses?: number[];
@@ -107,8 +113,14 @@ export async function taskTrainStep(a: { dir: string; threads: number; batch: nu
   };
 }
 
-/** The PyTorch step (bench/torch-train.py) with /usr/bin/python3, when torch is installed there. */
-export function runTorchTrain(a: { dir: string; threads: number; batch: number; seqLen: number; steps: number }): TorchTrainRow {
+/**
+ * The PyTorch step (bench/torch-train.py) with /usr/bin/python3, when torch is installed there:
+ * one warm-up step, then up to `steps` timed steps while `budgetS` lasts, killed after `timeoutS`.
+ * Debian's torch does its fp32 matmuls on whatever libblas.so.3 the system resolves (netlib's
+ * reference BLAS unless OpenBLAS is installed); $DIMOO_TORCH_BLAS_DIR, a folder holding another
+ * libblas.so.3 (e.g. OpenBLAS's), is put first on the child's library path.
+ */
+export function runTorchTrain(a: { dir: string; threads: number; batch: number; seqLen: number; steps: number; budgetS: number; timeoutS: number }): TorchTrainRow {
   const python = process.env.DIMOO_TORCH_PYTHON ?? '/usr/bin/python3';
   if (isQuantizedCheckpoint(a.dir)) return { ok: false, reason: 'quantized checkpoint' };
   const here = path.dirname(fileURLToPath(import.meta.url));
@@ -117,9 +129,19 @@ export function runTorchTrain(a: { dir: string; threads: number; batch: number; 
   const script = candidates.find((p) => fs.existsSync(p));
   if (!script) return { ok: false, reason: 'bench/torch-train.py not found' };
   loadLladaConfig(path.join(a.dir, 'config.json')); // the same validation as ours
-  const r = spawnSync(python, [script, a.dir, String(a.batch), String(a.seqLen), String(a.threads), String(a.steps)], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.error) return { ok: false, reason: `${python}: ${r.error.message}` };
-  const line = r.stdout.split('\n').find((l) => l.startsWith('TORCH_RESULT '));
-  if (!line) return { ok: false, reason: (r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ') || `exit ${r.status}` };
-  return { ok: true, ...(JSON.parse(line.slice('TORCH_RESULT '.length)) as Omit<TorchTrainRow, 'ok'>) };
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: String(a.threads), OPENBLAS_NUM_THREADS: String(a.threads) };
+  const blasDir = process.env.DIMOO_TORCH_BLAS_DIR;
+  if (blasDir) env.LD_LIBRARY_PATH = [blasDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
+  const args = [script, a.dir, String(a.batch), String(a.seqLen), String(a.threads), String(a.steps), String(a.budgetS)];
+  const r = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 1 << 24, env, timeout: a.timeoutS * 1000, killSignal: 'SIGKILL' });
+  const lines = (r.stdout ?? '').split('\n');
+  const line = lines.find((l) => l.startsWith('TORCH_RESULT '));
+  if (line) return { ok: true, ...(JSON.parse(line.slice('TORCH_RESULT '.length)) as Omit<TorchTrainRow, 'ok'>) };
+  const done = lines.filter((l) => l.startsWith('TORCH_STEP ')).map((l) => JSON.parse(l.slice('TORCH_STEP '.length)) as { step: number; s: number; loss: number });
+  if (r.error && (r.error as NodeJS.ErrnoException).code !== 'ETIMEDOUT') return { ok: false, reason: `${python}: ${r.error.message}` };
+  if (r.signal === 'SIGKILL' || (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') {
+    const what = done.length ? `; finished: ${done.map((d) => `step ${d.step} (${d.step === 0 ? 'warm-up' : 'timed'}) ${d.s.toFixed(1)} s`).join(', ')}` : '; no step finished';
+    return { ok: false, reason: `killed after the ${a.timeoutS} s timeout${what}`, firstStepS: done[0]?.s, losses: done.map((d) => d.loss) };
+  }
+  return { ok: false, reason: (r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ') || `exit ${r.status}` };
 }

@@ -382,3 +382,50 @@ test('stopGradient passes the value and blocks the gradient (float64)', async ()
   assert.deepEqual(Array.from(out.gx!.data as Float64Array), [1, -2, 3]);
   await s.release();
 });
+
+test('frozen MatMulNBits base: the backward rebuilds the weight in row chunks, same gradient', async () => {
+  // 7 rows of K = 32 float32 are 896 bytes: chunks of 256 bytes give 4 pieces (2, 2, 2, 1 rows).
+  const N = 7;
+  const K = 32;
+  const M = 3;
+  const spec = { bits: 4 as const, blockSize: 16 };
+  const q = quantizeRows(Float32Array.from(rand(N * K, 41)), N, K, spec);
+  const deq = dequantizeRows(q, N, K, spec);
+  const x = Float32Array.from(rand(M * K, 42));
+  const gy = Float32Array.from(rand(M * N, 43));
+  const gradFor = async (chunkBytes: number | undefined): Promise<Float32Array> => {
+    const g = new GraphBuilder('chunks');
+    const t = new Tape(g);
+    const xi = t.input('x', 'float32', [M, K], true);
+    const data = g.initializer('qdata', 'uint8', [N, K / 16, 8], q.data);
+    const scales = g.initializer('qscales', 'float32', [N * (K / 16)], q.scales);
+    const y = t.linearQuantized(xi, { data, scales, N, K, ...spec }, chunkBytes);
+    const r = g.input('r', 'float32', [M, N]);
+    g.output(t.gradients(y, [xi], r)[0]!, 'gx', 'float32', [M, K]);
+    const s = await ort.InferenceSession.create(g.toBytes());
+    const out = (
+      await s.run({
+        x: new ort.Tensor('float32', x, [M, K]),
+        r: new ort.Tensor('float32', gy, [M, N]),
+      })
+    ).gx!.data as Float32Array;
+    await s.release();
+    return out;
+  };
+  const whole = await gradFor(undefined);
+  const chunked = await gradFor(256);
+  for (let m = 0; m < M; m++) {
+    for (let k = 0; k < K; k++) {
+      let want = 0;
+      for (let n = 0; n < N; n++) want += gy[m * N + n]! * deq[n * K + k]!;
+      assert.ok(
+        Math.abs(chunked[m * K + k]! - want) <= 1e-5 * (1 + Math.abs(want)),
+        `chunked gx[${m}, ${k}] = ${chunked[m * K + k]}, want ${want}`,
+      );
+      assert.ok(
+        Math.abs(whole[m * K + k]! - want) <= 1e-5 * (1 + Math.abs(want)),
+        `whole gx[${m}, ${k}] = ${whole[m * K + k]}, want ${want}`,
+      );
+    }
+  }
+});

@@ -4,11 +4,15 @@
  * key; the FLOP count matches a hand count.
  */
 import { test } from 'node:test';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import assert from 'node:assert/strict';
 import { openCheckpoint } from '../src/checkpoint/folder.js';
 import { passFlops } from '../bench/flops.js';
 import { buildJson, emptyResults, renderTable, SUMMARY_KEYS } from '../bench/report.js';
 import { taskForward, taskMlCache, taskT2iStep, taskUnderstanding } from '../bench/tasks.js';
+import { runTorchTrain } from '../bench/train.js';
 import { cacheRefreshSchedule } from '../src/samplers/schedule.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
@@ -62,5 +66,37 @@ test('the full output head in row chunks gives the same logits as in one piece',
   } finally {
     await one.dispose();
     await many.dispose();
+  }
+});
+
+test('PyTorch training row: a run killed at its timeout reports the steps it finished; the BLAS folder reaches the child', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-torch-'));
+  try {
+    // A stand-in interpreter: prints what the real script prints after its warm-up step, then hangs.
+    const fake = path.join(tmp, 'python');
+    fs.writeFileSync(fake, '#!/bin/sh\necho "TORCH_STEP {\\"step\\": 0, \\"s\\": 12.5, \\"loss\\": 3.25}"\necho "LD=$LD_LIBRARY_PATH OB=$OPENBLAS_NUM_THREADS" >&2\nexec sleep 60\n', { mode: 0o755 });
+    const env = { python: process.env.DIMOO_TORCH_PYTHON, blas: process.env.DIMOO_TORCH_BLAS_DIR };
+    process.env.DIMOO_TORCH_PYTHON = fake;
+    process.env.DIMOO_TORCH_BLAS_DIR = '/opt/some-blas';
+    try {
+      const r = runTorchTrain({ dir, threads: 1, batch: 1, seqLen: 8, steps: 2, budgetS: 1, timeoutS: 1 });
+      assert.equal(r.ok, false);
+      assert.match(r.reason ?? '', /killed after the 1 s timeout; finished: step 0 \(warm-up\) 12\.5 s/);
+      assert.equal(r.firstStepS, 12.5);
+      assert.deepEqual(r.losses, [3.25]);
+      // A finished run: TORCH_RESULT is parsed, and the child saw the BLAS folder and the thread count.
+      fs.writeFileSync(fake, '#!/bin/sh\necho "TORCH_RESULT {\\"stepS\\": 2, \\"tokensPerS\\": 4, \\"blas\\": \\"$LD_LIBRARY_PATH|$OPENBLAS_NUM_THREADS\\"}"\n', { mode: 0o755 });
+      const ok = runTorchTrain({ dir, threads: 3, batch: 1, seqLen: 8, steps: 2, budgetS: 1, timeoutS: 30 });
+      assert.equal(ok.ok, true);
+      assert.equal(ok.stepS, 2);
+      assert.match(ok.blas ?? '', /^\/opt\/some-blas(:[^|]*)?\|3$/);
+    } finally {
+      if (env.python === undefined) delete process.env.DIMOO_TORCH_PYTHON;
+      else process.env.DIMOO_TORCH_PYTHON = env.python;
+      if (env.blas === undefined) delete process.env.DIMOO_TORCH_BLAS_DIR;
+      else process.env.DIMOO_TORCH_BLAS_DIR = env.blas;
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -30,6 +30,7 @@ import { parseTokenGrid, readTokenGridFile, writeTokenGridFile } from '../src/cl
 import { parseIntValue, parseNumberValue, parseRect } from '../src/cli/options.js';
 import { runDimoo } from './helpers/cli.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
+import { resolveTaskDefaults } from '../src/pipelines/validate.js';
 
 let tmp: string;
 before(() => {
@@ -61,8 +62,9 @@ function assertOneLineError(
   assert.doesNotMatch(r.stderr, /\n\s+at |node:internal/);
   let message = lines[0]!;
   if (json) {
-    const e = (JSON.parse(message) as { error: { message: string; code: string; exit_code: number } })
-      .error;
+    const e = (
+      JSON.parse(message) as { error: { message: string; code: string; exit_code: number } }
+    ).error;
     assert.equal(e.exit_code, r.code);
     assert.match(e.code, /^E_[A-Z]+$/);
     message = e.message;
@@ -192,6 +194,7 @@ class FakeDimoo implements DimooApi {
       vqScale: 16,
       codebookSize: 8192,
       device: 'cpu' as const,
+      defaults: resolveTaskDefaults({}),
     };
   }
   async dispose() {
@@ -454,7 +457,6 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
       ['generate', '--model', model, '--prompt', 'x'],
       ['--out', '--tokens-out', '--json'],
     ],
-    ['missing --model', ['generate', '--prompt', 'x', '--json'], ['--model']],
     [
       'model folder missing',
       ['generate', '--model', '/no/such/dir', '--prompt', 'x', '--json'],
@@ -521,7 +523,10 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
   });
 
   test('unexpected errors: one line plus a DIMOO_DEBUG hint; the stack only with DIMOO_DEBUG=1', async () => {
-    const run = async (env: NodeJS.ProcessEnv, out = ['--tokens-out', path.join(tmp, 'u.json')]) => {
+    const run = async (
+      env: NodeJS.ProcessEnv,
+      out = ['--tokens-out', path.join(tmp, 'u.json')],
+    ) => {
       const stdout = new Capture();
       const stderr = new Capture();
       const code = await runCli(['generate', '--model', tmp, '--prompt', 'x', ...out], {
@@ -556,7 +561,7 @@ describe('argument errors: one line, non-zero exit, no stack trace', () => {
     const h = spawnCli(['generate', '--help']);
     assert.equal(h.code, 0);
     assert.match(h.stdout, /--cfg-scale <s>/);
-    assert.match(h.stdout, /default: 1024/);
+    assert.match(h.stdout, /else 1024\)/);
     const v = spawnCli(['--version']);
     assert.equal(v.code, 0);
     assert.match(v.stdout, /^\d+\.\d+\.\d+/);
@@ -954,9 +959,10 @@ describe('task commands (fake model)', () => {
     assert.equal(plain.stdout, 'a cat\n');
     const p = plain.fake.calls[0]!.params as UnderstandParams;
     assert.equal(p.question, 'what is it?');
-    assert.equal(p.steps, 128);
-    assert.equal(p.genLength, 1024);
-    assert.equal(p.blockLength, 256);
+    // Lengths not given are left to the library (the checkpoint's own, else the original's).
+    assert.equal(p.steps, undefined);
+    assert.equal(p.genLength, undefined);
+    assert.equal(p.blockLength, undefined);
     assert.equal(p.temperature, 0);
     assert.equal(p.scriptLayout, false);
     assert.equal(p.earlyStop, true);

@@ -47,7 +47,7 @@ before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-quant-'));
   for (const bits of [8, 4] as const) {
     qdir[bits] = path.join(tmp, `q${bits}`);
-    await quantizeCheckpoint(goldenCheckpointDir(), qdir[bits]!, { bits });
+    await quantizeCheckpoint(goldenCheckpointDir(), qdir[bits]!, { bits, format: 'nbits' });
   }
   qgemmDir = path.join(tmp, 'qgemm');
   await quantizeCheckpoint(goldenCheckpointDir(), qgemmDir, { bits: 8, format: 'qgemm' });
@@ -355,8 +355,9 @@ test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary
   const ctx = { stdout: out, stderr: new PassThrough(), env: {}, home: tmp, signal: new AbortController().signal, loadModel: () => Promise.reject(new Error('unused')) } as unknown as CliContext;
   const dir = path.join(tmp, 'cli-q4');
   await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 4, out: dir, json: true, progress: false });
-  const summary = JSON.parse(text) as { bits: number; linears: number; bytes: number };
+  const summary = JSON.parse(text) as { bits: number; format: string; linears: number; bytes: number };
   assert.equal(summary.bits, 4);
+  assert.equal(summary.format, 'nbits'); // the 4-bit default
   assert.equal(summary.linears, 2 * 7 + 1 + 1); // 7 linears per layer, the head, the 8-bit embedding
   const d = await Dimoo.load(dir, { threads: 1 });
   try {
@@ -376,10 +377,17 @@ test('quantizeCommand (CLI) writes a checkpoint Dimoo loads and prints a summary
   const sp = SafetensorsFile.open(path.join(plainDir, 'model-q4.safetensors'));
   assert.equal(sp.info('model.transformer.wte.weight').dtype, 'BF16');
   assert.equal(readQuantManifest(plainDir).linears['model.transformer.wte.weight'], undefined);
-  // --format qgemm: int8 per output channel.
+  // --bits 8 without --format: qgemm, int8 per output channel (the 8-bit default).
   text = '';
   const gDir = path.join(tmp, 'cli-qgemm');
-  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 8, format: 'qgemm', out: gDir, json: true, progress: false });
+  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 8, out: gDir, json: true, progress: false });
   assert.equal((JSON.parse(text) as { format: string }).format, 'qgemm');
+  assert.equal(readQuantManifest(gDir).quant_format, 'qgemm');
   assert.equal(SafetensorsFile.open(path.join(gDir, 'model-q8.safetensors')).info('model.transformer.ff_out.weight.i8').dtype, 'I8');
+  // --format nbits keeps the MatMulNBits blocks at 8 bits.
+  text = '';
+  const nDir = path.join(tmp, 'cli-q8-nbits');
+  await quantizeCommand(ctx, goldenCheckpointDir(), { bits: 8, format: 'nbits', out: nDir, json: true, progress: false });
+  assert.equal((JSON.parse(text) as { format: string }).format, 'nbits');
+  assert.equal(SafetensorsFile.open(path.join(nDir, 'model-q8.safetensors')).info('model.transformer.ff_out.weight.q8').dtype, 'U8');
 });

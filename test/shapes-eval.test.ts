@@ -17,20 +17,30 @@ import type { DimooApi, ImageResult, RgbImage, UnderstandResult } from '../src/p
 import { Prng } from '../src/samplers/prng.js';
 import { detectScene } from '../src/shapes/checker.js';
 import { generateDataset, type ShapesRecord } from '../src/shapes/dataset.js';
-import { EVAL_TASKS, cellsUnder, planItems, runShapesEval, type EvalReport } from '../src/shapes/eval.js';
+import {
+  EVAL_TASKS,
+  cellsUnder,
+  planItems,
+  runShapesEval,
+  type EvalReport,
+} from '../src/shapes/eval.js';
 import { formatEvalReport } from '../src/cli/commands/shapes.js';
 import { sampleCaption, sampleEdit, sampleQuestion } from '../src/shapes/language.js';
 import { writeShapesCheckpoint } from '../src/shapes/model.js';
 import { renderScene } from '../src/shapes/render.js';
 import { scoreAnswer, scoreChange, scoreT2i } from '../src/shapes/score.js';
 import { isHeldOut, sampleScene, sceneFacts, sceneKey } from '../src/shapes/world.js';
+import { resolveTaskDefaults } from '../src/pipelines/validate.js';
 
 let tmp: string;
 let ckpt: string;
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-shapes-eval-'));
   ckpt = path.join(tmp, 'ckpt');
-  await writeShapesCheckpoint(ckpt, { seed: 3, overrides: { dModel: 32, nHeads: 4, nLayers: 1, mlpHiddenSize: 64 } });
+  await writeShapesCheckpoint(ckpt, {
+    seed: 3,
+    overrides: { dModel: 32, nHeads: 4, nLayers: 1, mlpHiddenSize: 64 },
+  });
 });
 after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -47,7 +57,11 @@ function cli(args: string[]) {
 }
 
 function readJsonl(file: string): ShapesRecord[] {
-  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as ShapesRecord);
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as ShapesRecord);
 }
 
 test('data set: original item format, pictures agree with records, held-out split by scene, deterministic', async () => {
@@ -59,10 +73,19 @@ test('data set: original item format, pictures agree with records, held-out spli
   assert.equal(train.length + held.length, 60 * 4);
   assert.ok(held.length > 0 && train.length > held.length);
   const tasks = new Set<string>();
-  for (const [split, recs] of [['train', train], ['heldout', held]] as const) {
+  for (const [split, recs] of [
+    ['train', train],
+    ['heldout', held],
+  ] as const) {
     for (const r of recs) {
       tasks.add(r.task);
-      for (const k of ['system_prompt', 'user_prompt', 'user_image', 'answer_image', 'answer_text'] as const)
+      for (const k of [
+        'system_prompt',
+        'user_prompt',
+        'user_image',
+        'answer_image',
+        'answer_text',
+      ] as const)
         assert.equal(typeof r[k], 'string', `${r.id}.${k}`);
       const shown: string[] = [];
       if (r.task === 't2i') {
@@ -88,31 +111,62 @@ test('data set: original item format, pictures agree with records, held-out spli
         assert.equal(sceneKey(det), sceneKey(r.shapes.scene));
         shown.push(sceneKey(det));
       }
-      const anyHeld = [r.shapes.scene, ...(r.shapes.after ? [r.shapes.after] : [])].some((x) => isHeldOut(x, 0.2));
+      const anyHeld = [r.shapes.scene, ...(r.shapes.after ? [r.shapes.after] : [])].some((x) =>
+        isHeldOut(x, 0.2),
+      );
       assert.equal(anyHeld, split === 'heldout', `${r.id} in ${split}`);
     }
   }
   assert.deepEqual([...tasks].sort(), ['edit', 'mmu', 't2i']);
-  const manifest = JSON.parse(fs.readFileSync(path.join(out, 'dataset.json'), 'utf8')) as { records: unknown; images: string };
+  const manifest = JSON.parse(fs.readFileSync(path.join(out, 'dataset.json'), 'utf8')) as {
+    records: unknown;
+    images: string;
+  };
   assert.deepEqual(manifest.records, s.records);
   assert.equal(manifest.images, 'png');
   // same seed, same data
   const again = path.join(tmp, 'ds-again');
   await generateDataset({ out: again, count: 60, seed: 9, holdout: 0.2 });
-  assert.equal(fs.readFileSync(path.join(again, 'train.jsonl'), 'utf8'), fs.readFileSync(path.join(out, 'train.jsonl'), 'utf8'));
-  assert.deepEqual(fs.readFileSync(path.join(again, 'images', 's000007.png')), fs.readFileSync(path.join(out, 'images', 's000007.png')));
+  assert.equal(
+    fs.readFileSync(path.join(again, 'train.jsonl'), 'utf8'),
+    fs.readFileSync(path.join(out, 'train.jsonl'), 'utf8'),
+  );
+  assert.deepEqual(
+    fs.readFileSync(path.join(again, 'images', 's000007.png')),
+    fs.readFileSync(path.join(out, 'images', 's000007.png')),
+  );
   // a non-empty folder is refused, and nothing is left behind
   await assert.rejects(generateDataset({ out, count: 2, seed: 1 }), /not an empty folder/);
-  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), []);
+  assert.deepEqual(
+    fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+    [],
+  );
 });
 
 test('dimoo shapes generate --model writes token grids through the VQ-VAE', () => {
   const out = path.join(tmp, 'ds-tok');
-  const r = cli(['shapes', 'generate', '--out', out, '--count', '4', '--seed', '2', '--model', ckpt, '--threads', '1', '--json']);
+  const r = cli([
+    'shapes',
+    'generate',
+    '--out',
+    out,
+    '--count',
+    '4',
+    '--seed',
+    '2',
+    '--model',
+    ckpt,
+    '--threads',
+    '1',
+    '--json',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout) as { encoded: boolean; scenes: number };
   assert.equal(summary.encoded, true);
-  const recs = [...readJsonl(path.join(out, 'train.jsonl')), ...readJsonl(path.join(out, 'heldout.jsonl'))];
+  const recs = [
+    ...readJsonl(path.join(out, 'train.jsonl')),
+    ...readJsonl(path.join(out, 'heldout.jsonl')),
+  ];
   assert.equal(recs.length, 16);
   for (const rec of recs) {
     for (const f of [rec.user_image, rec.answer_image].filter((x) => x !== '')) {
@@ -136,7 +190,11 @@ test('scoring: the world satisfies its own prompts; changes and answers are told
     assert.ok(scoreT2i(c.request, det).pass, c.text);
     const e = sampleEdit(new Prng(63, i), scene)!;
     const after = sceneFacts(e.after);
-    assert.deepEqual(scoreChange(facts, after, detectScene(renderScene(e.after))), { changed: true, rest: true, pass: true });
+    assert.deepEqual(scoreChange(facts, after, detectScene(renderScene(e.after))), {
+      changed: true,
+      rest: true,
+      pass: true,
+    });
     // returning the input unchanged: the change did not happen
     assert.equal(scoreChange(facts, after, det).changed, false, e.prompt);
     const q = sampleQuestion(new Prng(64, i), facts);
@@ -146,7 +204,10 @@ test('scoring: the world satisfies its own prompts; changes and answers are told
   // a picture of another scene fails the caption on what differs
   const a = sampleScene(new Prng(70, 1));
   const c = sampleCaption(new Prng(71, 1), sceneFacts(a));
-  const other = { ...sceneFacts(a), background: a.background === 'white' ? ('black' as const) : ('white' as const) };
+  const other = {
+    ...sceneFacts(a),
+    background: a.background === 'white' ? ('black' as const) : ('white' as const),
+  };
   const s = scoreT2i({ ...c.request, background: a.background }, other);
   assert.equal(s.pass, false);
   assert.equal(s.attributes.background, false);
@@ -167,7 +228,17 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
     };
     const image = (): ImageResult => {
       const p = mine[k++]!;
-      return { width: 128, height: 128, gridH: 8, gridW: 8, codes: [], promptIds: [], codeStart: 0, stepMs: [], image: pic(copy && p.after ? p.scene : (p.after ?? p.scene)) };
+      return {
+        width: 128,
+        height: 128,
+        gridH: 8,
+        gridW: 8,
+        codes: [],
+        promptIds: [],
+        codeStart: 0,
+        stepMs: [],
+        image: pic(copy && p.after ? p.scene : (p.after ?? p.scene)),
+      };
     };
     return {
       generate: async () => image(),
@@ -178,22 +249,40 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
       understand: async (q): Promise<UnderstandResult> => {
         const p = mine[k++]!;
         assert.equal(q.question, p.question);
-        const ids = [...(await tok.encode(p.answer!, { addSpecialTokens: false })), tok.tokenToId('</answer>')!, 1, 2];
+        const ids = [
+          ...(await tok.encode(p.answer!, { addSpecialTokens: false })),
+          tok.tokenToId('</answer>')!,
+          1,
+          2,
+        ];
         return { text: '', ids, promptIds: [], codeStart: 0, stepMs: [] };
       },
       encodeImage: async () => ({ width: 128, height: 128, codes: new Array<number>(64).fill(0) }),
       decodeTokens: async () => pic(plans[0]!.scene),
-      info: () => ({ dir: ckpt, name: 'oracle', hasVq: true, vqScale: 16, codebookSize: 8192, device: 'cpu' }),
+      info: () => ({
+        dir: ckpt,
+        name: 'oracle',
+        hasVq: true,
+        vqScale: 16,
+        codebookSize: 8192,
+        device: 'cpu',
+        defaults: resolveTaskDefaults({}),
+      }),
       dispose: async () => {},
     };
   };
   const rep = await runShapesEval(oracle(false), { limit, seed: 5 });
   assert.equal(rep.items.length, limit * EVAL_TASKS.length);
-  for (const it of rep.items) assert.ok(it.pass, `${it.task} ${it.prompt}: expected ${it.expected}, got ${it.got}`);
+  for (const it of rep.items)
+    assert.ok(it.pass, `${it.task} ${it.prompt}: expected ${it.expected}, got ${it.got}`);
   assert.equal(rep.t2i!.all.rate, 1);
   assert.equal(rep.mmu!.all.rate, 1);
   assert.equal(rep.edit!.all.rate, 1);
-  const copy = await runShapesEval(oracle(true, ['edit', 'inpaint', 'retouch']), { limit, seed: 5, tasks: ['edit', 'inpaint', 'retouch'] });
+  const copy = await runShapesEval(oracle(true, ['edit', 'inpaint', 'retouch']), {
+    limit,
+    seed: 5,
+    tasks: ['edit', 'inpaint', 'retouch'],
+  });
   assert.equal(copy.edit!.changed.rate, 0);
   assert.equal(copy.retouch!.changed.rate, 0);
   assert.equal(copy.inpaint!.changed.rate, 0);
@@ -202,7 +291,22 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
 
 test('dimoo eval on a random checkpoint: a well-formed report and grid', async () => {
   const grid = path.join(tmp, 'grid.png');
-  const r = cli(['eval', '--model', ckpt, '--limit', '2', '--timesteps', '2', '--gen-length', '16', '--threads', '1', '--grid', grid, '--json']);
+  const r = cli([
+    'eval',
+    '--model',
+    ckpt,
+    '--limit',
+    '2',
+    '--timesteps',
+    '2',
+    '--gen-length',
+    '16',
+    '--threads',
+    '1',
+    '--grid',
+    grid,
+    '--json',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const rep = JSON.parse(r.stdout) as {
     items: Array<{ task: string; pass: boolean; prompt: string; got: string }>;
@@ -214,8 +318,10 @@ test('dimoo eval on a random checkpoint: a well-formed report and grid', async (
     grid: string;
   };
   assert.equal(rep.items.length, 10);
-  for (const t of ['t2i', 'edit', 'inpaint', 'retouch', 'mmu'] as const) assert.equal(rep[t].all.n, 2);
-  for (const a of Object.values(rep.t2i.byAttribute)) assert.ok(a.n > 0 && a.rate >= 0 && a.rate <= 1);
+  for (const t of ['t2i', 'edit', 'inpaint', 'retouch', 'mmu'] as const)
+    assert.equal(rep[t].all.n, 2);
+  for (const a of Object.values(rep.t2i.byAttribute))
+    assert.ok(a.n > 0 && a.rate >= 0 && a.rate <= 1);
   assert.deepEqual(Object.keys(rep.mmu.byType), ['color', 'shape']);
   assert.equal(rep.grid, grid);
   // grid: one row per task, first tile framed by the first item's verdict
@@ -244,9 +350,18 @@ test('painting items: the masked token cells cover every changed pixel, and the 
         for (let y = 0; y < 128; y++)
           for (let x = 0; x < 128; x++) {
             const i = (y * 128 + x) * 3;
-            if (before.data[i] === afterPic.data[i] && before.data[i + 1] === afterPic.data[i + 1] && before.data[i + 2] === afterPic.data[i + 2]) continue;
+            if (
+              before.data[i] === afterPic.data[i] &&
+              before.data[i + 1] === afterPic.data[i + 1] &&
+              before.data[i + 2] === afterPic.data[i + 2]
+            )
+              continue;
             changed++;
-            assert.equal(cells[Math.floor(y / scale) * gw + Math.floor(x / scale)], 1, `${task} ${p.prompt}: pixel ${x},${y} outside the mask`);
+            assert.equal(
+              cells[Math.floor(y / scale) * gw + Math.floor(x / scale)],
+              1,
+              `${task} ${p.prompt}: pixel ${x},${y} outside the mask`,
+            );
           }
         assert.ok(changed > 100, `${task}: the change is visible`);
         // no more than the box's cells: at most ceil(extent/scale)+1 per side

@@ -134,7 +134,7 @@ test('LoRA: PEFT names and init, loss at init equals the base exactly, dL/dB by 
 for (const bits of [8, 4] as const) {
   test(`QLoRA on a ${bits}-bit base: exact base loss at init, training lowers the loss`, async () => {
     const dir = path.join(tmp, `q${bits}`);
-    await quantizeCheckpoint(goldenCheckpointDir(), dir, { bits });
+    await quantizeCheckpoint(goldenCheckpointDir(), dir, { bits, format: 'nbits' });
     await assert.rejects(createTrainEngine({ model: dir }), /only be fine-tuned with LoRA/);
     const base = await withEngine(
       await createTrainEngine({ model: dir, threads: 1, lora: { r: 2, alpha: 2, targets: ['v'] } }),

@@ -3,6 +3,7 @@
  * flags, image inputs (a picture or a token grid file), outputs and the run
  * itself with progress bar and Ctrl-C.
  */
+import { DEFAULT_MODEL_ENV, SHIPPED_MODEL_PATH } from '../checkpoint/default-model.js';
 import type { Command } from 'commander';
 import { DimooError } from '../errors.js';
 import type {
@@ -25,7 +26,11 @@ export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => 
   parseLoraRef(raw),
 ];
 import { checkImageOutPath, checkOutFolder, formatMs, writeJson, writeRgbImage } from './output.js';
-import { formatParameters, imageRunSettings, type ImageTaskParams } from '../pipelines/parameters.js';
+import {
+  formatParameters,
+  imageRunSettings,
+  type ImageTaskParams,
+} from '../pipelines/parameters.js';
 import { drawSeed } from '../pipelines/validate.js';
 import { packageVersion } from './version.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
@@ -39,7 +44,10 @@ export interface ModelCommandFlags extends ModelFlags {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--model <dir|id>', 'checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO)')
+    .option(
+      '--model <dir|id>',
+      `checkpoint folder (official Lumina-DiMOO layout) or Hugging Face id (e.g. Alpha-VLLM/Lumina-DiMOO); default: $${DEFAULT_MODEL_ENV}, else the shipped shapes model (${SHIPPED_MODEL_PATH})`,
+    )
     .option('--revision <rev>', 'Hugging Face ids: branch, tag or commit (default main)')
     .option(
       '--threads <n>',
@@ -258,7 +266,10 @@ export function imageParameters(
 ): string {
   return formatParameters(
     params.prompt ?? '',
-    imageRunSettings(task, params, r, { model: api.info().name, version: `dimoo ${packageVersion()}` }),
+    imageRunSettings(task, params, r, {
+      model: api.info().name,
+      version: `dimoo ${packageVersion()}`,
+    }),
   );
 }
 

@@ -10,6 +10,11 @@ import type { LoraRef } from '../checkpoint/lora.js';
 import type { CliContext } from './context.js';
 import { asCancellation, throwIfCancelled } from './errors.js';
 import { isHubId } from '../checkpoint/hub.js';
+import { resolveModel } from '../checkpoint/default-model.js';
+import { GENERATION_CONFIG_FILE, readGenerationDefaults } from '../checkpoint/generation-config.js';
+import { resolveTaskDefaults } from '../pipelines/validate.js';
+import type { TaskDefaults } from '../pipelines/types.js';
+import * as path from 'node:path';
 import type { LoadProgress } from '../pipelines/types.js';
 import { createProgressBar, progressEnabled, type ProgressMode } from './progress.js';
 
@@ -58,7 +63,8 @@ export const loadDimoo = async (dir: string, opts: LoadOptions): Promise<DimooAp
 
 /** Which model to load and how (the loading part of every model command's flags). */
 export interface ModelFlags {
-  model: string;
+  /** Absent: the default model (checkpoint/default-model.ts). */
+  model?: string;
   threads?: number;
   device?: 'cpu' | 'webgpu';
   precision?: 'fp32' | 'fp16';
@@ -79,13 +85,27 @@ export function checkModelDir(dir: string, flag = '--model'): void {
   if (!st.isDirectory()) throw new DimooError(`${flag} ${dir}: not a folder`, 'E_PARAM');
 }
 
+/**
+ * The request defaults of the model a command will load, read from its
+ * folder before loading (for decisions made first, such as file names); a
+ * Hugging Face id gets the original's.
+ */
+export function modelTaskDefaults(ctx: CliContext, model: string | undefined): TaskDefaults {
+  const dir = resolveModel(model, ctx.env);
+  const file = path.join(dir, GENERATION_CONFIG_FILE);
+  return resolveTaskDefaults(
+    isHubId(dir) && !fs.existsSync(file) ? {} : readGenerationDefaults(file),
+  );
+}
+
 /** Loads the model, runs `fn`, and always releases the model (ORT sessions, worker). */
 export async function withModel<T>(
   ctx: CliContext,
   flags: ModelFlags,
   fn: (api: DimooApi) => Promise<T>,
 ): Promise<T> {
-  checkModelDir(flags.model);
+  const model = resolveModel(flags.model, ctx.env);
+  checkModelDir(model);
   const loadOpts: LoadOptions = {};
   if (flags.threads !== undefined) loadOpts.threads = flags.threads;
   if (flags.device !== undefined) loadOpts.device = flags.device;
@@ -96,7 +116,7 @@ export async function withModel<T>(
   loadOpts.onProgress = shown.onProgress;
   let api: DimooApi;
   try {
-    api = await ctx.loadModel(flags.model, loadOpts);
+    api = await ctx.loadModel(model, loadOpts);
   } finally {
     shown.stop();
   }
@@ -115,11 +135,18 @@ export async function withModel<T>(
  * the folder either positionally or as `--model`, like every other command:
  * exactly one of the two.
  */
-export function folderArgOrModel(positional: string | undefined, model: string | undefined): string {
+export function folderArgOrModel(
+  positional: string | undefined,
+  model: string | undefined,
+): string {
   if (positional !== undefined && model !== undefined && positional !== model)
-    throw new DimooError(`give the checkpoint folder once: ${positional} or --model ${model}`, 'E_PARAM');
+    throw new DimooError(
+      `give the checkpoint folder once: ${positional} or --model ${model}`,
+      'E_PARAM',
+    );
   const dir = positional ?? model;
-  if (dir === undefined) throw new DimooError('give the checkpoint folder (MODEL_DIR or --model DIR)', 'E_PARAM');
+  if (dir === undefined)
+    throw new DimooError('give the checkpoint folder (MODEL_DIR or --model DIR)', 'E_PARAM');
   return dir;
 }
 

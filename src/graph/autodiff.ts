@@ -37,6 +37,13 @@ interface Entry {
   vjp: Vjp;
 }
 
+/**
+ * Largest float32 piece of a frozen quantized weight the backward rebuilds at
+ * once (64 MiB: 4096 rows of d_model 4096; one [4096 x 12288] MLP matrix is 192 MiB,
+ * the 8B head 2.1 GiB).
+ */
+export const DEQUANT_CHUNK_BYTES = 64 * 2 ** 20;
+
 /** Quantized linear weight as MatMulNBits takes it ([N, K/bs, bs*bits/8] uint8 + scales [N*K/bs]). */
 export interface QuantWeight {
   data: Value;
@@ -298,27 +305,78 @@ export class Tape {
   }
 
   /**
-   * x [M, K] @ dequant(W)^T with W a frozen block-quantized [N, K] weight (MatMulNBits).
-   * The gradient w.r.t. x multiplies by dequant(W) rebuilt at run time by
-   * GatherBlockQuantized over every row (a transient float [N, K]).
+   * x [M, K] @ dequant(W)^T with W a frozen block-quantized [N, K] weight (MatMulNBits),
+   * given whole or as consecutive row pieces (one MatMulNBits per piece, outputs
+   * concatenated: ORT's unpacked MatMulNBits dequantizes its whole weight into a
+   * transient float buffer, 2.2 GB for the 8B head in one piece). The gradient
+   * w.r.t. x multiplies by dequant(W) rebuilt at run time by GatherBlockQuantized,
+   * in row chunks of at most `chunkBytes` of float32 (see matmulDequantized).
    */
-  linearQuantized(x: TVal, w: QuantWeight): TVal {
-    const y = this.g.matMulNBits(x, w.data, w.scales, null, {
-      K: w.K,
-      N: w.N,
-      bits: w.bits,
-      blockSize: w.blockSize,
-      accuracyLevel: w.accuracyLevel ?? 0,
-    });
-    return this.rec(y, [x.shape[0]!, w.N], [x], (gy) => [this.g.matmul(gy, this.dequantize(w))]);
+  linearQuantized(x: TVal, w: QuantWeight | readonly QuantWeight[], chunkBytes = DEQUANT_CHUNK_BYTES): TVal {
+    const pieces = Array.isArray(w) ? (w as readonly QuantWeight[]) : [w as QuantWeight];
+    if (pieces.length === 0 || pieces.some((p) => p.K !== pieces[0]!.K))
+      throw new Error('autodiff: linearQuantized needs row pieces of one K');
+    const outs = pieces.map((p) =>
+      this.g.matMulNBits(x, p.data, p.scales, null, {
+        K: p.K,
+        N: p.N,
+        bits: p.bits,
+        blockSize: p.blockSize,
+        accuracyLevel: p.accuracyLevel ?? 0,
+      }),
+    );
+    const y = outs.length === 1 ? outs[0]! : this.g.concat(outs, -1);
+    const N = pieces.reduce((n, p) => n + p.N, 0);
+    return this.rec(y, [x.shape[0]!, N], [x], (gy) => [this.matmulDequantized(gy, pieces, chunkBytes)]);
+  }
+
+  /**
+   * gy [M, N] @ dequant(W) [N, K], W rebuilt chunk by chunk of rows. Everything
+   * the dequantization reads is offset by an int64 zero computed at run time
+   * from the previous partial sum (the first chunk's from gy): the row indices,
+   * so ORT cannot run every chunk before the products (at most one chunk's float
+   * rows exist at a time), and the shapes that view the MatMulNBits initializers
+   * as GatherBlockQuantized wants them, so ORT cannot fold those Reshapes into
+   * heap copies of every base weight at load (the run-time Reshape aliases the
+   * initializer instead).
+   */
+  private matmulDequantized(gy: Value, pieces: readonly QuantWeight[], chunkBytes: number): Value {
+    let acc: Value | null = null;
+    let off = 0;
+    for (const w of pieces) {
+      const per = Math.max(1, Math.floor(chunkBytes / (4 * w.K)));
+      for (let start = 0; start < w.N; start += per) {
+        const end = Math.min(w.N, start + per);
+        const zero = this.runtimeZero(acc ?? gy);
+        const rows = this.g.add(this.g.constI64(Array.from({ length: end - start }, (_, i) => start + i)), zero);
+        const whole = pieces.length === 1 && end - start === w.N;
+        const part = this.g.matmul(
+          whole ? gy : this.g.slice(gy, [off + start], [off + end], [-1]),
+          this.dequantizeRows(w, rows, zero),
+        );
+        acc = acc ? this.g.add(acc, part) : part;
+      }
+      off += w.N;
+    }
+    return acc!;
+  }
+
+  /** An int64 scalar 0 that ORT can only know once `v` has been computed. */
+  private runtimeZero(v: Value): Value {
+    return this.g.reduceSum(this.g.mul(this.g.shape(v), this.g.constI64([0], [])), [0], false);
   }
 
   /** dequant(W) [N, K] float32 of a MatMulNBits weight. */
   dequantize(w: QuantWeight): Value {
+    return this.dequantizeRows(w, this.g.constI64(Array.from({ length: w.N }, (_, i) => i)));
+  }
+
+  /** Rows `rows` (int64 [R]) of dequant(W), [R, K] float32; `zero` (see matmulDequantized) keeps the views of W run-time. */
+  private dequantizeRows(w: QuantWeight, rows: Value, zero?: Value): Value {
     const blocks = w.K / w.blockSize;
-    const rows = this.g.constI64(Array.from({ length: w.N }, (_, i) => i));
-    const data = this.g.reshape(w.data, [w.N, (w.K * w.bits) / 8]);
-    const scales = this.g.reshape(w.scales, [w.N, blocks]);
+    const dims = (d: number[]): Value => (zero ? this.g.add(this.g.constI64(d), zero) : this.g.constI64(d));
+    const data = this.g.reshape(w.data, dims([w.N, (w.K * w.bits) / 8]));
+    const scales = this.g.reshape(w.scales, dims([w.N, blocks]));
     return this.g.gatherBlockQuantized(data, rows, scales, {
       blockSize: w.blockSize,
       bits: w.bits,

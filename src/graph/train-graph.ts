@@ -24,7 +24,7 @@
 import type { LladaConfig } from '../checkpoint/config.js';
 import { GraphBuilder, type DType, type Value } from './onnx/builder.js';
 import type { QuantizedLinearSource, WeightSource } from './transformer.js';
-import { Tape, type QuantWeight, type TVal } from './autodiff.js';
+import { DEQUANT_CHUNK_BYTES, Tape, type QuantWeight, type TVal } from './autodiff.js';
 
 export const TRAIN_INPUTS = {
   ids: 'ids',
@@ -186,33 +186,32 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const names = opts.lora!.names(wName);
     return { A: trainableInput(names.a, [r, inDim]), B: trainableInput(names.b, [outDim, r]) };
   };
-  const quantWeights = new Map<string, QuantWeight>();
-  const quantWeight = (wName: string, q: QuantizedLinearSource): QuantWeight => {
+  const quantWeights = new Map<string, QuantWeight[]>();
+  /**
+   * A frozen quantized linear as row pieces of at most DEQUANT_CHUNK_BYTES of float32
+   * (each piece external data over its own byte range of the blocks and scales, so
+   * nothing is copied): ORT's unpacked MatMulNBits dequantizes a whole weight per run.
+   */
+  const quantWeight = (wName: string, q: QuantizedLinearSource): QuantWeight[] => {
     const blocks = q.K / q.blockSize;
-    const data = g.external(
-      `${wName}.q${q.bits}#${extCount++}`,
-      'uint8',
-      [q.N, blocks, (q.blockSize * q.bits) / 8],
-      {
+    const rowBytes = (blocks * q.blockSize * q.bits) / 8;
+    const per = Math.max(1, Math.floor(DEQUANT_CHUNK_BYTES / (4 * q.K)));
+    const pieces: QuantWeight[] = [];
+    for (let start = 0; start < q.N; start += per) {
+      const n = Math.min(per, q.N - start);
+      const data = g.external(`${wName}.q${q.bits}#${extCount++}`, 'uint8', [n, blocks, rowBytes / blocks], {
         location: q.data.location,
-        offset: q.data.byteOffset,
-        length: q.data.byteLength,
-      },
-    );
-    const scales = g.external(`${wName}.scales#${extCount++}`, 'float32', [q.N * blocks], {
-      location: q.scales.location,
-      offset: q.scales.byteOffset,
-      length: q.scales.byteLength,
-    });
-    return {
-      data,
-      scales,
-      N: q.N,
-      K: q.K,
-      bits: q.bits,
-      blockSize: q.blockSize,
-      accuracyLevel: opts.accuracyLevel ?? 0,
-    };
+        offset: q.data.byteOffset + start * rowBytes,
+        length: n * rowBytes,
+      });
+      const scales = g.external(`${wName}.scales#${extCount++}`, 'float32', [n * blocks], {
+        location: q.scales.location,
+        offset: q.scales.byteOffset + start * blocks * 4,
+        length: n * blocks * 4,
+      });
+      pieces.push({ data, scales, N: n, K: q.K, bits: q.bits, blockSize: q.blockSize, accuracyLevel: opts.accuracyLevel ?? 0 });
+    }
+    return pieces;
   };
 
   const eps = t.scalar(c.rmsNormEps);
@@ -369,31 +368,7 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     const qHead = full ? undefined : opts.quantized?.(headName);
     const hb = c.includeBias ? param(`${pre}.ff_out.bias`, [V]) : undefined;
     if (qHead) {
-      const blocks = qHead.K / qHead.blockSize;
-      const data = g.external(
-        `${headName}.q${qHead.bits}#${extCount++}`,
-        'uint8',
-        [qHead.N, blocks, (qHead.blockSize * qHead.bits) / 8],
-        {
-          location: qHead.data.location,
-          offset: qHead.data.byteOffset,
-          length: qHead.data.byteLength,
-        },
-      );
-      const scales = g.external(`${headName}.scales#${extCount++}`, 'float32', [qHead.N * blocks], {
-        location: qHead.scales.location,
-        offset: qHead.scales.byteOffset,
-        length: qHead.scales.byteLength,
-      });
-      logits = t.linearQuantized(rows, {
-        data,
-        scales,
-        N: qHead.N,
-        K: qHead.K,
-        bits: qHead.bits,
-        blockSize: qHead.blockSize,
-        accuracyLevel: opts.accuracyLevel ?? 0,
-      });
+      logits = t.linearQuantized(rows, quantWeight(headName, qHead));
       if (hb) logits = t.add(logits, hb);
     } else {
       logits = t.linear(rows, param(headName, [V, D]), hb);

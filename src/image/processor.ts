@@ -17,13 +17,18 @@ import { varCenterCrop } from './crop.js';
 import { checkImage, type Image8, type RgbImage } from './image.js';
 import { resizePil } from './resample.js';
 
-/** How an input image is fitted: the original's crop to an area budget, or its own size floored to the scale. */
-export type FitMode = 256 | 512 | 1024 | 'none';
+/**
+ * How an input image is fitted: the original's crop to an area budget (512 or
+ * 1024 in DiMOO; a checkpoint trained on small pictures names its own), or its
+ * own size floored to the scale.
+ */
+export type FitMode = number | 'none';
 
 export class ImageProcessor {
   /** `scale`: pixels per token side (the VQ-VAE's downsampling factor). */
   constructor(readonly scale: number) {
-    if (!Number.isSafeInteger(scale) || scale < 1) throw new Error(`ImageProcessor: bad scale ${scale}`);
+    if (!Number.isSafeInteger(scale) || scale < 1)
+      throw new Error(`ImageProcessor: bad scale ${scale}`);
   }
 
   /** Sides floored to a multiple of the scale (Lanczos when that changes the size). */
@@ -33,7 +38,10 @@ export class ImageProcessor {
     const w = rgb.width - (rgb.width % s);
     const h = rgb.height - (rgb.height % s);
     if (w < s || h < s) {
-      throw new DimooError(`${what}: ${rgb.width}x${rgb.height} is smaller than one token: it must be at least ${s}x${s} pixels`, 'E_IMAGE');
+      throw new DimooError(
+        `${what}: ${rgb.width}x${rgb.height} is smaller than one token: it must be at least ${s}x${s} pixels`,
+        'E_IMAGE',
+      );
     }
     return w === rgb.width && h === rgb.height ? rgb : resizePil(rgb, w, h, 'lanczos');
   }
@@ -47,10 +55,22 @@ export class ImageProcessor {
   resize(img: RgbImage, width: number, height: number, what = 'image'): Image8 {
     const rgb = asImage8(img, what);
     const s = this.scale;
-    if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width < s || height < s || width % s || height % s) {
-      throw new DimooError(`${what}: target size ${width}x${height} must be positive multiples of ${s}`, 'E_PARAM');
+    if (
+      !Number.isSafeInteger(width) ||
+      !Number.isSafeInteger(height) ||
+      width < s ||
+      height < s ||
+      width % s ||
+      height % s
+    ) {
+      throw new DimooError(
+        `${what}: target size ${width}x${height} must be positive multiples of ${s}`,
+        'E_PARAM',
+      );
     }
-    return width === rgb.width && height === rgb.height ? rgb : resizePil(rgb, width, height, 'lanczos');
+    return width === rgb.width && height === rgb.height
+      ? rgb
+      : resizePil(rgb, width, height, 'lanczos');
   }
 
   /** An input image made ready for the encoder by `mode` (see FitMode). */
@@ -62,7 +82,10 @@ export class ImageProcessor {
   toPixels(img: RgbImage, what = 'image'): Float32Array {
     const rgb = asImage8(img, what);
     if (rgb.width % this.scale || rgb.height % this.scale) {
-      throw new DimooError(`${what}: ${rgb.width}x${rgb.height} is not on the ${this.scale}-px token grid`, 'E_IMAGE');
+      throw new DimooError(
+        `${what}: ${rgb.width}x${rgb.height} is not on the ${this.scale}-px token grid`,
+        'E_IMAGE',
+      );
     }
     const n = rgb.width * rgb.height;
     const data = rgb.data;
@@ -78,7 +101,8 @@ export class ImageProcessor {
   /** `(x * 255).round().astype(uint8)` on float32 values in [0, 1], CHW -> HWC (VaeImageProcessor.postprocess). */
   toRgb8(chw: Float32Array, width: number, height: number): Uint8Array {
     const n = width * height;
-    if (chw.length !== 3 * n) throw new Error(`toRgb8: ${chw.length} values for 3x${height}x${width}`);
+    if (chw.length !== 3 * n)
+      throw new Error(`toRgb8: ${chw.length} values for 3x${height}x${width}`);
     const out = new Uint8Array(3 * n);
     for (let c = 0; c < 3; c++) {
       for (let p = 0; p < n; p++) {

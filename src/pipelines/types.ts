@@ -234,6 +234,15 @@ export interface ModelInfo {
   /** Image codes are 0 .. codebookSize - 1 (8192). */
   codebookSize: number;
   device: 'cpu' | 'webgpu';
+  /** The defaults this checkpoint's requests get where they give no value (its generation_config.json, else the original scripts'). */
+  defaults: TaskDefaults;
+}
+
+/** Per-checkpoint request defaults (see checkpoint/generation-config.ts). */
+export interface TaskDefaults {
+  t2i: { width: number; height: number };
+  i2i: { cropBudget: number };
+  mmu: { genLength: number; blockLength: number; steps: number; cropBudget: number };
 }
 
 export interface LoadOptions {

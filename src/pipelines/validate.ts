@@ -6,7 +6,8 @@ import { DimooError } from '../errors.js';
 import { DEFAULT_ML_CACHE } from '../samplers/mlcache.js';
 import type { ResolvedSampling } from './image-engine.js';
 import type { TextCacheMode, TextMlCacheOptions } from './text-engine.js';
-import type { ImageSamplingParams } from './types.js';
+import type { ImageSamplingParams, TaskDefaults } from './types.js';
+import type { GenerationDefaults } from '../checkpoint/generation-config.js';
 
 /** The original scripts' defaults, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -14,9 +15,34 @@ export const DEFAULTS = Object.freeze({
   i2i: { timesteps: 64, cfgScale: 2.5, cfgImg: 4.0, temperature: 1.0, cropBudget: 512 },
   paint: { timesteps: 64, cfgScale: 4.0, temperature: 1.0, maskHRatio: 1.0, maskWRatio: 0.2 },
   // cropBudget: one image (inference_mmu.py); multiImageCropBudget: each of several (the original's VLMEvalKit wrapper).
-  mmu: { steps: 128, genLength: 1024, blockLength: 256, temperature: 0, cfgScale: 0, cropBudget: 1024, multiImageCropBudget: 512 },
+  mmu: {
+    steps: 128,
+    genLength: 1024,
+    blockLength: 256,
+    temperature: 0,
+    cfgScale: 0,
+    cropBudget: 1024,
+    multiImageCropBudget: 512,
+  },
   seed: 0,
 });
+
+/** The original's defaults under a checkpoint's own (its generation_config.json `dimoo` section). */
+export function resolveTaskDefaults(g: GenerationDefaults): TaskDefaults {
+  return {
+    t2i: {
+      width: g.textToImage?.width ?? DEFAULTS.t2i.width,
+      height: g.textToImage?.height ?? DEFAULTS.t2i.height,
+    },
+    i2i: { cropBudget: g.imageToImage?.cropBudget ?? DEFAULTS.i2i.cropBudget },
+    mmu: {
+      genLength: g.understanding?.genLength ?? DEFAULTS.mmu.genLength,
+      blockLength: g.understanding?.blockLength ?? DEFAULTS.mmu.blockLength,
+      steps: g.understanding?.steps ?? DEFAULTS.mmu.steps,
+      cropBudget: g.understanding?.cropBudget ?? DEFAULTS.mmu.cropBudget,
+    },
+  };
+}
 
 /**
  * The seed rule of the CLI and the server (the library itself defaults to
@@ -46,9 +72,15 @@ const E = 'E_PARAM';
  */
 export function checkBlockLayout(genLength: number, blockLength: number, steps: number): void {
   if (genLength % blockLength !== 0)
-    throw new DimooError(`genLength (${genLength}) must be a multiple of blockLength (${blockLength})`, E);
+    throw new DimooError(
+      `genLength (${genLength}) must be a multiple of blockLength (${blockLength})`,
+      E,
+    );
   if (steps % (genLength / blockLength) !== 0) {
-    throw new DimooError(`steps (${steps}) must be a multiple of the number of blocks (${genLength / blockLength})`, E);
+    throw new DimooError(
+      `steps (${steps}) must be a multiple of the number of blocks (${genLength / blockLength})`,
+      E,
+    );
   }
 }
 
@@ -70,7 +102,8 @@ export function checkPrompt(name: string, v: unknown, required = true): string {
   if (v === undefined && !required) return '';
   if (typeof v !== 'string') throw new DimooError(`${name} must be a string`, E);
   if (required && v.trim() === '') throw new DimooError(`${name} must not be empty`, E);
-  if (v.length > 20000) throw new DimooError(`${name} is too long (${v.length} characters; at most 20000)`, E);
+  if (v.length > 20000)
+    throw new DimooError(`${name} is too long (${v.length} characters; at most 20000)`, E);
   return v;
 }
 
@@ -85,16 +118,34 @@ export function resolveSampling(
   p: ImageSamplingParams,
   defaults: { timesteps: number; temperature: number },
 ): ResolvedSampling {
-  const timesteps = checkInt('timesteps', p.timesteps ?? defaults.timesteps, 1, LIMITS.maxTimesteps);
+  const timesteps = checkInt(
+    'timesteps',
+    p.timesteps ?? defaults.timesteps,
+    1,
+    LIMITS.maxTimesteps,
+  );
   const temperature = checkNumber('temperature', p.temperature ?? defaults.temperature, 0, 100);
   const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
   const useCache = p.useCache ?? false;
   if (typeof useCache !== 'boolean') throw new DimooError('useCache must be true or false', E);
   const cacheRatio = checkNumber('cacheRatio', p.cacheRatio ?? DEFAULT_ML_CACHE.cacheRatio, 0, 1);
-  const warmupRatio = checkNumber('warmupRatio', p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio, 0, 1);
-  const refreshInterval = checkInt('refreshInterval', p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval, 1, 1_000_000);
+  const warmupRatio = checkNumber(
+    'warmupRatio',
+    p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio,
+    0,
+    1,
+  );
+  const refreshInterval = checkInt(
+    'refreshInterval',
+    p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval,
+    1,
+    1_000_000,
+  );
   if (useCache && (cacheRatio >= 1 || warmupRatio >= 1)) {
-    throw new DimooError('with useCache, cacheRatio must be in [0, 1) and warmupRatio in [0, 1)', E);
+    throw new DimooError(
+      'with useCache, cacheRatio must be in [0, 1) and warmupRatio in [0, 1)',
+      E,
+    );
   }
   return { timesteps, temperature, seed, useCache, cacheRatio, warmupRatio, refreshInterval };
 }
@@ -106,14 +157,37 @@ export function resolveTextCache(
 ): { cache: TextCacheMode; mlCache?: TextMlCacheOptions } {
   const u = p.useCache ?? false;
   const cache: TextCacheMode | undefined =
-    u === true || u === 'dual' ? 'dual' : u === false ? 'none' : u === 'ml-cache' ? 'ml-cache' : undefined;
-  if (!cache) throw new DimooError(`useCache must be true, false, 'dual' or 'ml-cache', got ${JSON.stringify(u)}`, E);
+    u === true || u === 'dual'
+      ? 'dual'
+      : u === false
+        ? 'none'
+        : u === 'ml-cache'
+          ? 'ml-cache'
+          : undefined;
+  if (!cache)
+    throw new DimooError(
+      `useCache must be true, false, 'dual' or 'ml-cache', got ${JSON.stringify(u)}`,
+      E,
+    );
   if (cache !== 'ml-cache') return { cache };
   if (sampling.temperature > 0 || sampling.cfgScale > 0) {
-    throw new DimooError("useCache 'ml-cache' supports greedy unguided decoding only (temperature 0, cfgScale 0)", E);
+    throw new DimooError(
+      "useCache 'ml-cache' supports greedy unguided decoding only (temperature 0, cfgScale 0)",
+      E,
+    );
   }
   const cacheRatio = checkNumber('cacheRatio', p.cacheRatio ?? DEFAULT_ML_CACHE.cacheRatio, 0, 1);
-  const warmupRatio = checkNumber('warmupRatio', p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio, 0, 1);
-  const refreshInterval = checkInt('refreshInterval', p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval, 1, 1_000_000);
+  const warmupRatio = checkNumber(
+    'warmupRatio',
+    p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio,
+    0,
+    1,
+  );
+  const refreshInterval = checkInt(
+    'refreshInterval',
+    p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval,
+    1,
+    1_000_000,
+  );
   return { cache, mlCache: { cacheRatio, warmupRatio, refreshInterval } };
 }

@@ -10,6 +10,7 @@
  * The returned promise settles only when the worker has actually stopped, so
  * a queue that waits for it never runs two jobs at once.
  */
+import { resolveModel } from '../checkpoint/default-model.js';
 import { Worker } from 'node:worker_threads';
 import { DimooError } from '../errors.js';
 import { resolveModelDir } from '../checkpoint/hub.js';
@@ -100,8 +101,11 @@ export class WorkerDimoo implements DimooApi {
     );
   }
 
-  /** Starts a worker thread and loads the checkpoint in it; resolves when the model is ready. */
-  static async load(dir: string, opts: WorkerDimooOptions = {}): Promise<WorkerDimoo> {
+  /**
+   * Starts a worker thread and loads the checkpoint in it; resolves when the model is ready.
+   * `dir` omitted: the default model ($DIMOO_MODEL, else the shipped shapes model).
+   */
+  static async load(dir?: string, opts: WorkerDimooOptions = {}): Promise<WorkerDimoo> {
     const abortFlags = new SharedArrayBuffer(ABORT_SLOTS * 4);
     const loadOptions: WorkerInit['loadOptions'] = { ...(opts.extra ?? {}) };
     if (opts.threads !== undefined) loadOptions.threads = opts.threads;
@@ -109,10 +113,11 @@ export class WorkerDimoo implements DimooApi {
     if (opts.precision !== undefined) loadOptions.precision = opts.precision;
     if (opts.lora !== undefined) loadOptions.lora = opts.lora;
     // A Hugging Face id is resolved (and downloaded) here, so download progress reaches the caller directly.
-    const local = await resolveModelDir(dir, {
+    const local = await resolveModelDir(resolveModel(dir, process.env, 'dir'), {
       revision: opts.revision,
       token: opts.token,
-      onProgress: (p) => opts.onProgress?.({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
+      onProgress: (p) =>
+        opts.onProgress?.({ stage: 'download', done: p.done, total: p.total, detail: p.file }),
     });
     const init: WorkerInit = {
       moduleUrl: String(opts.moduleUrl ?? sibling('../pipelines/dimoo').href),

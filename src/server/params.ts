@@ -143,7 +143,7 @@ export function checkSize(
 export function parseSize(
   b: Body,
   limits: ServerLimits,
-  dflt: number,
+  dflt: { width: number; height: number },
 ): { width: number; height: number } {
   const s = raw(b, 'size');
   let width: number;
@@ -154,8 +154,8 @@ export function parseSize(
     width = Number(m[1]);
     height = Number(m[2]);
   } else {
-    width = optInt(b, 'width', 1, 1 << 20) ?? dflt;
-    height = optInt(b, 'height', 1, 1 << 20) ?? dflt;
+    width = optInt(b, 'width', 1, 1 << 20) ?? dflt.width;
+    height = optInt(b, 'height', 1, 1 << 20) ?? dflt.height;
   }
   checkSize(width, height, limits);
   return { width, height };
@@ -222,23 +222,31 @@ export function parseCacheSchedule(b: Body): {
   return p;
 }
 
-/** Understanding parameters of a chat/understand request (defaults scaled to the requested length). */
+/**
+ * Understanding parameters of a chat/understand request (defaults scaled to
+ * the requested length). `dflt`: the model's own (ModelInfo.defaults.mmu),
+ * else the original script's.
+ */
 export function parseUnderstand(
   b: Body,
   limits: { maxTokens: number; maxSteps: number },
+  dflt: { genLength: number; blockLength: number; steps: number } = {
+    genLength: TASK_DEFAULTS.mmuGenLength,
+    blockLength: TASK_DEFAULTS.mmuBlockLength,
+    steps: TASK_DEFAULTS.mmuSteps,
+  },
 ): Omit<UnderstandParams, 'question' | 'image'> {
   const genLength =
     optInt(b, 'max_tokens', 1, limits.maxTokens, 'maxTokens') ??
     optInt(b, 'max_completion_tokens', 1, limits.maxTokens, 'maxTokens') ??
     optInt(b, 'gen_length', 1, limits.maxTokens, 'maxTokens');
   const p: Omit<UnderstandParams, 'question' | 'image'> = {};
-  const gl = genLength ?? Math.min(TASK_DEFAULTS.mmuGenLength, limits.maxTokens);
+  const gl = genLength ?? Math.min(dflt.genLength, limits.maxTokens);
   p.genLength = gl;
-  p.blockLength =
-    optInt(b, 'block_length', 1, limits.maxTokens) ?? Math.min(TASK_DEFAULTS.mmuBlockLength, gl);
+  p.blockLength = optInt(b, 'block_length', 1, limits.maxTokens) ?? Math.min(dflt.blockLength, gl);
   p.steps =
     optInt(b, 'steps', 1, limits.maxTokens, 'maxTokens') ??
-    Math.max(1, Math.round((TASK_DEFAULTS.mmuSteps * gl) / TASK_DEFAULTS.mmuGenLength));
+    Math.max(1, Math.round((dflt.steps * gl) / dflt.genLength));
   // The model refuses a layout whose blocks do not divide evenly; say so before queueing.
   try {
     checkBlockLayout(p.genLength!, p.blockLength!, p.steps!);

@@ -268,7 +268,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
   if (task === 'understand') {
     const question = reqString(b, 'question', limits.maxPromptChars);
     const images = await parseUnderstandImages(b, limits, env.api.info());
-    const p = { ...parseUnderstand(b, limits), question, images };
+    const p = { ...parseUnderstand(b, limits, env.api.info().defaults.mmu), question, images };
     return {
       task,
       meta: { steps: p.steps },
@@ -280,7 +280,7 @@ async function prepareJob(env: TaskEnv, b: Body, limits: ServerLimits, previewDe
   const seed = s.seed;
   if (task === 'generate') {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
-    const { width, height } = parseSize(b, limits, TASK_DEFAULTS.size);
+    const { width, height } = parseSize(b, limits, env.api.info().defaults.t2i);
     return {
       task,
       meta: { width, height, steps: s.timesteps },
@@ -393,6 +393,8 @@ export function registerNativeRoutes(app: FastifyInstance): void {
       model: info.name,
       has_vq: info.hasVq,
       device: info.device,
+      // The model's own picture size (its generation_config.json): the web page starts there.
+      default_size: [info.defaults.t2i.width, info.defaults.t2i.height],
       queue: {
         running: queue.running ? 1 : 0,
         waiting: queue.waitingCount,
@@ -471,7 +473,10 @@ export function registerNativeRoutes(app: FastifyInstance): void {
       );
       sizeBody = b;
     }
-    const size = sizeBody['size'] !== undefined ? parseSize(sizeBody, limits, 0) : undefined;
+    const size =
+      sizeBody['size'] !== undefined
+        ? parseSize(sizeBody, limits, { width: 0, height: 0 })
+        : undefined;
     const target = size ?? gridSizeFor(img.width, img.height, limits);
     const job = queue.submit(
       'encode',

@@ -162,7 +162,9 @@ function registerImageGenerations(app: FastifyInstance): void {
     const prompt = reqString(b, 'prompt', limits.maxPromptChars);
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
     const { width, height } =
-      b['size'] === 'auto' ? autoSize(limits) : parseSize(b, limits, TASK_DEFAULTS.size);
+      b['size'] === 'auto'
+        ? autoSize(limits, st.api.info().defaults.t2i)
+        : parseSize(b, limits, st.api.info().defaults.t2i);
     const output = parseOutput(b);
     const s = parseSampling(b, limits, TASK_DEFAULTS.steps);
     const T = s.timesteps!;
@@ -220,7 +222,9 @@ function registerImageEdits(app: FastifyInstance): void {
       );
     const img = await decodeUpload(imageFile.data, 'image', limits);
     const sizeGiven = b['size'] !== undefined && b['size'] !== 'auto' && b['size'] !== '';
-    const size = sizeGiven ? parseSize(b, limits, 0) : gridSizeFor(img.width, img.height, limits);
+    const size = sizeGiven
+      ? parseSize(b, limits, { width: 0, height: 0 })
+      : gridSizeFor(img.width, img.height, limits);
     const maskFile = form.files.get('mask');
     if (maskFile) {
       if (b['edit_type'] !== undefined) {
@@ -356,7 +360,7 @@ function registerChatCompletions(app: FastifyInstance): void {
         rgb: await decodeUpload(bytesOfDataUrl(url, 'messages[].image_url'), what, limits),
       });
     }
-    const p = parseUnderstand(b, limits);
+    const p = parseUnderstand(b, limits, st.api.info().defaults.mmu);
     const params: UnderstandParams = { ...p, question, images };
     const stream = optBool(b, 'stream') ?? false;
     const n = optInt(b, 'n', 1, limits.maxN, 'maxN') ?? 1;
@@ -577,16 +581,21 @@ function parseMessages(
 }
 
 /** size "auto": the default size, shrunk to a square that fits the pixel limit. */
-function autoSize(limits: { maxPixels: number; maxSide: number }): {
+/** The model's default size, shrunk (keeping its aspect) to the server's limits. */
+function autoSize(
+  limits: { maxPixels: number; maxSide: number },
+  dflt: { width: number; height: number },
+): {
   width: number;
   height: number;
 } {
-  const side = Math.min(
-    TASK_DEFAULTS.size,
-    limits.maxSide,
-    Math.floor(Math.sqrt(limits.maxPixels) / 16) * 16,
+  const k = Math.min(
+    1,
+    limits.maxSide / Math.max(dflt.width, dflt.height),
+    Math.sqrt(limits.maxPixels / (dflt.width * dflt.height)),
   );
-  return { width: side, height: side };
+  const fit = (v: number): number => Math.max(16, Math.floor((v * k) / 16) * 16);
+  return { width: fit(dflt.width), height: fit(dflt.height) };
 }
 
 /**

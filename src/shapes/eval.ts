@@ -21,7 +21,14 @@
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import { TextTokenizer } from '../models/tokenizer.js';
-import type { DimooApi, ImageSamplingParams, RgbImage, RunOptions, TokenGrid, UnderstandParams } from '../pipelines/types.js';
+import type {
+  DimooApi,
+  ImageSamplingParams,
+  RgbImage,
+  RunOptions,
+  TokenGrid,
+  UnderstandParams,
+} from '../pipelines/types.js';
 import { Prng } from '../samplers/prng.js';
 import { detectScene } from './checker.js';
 import {
@@ -51,6 +58,9 @@ import {
   type SceneFacts,
   type ShapeObject,
 } from './world.js';
+
+/** Longest checkpoint answer length eval uses as is. */
+const SHORT_ANSWER_MAX = 256;
 
 export const EVAL_TASKS = ['t2i', 'edit', 'inpaint', 'retouch', 'mmu'] as const;
 export type EvalTask = (typeof EVAL_TASKS)[number];
@@ -97,8 +107,19 @@ export interface Rate {
 
 export interface EvalReport {
   model: string;
-  settings: { limit: number; seed: number; holdout: number; tasks: EvalTask[]; image: Record<string, unknown>; mmu: Record<string, unknown> };
-  t2i?: { all: Rate; byAttribute: Partial<Record<T2iAttribute, Rate>>; byObjects: Record<string, Rate> };
+  settings: {
+    limit: number;
+    seed: number;
+    holdout: number;
+    tasks: EvalTask[];
+    image: Record<string, unknown>;
+    mmu: Record<string, unknown>;
+  };
+  t2i?: {
+    all: Rate;
+    byAttribute: Partial<Record<T2iAttribute, Rate>>;
+    byObjects: Record<string, Rate>;
+  };
   edit?: { all: Rate; changed: Rate; rest: Rate; byKind: Record<string, Rate> };
   inpaint?: { all: Rate; changed: Rate; rest: Rate };
   retouch?: { all: Rate; changed: Rate; rest: Rate };
@@ -126,7 +147,12 @@ interface PlannedItem {
 }
 
 /** Token cells (row-major, cells of `scale` px) of a width x height picture overlapped by an object's box. */
-export function cellsUnder(o: ShapeObject, width: number, height: number, scale: number): Uint8Array {
+export function cellsUnder(
+  o: ShapeObject,
+  width: number,
+  height: number,
+  scale: number,
+): Uint8Array {
   const gw = width / scale;
   const gh = height / scale;
   const cells = new Uint8Array(gw * gh);
@@ -152,8 +178,14 @@ function heldOutScenes(seed: number, holdout: number, label: number): () => Scen
 }
 
 /** The items of one task (pure: a function of seed, holdout and limit). */
-export function planItems(task: EvalTask, limit: number, seed: number, holdout: number): PlannedItem[] {
-  if (holdout <= 0) throw new DimooError('the evaluation needs a held-out share above 0', 'E_PARAM');
+export function planItems(
+  task: EvalTask,
+  limit: number,
+  seed: number,
+  holdout: number,
+): PlannedItem[] {
+  if (holdout <= 0)
+    throw new DimooError('the evaluation needs a held-out share above 0', 'E_PARAM');
   const label = EVAL_TASKS.indexOf(task) + 1;
   const next = heldOutScenes(seed, holdout, label);
   const out: PlannedItem[] = [];
@@ -167,7 +199,13 @@ export function planItems(task: EvalTask, limit: number, seed: number, holdout: 
         let scene = next();
         while (scene.objects.length !== want) scene = next();
         const c = sampleCaption(prng, sceneFacts(scene));
-        out.push({ task, kind: `${want} object${want > 1 ? 's' : ''}`, prompt: c.text, scene, request: c.request });
+        out.push({
+          task,
+          kind: `${want} object${want > 1 ? 's' : ''}`,
+          prompt: c.text,
+          scene,
+          request: c.request,
+        });
         break;
       }
       case 'edit': {
@@ -184,9 +222,24 @@ export function planItems(task: EvalTask, limit: number, seed: number, holdout: 
         const o = scene.objects[j]!;
         const changed: ShapeObject =
           prng.uniform() < 0.5
-            ? { ...o, color: pick(prng, COLORS.filter((c) => c !== o.color)) }
-            : { ...o, shape: pick(prng, SHAPES.filter((s) => s !== o.shape)) };
-        const after: Scene = { background: scene.background, objects: sortObjects(scene.objects.map((x, k) => (k === j ? changed : x))) };
+            ? {
+                ...o,
+                color: pick(
+                  prng,
+                  COLORS.filter((c) => c !== o.color),
+                ),
+              }
+            : {
+                ...o,
+                shape: pick(
+                  prng,
+                  SHAPES.filter((s) => s !== o.shape),
+                ),
+              };
+        const after: Scene = {
+          background: scene.background,
+          objects: sortObjects(scene.objects.map((x, k) => (k === j ? changed : x))),
+        };
         out.push({
           task,
           kind: changed.color !== o.color ? 'recolor' : 'reshape',
@@ -207,15 +260,33 @@ export function planItems(task: EvalTask, limit: number, seed: number, holdout: 
           cell: prng.randint(0, 9),
         });
         if (!o) continue;
-        const after: Scene = { background: scene.background, objects: sortObjects([...scene.objects, o]) };
-        out.push({ task, kind: 'add', prompt: describeScene(sceneFacts(after)), scene, after, region: o });
+        const after: Scene = {
+          background: scene.background,
+          objects: sortObjects([...scene.objects, o]),
+        };
+        out.push({
+          task,
+          kind: 'add',
+          prompt: describeScene(sceneFacts(after)),
+          scene,
+          after,
+          region: o,
+        });
         break;
       }
       case 'mmu': {
         const scene = next();
         const type = QUESTION_TYPES[out.length % QUESTION_TYPES.length]!;
         const q = sampleQuestion(prng, sceneFacts(scene), type);
-        out.push({ task, kind: type, prompt: q.question, scene, question: q.question, answer: q.answer, questionType: type });
+        out.push({
+          task,
+          kind: type,
+          prompt: q.question,
+          scene,
+          question: q.question,
+          answer: q.answer,
+          questionType: type,
+        });
         break;
       }
     }
@@ -243,13 +314,18 @@ function rateOf(items: readonly EvalItem[], check: string): Rate {
 
 function groupRates(items: readonly EvalItem[]): Record<string, Rate> {
   const out: Record<string, Rate> = {};
-  for (const k of [...new Set(items.map((x) => x.kind))]) out[k] = rate(items.filter((x) => x.kind === k));
+  for (const k of [...new Set(items.map((x) => x.kind))])
+    out[k] = rate(items.filter((x) => x.kind === k));
   return out;
 }
 
 /** Answer ids up to the first end-of-answer / end-of-text token, decoded. */
 async function cutAnswer(tok: TextTokenizer, ids: number[]): Promise<string> {
-  const stops = new Set([tok.tokenToId('</answer>'), tok.tokenToId('<|endoftext|>')].filter((x): x is number => x !== undefined));
+  const stops = new Set(
+    [tok.tokenToId('</answer>'), tok.tokenToId('<|endoftext|>')].filter(
+      (x): x is number => x !== undefined,
+    ),
+  );
   const end = ids.findIndex((id) => stops.has(id));
   return tok.decode(end >= 0 ? ids.slice(0, end) : ids, { skipSpecialTokens: true });
 }
@@ -264,12 +340,22 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
   const seed = o.seed ?? 0;
   const holdout = o.holdout ?? 0.1;
   const tasks = [...(o.tasks ?? EVAL_TASKS)];
-  if (!Number.isSafeInteger(limit) || limit < 1) throw new DimooError(`limit must be a positive integer, got ${limit}`, 'E_PARAM');
-  for (const t of tasks) if (!EVAL_TASKS.includes(t)) throw new DimooError(`unknown eval task "${t}" (known: ${EVAL_TASKS.join(', ')})`, 'E_PARAM');
+  if (!Number.isSafeInteger(limit) || limit < 1)
+    throw new DimooError(`limit must be a positive integer, got ${limit}`, 'E_PARAM');
+  for (const t of tasks)
+    if (!EVAL_TASKS.includes(t))
+      throw new DimooError(`unknown eval task "${t}" (known: ${EVAL_TASKS.join(', ')})`, 'E_PARAM');
   const info = api.info();
-  if (!info.hasVq) throw new DimooError(`${info.dir} has no VQ-VAE (vqvae/): the evaluation draws and reads pictures`, 'E_PARAM');
+  if (!info.hasVq)
+    throw new DimooError(
+      `${info.dir} has no VQ-VAE (vqvae/): the evaluation draws and reads pictures`,
+      'E_PARAM',
+    );
   if (CANVAS % info.vqScale !== 0) {
-    throw new DimooError(`the shapes canvas (${CANVAS} px) is not a multiple of ${info.dir}'s VQ scale ${info.vqScale}`, 'E_PARAM');
+    throw new DimooError(
+      `the shapes canvas (${CANVAS} px) is not a multiple of ${info.dir}'s VQ scale ${info.vqScale}`,
+      'E_PARAM',
+    );
   }
   const tok = TextTokenizer.fromFile(path.join(info.dir, 'tokenizer.json'));
   const plans = tasks.flatMap((t) => planItems(t, limit, seed, holdout));
@@ -282,31 +368,87 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
     const rgb = { data: img.data, width: img.width, height: img.height };
     return { rgb, grid: await api.encodeImage({ rgb }, { crop: 'none' }) };
   };
+  // The world's answers are a few words: a checkpoint that names a short answer
+  // length (its generation_config.json) is asked with it; the original's
+  // 1024-token default would only cost time, so other models get 48.
+  const md = info.defaults.mmu;
+  const mmuDefaults =
+    md.genLength <= SHORT_ANSWER_MAX
+      ? { genLength: md.genLength, blockLength: md.blockLength, steps: md.steps }
+      : { genLength: 48, blockLength: 16, steps: 48 };
   for (let i = 0; i < plans.length; i++) {
     const p = plans[i]!;
     const started = performance.now();
     const sampling = { ...image, seed: seed + i };
     let item: Omit<EvalItem, 'ms'>;
     if (p.task === 't2i') {
-      const r = await api.generate({ prompt: p.prompt, width: CANVAS, height: CANVAS, ...sampling }, run);
+      const r = await api.generate(
+        { prompt: p.prompt, width: CANVAS, height: CANVAS, ...sampling },
+        run,
+      );
       const det = detectScene(r.image!);
       const s = scoreT2i(p.request!, det);
-      item = { task: p.task, kind: p.kind, prompt: p.prompt, expected: factsText(sceneFacts(p.scene)), got: factsText(det), pass: s.pass, checks: s.attributes as Record<string, boolean>, output: r.image! };
+      item = {
+        task: p.task,
+        kind: p.kind,
+        prompt: p.prompt,
+        expected: factsText(sceneFacts(p.scene)),
+        got: factsText(det),
+        pass: s.pass,
+        checks: s.attributes as Record<string, boolean>,
+        output: r.image!,
+      };
     } else if (p.task === 'mmu') {
       const { rgb, grid } = await encode(p.scene);
-      const r = await api.understand({ genLength: 48, blockLength: 16, steps: 48, ...o.mmu, question: p.question!, image: { tokens: grid } }, run);
+      const r = await api.understand(
+        { ...mmuDefaults, ...o.mmu, question: p.question!, image: { tokens: grid } },
+        run,
+      );
       const got = await cutAnswer(tok, r.ids);
       const pass = scoreAnswer(p.answer!, got);
-      item = { task: p.task, kind: p.kind, prompt: p.prompt, expected: p.answer!, got, pass, checks: { exact: pass }, input: rgb };
+      item = {
+        task: p.task,
+        kind: p.kind,
+        prompt: p.prompt,
+        expected: p.answer!,
+        got,
+        pass,
+        checks: { exact: pass },
+        input: rgb,
+      };
     } else {
       const { rgb, grid } = await encode(p.scene);
       const cells = p.region ? cellsUnder(p.region, CANVAS, CANVAS, info.vqScale) : undefined;
       const r =
         p.task === 'edit'
-          ? await api.edit({ prompt: p.prompt, editType: p.editType as 'edit', image: { tokens: grid }, ...sampling }, run)
+          ? await api.edit(
+              {
+                prompt: p.prompt,
+                editType: p.editType as 'edit',
+                image: { tokens: grid },
+                ...sampling,
+              },
+              run,
+            )
           : p.task === 'inpaint'
-            ? await api.inpaint({ prompt: p.prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: cells! }, ...sampling }, run)
-            : await api.retouch({ prompt: p.prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: cells! }, ...sampling }, run);
+            ? await api.inpaint(
+                {
+                  prompt: p.prompt,
+                  image: { tokens: grid },
+                  mask: { kind: 'cells', cells: cells! },
+                  ...sampling,
+                },
+                run,
+              )
+            : await api.retouch(
+                {
+                  prompt: p.prompt,
+                  image: { tokens: grid },
+                  mask: { kind: 'cells', cells: cells! },
+                  ...sampling,
+                },
+                run,
+              );
       const det = detectScene(r.image!);
       const s = scoreChange(sceneFacts(p.scene), sceneFacts(p.after!), det);
       item = {
@@ -328,7 +470,14 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
   const of = (t: EvalTask): EvalItem[] => items.filter((x) => x.task === t);
   const report: EvalReport = {
     model: info.dir,
-    settings: { limit, seed, holdout, tasks, image: { ...image }, mmu: { genLength: 48, blockLength: 16, steps: 48, ...o.mmu } },
+    settings: {
+      limit,
+      seed,
+      holdout,
+      tasks,
+      image: { ...image },
+      mmu: { ...mmuDefaults, ...o.mmu },
+    },
     items,
     totalMs: performance.now() - t0,
   };
@@ -343,7 +492,12 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
   }
   if (tasks.includes('edit')) {
     const it = of('edit');
-    report.edit = { all: rate(it), changed: rateOf(it, 'changed'), rest: rateOf(it, 'rest'), byKind: groupRates(it) };
+    report.edit = {
+      all: rate(it),
+      changed: rateOf(it, 'changed'),
+      rest: rateOf(it, 'rest'),
+      byKind: groupRates(it),
+    };
   }
   for (const t of ['inpaint', 'retouch'] as const) {
     if (!tasks.includes(t)) continue;

@@ -14,6 +14,17 @@ import {
 import { writeTokenizerFiles } from '../tools/tokenizer-files.js';
 import { writeRandomVq } from '../tools/random-vq.js';
 import { WORLD_WORDS } from './language.js';
+import { CANVAS } from './world.js';
+import * as fs from 'node:fs';
+import { DimooError } from '../errors.js';
+import * as path from 'node:path';
+import {
+  GENERATION_CONFIG_FILE,
+  writeGenerationDefaults,
+  type GenerationDefaults,
+} from '../checkpoint/generation-config.js';
+import { loadVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE } from '../checkpoint/vq-config.js';
+import { END_ADDED_ID, FIRST_ADDED_ID, IMAGE_TOKEN_OFFSET } from '../tools/tokenizer-files.js';
 
 /** d_model 256, 8 layers: ~6.3M parameters besides the 134548-row embedding and head. */
 export const SHAPES_MODEL_SIZES: Readonly<RandomModelSizes> = Object.freeze({
@@ -79,12 +90,52 @@ export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze
   scaling_factor: 0.18215,
 });
 
+/**
+ * Understanding records train with an answer + padding block of this many
+ * tokens instead of the original's 1024 (`dimoo train --answer-block`): the
+ * world's longest answer (a three-object description) is ~30 tokens, and a
+ * 1024-token block would make every question ~1100 tokens long. Inference
+ * uses the same length (the checkpoint's generation_config.json).
+ */
+export const SHAPES_ANSWER_BLOCK = 48;
+
+/** The request defaults a shapes checkpoint carries: its canvas, its answer block. */
+export function shapesGenerationDefaults(answerBlock = SHAPES_ANSWER_BLOCK): GenerationDefaults {
+  return {
+    textToImage: { width: CANVAS, height: CANVAS },
+    imageToImage: { cropBudget: CANVAS },
+    understanding: {
+      genLength: answerBlock,
+      blockLength: answerBlock,
+      steps: answerBlock,
+      cropBudget: CANVAS,
+    },
+  };
+}
+
 export interface ShapesCheckpointOptions {
   seed?: number;
   /** Override sizes (tests use tiny ones). */
   overrides?: Partial<RandomModelSizes>;
   /** Write a random VQ-VAE of SHAPES_VQ_CONFIG into vqvae/ (default true; the trained one replaces it). */
   vq?: boolean;
+  /** Copy this VQ-VAE folder (config.json + weights) into vqvae/ instead of a random one. */
+  vqDir?: string;
+  /** Understanding answer block the model will train with (default SHAPES_ANSWER_BLOCK). */
+  answerBlock?: number;
+}
+
+/**
+ * The vocabulary rows a shapes model can ever read or predict: [UNK] and the
+ * world's words, the special tokens, the VQ-VAE's image codes. The others
+ * start (and, trained, stay) at zero.
+ */
+export function shapesVocabRows(words: number, codebookSize: number): Array<[number, number]> {
+  return [
+    [0, words + 1],
+    [FIRST_ADDED_ID, END_ADDED_ID],
+    [IMAGE_TOKEN_OFFSET, IMAGE_TOKEN_OFFSET + codebookSize],
+  ];
 }
 
 /** Writes a fresh random shapes checkpoint (official layout) into dir. */
@@ -93,19 +144,45 @@ export async function writeShapesCheckpoint(
   opts: ShapesCheckpointOptions = {},
 ): Promise<RandomCheckpointResult> {
   const seed = opts.seed ?? 0;
+  const words = shapesVocabulary();
+  let codebookSize = 8192;
+  let writeVq: ((vqDir: string) => void) | undefined;
+  if (opts.vqDir !== undefined) {
+    const src = opts.vqDir;
+    for (const f of [VQ_CONFIG_FILE, VQ_WEIGHTS_FILE]) {
+      if (!fs.existsSync(path.join(src, f)))
+        throw new DimooError(
+          `${path.join(src, f)}: missing (a VQ-VAE folder holds ${VQ_CONFIG_FILE} and ${VQ_WEIGHTS_FILE})`,
+          'E_PARAM',
+        );
+    }
+    codebookSize = loadVqConfig(src).numVqEmbeddings;
+    writeVq = (vqDir) => {
+      for (const f of [VQ_CONFIG_FILE, VQ_WEIGHTS_FILE])
+        fs.copyFileSync(path.join(src, f), path.join(vqDir, f));
+    };
+  } else if (opts.vq !== false) {
+    writeVq = (vqDir) => {
+      codebookSize = writeRandomVq(vqDir, 'tiny', {
+        seed,
+        overrides: { ...SHAPES_VQ_CONFIG },
+      }).numVqEmbeddings;
+    };
+  }
   const result = await writeRandomCheckpoint(
     dir,
     { ...SHAPES_MODEL_SIZES, ...opts.overrides },
     {
       seed,
-      ...(opts.vq !== false && {
-        writeVq: (vqDir: string) => {
-          writeRandomVq(vqDir, 'tiny', { seed, overrides: { ...SHAPES_VQ_CONFIG } });
-        },
-      }),
+      vocabRows: shapesVocabRows(words.length, codebookSize),
+      ...(writeVq && { writeVq }),
     },
   );
   // Same file names and layout as the generic tokenizer, with the world's words.
-  writeTokenizerFiles(result.dir, shapesVocabulary());
+  writeTokenizerFiles(result.dir, words);
+  writeGenerationDefaults(
+    path.join(result.dir, GENERATION_CONFIG_FILE),
+    shapesGenerationDefaults(opts.answerBlock),
+  );
   return result;
 }

@@ -11,11 +11,12 @@
  *   dimoo-quant.json          the manifest, written last
  *
  * Every linear [N, K] (q/k/v/attn_out, ff_proj/up_proj/ff_out, the output
- * head) becomes, in the default `nbits` format, `NAME.q{bits}` U8
- * [N, K/bs, bs*bits/8] + `NAME.scales` F32 [N*K/bs] (MatMulNBits blocks); in
- * the `qgemm` format (8 bits only), `NAME.i8` I8 [K, N] + `NAME.scales` F32 [N]
- * (one scale per output channel, for ONNX Runtime's integer GEMM: ~2x the
- * speed of MatMulNBits, see docs/performance.md). The input embedding becomes 8-bit blocks in the same layout
+ * head) becomes, in the `nbits` format (the default for 4 bits),
+ * `NAME.q{bits}` U8 [N, K/bs, bs*bits/8] + `NAME.scales` F32 [N*K/bs]
+ * (MatMulNBits blocks); in the `qgemm` format (8 bits only, and their
+ * default), `NAME.i8` I8 [K, N] + `NAME.scales` F32 [N] (one scale per output
+ * channel, for ONNX Runtime's integer GEMM: 1.7x the kernel speed of
+ * MatMulNBits int8 at the same golden accuracy, see docs/performance.md). The input embedding becomes 8-bit blocks in the same layout
  * whatever `bits` is (gathered by GatherBlockQuantized: half the bytes of
  * bf16, and embedding error matters more than a linear's); `embedding:
  * 'plain'` keeps it as stored. Norms and biases stay as stored. With weight
@@ -46,6 +47,16 @@ import { numel, writeSafetensors, type TensorInfo, type WriteEntry } from '../ch
 import { atomicWriteFileSync } from '../util/atomic-write.js';
 import { makeDirs } from '../util/fs-errors.js';
 
+/**
+ * The linear layout when none is asked for: 8 bits go to the integer GEMM
+ * (`qgemm`, faster on CPU at the same golden accuracy, measured in
+ * docs/performance.md); `nbits` stays available for what qgemm cannot do
+ * (QLoRA bases, a WebGPU session's GPU kernels, 4 bits).
+ */
+export function defaultQuantFormat(bits: QuantBits): QuantFormat {
+  return bits === 8 ? 'qgemm' : 'nbits';
+}
+
 /** Default block sizes: int8 loses little with long blocks (and runs fastest); int4 needs short ones. */
 export const DEFAULT_BLOCK_SIZE: Record<QuantBits, number> = { 8: 128, 4: 32 };
 
@@ -53,7 +64,7 @@ const E = 'E_CHECKPOINT';
 
 export interface QuantizeOptions {
   bits: QuantBits;
-  /** Linear layout (default nbits); qgemm needs bits 8 and ignores blockSize for the linears. */
+  /** Linear layout (default: defaultQuantFormat(bits)); qgemm needs bits 8 and ignores blockSize for the linears. */
   format?: QuantFormat;
   /** Block size along K (default DEFAULT_BLOCK_SIZE[bits]). */
   blockSize?: number;
@@ -176,7 +187,7 @@ export async function quantizeCheckpoint(srcDir: string, outDir: string, opts: Q
   const t0 = performance.now();
   const bits = opts.bits;
   if (bits !== 8 && bits !== 4) throw new DimooError(`--bits must be 8 or 4, got ${String(bits)}`, 'E_PARAM');
-  const format = opts.format ?? 'nbits';
+  const format = opts.format ?? defaultQuantFormat(bits);
   if (!QUANT_FORMATS.includes(format)) throw new DimooError(`--format must be ${QUANT_FORMATS.join(' or ')}, got ${String(format)}`, 'E_PARAM');
   if (format === 'qgemm' && bits !== 8) throw new DimooError(`--format qgemm stores 8-bit weights; got --bits ${bits}`, 'E_PARAM');
   const requested = opts.blockSize ?? DEFAULT_BLOCK_SIZE[bits];

@@ -306,6 +306,37 @@ export function bf16Producer(count: number, init: InitKind, seed: number): Tenso
   };
 }
 
+/** The [vocab, d_model] tensors whose rows are vocabulary ids. */
+const VOCAB_ROW_TENSORS = new Set([
+  'model.transformer.wte.weight',
+  'model.transformer.ff_out.weight',
+]);
+
+/** Zeroes (bf16 0 = two zero bytes) every row of a [rows, rowLen] bf16 stream outside `keep`. */
+function maskRows(
+  produce: TensorProducer,
+  keep: ReadonlyArray<readonly [number, number]> | undefined,
+  rowLen: number,
+): TensorProducer {
+  if (!keep) return produce;
+  const kept = (row: number): boolean => keep.some(([a, b]) => row >= a && row < b);
+  return (write) => {
+    let elem = 0;
+    produce((chunk) => {
+      const out = new Uint8Array(chunk);
+      const n = out.length / 2;
+      for (let i = 0; i < n; i++) {
+        if (!kept(Math.floor((elem + i) / rowLen))) {
+          out[2 * i] = 0;
+          out[2 * i + 1] = 0;
+        }
+      }
+      elem += n;
+      write(out);
+    });
+  };
+}
+
 // ------------------------------------------------------------------ sharding
 
 export interface PlannedTensor {
@@ -346,6 +377,14 @@ export interface RandomCheckpointOptions {
   overrides?: Partial<RandomModelSizes>;
   /** Cap per shard in bytes (default: 2 GiB; tiny: 10 MB, giving 2 shards). */
   maxShardBytes?: number;
+  /**
+   * Vocabulary rows [start, end) of the embedding and output head to initialise;
+   * all others are written as zeros (default: all rows). Rows no input or
+   * label ever uses then stay identical through training (no gradient into
+   * unused embedding rows, the same gradient for identical head rows), so the
+   * trained weights compress to almost nothing there.
+   */
+  vocabRows?: ReadonlyArray<readonly [number, number]>;
   /** Writes the VQ-VAE into `vqDir` (created beforehand); the vqvae/ folder is skipped without it. */
   writeVq?: (vqDir: string) => Promise<void> | void;
   onProgress?: (bytesDone: number, bytesTotal: number) => void;
@@ -424,10 +463,10 @@ export async function writeRandomCheckpoint(
     writeSafetensors(
       file,
       shards[i]!.map((t) => {
-        const produce = bf16Producer(
-          numel(t.shape),
-          initFor(t.name, config),
-          tensorSeed(seed, t.name),
+        const produce = maskRows(
+          bf16Producer(numel(t.shape), initFor(t.name, config), tensorSeed(seed, t.name)),
+          VOCAB_ROW_TENSORS.has(t.name) ? options.vocabRows : undefined,
+          t.shape[1] ?? 1,
         );
         return {
           name: t.name,

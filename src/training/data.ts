@@ -10,7 +10,7 @@
  * file, an inline grid, or an image file encoded with the checkpoint's VQ-VAE.
  *
  *   loadTrainingData(files, ctx, opts)      { records, skipped }
- *   recordLayout(record, choices, tokens)   the record's ids and labels for one use
+ *   recordLayout(record, choices, tokens, opts)  the record's ids and labels for one use
  *   collate(layouts, opts)                  a right-padded batch (id 0, label -100)
  */
 import * as fs from 'node:fs';
@@ -28,6 +28,7 @@ import {
   uncondInstructionText,
   type GridCodes,
   type Layout,
+  type LayoutOptions,
   type RecipeChoices,
   type TokenizedItem,
 } from './recipe.js';
@@ -53,6 +54,8 @@ export interface DataContext {
   resolveImage(value: unknown, where: string, baseDir: string): Promise<PixelGrid>;
   /** Longest sequence accepted (the recipe's longest layout of an item). */
   maxLen: number;
+  /** Understanding answer + padding block length (default: the original's 1024). */
+  answerBlock?: number;
 }
 
 export interface LoadOptions {
@@ -225,7 +228,7 @@ async function parseItem(
         `image code ${g.codes[bad]} is outside the codebook [0, ${ctx.tokens.codebookSize})`,
       );
   }
-  const len = layoutLength(item);
+  const len = layoutLength(item, { answerBlock: ctx.answerBlock });
   if (len > ctx.maxLen)
     fail(where, `its layout has ${len} tokens, longer than --max-len ${ctx.maxLen}`);
   return { kind: 'item', where, item };
@@ -327,11 +330,12 @@ export function recordLayout(
   rec: TrainRecord,
   choices: RecipeChoices,
   tokens: SpecialTokens,
+  opts: LayoutOptions = {},
 ): Layout {
   if (rec.kind === 'processed') {
     return { inputIds: rec.inputIds, labels: rec.labels, dropped: false };
   }
-  return layoutItem(rec.item, choices, tokens);
+  return layoutItem(rec.item, choices, tokens, opts);
 }
 
 export interface Batch {

@@ -28,7 +28,7 @@ import { DimooError } from '../errors.js';
 import type { SpecialTokens } from '../checkpoint/special-tokens.js';
 import { Prng } from '../samplers/prng.js';
 import { collate, labelCount, recordLayout, type Batch, type TrainRecord } from './data.js';
-import { prngChoices } from './recipe.js';
+import { ANSWER_BLOCK, prngChoices } from './recipe.js';
 import { checkSchedule, learningRate, type LrScheduleKind } from './schedule.js';
 
 export interface AdamWSettings {
@@ -67,6 +67,13 @@ export interface TrainerConfig {
   seed: number;
   shuffle: boolean;
   maskPadding: boolean;
+  /**
+   * Length of an understanding record's answer + masked padding block. The
+   * original pads to 1024; a model that only ever answers in a few words
+   * (the shapes world) trains with a short block and answers with the same
+   * length at inference (the checkpoint's generation_config.json says so).
+   */
+  answerBlock: number;
 }
 
 /** The original's defaults (xllmx finetune solver + its AdamW betas). */
@@ -86,6 +93,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainerConfig> = Object.freeze({
   seed: 0,
   shuffle: true,
   maskPadding: false,
+  answerBlock: ANSWER_BLOCK,
 });
 
 export interface StepReport {
@@ -143,6 +151,7 @@ export function checkTrainerConfig(c: TrainerConfig): void {
   num(c.beta2, 'beta2', 0, 1);
   num(c.eps, 'eps', 0, Infinity, true);
   if (c.clipGrad !== null) num(c.clipGrad, '--clip-grad', 0, Infinity, true);
+  positiveInt(c.answerBlock, '--answer-block');
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) {
     throw new DimooError(`--seed must be a non-negative integer, got ${c.seed}`, 'E_PARAM');
   }
@@ -265,7 +274,11 @@ export class TrainLoop {
     for (let r = 0; r < b; r++) {
       const idx = order[j * b + r]!;
       const choices = prngChoices(new Prng(this.config.seed, STREAM_MASKS, e, idx));
-      layouts.push(recordLayout(this.data.records[idx]!, choices, this.data.tokens));
+      layouts.push(
+        recordLayout(this.data.records[idx]!, choices, this.data.tokens, {
+          answerBlock: this.config.answerBlock,
+        }),
+      );
     }
     const tokens = layouts.reduce((s, l) => s + l.inputIds.length, 0);
     return { batch: collate(layouts, { maskPadding: this.config.maskPadding }), tokens };

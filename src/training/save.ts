@@ -17,6 +17,11 @@
  *   readResumeState(dir)                      { trainer, engine } from a saved folder
  *   peftAdapterConfig(lora, baseModel)        adapter_config.json contents
  */
+import {
+  GENERATION_CONFIG_FILE,
+  writeGenerationDefaults,
+  type GenerationDefaults,
+} from '../checkpoint/generation-config.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DimooError } from '../errors.js';
@@ -76,6 +81,8 @@ export interface RunFolderContents {
   state?: { trainer: TrainerStateFile; engine: EngineState };
   curveSvg?: string;
   maxShardBytes?: number;
+  /** Merged into the full checkpoint's generation_config.json (what the model was trained to generate). */
+  generationDefaults?: GenerationDefaults;
 }
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
@@ -236,6 +243,9 @@ export function writeRunFolder(target: string, c: RunFolderContents): void {
   try {
     if (c.lora) writeAdapter(tmp, c);
     else writeFullCheckpoint(tmp, c);
+    if (!c.lora && c.generationDefaults) {
+      writeGenerationDefaults(path.join(tmp, GENERATION_CONFIG_FILE), c.generationDefaults);
+    }
     if (c.state) {
       writeOptimizer(path.join(tmp, OPTIMIZER_FILE), c.state.engine);
       fs.writeFileSync(

@@ -29,6 +29,7 @@ import {
   type TrainRecord,
 } from './data.js';
 import { lossCurveSvg } from './loss-curve.js';
+import { ANSWER_BLOCK } from './recipe.js';
 import {
   TRAIN_DEFAULTS,
   TrainLoop,
@@ -132,6 +133,7 @@ const FIXED_ON_RESUME: ReadonlyArray<keyof TrainerConfig> = [
   'seed',
   'shuffle',
   'maskPadding',
+  'answerBlock',
 ];
 
 export class Trainer {
@@ -174,14 +176,17 @@ export class Trainer {
     if (saved) {
       const s = saved.trainer;
       for (const k of FIXED_ON_RESUME) {
-        if (explicit[k] !== undefined && explicit[k] !== s.config[k]) {
+        const was = (s.config as Partial<TrainerConfig>)[k] ?? TRAIN_DEFAULTS[k];
+        if (explicit[k] !== undefined && explicit[k] !== was) {
           throw new DimooError(
-            `--resume ${opts.resume}: the run was saved with ${k} = ${String(s.config[k])}; continuing with ${String(explicit[k])} would not be the same run`,
+            `--resume ${opts.resume}: the run was saved with ${k} = ${String(was)}; continuing with ${String(explicit[k])} would not be the same run`,
             'E_RESUME',
           );
         }
       }
-      config = { ...s.config, ...explicit };
+      // Runs saved before a setting existed ran with its default.
+      const savedBlock = (s.config as Partial<TrainerConfig>).answerBlock;
+      config = { ...s.config, answerBlock: savedBlock ?? TRAIN_DEFAULTS.answerBlock, ...explicit };
       if (explicit.steps === undefined && explicit.epochs !== undefined) delete config.steps;
       if (lora && JSON.stringify(lora) !== JSON.stringify(s.lora)) {
         throw new DimooError(
@@ -218,6 +223,7 @@ export class Trainer {
         vqScale: vq?.scaleFactor ?? 16,
         tokenizer,
         maxLen,
+        answerBlock: config.answerBlock,
         resolveImage: opts.resolveImage ?? defaultResolveImage,
       },
       { skipBad: opts.skipBad, onLine: opts.onDataLine },
@@ -356,6 +362,16 @@ export class Trainer {
       state: { trainer, engine: this.engine.exportState() },
       curveSvg: this.history.length > 0 ? await this.lossCurve() : undefined,
       maxShardBytes: opts.maxShardBytes,
+      ...(this.config.answerBlock !== ANSWER_BLOCK && {
+        // Generate answers of the length the model learned to fill.
+        generationDefaults: {
+          understanding: {
+            genLength: this.config.answerBlock,
+            blockLength: this.config.answerBlock,
+            steps: this.config.answerBlock,
+          },
+        },
+      }),
     });
     return path.resolve(dir);
   }

@@ -28,6 +28,7 @@ import type {
   UnderstandParams,
   UnderstandResult,
 } from '../../src/pipelines/types.js';
+import { resolveTaskDefaults } from '../../src/pipelines/validate.js';
 
 const S = 16;
 const CODES = 8192;
@@ -92,7 +93,15 @@ export class FakeDimoo implements DimooApi {
   }
 
   info(): ModelInfo {
-    return { dir: this.dir, name: 'dimoo-fake', hasVq: true, vqScale: S, codebookSize: 8192, device: 'cpu' };
+    return {
+      dir: this.dir,
+      name: 'dimoo-fake',
+      hasVq: true,
+      vqScale: S,
+      codebookSize: 8192,
+      device: 'cpu',
+      defaults: resolveTaskDefaults({}),
+    };
   }
 
   async dispose(): Promise<void> {

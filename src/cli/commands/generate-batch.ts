@@ -18,7 +18,7 @@ import {
 } from '../common.js';
 import type { CliContext } from '../context.js';
 import { throwIfCancelled } from '../errors.js';
-import { requireVq, withModel } from '../model.js';
+import { modelTaskDefaults, requireVq, withModel } from '../model.js';
 import { formatMs, writeJson, writeRgbImage } from '../output.js';
 import { createProgressBar, describeEvent } from '../progress.js';
 import { batchFileName, readPromptFile, type PromptItem } from '../prompt-file.js';
@@ -29,8 +29,9 @@ export interface BatchFlags extends ModelCommandFlags, SamplingFlags {
   prompt?: string;
   out?: string;
   tokensOut?: string;
-  height: number;
-  width: number;
+  /** Absent: the checkpoint's own size (generation_config.json), else the original's. */
+  height?: number;
+  width?: number;
 }
 
 /** Flag combinations that make no sense with --prompts, refused before anything is read. */
@@ -56,6 +57,10 @@ export async function runGenerateBatch(ctx: CliContext, f: BatchFlags): Promise<
   checkBatchFlags(f);
   const items = readPromptFile(f.prompts);
   const base = samplingParams(f);
+  // The size is part of each file name, so the model's default is read before it loads.
+  const own = modelTaskDefaults(ctx, f.model).t2i;
+  const height = f.height ?? own.height;
+  const width = f.width ?? own.width;
   // The seed rule (pipelines/validate.ts): given or drawn, and said. Prompt i
   // gets base + i unless its line names a seed, so a resumed run gives each
   // remaining prompt the seed a full run would have (when --seed is given).
@@ -67,7 +72,7 @@ export async function runGenerateBatch(ctx: CliContext, f: BatchFlags): Promise<
   const plan: Planned[] = items.map((item) => {
     const out = path.join(
       f.outDir,
-      batchFileName(item, { ...f, timesteps: f.timesteps, cfgScale: f.cfgScale }),
+      batchFileName(item, { height, width, timesteps: f.timesteps, cfgScale: f.cfgScale }),
     );
     return { item, out, seed: item.seed ?? baseSeed + item.index, exists: fs.existsSync(out) };
   });
@@ -105,8 +110,8 @@ export async function runGenerateBatch(ctx: CliContext, f: BatchFlags): Promise<
         const params: GenerateParams = {
           ...base,
           prompt: p.item.prompt,
-          height: f.height,
-          width: f.width,
+          height,
+          width,
           seed: p.seed,
         };
         const r = await api.generate(params, {

@@ -21,14 +21,23 @@ interface GenerateFlags extends ModelCommandFlags, SamplingFlags, ImageOutFlags 
   prompt?: string;
   prompts?: string;
   outDir?: string;
-  height: number;
-  width: number;
+  height?: number;
+  width?: number;
 }
 
 export function buildGenerateParams(f: GenerateFlags): GenerateParams {
   if (f.prompt === undefined)
-    throw new DimooError('give --prompt TEXT (or --prompts FILE for one image per line)', 'E_PARAM');
-  return { prompt: f.prompt, height: f.height, width: f.width, ...samplingParams(f) };
+    throw new DimooError(
+      'give --prompt TEXT (or --prompts FILE for one image per line)',
+      'E_PARAM',
+    );
+  // A size not given is the checkpoint's own (generation_config.json), else the original's.
+  return {
+    prompt: f.prompt,
+    ...(f.height !== undefined && { height: f.height }),
+    ...(f.width !== undefined && { width: f.width }),
+    ...samplingParams(f),
+  };
 }
 
 export function registerGenerate(program: Command, ctx: CliContext): void {
@@ -43,15 +52,13 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
     .option('--out-dir <dir>', 'with --prompts: the folder the images go to (created if missing)')
     .option(
       '--height <px>',
-      `image height, a multiple of ${VQ_SCALE}`,
+      `image height, a multiple of ${VQ_SCALE} (default: the checkpoint's generation_config.json, else ${T2I.height})`,
       intOpt('--height', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
-      T2I.height,
     )
     .option(
       '--width <px>',
-      `image width, a multiple of ${VQ_SCALE}`,
+      `image width, a multiple of ${VQ_SCALE} (default: the checkpoint's generation_config.json, else ${T2I.width})`,
       intOpt('--width', { min: VQ_SCALE, max: LIMITS.maxSide, multipleOf: VQ_SCALE }),
-      T2I.width,
     );
   addSamplingOptions(cmd, T2I);
   addImageOutputOptions(cmd);
@@ -59,7 +66,10 @@ export function registerGenerate(program: Command, ctx: CliContext): void {
   cmd.action(async (f: GenerateFlags) => {
     if (f.prompts !== undefined) return runGenerateBatch(ctx, { ...f, prompts: f.prompts });
     if (f.outDir !== undefined)
-      throw new DimooError('--out-dir goes with --prompts FILE; for one image give --out FILE', 'E_PARAM');
+      throw new DimooError(
+        '--out-dir goes with --prompts FILE; for one image give --out FILE',
+        'E_PARAM',
+      );
     const params = buildGenerateParams(f);
     await runImageCommand(ctx, 'generate', f, params, [], (api, p, o) => api.generate(p, o));
   });

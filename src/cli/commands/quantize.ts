@@ -1,8 +1,9 @@
 /**
  * `dimoo quantize MODEL_DIR --bits 8|4 [--format nbits|qgemm] --out DIR`: a
- * repacked checkpoint whose linear weights are MatMulNBits blocks or (qgemm,
- * 8 bits) int8 per output channel for the integer GEMM (see
- * src/tools/quantize.ts); every command loads it like any checkpoint.
+ * repacked checkpoint whose linear weights are MatMulNBits blocks (nbits; the
+ * 4-bit default) or int8 per output channel for the integer GEMM (qgemm; the
+ * 8-bit default), see src/tools/quantize.ts; every command loads it like any
+ * checkpoint.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
@@ -74,7 +75,7 @@ export async function quantizeCommand(ctx: CliContext, modelDir: string, o: Quan
 export function registerQuantizeCommand(program: Command, ctx: CliContext): void {
   program
     .command('quantize')
-    .description('write an 8-bit or 4-bit copy of a checkpoint (ONNX Runtime MatMulNBits blocks, loads memory-mapped)')
+    .description('write an 8-bit or 4-bit copy of a checkpoint (ONNX Runtime integer GEMM or MatMulNBits blocks, loads memory-mapped)')
     .argument('[model_dir]', 'checkpoint folder (official layout; or --model)')
     .option('--model <dir>', 'checkpoint folder (instead of MODEL_DIR)')
     .requiredOption('--bits <n>', 'weight bits: 8 or 4', (raw: string) => Number(choiceOpt('--bits', ['8', '4'] as const)(raw)) as QuantBits)
@@ -86,7 +87,8 @@ export function registerQuantizeCommand(program: Command, ctx: CliContext): void
     )
     .option(
       '--format <kind>',
-      'linear layout: nbits (MatMulNBits blocks; default) or qgemm (8 bits: int8 per output channel on the integer GEMM, ~2x faster on CPUs with VNNI)',
+      'linear layout: qgemm (8 bits only, their default: int8 per output channel on the integer GEMM, ~1.7x the kernel speed on CPUs with VNNI) ' +
+        'or nbits (MatMulNBits blocks; the 4-bit default; use it for 8-bit QLoRA bases and on WebGPU)',
       choiceOpt('--format', QUANT_FORMATS),
     )
     .option(

@@ -4,6 +4,11 @@
  * one, the process's own are used. The server itself is imported only when
  * the command runs.
  */
+import {
+  DEFAULT_MODEL_ENV,
+  resolveModel,
+  SHIPPED_MODEL_PATH,
+} from '../../checkpoint/default-model.js';
 import type { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { DimooError } from '../../errors.js';
@@ -22,7 +27,7 @@ export interface ServeContext {
 }
 
 interface ServeFlags {
-  model: string;
+  model?: string;
   modelAlias?: string[];
   host: string;
   port: number;
@@ -82,7 +87,10 @@ export function registerServeCommand(
   return program
     .command('serve')
     .description('serve the model over HTTP: OpenAI-compatible API, job API and a web page')
-    .requiredOption('--model <dir>', 'checkpoint folder')
+    .option(
+      '--model <dir>',
+      `checkpoint folder (default: $${DEFAULT_MODEL_ENV}, else the shipped shapes model, ${SHIPPED_MODEL_PATH})`,
+    )
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free port)', int('--port', 0, 65535), 8080)
     .option(
@@ -149,7 +157,7 @@ export function registerServeCommand(
       // Loaded here so other commands (and --help) never load fastify and sharp.
       const { startServer } = await import('../../server/start.js');
       const server = await startServer({
-        modelDir: f.model,
+        modelDir: resolveModel(f.model, c.env),
         host: f.host,
         port: f.port,
         limits,

@@ -20,9 +20,10 @@ import {
 import { describeScene } from '../../shapes/language.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
+import { registerShapesTrain } from './shapes-train.js';
 import { addCacheScheduleOptions, addModelOptions, type ModelCommandFlags } from '../common.js';
 import { throwIfCancelled } from '../errors.js';
-import { checkModelDir, requireVq, withModel } from '../model.js';
+import { requireVq, withModel } from '../model.js';
 import { choiceOpt, intOpt, numOpt } from '../options.js';
 import { checkImageOutPath, formatMs, formatTable, writeJson } from '../output.js';
 import { createProgressBar, type ProgressMode } from '../progress.js';
@@ -235,7 +236,7 @@ interface EvalFlags extends ModelCommandFlags {
   warmupRatio: number;
   refreshInterval: number;
   mmuCache: 'none' | 'dual' | 'ml-cache';
-  genLength: number;
+  genLength?: number;
   grid?: string;
   showItems?: boolean;
 }
@@ -259,12 +260,11 @@ function parseTasks(raw: string): EvalTask[] {
 
 async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
   if (f.grid !== undefined) checkImageOutPath('--grid', f.grid);
-  if (f.genLength % 16 !== 0)
+  if (f.genLength !== undefined && f.genLength % 16 !== 0)
     throw new DimooError(
       `--gen-length must be a multiple of 16 (the block length), got ${f.genLength}`,
       'E_PARAM',
     );
-  checkModelDir(f.model);
   await withModel(ctx, f, async (api) => {
     requireVq(api, 'to draw and read pictures');
     const bar = createProgressBar(ctx.stderr, f.progress);
@@ -287,9 +287,12 @@ async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
           refreshInterval: f.refreshInterval,
         },
         mmu: {
-          genLength: f.genLength,
-          blockLength: 16,
-          steps: f.genLength,
+          // Not given: the checkpoint's own answer length (see runShapesEval).
+          ...(f.genLength !== undefined && {
+            genLength: f.genLength,
+            blockLength: 16,
+            steps: f.genLength,
+          }),
           useCache: f.mmuCache === 'none' ? false : f.mmuCache,
         },
         signal: ctx.signal,
@@ -394,25 +397,45 @@ export function registerShapes(program: Command, ctx: CliContext): void {
     )
     .argument('<dir>', 'output folder')
     .option('--seed <n>', 'weight seed', intOpt('--seed', { min: 0 }), 0)
+    .option(
+      '--vq <dir>',
+      'copy this trained VQ-VAE (config.json + weights) into vqvae/ (default: a random one)',
+    )
+    .option(
+      '--answer-block <n>',
+      'understanding answer length the model will train with (written to generation_config.json)',
+      intOpt('--answer-block', { min: 1, max: 8192 }),
+    )
     .option('--json', 'print a summary as JSON')
-    .action(async (dir: string, f: { seed: number; json?: boolean }) => {
-      const { writeShapesCheckpoint } = await import('../../shapes/model.js');
-      const r = await writeShapesCheckpoint(dir, { seed: f.seed });
-      const c = r.config;
-      const summary = {
-        dir: r.dir,
-        parameters: r.parameters,
-        dModel: c.dModel,
-        nLayers: c.nLayers,
-        nHeads: c.nHeads,
-        vocabSize: c.embeddingSize,
-      };
-      if (f.json) writeJson(ctx.stdout, summary);
-      else
-        ctx.stdout.write(
-          `wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`,
-        );
-    });
+    .action(
+      async (
+        dir: string,
+        f: { seed: number; vq?: string; answerBlock?: number; json?: boolean },
+      ) => {
+        const { writeShapesCheckpoint } = await import('../../shapes/model.js');
+        const r = await writeShapesCheckpoint(dir, {
+          seed: f.seed,
+          ...(f.vq !== undefined && { vqDir: f.vq }),
+          ...(f.answerBlock !== undefined && { answerBlock: f.answerBlock }),
+        });
+        const c = r.config;
+        const summary = {
+          dir: r.dir,
+          parameters: r.parameters,
+          dModel: c.dModel,
+          nLayers: c.nLayers,
+          nHeads: c.nHeads,
+          vocabSize: c.embeddingSize,
+        };
+        if (f.json) writeJson(ctx.stdout, summary);
+        else
+          ctx.stdout.write(
+            `wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`,
+          );
+      },
+    );
+
+  registerShapesTrain(shapes, ctx);
 
   shapes
     .command('train-vq')
@@ -525,9 +548,8 @@ export function registerShapes(program: Command, ctx: CliContext): void {
     )
     .option(
       '--gen-length <n>',
-      'understanding answer length in tokens (multiple of 16)',
+      "understanding answer length in tokens (multiple of 16, blocks of 16; default: the checkpoint's generation_config.json, else 48)",
       intOpt('--gen-length', { min: 16, max: 1024 }),
-      48,
     )
     .option('--grid <file.png>', 'write an image grid of the samples with pass/fail frames')
     .option('--show-items', 'list every item with what was expected and what was read');

@@ -20,6 +20,7 @@ import {
   type SaveDtype,
 } from '../../training/save.js';
 import type { Trainer, TrainOptions } from '../../training/trainer.js';
+import { ANSWER_BLOCK } from '../../training/recipe.js';
 import type { CliContext } from '../context.js';
 import { CancelledError } from '../errors.js';
 import { checkModelDir } from '../model.js';
@@ -49,6 +50,7 @@ interface TrainFlags {
   threads?: number;
   device?: 'cpu' | 'webgpu';
   maskPadding?: boolean;
+  answerBlock?: number;
   lora?: number;
   loraAlpha?: number;
   loraTargets?: string[];
@@ -202,6 +204,12 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     )
     .option('--mask-padding', 'do not attend to batch padding (the original does)')
     .option(
+      '--answer-block <n>',
+      `understanding answer + masked padding length in tokens (default ${ANSWER_BLOCK}, the original's); ` +
+        'a shorter block is written into the saved generation_config.json as the answer length to generate',
+      intOpt('--answer-block', { min: 1 }),
+    )
+    .option(
       '--lora <r>',
       'train LoRA adapters of rank r instead of every weight',
       intOpt('--lora', { min: 1 }),
@@ -257,6 +265,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     set('seed', 'seed', f.seed);
     if (given('shuffle')) cfg.shuffle = f.shuffle !== false;
     if (f.maskPadding) cfg.maskPadding = true;
+    set('answerBlock', 'answerBlock', f.answerBlock);
 
     // Image files in the data are encoded with the checkpoint's VQ-VAE, loaded on first need.
     let api: DimooApi | undefined;

@@ -25,7 +25,7 @@ interface UnderstandFlags extends ModelCommandFlags {
   image: string[];
   imageTokens: string[];
   steps?: number;
-  genLength: number;
+  genLength?: number;
   blockLength?: number;
   temperature: number;
   cfgScale: number;
@@ -57,30 +57,34 @@ function understandImages(f: UnderstandFlags): ImageInput[] {
 
 export function buildUnderstandParams(f: UnderstandFlags): UnderstandParams {
   const images = understandImages(f);
-  // As the library: short answers shrink the default block and step counts with them.
-  const blockLength = f.blockLength ?? Math.min(MMU.blockLength, f.genLength);
-  const steps = f.steps ?? Math.min(MMU.steps, f.genLength);
-  // The block-wise sampler's own constraints, checked here so the message names the flags.
-  if (f.genLength % blockLength !== 0) {
-    throw new DimooError(
-      `--gen-length (${f.genLength}) must be a multiple of --block-length (${blockLength})`,
-      'E_PARAM',
-    );
-  }
-  const blocks = f.genLength / blockLength;
-  if (steps % blocks !== 0) {
-    throw new DimooError(
-      `--steps (${steps}) must be a multiple of the number of blocks, --gen-length / --block-length = ${blocks}`,
-      'E_PARAM',
-    );
+  // Lengths not given come from the library: the checkpoint's own defaults
+  // (generation_config.json), else the original script's (short answers
+  // shrinking the block and step counts with them). Given ones are checked
+  // here so the message names the flags.
+  if (f.genLength !== undefined) {
+    const blockLength = f.blockLength ?? Math.min(MMU.blockLength, f.genLength);
+    const steps = f.steps ?? Math.min(MMU.steps, f.genLength);
+    if (f.genLength % blockLength !== 0) {
+      throw new DimooError(
+        `--gen-length (${f.genLength}) must be a multiple of --block-length (${blockLength})`,
+        'E_PARAM',
+      );
+    }
+    const blocks = f.genLength / blockLength;
+    if (steps % blocks !== 0) {
+      throw new DimooError(
+        `--steps (${steps}) must be a multiple of the number of blocks, --gen-length / --block-length = ${blocks}`,
+        'E_PARAM',
+      );
+    }
   }
   const p: UnderstandParams = {
     question: f.prompt,
     // One image keeps the single-image form (and its 1024² crop); several go as a list.
     ...(images.length === 1 ? { image: images[0]! } : images.length > 1 ? { images } : {}),
-    genLength: f.genLength,
-    blockLength,
-    steps,
+    ...(f.genLength !== undefined && { genLength: f.genLength }),
+    ...(f.blockLength !== undefined && { blockLength: f.blockLength }),
+    ...(f.steps !== undefined && { steps: f.steps }),
     temperature: f.temperature,
     cfgScale: f.cfgScale,
     remasking: f.remasking,
@@ -118,18 +122,17 @@ export function registerUnderstand(program: Command, ctx: CliContext): void {
     )
     .option(
       '--steps <n>',
-      `denoising steps in total (default: ${MMU.steps}, or --gen-length if smaller)`,
+      `denoising steps in total (default: the checkpoint's generation_config.json, else ${MMU.steps}, or --gen-length if smaller)`,
       intOpt('--steps', { min: 1, max: LIMITS.maxGenLength }),
     )
     .option(
       '--gen-length <n>',
-      'answer length in tokens',
+      `answer length in tokens (default: the checkpoint's generation_config.json, else ${MMU.genLength})`,
       intOpt('--gen-length', { min: 1, max: LIMITS.maxGenLength }),
-      MMU.genLength,
     )
     .option(
       '--block-length <n>',
-      `tokens per block (default: ${MMU.blockLength}, or --gen-length if smaller)`,
+      `tokens per block (default: the checkpoint's generation_config.json, else ${MMU.blockLength}, or --gen-length if smaller)`,
       intOpt('--block-length', { min: 1, max: LIMITS.maxGenLength }),
     )
     .option(

@@ -306,6 +306,7 @@ async function checkServer() {
   try {
     const h = await apiJson('/healthz');
     el.textContent = `model ${h.model} on ${h.device}${h.has_vq ? '' : ' (no VQ-VAE: no images)'}`;
+    adoptDefaultSize(h.default_size);
     // /healthz is open; a protected call tells whether the key works.
     await apiJson('/v1/models');
     clearError();
@@ -352,6 +353,24 @@ function updateSize() {
 for (const id of ['gen-aspect', 'gen-res', 'gen-width', 'gen-height'])
   $(id).addEventListener('input', updateSize);
 updateSize();
+
+/** Once: a model trained at its own size (the shapes model: 128²) starts the size picker there. */
+let sizeAdopted = false;
+function adoptDefaultSize(size) {
+  if (sizeAdopted || !Array.isArray(size)) return;
+  sizeAdopted = true;
+  const [w, h] = size;
+  const side = Math.round(Math.sqrt(w * h));
+  const sel = /** @type {HTMLSelectElement} */ (document.getElementById('gen-res'));
+  // A size among the presets (the official 1024²) keeps the page's own default.
+  if ([...sel.options].some((o) => Number(o.value) === side)) return;
+  const o = document.createElement('option');
+  o.value = String(side);
+  o.textContent = `model's own (${w}×${h})`;
+  sel.prepend(o);
+  sel.value = String(side);
+  updateSize();
+}
 
 let lastGenerated = null;
 const genImg = $('gen-image');
