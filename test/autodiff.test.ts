@@ -318,6 +318,71 @@ test('frozen MatMulNBits base: gradient w.r.t. the activation (float32)', async 
   }
 });
 
+test('image ops: conv2d (strides, asymmetric pads), nearest 2x, group norm (float32)', async () => {
+  // Conv is linear in x and in w, so float32 central differences are accurate there.
+  await checkOp(
+    'conv2d 3x3 stride 1 pad 1 + bias',
+    [
+      { name: 'x', shape: [2, 3, 5, 6] },
+      { name: 'w', shape: [4, 3, 3, 3] },
+      { name: 'b', shape: [4] },
+    ],
+    (t, [x, w, b]) => t.conv2d(x!, w!, b!),
+    F32,
+  );
+  for (const size of [6, 7]) {
+    // Downsample2D: pad right/bottom by one, stride 2 (7 leaves a row the stride skips).
+    await checkOp(
+      `conv2d 3x3 stride 2 pads (0,0,1,1) on ${size}x${size}`,
+      [
+        { name: 'x', shape: [2, 2, size, size] },
+        { name: 'w', shape: [3, 2, 3, 3] },
+        { name: 'b', shape: [3] },
+      ],
+      (t, [x, w, b]) => t.conv2d(x!, w!, b!, { stride: 2, pads: [0, 0, 1, 1] }),
+      F32,
+    );
+  }
+  await checkOp(
+    'conv2d 1x1, no bias',
+    [
+      { name: 'x', shape: [2, 3, 4, 4] },
+      { name: 'w', shape: [5, 3, 1, 1] },
+    ],
+    (t, [x, w]) => t.conv2d(x!, w!, null),
+    F32,
+  );
+  await checkOp(
+    'upsample2x',
+    [{ name: 'x', shape: [2, 3, 3, 4] }],
+    (t, [x]) => t.upsample2x(x!),
+    F32,
+  );
+  await checkOp(
+    'groupNormalize (2 groups of 2 channels)',
+    [{ name: 'x', shape: [2, 4, 3, 3], offset: 0.5 }],
+    (t, [x]) => t.groupNormalize(x!, 2, 1e-6),
+    F32,
+    {},
+    // Normalisation divides by a std of ~0.6: a smaller step keeps the curvature error down.
+    { h: 3e-3, tol: 3e-2 },
+  );
+});
+
+test('stopGradient passes the value and blocks the gradient (float64)', async () => {
+  // d/dx of x * sg(x) is sg(x) = x, not 2x (what the finite difference of the value would say).
+  const g = new GraphBuilder('sg');
+  const t = new Tape(g, F64);
+  const x = t.input('x', F64, [3], true);
+  const y = t.reduceSum(t.mul(x, t.stopGradient(x)), [0], false);
+  const [gx] = t.gradients(y, [x]);
+  g.output(gx!, 'gx', F64, [3]);
+  const s = await ort.InferenceSession.create(g.toBytes());
+  const out = await s.run({ x: new ort.Tensor(F64, Float64Array.of(1, -2, 3), [3]) });
+  assert.deepEqual(Array.from(out.gx!.data as Float64Array), [1, -2, 3]);
+  await s.release();
+});
+
 test('frozen MatMulNBits base: the backward rebuilds the weight in row chunks, same gradient', async () => {
   // 7 rows of K = 32 float32 are 896 bytes: chunks of 256 bytes give 4 pieces (2, 2, 2, 1 rows).
   const N = 7;

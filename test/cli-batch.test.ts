@@ -392,9 +392,13 @@ describe('shell completion', () => {
     assert.ok(paths.includes('completion') && paths.includes('lora merge'));
     const top = complete(script, ['dimoo', '']);
     for (const c of program.commands) assert.ok(top.includes(c.name()), `bash misses ${c.name()}`);
+    const shapesSubs = program.commands
+      .find((c) => c.name() === 'shapes')!
+      .commands.map((c) => c.name());
+    assert.ok(shapesSubs.includes('generate') && shapesSubs.includes('init'));
     assert.deepEqual(
       complete(script, ['dimoo', 'shapes', '']).filter((w) => !w.startsWith('-')),
-      program.commands.find((c) => c.name() === 'shapes')!.commands.map((c) => c.name()),
+      shapesSubs,
     );
     assert.deepEqual(complete(script, ['dimoo', 'generate', '--prom']), ['--prompt', '--prompts']);
     // A flag that takes a value completes file names.

@@ -651,6 +651,143 @@ export class Tape {
     return this.wrap(this.g.op(op, inputs, attrs)[0]!, shape, dtype, false);
   }
 
+  // ---- image ops (NCHW, static spatial sizes) ----------------------------------------
+
+  /** The value itself, cut off from the gradient (torch's .detach()). */
+  stopGradient(x: TVal): TVal {
+    return this.wrap(this.g.identity(x), x.shape, x.dtype, false);
+  }
+
+  /**
+   * 2-D convolution of x [B, Ci, H, W] with w [Co, Ci, k, k] (+ bias [Co]),
+   * square stride `stride`, zero pads [top, left, bottom, right].
+   *  - dx: ConvTranspose of the output gradient with the same weights, strides and pads;
+   *    output_padding adds back the rows/columns the forward's stride skipped, so dx has x's size.
+   *  - dw: correlation of the padded input with the output gradient: batch and channel axes
+   *    swapped, the gradient used as a kernel dilated by the stride; the k x k corner of the
+   *    result is the weight gradient (transposed back to [Co, Ci, k, k]).
+   *  - db: sum over batch and space.
+   */
+  conv2d(
+    x: TVal,
+    w: TVal,
+    b: TVal | null,
+    opts: { stride?: number; pads?: readonly [number, number, number, number] } = {},
+  ): TVal {
+    const s = opts.stride ?? 1;
+    const [B, Ci, H, W] = x.shape;
+    const [Co, wCi, kh, kw] = w.shape;
+    if (
+      typeof H !== 'number' ||
+      typeof W !== 'number' ||
+      typeof kh !== 'number' ||
+      typeof kw !== 'number'
+    )
+      throw new Error('autodiff: conv2d needs static spatial sizes and kernel');
+    if (wCi !== Ci)
+      throw new Error(`autodiff: conv2d input has ${Ci} channels, weight expects ${wCi}`);
+    const pd = opts.pads ?? [(kh - 1) / 2, (kw - 1) / 2, (kh - 1) / 2, (kw - 1) / 2];
+    const Hp = H + pd[0] + pd[2];
+    const Wp = W + pd[1] + pd[3];
+    const Ho = Math.floor((Hp - kh) / s) + 1;
+    const Wo = Math.floor((Wp - kw) / s) + 1;
+    const pads = [pd[0], pd[1], pd[2], pd[3]];
+    const y = this.g.op('Conv', b ? [x, w, b] : [x, w], { strides: [s, s], pads })[0]!;
+    const ins = b ? [x, w, b] : [x, w];
+    return this.rec(y, [B!, Co!, Ho, Wo], ins, (gy) => {
+      let dx: Value | null = null;
+      if (x.req) {
+        if (s === 1 && pd[0] === pd[2] && pd[1] === pd[3] && pd[0] <= kh - 1 && pd[1] <= kw - 1) {
+          // Stride 1: a plain convolution of the gradient with the flipped, transposed kernel
+          // (ORT's Conv is much faster than its ConvTranspose on CPU).
+          const flipped = this.g.slice(w, [-1, -1], [-(2 ** 62), -(2 ** 62)], [2, 3], [-1, -1]);
+          const wt = this.g.transpose(flipped, [1, 0, 2, 3]);
+          const q0 = kh - 1 - pd[0];
+          const q1 = kw - 1 - pd[1];
+          dx = this.g.op('Conv', [gy, wt], { pads: [q0, q1, q0, q1] })[0]!;
+        } else {
+          const opH = H - (s * (Ho - 1) + kh - pd[0] - pd[2]);
+          const opW = W - (s * (Wo - 1) + kw - pd[1] - pd[3]);
+          dx = this.g.op('ConvTranspose', [gy, w], {
+            strides: [s, s],
+            pads,
+            ...(opH > 0 || opW > 0 ? { output_padding: [opH, opW] } : {}),
+          })[0]!;
+        }
+      }
+      let dw: Value | null = null;
+      if (w.req) {
+        // Per kernel tap: a strided slice of the padded input (a view of what that tap
+        // saw) times the output gradient, summed over positions by one batched matmul.
+        const xp = pads.some((p) => p > 0)
+          ? this.g.pad(x, [0, 0, pd[0], pd[1], 0, 0, pd[2], pd[3]])
+          : x;
+        const gyf = this.g.reshape(gy, [0, Co as number, Ho * Wo]);
+        const parts: Value[] = [];
+        for (let i = 0; i < kh; i++)
+          for (let j = 0; j < kw; j++) {
+            const tap =
+              kh === 1 && kw === 1 && s === 1
+                ? xp
+                : this.g.slice(
+                    xp,
+                    [i, j],
+                    [i + s * (Ho - 1) + 1, j + s * (Wo - 1) + 1],
+                    [2, 3],
+                    [s, s],
+                  );
+            const cols = this.g.reshape(tap, [0, Ci as number, Ho * Wo]);
+            parts.push(this.g.matmul(gyf, this.g.transpose(cols, [0, 2, 1]))); // [B, Co, Ci]
+          }
+        const per = parts.length === 1 ? parts[0]! : this.g.concat(parts, 2); // [B, Co, kh*kw*Ci]
+        const sum = this.g.reduceSum(per, [0], false);
+        dw = this.g.transpose(
+          this.g.reshape(sum, [Co as number, kh, kw, Ci as number]),
+          [0, 3, 1, 2],
+        );
+      }
+      const db = b && b.req ? this.g.reduceSum(gy, [0, 2, 3], false) : null;
+      return b ? [dx, dw, db] : [dx, dw];
+    });
+  }
+
+  /** Nearest-neighbour 2x upsampling of [B, C, H, W]; the gradient sums each 2x2 block. */
+  upsample2x(x: TVal): TVal {
+    const [B, C, H, W] = x.shape;
+    if (typeof H !== 'number' || typeof W !== 'number')
+      throw new Error('autodiff: upsample2x needs static spatial sizes');
+    const y = this.g.resizeNearest(x, [1, 1, 2, 2]);
+    return this.rec(y, [B!, C!, 2 * H, 2 * W], [x], (gy) => [
+      this.g.reduceSum(this.g.reshape(gy, [0, 0, H, 2, W, 2]), [3, 5], false),
+    ]);
+  }
+
+  /**
+   * GroupNorm without its affine part: x [B, C, ...] normalised over each group of
+   * C/groups channels and all positions (biased variance, eps inside the root).
+   * Own VJP: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) per group.
+   */
+  groupNormalize(x: TVal, groups: number, eps: number): TVal {
+    const C = x.shape[1];
+    if (typeof C !== 'number' || C % groups !== 0)
+      throw new Error(`autodiff: groupNormalize: ${groups} groups do not divide ${C} channels`);
+    const g = this.g;
+    const xs = g.reshape(x, [0, groups, -1]);
+    const mean = g.reduceMean(xs, [2], true);
+    const d = g.sub(xs, mean);
+    const variance = g.reduceMean(g.mul(d, d), [2], true);
+    const rstd = g.reciprocal(g.sqrt(g.add(variance, this.k(eps))));
+    const xhat = g.mul(d, rstd);
+    const y = g.reshape(xhat, this.shapeOf(x));
+    return this.rec(y, x.shape, [x], (gy) => {
+      const gs = g.reshape(gy, [0, groups, -1]);
+      const m1 = g.reduceMean(gs, [2], true);
+      const m2 = g.reduceMean(g.mul(gs, xhat), [2], true);
+      const dx = g.mul(rstd, g.sub(g.sub(gs, m1), g.mul(xhat, m2)));
+      return [g.reshape(dx, this.shapeOf(x))];
+    });
+  }
+
   // ---- recomputation ---------------------------------------------------------------
 
   /**

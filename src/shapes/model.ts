@@ -63,6 +63,34 @@ export function shapesVocabulary(): string[] {
 }
 
 /**
+ * The shapes VQ-VAE (diffusers VQModel config): 16x downsampling (5 blocks) so a
+ * 128x128 picture is an 8x8 token grid; slim at full resolution, where a
+ * training step on this 2-core machine spends most of its time; 16-dim codes
+ * (low-dimensional codebooks stay better used); 2048 codes.
+ */
+export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
+  _class_name: 'VQModel',
+  _diffusers_version: '0.34.0',
+  act_fn: 'silu',
+  block_out_channels: [16, 32, 32, 64, 128],
+  down_block_types: Array(5).fill('DownEncoderBlock2D'),
+  up_block_types: Array(5).fill('UpDecoderBlock2D'),
+  force_upcast: false,
+  in_channels: 3,
+  out_channels: 3,
+  latent_channels: 16,
+  vq_embed_dim: null,
+  layers_per_block: 1,
+  lookup_from_codebook: true,
+  mid_block_add_attention: false,
+  norm_num_groups: 8,
+  norm_type: 'group',
+  num_vq_embeddings: 2048,
+  sample_size: 128,
+  scaling_factor: 0.18215,
+});
+
+/**
  * Understanding records train with an answer + padding block of this many
  * tokens instead of the original's 1024 (`dimoo train --answer-block`): the
  * world's longest answer (a three-object description) is ~30 tokens, and a
@@ -89,7 +117,7 @@ export interface ShapesCheckpointOptions {
   seed?: number;
   /** Override sizes (tests use tiny ones). */
   overrides?: Partial<RandomModelSizes>;
-  /** Write a random tiny VQ-VAE into vqvae/ (default true; the trained one replaces it). */
+  /** Write a random VQ-VAE of SHAPES_VQ_CONFIG into vqvae/ (default true; the trained one replaces it). */
   vq?: boolean;
   /** Copy this VQ-VAE folder (config.json + weights) into vqvae/ instead of a random one. */
   vqDir?: string;
@@ -135,7 +163,10 @@ export async function writeShapesCheckpoint(
     };
   } else if (opts.vq !== false) {
     writeVq = (vqDir) => {
-      codebookSize = writeRandomVq(vqDir, 'tiny', { seed }).numVqEmbeddings;
+      codebookSize = writeRandomVq(vqDir, 'tiny', {
+        seed,
+        overrides: { ...SHAPES_VQ_CONFIG },
+      }).numVqEmbeddings;
     };
   }
   const result = await writeRandomCheckpoint(

@@ -90,6 +90,100 @@ async function generateCommand(ctx: CliContext, f: GenerateFlags): Promise<void>
   );
 }
 
+interface TrainVqFlags {
+  out: string;
+  state?: string;
+  steps?: number;
+  minutes?: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+  holdout: number;
+  evalImages: number;
+  evalEvery: number;
+  threads?: number;
+  resume?: boolean;
+  init?: string;
+  decoderOnly?: boolean;
+  json?: boolean;
+}
+
+async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
+  if (f.steps === undefined && f.minutes === undefined)
+    throw new DimooError('train-vq needs --steps or --minutes (or both)', 'E_PARAM');
+  if (!(f.holdout > 0))
+    throw new DimooError(
+      '--holdout must be > 0 (the PSNR is measured on held-out scenes)',
+      'E_PARAM',
+    );
+  const { trainVq } = await import('../../training/vq-trainer.js');
+  const { SHAPES_VQ_CONFIG } = await import('../../shapes/model.js');
+  if (f.decoderOnly && f.init === undefined)
+    throw new DimooError(
+      '--decoder-only needs --init (the VQ whose encoder and codebook stay fixed)',
+      'E_PARAM',
+    );
+  const { loadVqConfig } = await import('../../checkpoint/vq-config.js');
+  const config =
+    f.init !== undefined ? loadVqConfig(path.resolve(f.init)).raw : { ...SHAPES_VQ_CONFIG };
+  const { vqEvalImages, vqTrainImage } = await import('../../shapes/vq-data.js');
+  const out = path.resolve(f.out);
+  await trainVq({
+    config,
+    out,
+    ...(f.init !== undefined && { init: path.resolve(f.init) }),
+    decoderOnly: f.decoderOnly === true,
+    state: path.resolve(f.state ?? `${out}.state`),
+    ...(f.steps !== undefined && { steps: f.steps }),
+    ...(f.minutes !== undefined && { minutes: f.minutes }),
+    batchSize: f.batchSize,
+    lr: f.lr,
+    seed: f.seed,
+    threads: f.threads,
+    resume: f.resume === true,
+    image: (i) => vqTrainImage(f.seed, f.holdout, i),
+    evalImages: vqEvalImages(f.seed, f.holdout, f.evalImages),
+    evalEveryMinutes: f.evalEvery,
+    signal: ctx.signal,
+    log: (e) => {
+      if (f.json) {
+        ctx.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
+        return;
+      }
+      switch (e.event) {
+        case 'start':
+          ctx.stdout.write(
+            `${e.resumed ? 'resuming' : 'starting'} at step ${e.step}: ${e.params} parameters, batch ${e.batchSize}, lr ${e.lr}\n`,
+          );
+          break;
+        case 'step':
+          ctx.stdout.write(
+            `step ${e.step} (${e.minutes.toFixed(1)} min): loss ${e.loss.toFixed(5)} mse ${e.mse.toFixed(5)} (${e.trainPsnr.toFixed(2)} dB) ` +
+              `codebook ${e.codebook.toFixed(4)} commit ${e.commit.toFixed(4)} codes ${e.usedCodes} lr ${e.lr.toExponential(2)} ${e.msPerStep.toFixed(0)} ms/step\n`,
+          );
+          break;
+        case 'reseed':
+          ctx.stdout.write(`step ${e.step}: re-seeded ${e.dead} unused codes\n`);
+          break;
+        case 'eval':
+          ctx.stdout.write(
+            `step ${e.step}: held-out PSNR ${e.psnr.toFixed(2)} dB (${e.images} pictures)\n`,
+          );
+          break;
+        case 'save':
+          break;
+        case 'done':
+          ctx.stdout.write(
+            `wrote ${e.out}: ${e.step} steps, ${e.minutes.toFixed(1)} min, held-out PSNR ${e.psnr.toFixed(2)} dB (stopped by ${e.stopped})\n`,
+          );
+          break;
+      }
+    },
+  });
+  // Stopped by a signal: the state and the VQ folder are written, but the run did not finish its budget.
+  throwIfCancelled(ctx.signal);
+}
+
 function pct(r: Rate | undefined): string {
   return r && r.n > 0 ? `${(100 * r.rate).toFixed(1)}%` : '-';
 }
@@ -342,6 +436,75 @@ export function registerShapes(program: Command, ctx: CliContext): void {
     );
 
   registerShapesTrain(shapes, ctx);
+
+  shapes
+    .command('train-vq')
+    .description(
+      "train the shapes VQ-VAE on pictures drawn on the fly (resumable); writes a diffusers VQ folder (what a checkpoint's vqvae/ holds)",
+    )
+    .requiredOption(
+      '--out <dir>',
+      'final VQ folder: config.json + diffusion_pytorch_model.safetensors',
+    )
+    .option('--state <dir>', 'training state folder (saved every few minutes; default <out>.state)')
+    .option(
+      '--steps <n>',
+      'stop after this many optimiser steps in all',
+      intOpt('--steps', { min: 1, max: 100_000_000 }),
+    )
+    .option(
+      '--minutes <m>',
+      'stop after this many minutes of training in all',
+      numOpt('--minutes', { min: 0 }),
+    )
+    .option(
+      '--batch-size <n>',
+      'pictures per step',
+      intOpt('--batch-size', { min: 1, max: 1024 }),
+      4,
+    )
+    .option(
+      '--lr <x>',
+      'peak learning rate (AdamW, warm-up then cosine to 10%)',
+      numOpt('--lr', { min: 0 }),
+      1e-3,
+    )
+    .option(
+      '--seed <n>',
+      'seed of the initial weights and of the pictures',
+      intOpt('--seed', { min: 0 }),
+      0,
+    )
+    .option(
+      '--holdout <f>',
+      'held-out share of scenes (skipped in training, measured for the PSNR)',
+      numOpt('--holdout', { min: 0, max: 1 }),
+      0.1,
+    )
+    .option(
+      '--eval-images <n>',
+      'held-out pictures in the PSNR',
+      intOpt('--eval-images', { min: 1, max: 100_000 }),
+      64,
+    )
+    .option(
+      '--eval-every <m>',
+      'minutes between held-out PSNR measurements',
+      numOpt('--eval-every', { min: 0 }),
+      5,
+    )
+    .option('--threads <n>', 'CPU threads', intOpt('--threads', { min: 1, max: 1024 }))
+    .option('--resume', 'continue from the state folder when it holds a state')
+    .option(
+      '--init <vqdir>',
+      'start from the weights (and config) of this VQ folder instead of random ones',
+    )
+    .option(
+      '--decoder-only',
+      'train only post_quant_conv and the decoder: token grids made by the --init VQ stay valid',
+    )
+    .option('--json', 'one JSON object per line for every log event (the last one: "done")')
+    .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
 
   const ev = program
     .command('eval')

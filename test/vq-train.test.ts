@@ -1,0 +1,213 @@
+/**
+ * The VQ-VAE training graph (graph/vq-train.ts) computes the same network as
+ * the inference graphs (graph/vq.ts) on the same weights: its code indices
+ * equal the encoder's, its reconstruction of those codes equals the decoder's;
+ * and the trainer's output folder loads unchanged through VqModel.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { VqModel } from '../src/models/vq-model.js';
+import { SafetensorsFile, readTensorFloat32 } from '../src/checkpoint/safetensors.js';
+import { loadVqConfig, VQ_WEIGHTS_FILE } from '../src/checkpoint/vq-config.js';
+import { buildVqTrainGraph, VQ_TRAIN_IO } from '../src/graph/vq-train.js';
+import { writeRandomVq } from '../src/tools/random-vq.js';
+import { trainVq, VQ_STATE_FILE } from '../src/training/vq-trainer.js';
+import { vqEvalImages, vqTrainImage } from '../src/shapes/vq-data.js';
+import { goldenCheckpointDir } from './helpers/golden.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-vq-train-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function pictures(n: number, size: number, seed: number): Float32Array {
+  // Smooth colour fields plus a few hard edges: values spread over [0, 1].
+  const out = new Float32Array(n * 3 * size * size);
+  let s = seed;
+  const r = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  for (let i = 0; i < out.length; i++) {
+    const x = i % size;
+    const y = Math.floor(i / size) % size;
+    out[i] = Math.min(
+      1,
+      Math.max(
+        0,
+        0.5 +
+          0.4 * Math.sin((x + 3 * y) / 5 + i / (size * size)) +
+          (x > size / 2 ? 0.1 : -0.1) +
+          0.05 * r(),
+      ),
+    );
+  }
+  return out;
+}
+
+async function checkParity(vqDir: string, batch: number, size: number): Promise<void> {
+  const c = loadVqConfig(vqDir);
+  const { bytes, params } = buildVqTrainGraph(c, { batch, height: size, width: size, beta: 0.25 });
+  const st = SafetensorsFile.open(path.join(vqDir, VQ_WEIGHTS_FILE));
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const p of params)
+    feeds[p.name] = new ort.Tensor('float32', readTensorFloat32(st.tensors.get(p.name)!), p.shape);
+  const px = pictures(batch, size, 7);
+  feeds[VQ_TRAIN_IO.pixels] = new ort.Tensor('float32', px, [batch, 3, size, size]);
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 2 });
+  const out = await session.run(feeds);
+  await session.release();
+  const idx = Array.from(out[VQ_TRAIN_IO.indices]!.data as BigInt64Array, Number);
+  const recon = out[VQ_TRAIN_IO.recon]!.data as Float32Array;
+  for (const k of [VQ_TRAIN_IO.loss, VQ_TRAIN_IO.mse, VQ_TRAIN_IO.codebook, VQ_TRAIN_IO.commit])
+    assert.ok(Number.isFinite((out[k]!.data as Float32Array)[0]!), `${k} is finite`);
+
+  const vq = await VqModel.load(vqDir, { threads: 2 });
+  const per = 3 * size * size;
+  const cells = (size / c.scaleFactor) ** 2;
+  let inside = 0;
+  let maxErr = 0;
+  for (let b = 0; b < batch; b++) {
+    const enc = await vq.encodeFloat(px.slice(b * per, (b + 1) * per), size, size);
+    assert.deepEqual(
+      idx.slice(b * cells, (b + 1) * cells),
+      Array.from(enc.codes),
+      `image ${b}: training-graph codes = encoder codes`,
+    );
+    const dec = await vq.decodeFloat(enc.codes, enc.gridH, enc.gridW);
+    for (let i = 0; i < per; i++) {
+      const r = recon[b * per + i]!;
+      if (r > 0 && r < 1) inside++;
+      maxErr = Math.max(maxErr, Math.abs(Math.min(1, Math.max(0, r)) - dec.pixels[i]!));
+    }
+  }
+  await vq.dispose();
+  assert.ok(maxErr <= 1e-5, `reconstruction differs from the decoder by ${maxErr}`);
+  // The clip must not hide the comparison: most values lie strictly inside (0, 1).
+  assert.ok(inside > 0.2 * batch * per, `only ${inside} of ${batch * per} values inside (0, 1)`);
+}
+
+test('training graph = inference graphs on the golden VQ-VAE (batch of 2)', async () => {
+  await checkParity(path.join(goldenCheckpointDir(), 'vqvae'), 2, 32);
+});
+
+test('training graph = inference graphs on another config (mid-block attention, 1 layer per block)', async () => {
+  const dir = path.join(tmp, 'attn');
+  writeRandomVq(dir, 'tiny', {
+    seed: 5,
+    overrides: {
+      mid_block_add_attention: true,
+      layers_per_block: 1,
+      block_out_channels: [8, 8, 16],
+      down_block_types: Array(3).fill('DownEncoderBlock2D'),
+      up_block_types: Array(3).fill('UpDecoderBlock2D'),
+      num_vq_embeddings: 64,
+      latent_channels: 4,
+    },
+  });
+  await checkParity(dir, 3, 16);
+});
+
+test('trainer: a few steps lower the loss, save a resumable state and write a folder VqModel loads', async () => {
+  const config = {
+    _class_name: 'VQModel',
+    block_out_channels: [8, 8, 16],
+    down_block_types: Array(3).fill('DownEncoderBlock2D'),
+    up_block_types: Array(3).fill('UpDecoderBlock2D'),
+    layers_per_block: 1,
+    latent_channels: 4,
+    num_vq_embeddings: 32,
+    norm_num_groups: 4,
+    mid_block_add_attention: false,
+  };
+  // 128x128 shapes pictures downsampled 4x would need the processor; train on 32x32 crops instead.
+  const crop = (img: { data: Uint8Array; width: number }) => {
+    const data = new Uint8Array(32 * 32 * 3);
+    for (let y = 0; y < 32; y++)
+      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
+    return { data, width: 32, height: 32, channels: 3 as const };
+  };
+  const events: { event: string; [k: string]: unknown }[] = [];
+  const base = {
+    config,
+    out: path.join(tmp, 'trained'),
+    state: path.join(tmp, 'state'),
+    batchSize: 2,
+    lr: 3e-3,
+    seed: 1,
+    threads: 2,
+    image: (i: number) => crop(vqTrainImage(1, 0.1, i)),
+    evalImages: vqEvalImages(1, 0.1, 2).map(crop),
+    warmupSteps: 1,
+    logEverySteps: 1,
+    log: (e: { event: string }) => events.push(e),
+  };
+  const r1 = await trainVq({ ...base, steps: 12, resume: false });
+  assert.equal(r1.steps, 12);
+  assert.ok(fs.existsSync(path.join(tmp, 'state', VQ_STATE_FILE)));
+  const steps = events.filter((e) => e.event === 'step') as unknown as { loss: number }[];
+  assert.ok(steps[steps.length - 1]!.loss < steps[0]!.loss, 'loss falls');
+  assert.ok(events.some((e) => e.event === 'reseed'));
+  // Without --resume an existing state is refused; with it, training continues from step 12.
+  await assert.rejects(trainVq({ ...base, steps: 14, resume: false }), /--resume/);
+  events.length = 0;
+  const r2 = await trainVq({ ...base, steps: 14, resume: true });
+  assert.equal(r2.steps, 14);
+  assert.equal((events[0] as unknown as { step: number }).step, 12);
+  const vq = await VqModel.load(r2.out, { threads: 2 });
+  const codes = await vq.encode(base.evalImages[0]!);
+  assert.equal(codes.codes.length, 64);
+  await vq.dispose();
+  assert.ok(Number.isFinite(r2.psnr) && r2.psnr > 0);
+});
+
+test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identical, the decoder moves', async () => {
+  const src = path.join(tmp, 'dec-src');
+  writeRandomVq(src, 'tiny', {
+    seed: 2,
+    overrides: {
+      layers_per_block: 1,
+      block_out_channels: [8, 8, 16],
+      down_block_types: Array(3).fill('DownEncoderBlock2D'),
+      up_block_types: Array(3).fill('UpDecoderBlock2D'),
+      num_vq_embeddings: 16,
+      latent_channels: 4,
+    },
+  });
+  const crop = (img: { data: Uint8Array; width: number }) => {
+    const data = new Uint8Array(32 * 32 * 3);
+    for (let y = 0; y < 32; y++)
+      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
+    return { data, width: 32, height: 32, channels: 3 as const };
+  };
+  const out = path.join(tmp, 'dec-out');
+  const events: { event: string }[] = [];
+  await trainVq({
+    config: loadVqConfig(src).raw,
+    init: src,
+    decoderOnly: true,
+    out,
+    state: path.join(tmp, 'dec-state'),
+    steps: 3,
+    batchSize: 2,
+    lr: 1e-2,
+    seed: 0,
+    threads: 2,
+    resume: false,
+    image: (i) => crop(vqTrainImage(2, 0.1, i)),
+    evalImages: vqEvalImages(2, 0.1, 1).map(crop),
+    warmupSteps: 1,
+    log: (e) => events.push(e),
+  });
+  assert.ok(!events.some((e) => e.event === 'reseed'), 'no code is re-seeded');
+  const a = SafetensorsFile.open(path.join(src, VQ_WEIGHTS_FILE));
+  const b = SafetensorsFile.open(path.join(out, VQ_WEIGHTS_FILE));
+  let moved = 0;
+  for (const [name, t] of a.tensors) {
+    const x = readTensorFloat32(t);
+    const y = readTensorFloat32(b.tensors.get(name)!);
+    const same = x.every((v, i) => v === y[i]);
+    if (name.startsWith('decoder.') || name.startsWith('post_quant_conv.')) moved += same ? 0 : 1;
+    else assert.ok(same, `${name} is frozen`);
+  }
+  assert.ok(moved > 10, `decoder weights moved (${moved})`);
+});
