@@ -11,6 +11,8 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
+import { readPngText } from '../src/image/png-text.js';
+import { parseParameters } from '../src/pipelines/parameters.js';
 import type { TokenGrid } from '../src/pipelines/types.js';
 import { WorkerDimoo } from '../src/runtime/worker-dimoo.js';
 import { createServer, type ServerOptions } from '../src/server/app.js';
@@ -196,6 +198,15 @@ describe('server: POST /v1/images/generations', () => {
     assert.deepEqual(await pngSize(a.data[0].b64_json), [64, 48]);
     assert.equal(a.data[0].seed, 7);
     assert.equal(typeof a.created, 'number');
+    // The PNG says how it was made (the CLI's `parameters` text chunk), so it can be made again.
+    const { prompt, settings } = parseParameters(
+      readPngText(Buffer.from(a.data[0].b64_json, 'base64')).parameters ?? '',
+    );
+    assert.equal(prompt, 'a red fox');
+    assert.equal(settings['Task'], 'generate');
+    assert.equal(settings['Seed'], '7');
+    assert.equal(settings['Steps'], '4');
+    assert.equal(settings['Size'], '64x48');
     const b = await json(await post(base, '/v1/images/generations', body));
     assert.equal(a.data[0].b64_json, b.data[0].b64_json);
   });

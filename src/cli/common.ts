@@ -26,13 +26,8 @@ export const loraOpt = (raw: string, prev: LoraRef[] | undefined): LoraRef[] => 
   parseLoraRef(raw),
 ];
 import { checkImageOutPath, checkOutFolder, formatMs, writeJson, writeRgbImage } from './output.js';
-import {
-  formatParameters,
-  imageRunSettings,
-  type ImageTaskParams,
-} from '../pipelines/parameters.js';
+import { imageParameters, type ImageTaskParams } from '../pipelines/parameters.js';
 import { drawSeed } from '../pipelines/validate.js';
-import { packageVersion } from './version.js';
 import { createProgressBar, type ProgressMode } from './progress.js';
 import { readTokenGridFile, writeTokenGridFile } from './token-grid.js';
 
@@ -255,22 +250,6 @@ export function imageResultJson(
     out: files.out ?? null,
     tokensOut: files.tokensOut ?? null,
   };
-}
-
-/** How one image was made, as the library ran it: the PNG's `parameters` text. */
-export function imageParameters(
-  task: TaskName,
-  params: ImageTaskParams,
-  r: ImageResult,
-  api: DimooApi,
-): string {
-  return formatParameters(
-    params.prompt ?? '',
-    imageRunSettings(task, params, r, {
-      model: api.info().name,
-      version: `dimoo ${packageVersion()}`,
-    }),
-  );
 }
 
 /**

@@ -5,7 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import type { CliContext } from './context.js';
 import { reportError, writeError } from './errors.js';
-import { packageVersion } from './version.js';
+import { packageVersion } from '../util/version.js';
 import { isDimooError } from '../errors.js';
 import { registerCompletion } from './commands/completion.js';
 import { registerDecode } from './commands/decode.js';

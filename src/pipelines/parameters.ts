@@ -8,7 +8,9 @@
  *   a red fox in the snow
  *   Task: generate, Steps: 64, CFG scale: 4, Temperature: 1, Seed: 1234, Size: 1024x1024, Model: Lumina-DiMOO
  */
+import { packageVersion } from '../util/version.js';
 import type {
+  DimooApi,
   EditParams,
   GenerateParams,
   ImageInput,
@@ -104,4 +106,20 @@ export function imageRunSettings(
   add('Model', extra.model);
   add('Version', extra.version);
   return s;
+}
+
+/** How one image was made, as the library ran it: the PNG's `parameters` text (CLI files and server results alike). */
+export function imageParameters(
+  task: TaskName,
+  params: ImageTaskParams,
+  r: { width: number; height: number },
+  api: Pick<DimooApi, 'info'>,
+): string {
+  return formatParameters(
+    params.prompt ?? '',
+    imageRunSettings(task, params, r, {
+      model: api.info().name,
+      version: `dimoo ${packageVersion()}`,
+    }),
+  );
 }

@@ -19,6 +19,8 @@ import type {
   TokenGrid,
   UnderstandParams,
 } from '../pipelines/types.js';
+import { addPngText } from '../image/png-text.js';
+import { imageParameters } from '../pipelines/parameters.js';
 import { RequestError } from './errors.js';
 import { dataUrl, pngOf, renderPreview } from './images.js';
 import type { ImageJobSpec, JobSpec, UnderstandJobSpec } from './job-spec.js';
@@ -61,6 +63,8 @@ export async function runImage(
   seed: number | null,
   stepOffset = 0,
   stepTotal?: number,
+  /** The PNG's `parameters` text, given the result's size (how to make it again). */
+  parameters?: (r: ImageResult) => string,
 ): Promise<ImageOutput> {
   let inFlight: Promise<void> | null = null;
   const wantPreview = previewEvery > 0 && env.api.info().hasVq;
@@ -93,7 +97,10 @@ export async function runImage(
     await (inFlight as Promise<void> | null)?.catch(() => undefined);
   }
   let file: string | null = null;
-  if (r.image) file = await env.store.put(await pngOf(r.image));
+  if (r.image) {
+    const png = await pngOf(r.image);
+    file = await env.store.put(parameters ? addPngText(png, { parameters: parameters(r) }) : png);
+  }
   return {
     width: r.width,
     height: r.height,
@@ -199,6 +206,7 @@ async function runImageSpec(env: TaskEnv, ctx: JobContext, spec: ImageJobSpec): 
         seed ?? null,
         n > 1 ? i * T : 0,
         n > 1 ? n * T : undefined,
+        (r) => imageParameters(task, p, r, env.api),
       ),
     );
   }

@@ -10,12 +10,8 @@ import { DimooError } from '../../errors.js';
 import type { GenerateParams } from '../../pipelines/types.js';
 import { drawSeed } from '../../pipelines/validate.js';
 import { makeDirs } from '../../util/fs-errors.js';
-import {
-  imageParameters,
-  samplingParams,
-  type ModelCommandFlags,
-  type SamplingFlags,
-} from '../common.js';
+import { imageParameters } from '../../pipelines/parameters.js';
+import { samplingParams, type ModelCommandFlags, type SamplingFlags } from '../common.js';
 import type { CliContext } from '../context.js';
 import { throwIfCancelled } from '../errors.js';
 import { modelTaskDefaults, requireVq, withModel } from '../model.js';

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 let cached: string | undefined;
 
-/** package.json sits 2 folders up from src/cli and 3 from dist/src/cli; look upwards. */
+/** package.json sits 2 folders up from src/util and 3 from dist/src/util; look upwards. */
 export function packageVersion(): string {
   if (cached !== undefined) return cached;
   let dir = path.dirname(fileURLToPath(import.meta.url));
