@@ -96,10 +96,14 @@ export class QueueBackend implements JobBackend {
     this.reconcileTimer.unref();
   }
 
-  /** Live workers (cached for half a second: every request asks). */
+  /**
+   * Live workers (cached for half a second: every request asks). An empty list is
+   * never served from the cache, so a worker that has just come up is seen at once.
+   */
   async workers(): Promise<WorkerRecord[]> {
     const now = Date.now();
-    if (this.workersCache && now - this.workersCache.at < 500) return this.workersCache.list;
+    if (this.workersCache && this.workersCache.list.length > 0 && now - this.workersCache.at < 500)
+      return this.workersCache.list;
     await this.connected();
     let list: WorkerRecord[];
     try {
