@@ -252,3 +252,20 @@ test('dimoo download: a cached snapshot is printed without network; offline and 
   assert.notEqual(miss.status, 0);
   assert.match(miss.stderr, /revision v9\) is not in the Hugging Face cache.*refs.v9/);
 });
+
+test('fine-tuning reads a snapshot of links into blobs/ as it reads the plain folder', async () => {
+  const { createTrainEngine } = await import('../src/training/engine.js');
+  const { goldenBatch } = await import('./helpers/train-golden.js');
+  const { readGoldenJson } = await import('./helpers/golden.js');
+  const snap = layCache(path.join(tmp, 'train'), REPO, SHA, goldenCheckpointDir());
+  const batch = goldenBatch(readGoldenJson('train_t2i_i2i_padded.json') as never);
+  const loss = async (model: string): Promise<number> => {
+    const e = await createTrainEngine({ model, threads: 1 });
+    try {
+      return (await e.accumulate(batch, 1)).lossSum;
+    } finally {
+      await e.dispose();
+    }
+  };
+  assert.equal(await loss(snap), await loss(goldenCheckpointDir()));
+});

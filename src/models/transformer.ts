@@ -9,12 +9,10 @@
  * embedding stays in its stored dtype and only gathered rows are upcast.
  * Quantized checkpoints (checkpoint/quantized.ts) run their linears as MatMulNBits.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { DimooError } from '../errors.js';
 import type { LladaConfig } from '../checkpoint/config.js';
 import { loadLoraAdapters, type LoraRef } from '../checkpoint/lora.js';
-import type { FileBytes, QuantizedLinear } from '../checkpoint/quantized.js';
+import type { QuantizedLinear } from '../checkpoint/quantized.js';
 import {
   createSession,
   Tensor,
@@ -23,13 +21,12 @@ import {
   type Device,
 } from './device.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
+import { weightSources } from './weight-sources.js';
 import {
   buildTransformerGraph,
   TRANSFORMER_INPUTS as IN,
   TRANSFORMER_OUTPUTS as OUT,
-  type ExternalBytes,
   type QuantizedLinearSource,
-  type WeightSource,
 } from '../graph/transformer.js';
 
 /** What the transformer needs from an opened checkpoint. */
@@ -45,33 +42,6 @@ export interface TransformerCheckpoint {
 }
 
 export type { Device } from './device.js';
-
-/**
- * The folder ONNX Runtime resolves external data against, and each file's
- * location inside it. ORT refuses locations that leave that folder after
- * following links, and a Hugging Face cache snapshot links every file into
- * `../../blobs/`: so the folder is the deepest one holding every file's real
- * path (the checkpoint folder itself when nothing is a link).
- */
-export function externalDataRoot(ckpt: TransformerCheckpoint): {
-  folder: string;
-  rel: (file: string) => string;
-} {
-  const files = new Set<string>();
-  for (const w of ckpt.weights.values()) files.add(w.file);
-  for (const q of ckpt.quantized?.values() ?? []) files.add(q.data.file).add(q.scales.file);
-  const real = new Map<string, string>();
-  for (const f of files) real.set(f, fs.realpathSync(f));
-  let folder = real.size ? path.dirname(real.values().next().value!) : fs.realpathSync(ckpt.dir);
-  for (const r of real.values()) {
-    while (path.relative(folder, r).startsWith('..')) folder = path.dirname(folder);
-  }
-  const rel = (file: string): string => {
-    const r = real.get(file) ?? fs.realpathSync(file);
-    return path.relative(folder, r).split(path.sep).join('/');
-  };
-  return { folder, rel };
-}
 
 export interface TransformerLoadOptions {
   /** Intra-op threads (default: ORT's choice, all cores). */
@@ -244,43 +214,14 @@ export class Transformer {
         'E_CONFIG',
       );
     }
-    const { folder: dataFolder, rel } = externalDataRoot(ckpt);
-    const weight = (name: string): WeightSource => {
-      const w = ckpt.weights.get(name);
-      if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
-      if (w.dtype !== 'BF16' && w.dtype !== 'F16' && w.dtype !== 'F32') {
-        throw new DimooError(
-          `${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`,
-          'E_CHECKPOINT',
-        );
-      }
-      return {
-        dtype: w.dtype,
-        shape: w.shape,
-        location: rel(w.file),
-        byteOffset: w.byteOffset,
-        byteLength: w.byteLength,
-      };
-    };
-    const ext = (b: FileBytes): ExternalBytes => ({
-      location: rel(b.file),
-      byteOffset: b.byteOffset,
-      byteLength: b.byteLength,
-    });
+    const sources = weightSources(ckpt);
+    const dataFolder = sources.folder;
+    const weight = sources.weight;
     let quantBits: 4 | 8 | undefined;
     const quantized = (name: string): QuantizedLinearSource | undefined => {
-      const q = ckpt.quantized?.get(name);
-      if (!q) return undefined;
-      quantBits = quantBits === undefined ? q.bits : (Math.min(quantBits, q.bits) as 4 | 8);
-      return {
-        bits: q.bits,
-        blockSize: q.blockSize,
-        N: q.N,
-        K: q.K,
-        layout: q.layout,
-        data: ext(q.data),
-        scales: ext(q.scales),
-      };
+      const q = sources.quantized(name);
+      if (q) quantBits = quantBits === undefined ? q.bits : (Math.min(quantBits, q.bits) as 4 | 8);
+      return q;
     };
     const device = opts.device ?? 'cpu';
     const precision = opts.precision ?? 'fp32';

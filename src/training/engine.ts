@@ -32,7 +32,6 @@
  * the graph (external data from the checkpoint, or MatMulNBits blocks of a
  * `dimoo quantize` folder: QLoRA) and trains only the adapters.
  */
-import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DimooError } from '../errors.js';
 import { openCheckpoint } from '../checkpoint/folder.js';
@@ -41,7 +40,7 @@ import { createSession, type Device } from '../models/device.js';
 import type { QuantizedCheckpoint } from '../checkpoint/quantized.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import { readTensorFloat32, numel } from '../checkpoint/safetensors.js';
-import type { QuantizedLinearSource, WeightSource } from '../graph/transformer.js';
+import { weightSources } from '../models/weight-sources.js';
 import {
   ADAMW_SCALARS,
   buildAdamWGraph,
@@ -467,44 +466,12 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     );
   const targets = opts.lora ? checkLora(opts.lora) : undefined;
   const device = opts.device ?? 'cpu';
-  const rel = (file: string): string => path.relative(ckpt.dir, file).split(path.sep).join('/');
-  const weight = (name: string): WeightSource => {
-    const w = ckpt.weights.get(name);
-    if (!w) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
-    if (w.dtype !== 'BF16' && w.dtype !== 'F16' && w.dtype !== 'F32')
-      throw new DimooError(
-        `${w.file}: tensor ${name} has unsupported dtype ${w.dtype}`,
-        'E_CHECKPOINT',
-      );
-    return {
-      dtype: w.dtype,
-      shape: w.shape,
-      location: rel(w.file),
-      byteOffset: w.byteOffset,
-      byteLength: w.byteLength,
-    };
-  };
-  const quant = (name: string): QuantizedLinearSource | undefined => {
-    const q = quantized?.get(name);
-    if (!q) return undefined;
-    const ext = (b: { file: string; byteOffset: number; byteLength: number }) => ({
-      location: rel(b.file),
-      byteOffset: b.byteOffset,
-      byteLength: b.byteLength,
-    });
-    return {
-      bits: q.bits,
-      blockSize: q.blockSize,
-      N: q.N,
-      K: q.K,
-      data: ext(q.data),
-      scales: ext(q.scales),
-    };
-  };
+  // The same sources as inference: a Hugging Face cache snapshot's links resolve inside one folder.
+  const sources = weightSources(ckpt);
   const graph = buildTrainGraph({
     config: c,
-    weight,
-    quantized: quantized ? quant : undefined,
+    weight: sources.weight,
+    quantized: quantized ? sources.quantized : undefined,
     lora:
       opts.lora && targets
         ? { r: opts.lora.r, alpha: opts.lora.alpha, targets, names: peftKeys }
@@ -517,7 +484,7 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
   const spec = {
     device,
     threads: opts.threads,
-    externalDataFolder: ckpt.dir,
+    externalDataFolder: sources.folder,
     prepack: quantized ? false : undefined,
     memPattern: false,
   };
