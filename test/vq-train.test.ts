@@ -15,7 +15,7 @@ import { SafetensorsFile, readTensorFloat32 } from '../src/checkpoint/safetensor
 import { loadVqConfig, VQ_WEIGHTS_FILE } from '../src/checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../src/graph/vq-train.js';
 import { writeRandomVq } from '../src/tools/random-vq.js';
-import { trainVq, VQ_STATE_FILE } from '../src/training/vq-trainer.js';
+import { emaCodebookStep, trainVq, VQ_STATE_FILE } from '../src/training/vq-trainer.js';
 import { vqEvalImages, vqTrainImage } from '../src/shapes/vq-data.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
@@ -211,3 +211,104 @@ test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identica
   }
   assert.ok(moved > 10, `decoder weights moved (${moved})`);
 });
+
+test('EMA codebook: an assigned code moves to the decayed mean of its outputs, the others stay', () => {
+  const K = 3;
+  const D = 2;
+  const cbOff = 1; // one weight before the codebook in the flat vector
+  const s = {
+    params: Float32Array.of(7, 0, 0, 5, 5, 9, 9),
+    emaCount: new Float32Array(K),
+    emaSum: new Float32Array(K * D),
+  };
+  // Step 1: rows (1, 2) and (3, 4) go to code 0; code 1 gets (10, 10); code 2 nothing.
+  emaCodebookStep(
+    s,
+    BigInt64Array.of(0n, 0n, 1n),
+    Float32Array.of(1, 2, 3, 4, 10, 10),
+    0.9,
+    cbOff,
+    K,
+    D,
+  );
+  assert.deepEqual([...s.params], [7, 2, 3, 10, 10, 9, 9]);
+  // Step 2: code 0 gets (5, 6): (0.9 * 0.1 * (4, 6) + 0.1 * (5, 6)) / (0.9 * 0.2 + 0.1).
+  emaCodebookStep(s, BigInt64Array.of(0n), Float32Array.of(5, 6), 0.9, cbOff, K, D);
+  const want = [(0.09 * 4 + 0.5) / 0.28, (0.09 * 6 + 0.6) / 0.28];
+  assert.ok(Math.abs(s.params[1]! - want[0]!) < 1e-5 && Math.abs(s.params[2]! - want[1]!) < 1e-5);
+  assert.ok(Math.abs(s.params[3]! - 10) < 1e-5, 'code 1 keeps its mean while its weight decays');
+  assert.deepEqual([...s.params.slice(5)], [9, 9], 'a never-assigned code stays');
+});
+
+test('trainer with an EMA codebook: trains, saves the averages and resumes', async () => {
+  const config = {
+    _class_name: 'VQModel',
+    block_out_channels: [8, 8, 16],
+    down_block_types: Array(3).fill('DownEncoderBlock2D'),
+    up_block_types: Array(3).fill('UpDecoderBlock2D'),
+    layers_per_block: 1,
+    latent_channels: 4,
+    num_vq_embeddings: 32,
+    norm_num_groups: 4,
+    mid_block_add_attention: false,
+  };
+  const crop = (img: { data: Uint8Array; width: number }) => {
+    const data = new Uint8Array(32 * 32 * 3);
+    for (let y = 0; y < 32; y++)
+      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
+    return { data, width: 32, height: 32, channels: 3 as const };
+  };
+  const events: { event: string; [k: string]: unknown }[] = [];
+  const base = {
+    config,
+    out: path.join(tmp, 'ema-trained'),
+    state: path.join(tmp, 'ema-state'),
+    batchSize: 2,
+    lr: 3e-3,
+    seed: 1,
+    threads: 2,
+    codebookEma: 0.9,
+    image: (i: number) => crop(vqTrainImage(1, 0.1, i)),
+    evalImages: vqEvalImages(1, 0.1, 2).map(crop),
+    warmupSteps: 1,
+    logEverySteps: 1,
+    log: (e: { event: string }) => events.push(e),
+  };
+  await trainVq({ ...base, steps: 12, resume: false });
+  const steps = events.filter((e) => e.event === 'step') as unknown as { loss: number }[];
+  assert.ok(steps[steps.length - 1]!.loss < steps[0]!.loss, 'loss falls');
+  const st = SafetensorsFile.open(path.join(tmp, 'ema-state', VQ_STATE_FILE));
+  const count = readTensorFloat32(st.tensors.get('ema_count')!);
+  assert.equal(count.length, 32);
+  assert.ok(
+    count.some((v) => v > 0),
+    'assignment counts are kept in the state',
+  );
+  // Every code with a count sits at its EMA mean (sum / count).
+  const sum = readTensorFloat32(st.tensors.get('ema_sum')!);
+  const params = readTensorFloat32(st.tensors.get('params')!);
+  const specs = buildVqTrainGraph(loadVqConfig(writeConfig(config)), {
+    batch: 1,
+    height: 32,
+    width: 32,
+    beta: 0.25,
+  }).params;
+  let off = 0;
+  for (const p of specs) {
+    if (p.name === 'quantize.embedding.weight') break;
+    off += p.shape.reduce((a, b) => a * b, 1);
+  }
+  for (let k = 0; k < 32; k++) {
+    if (!(count[k]! > 1e-12)) continue;
+    for (let d = 0; d < 4; d++)
+      assert.ok(Math.abs(params[off + k * 4 + d]! - sum[k * 4 + d]! / count[k]!) < 1e-4);
+  }
+  const r2 = await trainVq({ ...base, steps: 14, resume: true });
+  assert.equal(r2.steps, 14);
+});
+
+function writeConfig(config: Record<string, unknown>): string {
+  const dir = fs.mkdtempSync(path.join(tmp, 'cfg-'));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  return dir;
+}

@@ -80,6 +80,13 @@ export interface VqTrainOptions {
   evalImages: readonly RgbImage[];
   /** Commitment weight (default 0.25). */
   beta?: number;
+  /**
+   * Move the codebook by exponential moving averages of the encoder outputs
+   * assigned to each code (VQ-VAE's EMA variant, decay e.g. 0.99) instead of by
+   * its gradient: a code then sits at the mean of its cluster after a few
+   * steps, where Adam moves it by ~lr per step. 0 or absent: gradient.
+   */
+  codebookEma?: number;
   /** L1 reconstruction weight on top of the MSE (default 0). */
   l1?: number;
   warmupSteps?: number;
@@ -146,6 +153,9 @@ interface State {
   m: Float32Array;
   v: Float32Array;
   usage: Float32Array;
+  /** EMA codebook: decayed assignment counts [K] and sums of assigned outputs [K, D]. */
+  emaCount: Float32Array;
+  emaSum: Float32Array;
 }
 
 /** PyTorch-like initialisation: conv/linear U(+-1/sqrt(fan_in)), norms (1, 0), codebook U(+-1/K). */
@@ -179,6 +189,37 @@ export function initVqParams(
     off += n;
   }
   return out;
+}
+
+const CODEBOOK = 'quantize.embedding.weight';
+
+/**
+ * One EMA codebook step: decay every code's count and sum, add this batch's
+ * assignments, and put each code that has ever been assigned at sum / count
+ * (the ratio needs no bias correction: both sides start at zero and decay alike).
+ */
+export function emaCodebookStep(
+  s: Pick<State, 'params' | 'emaCount' | 'emaSum'>,
+  idx: BigInt64Array,
+  lat: Float32Array,
+  decay: number,
+  cbOff: number,
+  K: number,
+  D: number,
+): void {
+  const { emaCount: n, emaSum: sum } = s;
+  for (let i = 0; i < n.length; i++) n[i]! *= decay;
+  for (let i = 0; i < sum.length; i++) sum[i]! *= decay;
+  const w = 1 - decay;
+  for (let r = 0; r < idx.length; r++) {
+    const k = Number(idx[r]!);
+    n[k]! += w;
+    for (let d = 0; d < D; d++) sum[k * D + d]! += w * lat[r * D + d]!;
+  }
+  for (let k = 0; k < K; k++) {
+    if (!(n[k]! > 1e-12)) continue;
+    for (let d = 0; d < D; d++) s.params[cbOff + k * D + d] = sum[k * D + d]! / n[k]!;
+  }
 }
 
 /** Weights of the decoder side (what a decoder-only run trains). */
@@ -273,6 +314,8 @@ function saveState(file: string, s: State, meta: Record<string, unknown>): void 
       { name: 'adam_m', dtype: 'F32', shape: [s.m.length], data: s.m },
       { name: 'adam_v', dtype: 'F32', shape: [s.v.length], data: s.v },
       { name: 'code_usage', dtype: 'F32', shape: [s.usage.length], data: s.usage },
+      { name: 'ema_count', dtype: 'F32', shape: [s.emaCount.length], data: s.emaCount },
+      { name: 'ema_sum', dtype: 'F32', shape: [s.emaSum.length], data: s.emaSum },
     ],
     {
       dimoo_vq_train: JSON.stringify({
@@ -289,6 +332,7 @@ function loadState(
   file: string,
   total: number,
   K: number,
+  D: number,
   configJson: Record<string, unknown>,
 ): State {
   const st = SafetensorsFile.open(file);
@@ -323,6 +367,9 @@ function loadState(
     m: get('adam_m', total),
     v: get('adam_v', total),
     usage: get('code_usage', K),
+    // States from before the EMA codebook start its averages empty.
+    emaCount: st.tensors.has('ema_count') ? get('ema_count', K) : new Float32Array(K),
+    emaSum: st.tensors.has('ema_sum') ? get('ema_sum', K * D) : new Float32Array(K * D),
   };
 }
 
@@ -363,6 +410,11 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const clip = o.clipGrad ?? 1;
   const log = o.log ?? (() => {});
   const decoderOnly = o.decoderOnly === true;
+  const ema = decoderOnly ? 0 : (o.codebookEma ?? 0);
+  if (!(ema >= 0 && ema < 1))
+    throw new DimooError(`codebook EMA decay must be in [0, 1), got ${ema}`, 'E_PARAM');
+  const trainableName = (name: string): boolean =>
+    decoderOnly ? isDecoderWeight(name) : !(ema > 0 && name === CODEBOOK);
   const {
     bytes,
     params: specs,
@@ -373,7 +425,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     width: W,
     beta,
     l1: o.l1 ?? 0,
-    ...(decoderOnly && { trainable: isDecoderWeight }),
+    trainable: trainableName,
   });
   const offsets: number[] = [];
   let total = 0;
@@ -381,7 +433,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     offsets.push(total);
     total += numel(s.shape);
   }
-  const cbIndex = specs.findIndex((s) => s.name === 'quantize.embedding.weight');
+  const cbIndex = specs.findIndex((s) => s.name === CODEBOOK);
   const cbOff = offsets[cbIndex]!;
   const K = c.numVqEmbeddings;
   const D = c.vqEmbedDim;
@@ -396,7 +448,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
         `${stateFile}: a training state is already there; pass --resume to continue it, or use an empty --state folder`,
         'E_PARAM',
       );
-    s = loadState(stateFile, total, K, o.config);
+    s = loadState(stateFile, total, K, D, o.config);
     resumed = true;
   } else {
     s = {
@@ -408,6 +460,8 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       m: new Float32Array(total),
       v: new Float32Array(total),
       usage: new Float32Array(K),
+      emaCount: new Float32Array(K),
+      emaSum: new Float32Array(K * D),
     };
   }
   const meta = {
@@ -418,6 +472,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     beta,
     l1: o.l1 ?? 0,
     decoderOnly,
+    codebookEma: ema,
   };
   log({
     event: 'start',
@@ -558,6 +613,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       s.params = upd.p_out!.data as Float32Array;
       s.m = upd.m_out!.data as Float32Array;
       s.v = upd.v_out!.data as Float32Array;
+      if (ema > 0) emaCodebookStep(s, idx, lat, ema, cbOff, K, D);
 
       // Dead codes: early (the codebook starts tiny: these re-seeds are its data-driven
       // initialisation), then every reseedEvery steps.
@@ -572,6 +628,8 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
             s.params[j] = pool[r * D + d]! + 1e-3 * (2 * reseedRng.uniform() - 1);
             s.m[j] = 0;
             s.v[j] = 0;
+            // Keep the EMA's mean (sum / count) on the new code.
+            s.emaSum[k * D + d] = s.params[j]! * s.emaCount[k]!;
           }
         }
         s.usage.fill(0);

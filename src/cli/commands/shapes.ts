@@ -18,6 +18,7 @@ import {
   type Rate,
 } from '../../shapes/eval.js';
 import { describeScene } from '../../shapes/language.js';
+import { SHAPES_VQ_EMA } from '../../shapes/model.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
 import { registerShapesTrain } from './shapes-train.js';
@@ -105,6 +106,7 @@ interface TrainVqFlags {
   resume?: boolean;
   init?: string;
   decoderOnly?: boolean;
+  ema: number;
   json?: boolean;
 }
 
@@ -133,6 +135,7 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
     out,
     ...(f.init !== undefined && { init: path.resolve(f.init) }),
     decoderOnly: f.decoderOnly === true,
+    codebookEma: f.ema,
     state: path.resolve(f.state ?? `${out}.state`),
     ...(f.steps !== undefined && { steps: f.steps }),
     ...(f.minutes !== undefined && { minutes: f.minutes }),
@@ -502,6 +505,12 @@ export function registerShapes(program: Command, ctx: CliContext): void {
     .option(
       '--decoder-only',
       'train only post_quant_conv and the decoder: token grids made by the --init VQ stay valid',
+    )
+    .option(
+      '--ema <decay>',
+      'codebook by exponential moving averages of its assigned encoder outputs (0: by its gradient)',
+      numOpt('--ema', { min: 0, max: 0.9999 }),
+      SHAPES_VQ_EMA,
     )
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
