@@ -24,6 +24,8 @@ import {
 
 /** A pixel belongs to an object color when closer than this (RGB distance). */
 export const COLOR_TOLERANCE = 70;
+/** A pixel this share of the way from the background to a color or nearer (see detectScene) is the color's. */
+export const EDGE_SHARE = 0.45;
 /** Components smaller than this are noise (a small triangle covers ~500 px). */
 export const MIN_AREA_PX = 120;
 
@@ -118,8 +120,14 @@ export function detectScene(img: {
   }
   const { bg, share } = findBackground(img);
   const bgRgb = COLOR_RGB[bg];
-  const tol2 = COLOR_TOLERANCE * COLOR_TOLERANCE;
   const pal = COLORS.map((c) => COLOR_RGB[c]);
+  // Per color: a pixel more than ~half-way from the background to the color
+  // is the color's, so a soft edge is cut in its middle on every background
+  // (a fixed tolerance alone keeps a dark color's edge pixels on black only
+  // when noise pulls them in, which made small squares read as circles).
+  const tol2 = pal.map(
+    (c) => Math.max(COLOR_TOLERANCE, EDGE_SHARE * Math.sqrt(dist2(c[0], c[1], c[2], bgRgb))) ** 2,
+  );
   // label[i] = color index + 1, 0 = none (flat loops: this runs per pixel).
   const label = new Uint8Array(w * h);
   for (let i = 0; i < w * h; i++) {
@@ -127,11 +135,11 @@ export function detectScene(img: {
     const g = data[i * 3 + 1]!;
     const b = data[i * 3 + 2]!;
     let best = -1;
-    let bd = tol2 + 1;
+    let bd = Infinity;
     for (let k = 0; k < pal.length; k++) {
       const c = pal[k]!;
       const d = (r - c[0]) ** 2 + (g - c[1]) ** 2 + (b - c[2]) ** 2;
-      if (d < bd) {
+      if (d <= tol2[k]! && d < bd) {
         bd = d;
         best = k;
       }

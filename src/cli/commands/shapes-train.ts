@@ -178,7 +178,14 @@ export function exportModel(src: string, dst: string, extra: Record<string, unkn
 
 function readPlan(file: string): ShapesPlan | undefined {
   if (!fs.existsSync(file)) return undefined;
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as ShapesPlan;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as ShapesPlan;
+  } catch (e) {
+    throw new DimooError(
+      `${file}: not a readable plan (${(e as Error).message}); delete it to plan the run again`,
+      'E_PARAM',
+    );
+  }
 }
 
 async function trainShapes(
