@@ -22,6 +22,27 @@ import { goldenCheckpointDir } from './helpers/golden.js';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dimoo-vq-train-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
+/** A 3-block VQ small enough to train a few steps in a test. */
+const SMALL_CONFIG = {
+  _class_name: 'VQModel',
+  block_out_channels: [8, 8, 16],
+  down_block_types: Array(3).fill('DownEncoderBlock2D'),
+  up_block_types: Array(3).fill('UpDecoderBlock2D'),
+  layers_per_block: 1,
+  latent_channels: 4,
+  num_vq_embeddings: 32,
+  norm_num_groups: 4,
+  mid_block_add_attention: false,
+};
+
+/** 128x128 shapes pictures downsampled 4x would need the processor: tests train on 32x32 crops. */
+function crop32(img: { data: Uint8Array; width: number }) {
+  const data = new Uint8Array(32 * 32 * 3);
+  for (let y = 0; y < 32; y++)
+    data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
+  return { data, width: 32, height: 32, channels: 3 as const };
+}
+
 function pictures(n: number, size: number, seed: number): Float32Array {
   // Smooth colour fields plus a few hard edges: values spread over [0, 1].
   const out = new Float32Array(n * 3 * size * size);
@@ -108,24 +129,7 @@ test('training graph = inference graphs on another config (mid-block attention, 
 });
 
 test('trainer: a few steps lower the loss, save a resumable state and write a folder VqModel loads', async () => {
-  const config = {
-    _class_name: 'VQModel',
-    block_out_channels: [8, 8, 16],
-    down_block_types: Array(3).fill('DownEncoderBlock2D'),
-    up_block_types: Array(3).fill('UpDecoderBlock2D'),
-    layers_per_block: 1,
-    latent_channels: 4,
-    num_vq_embeddings: 32,
-    norm_num_groups: 4,
-    mid_block_add_attention: false,
-  };
-  // 128x128 shapes pictures downsampled 4x would need the processor; train on 32x32 crops instead.
-  const crop = (img: { data: Uint8Array; width: number }) => {
-    const data = new Uint8Array(32 * 32 * 3);
-    for (let y = 0; y < 32; y++)
-      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
-    return { data, width: 32, height: 32, channels: 3 as const };
-  };
+  const config = SMALL_CONFIG;
   const events: { event: string; [k: string]: unknown }[] = [];
   const base = {
     config,
@@ -135,8 +139,8 @@ test('trainer: a few steps lower the loss, save a resumable state and write a fo
     lr: 3e-3,
     seed: 1,
     threads: 2,
-    image: (i: number) => crop(vqTrainImage(1, 0.1, i)),
-    evalImages: vqEvalImages(1, 0.1, 2).map(crop),
+    image: (i: number) => crop32(vqTrainImage(1, 0.1, i)),
+    evalImages: vqEvalImages(1, 0.1, 2).map(crop32),
     warmupSteps: 1,
     logEverySteps: 1,
     log: (e: { event: string }) => events.push(e),
@@ -173,12 +177,6 @@ test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identica
       latent_channels: 4,
     },
   });
-  const crop = (img: { data: Uint8Array; width: number }) => {
-    const data = new Uint8Array(32 * 32 * 3);
-    for (let y = 0; y < 32; y++)
-      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
-    return { data, width: 32, height: 32, channels: 3 as const };
-  };
   const out = path.join(tmp, 'dec-out');
   const events: { event: string }[] = [];
   await trainVq({
@@ -193,8 +191,8 @@ test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identica
     seed: 0,
     threads: 2,
     resume: false,
-    image: (i) => crop(vqTrainImage(2, 0.1, i)),
-    evalImages: vqEvalImages(2, 0.1, 1).map(crop),
+    image: (i) => crop32(vqTrainImage(2, 0.1, i)),
+    evalImages: vqEvalImages(2, 0.1, 1).map(crop32),
     warmupSteps: 1,
     log: (e) => events.push(e),
   });
@@ -241,23 +239,7 @@ test('EMA codebook: an assigned code moves to the decayed mean of its outputs, t
 });
 
 test('trainer with an EMA codebook: trains, saves the averages and resumes', async () => {
-  const config = {
-    _class_name: 'VQModel',
-    block_out_channels: [8, 8, 16],
-    down_block_types: Array(3).fill('DownEncoderBlock2D'),
-    up_block_types: Array(3).fill('UpDecoderBlock2D'),
-    layers_per_block: 1,
-    latent_channels: 4,
-    num_vq_embeddings: 32,
-    norm_num_groups: 4,
-    mid_block_add_attention: false,
-  };
-  const crop = (img: { data: Uint8Array; width: number }) => {
-    const data = new Uint8Array(32 * 32 * 3);
-    for (let y = 0; y < 32; y++)
-      data.set(img.data.subarray(y * 4 * img.width * 3, (y * 4 * img.width + 32) * 3), y * 96);
-    return { data, width: 32, height: 32, channels: 3 as const };
-  };
+  const config = SMALL_CONFIG;
   const events: { event: string; [k: string]: unknown }[] = [];
   const base = {
     config,
@@ -268,8 +250,8 @@ test('trainer with an EMA codebook: trains, saves the averages and resumes', asy
     seed: 1,
     threads: 2,
     codebookEma: 0.9,
-    image: (i: number) => crop(vqTrainImage(1, 0.1, i)),
-    evalImages: vqEvalImages(1, 0.1, 2).map(crop),
+    image: (i: number) => crop32(vqTrainImage(1, 0.1, i)),
+    evalImages: vqEvalImages(1, 0.1, 2).map(crop32),
     warmupSteps: 1,
     logEverySteps: 1,
     log: (e: { event: string }) => events.push(e),

@@ -128,6 +128,22 @@ export function resolveSampling(
   const seed = checkInt('seed', p.seed ?? DEFAULTS.seed, 0, Number.MAX_SAFE_INTEGER);
   const useCache = p.useCache ?? false;
   if (typeof useCache !== 'boolean') throw new DimooError('useCache must be true or false', E);
+  const { cacheRatio, warmupRatio, refreshInterval } = resolveMlCacheSchedule(p);
+  if (useCache && (cacheRatio >= 1 || warmupRatio >= 1)) {
+    throw new DimooError(
+      'with useCache, cacheRatio must be in [0, 1) and warmupRatio in [0, 1)',
+      E,
+    );
+  }
+  return { timesteps, temperature, seed, useCache, cacheRatio, warmupRatio, refreshInterval };
+}
+
+/** The ML-Cache schedule of a request (image or understanding), defaults filled in and checked. */
+function resolveMlCacheSchedule(p: {
+  cacheRatio?: unknown;
+  warmupRatio?: unknown;
+  refreshInterval?: unknown;
+}): TextMlCacheOptions {
   const cacheRatio = checkNumber('cacheRatio', p.cacheRatio ?? DEFAULT_ML_CACHE.cacheRatio, 0, 1);
   const warmupRatio = checkNumber(
     'warmupRatio',
@@ -141,13 +157,7 @@ export function resolveSampling(
     1,
     1_000_000,
   );
-  if (useCache && (cacheRatio >= 1 || warmupRatio >= 1)) {
-    throw new DimooError(
-      'with useCache, cacheRatio must be in [0, 1) and warmupRatio in [0, 1)',
-      E,
-    );
-  }
-  return { timesteps, temperature, seed, useCache, cacheRatio, warmupRatio, refreshInterval };
+  return { cacheRatio, warmupRatio, refreshInterval };
 }
 
 /** Understanding's cache mode and ML-Cache schedule (see text-engine.ts). */
@@ -176,18 +186,6 @@ export function resolveTextCache(
       E,
     );
   }
-  const cacheRatio = checkNumber('cacheRatio', p.cacheRatio ?? DEFAULT_ML_CACHE.cacheRatio, 0, 1);
-  const warmupRatio = checkNumber(
-    'warmupRatio',
-    p.warmupRatio ?? DEFAULT_ML_CACHE.warmupRatio,
-    0,
-    1,
-  );
-  const refreshInterval = checkInt(
-    'refreshInterval',
-    p.refreshInterval ?? DEFAULT_ML_CACHE.refreshInterval,
-    1,
-    1_000_000,
-  );
+  const { cacheRatio, warmupRatio, refreshInterval } = resolveMlCacheSchedule(p);
   return { cache, mlCache: { cacheRatio, warmupRatio, refreshInterval } };
 }
