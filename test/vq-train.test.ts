@@ -74,9 +74,31 @@ async function checkParity(vqDir: string, batch: number, size: number): Promise<
     feeds[p.name] = new ort.Tensor('float32', readTensorFloat32(st.tensors.get(p.name)!), p.shape);
   const px = pictures(batch, size, 7);
   feeds[VQ_TRAIN_IO.pixels] = new ort.Tensor('float32', px, [batch, 3, size, size]);
+  feeds[VQ_TRAIN_IO.quantGate] = new ort.Tensor('float32', Float32Array.of(1), []);
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 2 });
   const out = await session.run(feeds);
+  // Gate 0 (autoencoder warm-up): the same codes are picked, the decoder sees z
+  // itself, and the commitment term leaves the loss.
+  const ae = await session.run({
+    ...feeds,
+    [VQ_TRAIN_IO.quantGate]: new ort.Tensor('float32', Float32Array.of(0), []),
+  });
   await session.release();
+  const num = (o: typeof out, k: string): number => (o[k]!.data as Float32Array)[0]!;
+  assert.deepEqual(ae[VQ_TRAIN_IO.indices]!.data, out[VQ_TRAIN_IO.indices]!.data);
+  const near = (a: number, b: number) => Math.abs(a - b) <= 1e-5 * Math.max(1, Math.abs(b));
+  assert.ok(
+    near(
+      num(out, VQ_TRAIN_IO.loss),
+      num(out, VQ_TRAIN_IO.mse) +
+        num(out, VQ_TRAIN_IO.codebook) +
+        0.25 * num(out, VQ_TRAIN_IO.commit),
+    ),
+  );
+  assert.ok(
+    near(num(ae, VQ_TRAIN_IO.loss), num(ae, VQ_TRAIN_IO.mse) + num(ae, VQ_TRAIN_IO.codebook)),
+  );
+  assert.notEqual(num(ae, VQ_TRAIN_IO.mse), num(out, VQ_TRAIN_IO.mse));
   const idx = Array.from(out[VQ_TRAIN_IO.indices]!.data as BigInt64Array, Number);
   const recon = out[VQ_TRAIN_IO.recon]!.data as Float32Array;
   for (const k of [VQ_TRAIN_IO.loss, VQ_TRAIN_IO.mse, VQ_TRAIN_IO.codebook, VQ_TRAIN_IO.commit])

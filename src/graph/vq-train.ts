@@ -9,13 +9,14 @@
  *     through: the decoder sees z + stopgrad(e - z), whose value is e and whose
  *     gradient goes to z;
  *   decoder (from post_quant_conv) -> reconstruction (before the [0, 1] clip).
+ *   A gate input (VQ_TRAIN_IO.quantGate) turns the quantiser off for a warm-up.
  *
  *   loss = mean((recon - x)^2) + l1 * mean(|recon - x|)
  *        + mean((e - stopgrad(z))^2)            (codebook loss: moves the codes)
  *        + beta * mean((z - stopgrad(e))^2)     (commitment loss: keeps z near its code)
  *
- * This is the original VQ-VAE objective (van den Oord et al.), codebook
- * trained by gradient (no EMA). Weights are graph inputs named exactly as the
+ * This is the original VQ-VAE objective (van den Oord et al.); the trainer
+ * may instead move the codebook by EMA (it then gets no gradient). Weights are graph inputs named exactly as the
  * diffusers checkpoint names them, so a trained set is saved as-is.
  */
 import { GraphBuilder, type Value } from './onnx/builder.js';
@@ -29,6 +30,12 @@ import {
 
 export const VQ_TRAIN_IO = {
   pixels: 'pixels',
+  /**
+   * float32 []: 1 quantises (the VQ-VAE), 0 passes z to the decoder unquantised
+   * and drops the commitment term (an autoencoder warm-up); the codes are
+   * still picked and output either way.
+   */
+  quantGate: 'quant_gate',
   loss: 'loss',
   mse: 'recon_mse',
   l1: 'recon_l1',
@@ -191,7 +198,8 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   const qs = t.stopGradient(q);
   const codebookLoss = t.reduceMean(t.pow(t.sub(q, zs), 2), [0, 1], false);
   const commitLoss = t.reduceMean(t.pow(t.sub(zf, qs), 2), [0, 1], false);
-  const zq = t.add(zf, t.stopGradient(t.sub(qs, zs))); // value q, gradient to z
+  const gate = t.input(VQ_TRAIN_IO.quantGate, 'float32', []);
+  const zq = t.add(zf, t.mul(t.stopGradient(t.sub(qs, zs)), gate)); // gate 1: value q, gradient to z
   let d = t.transpose(t.reshape(zq, [B, h0, w0, D]), [0, 3, 1, 2]);
 
   d = L.conv(d, 'post_quant_conv');
@@ -211,7 +219,7 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   const all = [0, 1, 2, 3];
   const diff = t.sub(recon, x);
   const mse = t.reduceMean(t.pow(diff, 2), all, false);
-  let loss = t.add(t.add(mse, codebookLoss), t.mul(commitLoss, t.scalar(opts.beta)));
+  let loss = t.add(t.add(mse, codebookLoss), t.mul(t.mul(commitLoss, gate), t.scalar(opts.beta)));
   const l1w = opts.l1 ?? 0;
   let l1: TVal | null = null;
   if (l1w > 0) {

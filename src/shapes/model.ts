@@ -99,6 +99,12 @@ export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze
 export const SHAPES_VQ_EMA = 0.99;
 
 /**
+ * Steps of autoencoder warm-up before quantisation (see VqTrainOptions): without
+ * it, after 10 minutes every decoded object came out one brownish mean colour.
+ */
+export const SHAPES_VQ_AE_WARMUP = 800;
+
+/**
  * Understanding records train with an answer + padding block of this many
  * tokens instead of the original's 1024 (`dimoo train --answer-block`): the
  * world's longest answer (a three-object description) is ~30 tokens, and a

@@ -87,6 +87,13 @@ export interface VqTrainOptions {
    * steps, where Adam moves it by ~lr per step. 0 or absent: gradient.
    */
   codebookEma?: number;
+  /**
+   * The first this many steps train a plain autoencoder (the decoder sees the
+   * encoder's output unquantised, no commitment term) while the codes still
+   * follow the outputs (EMA, re-seeding), so encoder and decoder agree on a
+   * representation (colour included) before quantisation starts (default 0).
+   */
+  aeWarmupSteps?: number;
   /** L1 reconstruction weight on top of the MSE (default 0). */
   l1?: number;
   warmupSteps?: number;
@@ -406,6 +413,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const B = o.batchSize;
   const beta = o.beta ?? 0.25;
   const warmup = o.warmupSteps ?? 100;
+  const aeWarmup = o.aeWarmupSteps ?? 0;
   const reseedEvery = o.reseedEvery ?? 100;
   const clip = o.clipGrad ?? 1;
   const log = o.log ?? (() => {});
@@ -473,6 +481,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     l1: o.l1 ?? 0,
     decoderOnly,
     codebookEma: ema,
+    aeWarmupSteps: aeWarmup,
   };
   log({
     event: 'start',
@@ -550,6 +559,11 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       s.imagesDrawn += B;
       const feeds: Record<string, ort.Tensor> = {
         [VQ_TRAIN_IO.pixels]: new ort.Tensor('float32', pixels, [B, c.inChannels, H, W]),
+        [VQ_TRAIN_IO.quantGate]: new ort.Tensor(
+          'float32',
+          Float32Array.of(s.step < aeWarmup ? 0 : 1),
+          [],
+        ),
       };
       specs.forEach((p, i) => {
         // A copy per tensor: the binding may not honour a view's offset.

@@ -18,7 +18,7 @@ import {
   type Rate,
 } from '../../shapes/eval.js';
 import { describeScene } from '../../shapes/language.js';
-import { SHAPES_VQ_EMA } from '../../shapes/model.js';
+import { SHAPES_VQ_AE_WARMUP, SHAPES_VQ_EMA } from '../../shapes/model.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
 import { registerShapesTrain } from './shapes-train.js';
@@ -107,6 +107,7 @@ interface TrainVqFlags {
   init?: string;
   decoderOnly?: boolean;
   ema: number;
+  aeWarmup: number;
   json?: boolean;
 }
 
@@ -136,6 +137,7 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
     ...(f.init !== undefined && { init: path.resolve(f.init) }),
     decoderOnly: f.decoderOnly === true,
     codebookEma: f.ema,
+    aeWarmupSteps: f.aeWarmup,
     state: path.resolve(f.state ?? `${out}.state`),
     ...(f.steps !== undefined && { steps: f.steps }),
     ...(f.minutes !== undefined && { minutes: f.minutes }),
@@ -511,6 +513,12 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       'codebook by exponential moving averages of its assigned encoder outputs (0: by its gradient)',
       numOpt('--ema', { min: 0, max: 0.9999 }),
       SHAPES_VQ_EMA,
+    )
+    .option(
+      '--ae-warmup <steps>',
+      'first steps as a plain autoencoder (no quantisation) while the codes follow the encoder',
+      intOpt('--ae-warmup', { min: 0 }),
+      SHAPES_VQ_AE_WARMUP,
     )
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
