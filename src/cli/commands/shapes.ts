@@ -18,7 +18,7 @@ import {
   type Rate,
 } from '../../shapes/eval.js';
 import { describeScene } from '../../shapes/language.js';
-import { SHAPES_VQ_AE_WARMUP, SHAPES_VQ_EMA } from '../../shapes/model.js';
+import { SHAPES_VQ_AE_WARMUP, SHAPES_VQ_EMA, SHAPES_VQ_LR } from '../../shapes/model.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
 import { registerShapesTrain } from './shapes-train.js';
@@ -472,7 +472,7 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       '--lr <x>',
       'peak learning rate (AdamW, warm-up then cosine to 10%)',
       numOpt('--lr', { min: 0 }),
-      1e-3,
+      SHAPES_VQ_LR,
     )
     .option(
       '--seed <n>',
