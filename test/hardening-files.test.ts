@@ -17,6 +17,7 @@ import { loadLladaConfig } from '../src/checkpoint/config.js';
 import { Dimoo } from '../src/pipelines/dimoo.js';
 import { writeRandomCheckpoint } from '../src/tools/random-checkpoint.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
+import { tinyGenerateArgs } from './helpers/cli.js';
 
 const GOLDEN = goldenCheckpointDir();
 const SHARD1 = 'model-00001-of-00002.safetensors';
@@ -78,23 +79,7 @@ function rejectsWith(fn: () => unknown, ...parts: (string | RegExp)[]): void {
 describe('1. long prompts on the model thread', () => {
   test('an 18 700-character prompt (1 100 tokens) runs through the CLI (was SIGSEGV in ORT start-up)', () => {
     const out = path.join(tmp, 'long-prompt.png');
-    const r = cli([
-      'generate',
-      '--model',
-      GOLDEN,
-      '--prompt',
-      'aaaaaaaaaaaaaaaa '.repeat(1100),
-      '--width',
-      '32',
-      '--height',
-      '32',
-      '--timesteps',
-      '2',
-      '--threads',
-      '1',
-      '--out',
-      out,
-    ]);
+    const r = cli(tinyGenerateArgs(GOLDEN, 'aaaaaaaaaaaaaaaa '.repeat(1100), out));
     assert.equal(r.signal, null, r.stderr);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.statSync(out).size > 0);

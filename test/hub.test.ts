@@ -16,6 +16,7 @@ import { WorkerDimoo } from '../src/runtime/worker-dimoo.js';
 import type { LoadProgress } from '../src/pipelines/types.js';
 import { cachedSnapshot, isHubId, resolveModelDir } from '../src/checkpoint/hub.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
+import { tinyGenerateArgs } from './helpers/cli.js';
 
 const REPO = 'test-org/dimoo-tiny';
 const SHA = 'a'.repeat(40);
@@ -188,25 +189,7 @@ test('CLI: --model owner/name from the cache, loading lines on stderr; offline m
       encoding: 'utf8',
       timeout: 300_000,
     });
-  const r = cli([
-    'generate',
-    '--model',
-    REPO,
-    '--prompt',
-    'x',
-    '--width',
-    '32',
-    '--height',
-    '32',
-    '--timesteps',
-    '2',
-    '--threads',
-    '1',
-    '--out',
-    out,
-    '--json',
-    '--progress',
-  ]);
+  const r = cli([...tinyGenerateArgs(REPO, 'x', out), '--json', '--progress']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /mapped \d+ files of .*snapshots/);
   assert.match(r.stderr, /session ready/);

@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { goldenCheckpointDir } from './helpers/golden.js';
+import { tinyGenerateArgs } from './helpers/cli.js';
 
 interface LockEntry {
   dev?: boolean;
@@ -149,21 +150,7 @@ test('a tiny generation with the installed binary writes a PNG', () => {
       '--offline',
       '--no-install',
       'dimoo',
-      'generate',
-      '--model',
-      goldenCheckpointDir(),
-      '--prompt',
-      'a red fox',
-      '--width',
-      '32',
-      '--height',
-      '32',
-      '--timesteps',
-      '2',
-      '--threads',
-      '1',
-      '--out',
-      out,
+      ...tinyGenerateArgs(goldenCheckpointDir(), 'a red fox', out),
       '--json',
     ],
     project,

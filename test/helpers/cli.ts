@@ -35,3 +35,24 @@ export function spawnDimoo(args: string[], opts: SpawnOptions = {}): ChildProces
     env: { ...process.env, DIMOO_DEBUG: '', ...opts.env },
   });
 }
+
+/** `generate` argv for the quickest real run: 32x32, 2 MaskGIT steps, 1 thread, written to `out`. */
+export function tinyGenerateArgs(model: string, prompt: string, out: string): string[] {
+  return [
+    'generate',
+    '--model',
+    model,
+    '--prompt',
+    prompt,
+    '--width',
+    '32',
+    '--height',
+    '32',
+    '--timesteps',
+    '2',
+    '--threads',
+    '1',
+    '--out',
+    out,
+  ];
+}
