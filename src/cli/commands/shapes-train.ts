@@ -474,9 +474,9 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
     )
     .option(
       '--sec-per-step <s>',
-      'expected seconds per transformer step (measured: ~6 at batch 8, mixed records, on 2 busy cores)',
+      'expected seconds per transformer step (measured at batch 8, mixed records: 2.0 on 2 quiet cores, ~6 on busy ones)',
       numOpt('--sec-per-step', { min: 0.001 }),
-      6,
+      2.5,
     )
     .option('--batch-size <n>', 'records per step', intOpt('--batch-size', { min: 1 }), 8)
     .option(
