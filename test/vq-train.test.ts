@@ -205,6 +205,8 @@ test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identica
     config: loadVqConfig(src).raw,
     init: src,
     decoderOnly: true,
+    aeWarmupSteps: 100, // ignored: a decoder-only run decodes codes from its first step
+    codebookEma: 0.9, // ignored: the codebook stays
     out,
     state: path.join(tmp, 'dec-state'),
     steps: 3,
@@ -219,6 +221,10 @@ test('trainer --decoder-only: encoder, quant_conv and codebook stay bit-identica
     log: (e) => events.push(e),
   });
   assert.ok(!events.some((e) => e.event === 'reseed'), 'no code is re-seeded');
+  const saved = SafetensorsFile.open(path.join(tmp, 'dec-state', VQ_STATE_FILE)).metadata!;
+  const meta = JSON.parse(saved['dimoo_vq_train']!) as Record<string, unknown>;
+  assert.equal(meta['aeWarmupSteps'], 0);
+  assert.equal(meta['codebookEma'], 0);
   const a = SafetensorsFile.open(path.join(src, VQ_WEIGHTS_FILE));
   const b = SafetensorsFile.open(path.join(out, VQ_WEIGHTS_FILE));
   let moved = 0;

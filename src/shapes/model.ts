@@ -68,8 +68,9 @@ export function shapesVocabulary(): string[] {
  * training step on this 2-core machine spends most of its time; 16-dim codes
  * (low-dimensional codebooks stay better used); 2048 codes. One norm group:
  * a group of 2 channels (8 groups of 16) normalises a flat-coloured picture's
- * two-level feature maps to little more than their sign, and the decoder came
- * out with two colours (orange, blue) for six.
+ * two-level feature maps to little more than their sign (the decoder came out
+ * with two colours, orange and blue, for six). One group did not learn colour
+ * faster either: per-picture normalisation itself is the brake (docs/shapes.md).
  */
 export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
   _class_name: 'VQModel',
@@ -94,10 +95,9 @@ export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze
 });
 
 /**
- * The shapes VQ-VAE's codebook moves by EMA (this decay), not by its gradient:
- * with Adam a code travels ~lr per step, so on this machine's few thousand
- * steps colours stayed confused (6/40 held-out round trips read back right at
- * 22 dB after 93 minutes with the gradient codebook).
+ * The shapes VQ-VAE's codebook moves by EMA (this decay), not by its gradient
+ * (with Adam a code travels ~lr per step). Not shown to speed learning up: the
+ * colours stayed wrong either way (docs/shapes.md, "Measured the next day").
  */
 export const SHAPES_VQ_EMA = 0.99;
 
@@ -105,8 +105,9 @@ export const SHAPES_VQ_EMA = 0.99;
 export const SHAPES_VQ_LR = 2e-3;
 
 /**
- * Steps of autoencoder warm-up before quantisation (see VqTrainOptions): without
- * it, after 10 minutes every decoded object came out one brownish mean colour.
+ * Steps of autoencoder warm-up before quantisation (see VqTrainOptions), so the
+ * codes start from an encoder that already works. Not shown to help: with or
+ * without it the decoded colours were still wrong after 10 minutes.
  */
 export const SHAPES_VQ_AE_WARMUP = 800;
 

@@ -413,12 +413,13 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const B = o.batchSize;
   const beta = o.beta ?? 0.25;
   const warmup = o.warmupSteps ?? 100;
-  const aeWarmup = o.aeWarmupSteps ?? 0;
   const reseedEvery = o.reseedEvery ?? 100;
   const clip = o.clipGrad ?? 1;
   const log = o.log ?? (() => {});
   const decoderOnly = o.decoderOnly === true;
+  // A decoder-only run keeps the codebook and decodes codes from its first step.
   const ema = decoderOnly ? 0 : (o.codebookEma ?? 0);
+  const aeWarmup = decoderOnly ? 0 : (o.aeWarmupSteps ?? 0);
   if (!(ema >= 0 && ema < 1))
     throw new DimooError(`codebook EMA decay must be in [0, 1), got ${ema}`, 'E_PARAM');
   const trainableName = (name: string): boolean =>
