@@ -15,7 +15,12 @@ import { SafetensorsFile, readTensorFloat32 } from '../src/checkpoint/safetensor
 import { loadVqConfig, VQ_WEIGHTS_FILE } from '../src/checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../src/graph/vq-train.js';
 import { writeRandomVq } from '../src/tools/random-vq.js';
-import { emaCodebookStep, trainVq, VQ_STATE_FILE } from '../src/training/vq-trainer.js';
+import {
+  emaCodebookStep,
+  softNormScales,
+  trainVq,
+  VQ_STATE_FILE,
+} from '../src/training/vq-trainer.js';
 import { vqEvalImages, vqTrainImage } from '../src/shapes/vq-data.js';
 import { goldenCheckpointDir } from './helpers/golden.js';
 
@@ -315,6 +320,89 @@ test('trainer with an EMA codebook: trains, saves the averages and resumes', asy
   }
   const r2 = await trainVq({ ...base, steps: 14, resume: true });
   assert.equal(r2.steps, 14);
+});
+
+test('soft norm: what feeds a GroupNorm trains at the scale, the gains at sqrt(eps)/scale; the saved weights are the plain ones', async () => {
+  const config = { ...SMALL_CONFIG, mid_block_add_attention: true };
+  const specs = buildVqTrainGraph(loadVqConfig(writeConfig(config)), {
+    batch: 1,
+    height: 32,
+    width: 32,
+    beta: 0.25,
+  }).params;
+  const scale = 1e-4;
+  const sc = softNormScales(specs, scale);
+  const at = new Map<string, number>();
+  let off = 0;
+  for (const p of specs) {
+    at.set(p.name, sc[off]!);
+    off += p.shape.reduce((a, b) => a * b, 1);
+  }
+  const expect = (name: string, v: number) =>
+    assert.ok(Math.abs(at.get(name)! - v) <= 1e-6 * v, `${name}: ${at.get(name)} != ${v}`);
+  for (const n of [
+    'encoder.conv_in.weight',
+    'decoder.conv_in.bias',
+    'encoder.down_blocks.1.resnets.0.conv1.weight',
+    'decoder.up_blocks.0.resnets.1.conv2.bias',
+    'decoder.mid_block.attentions.0.to_out.0.weight',
+    'encoder.down_blocks.0.downsamplers.0.conv.bias',
+    'decoder.up_blocks.0.upsamplers.0.conv.bias',
+    'encoder.down_blocks.2.resnets.0.conv_shortcut.bias',
+  ])
+    expect(n, scale);
+  for (const n of [
+    'encoder.down_blocks.0.resnets.0.norm1.weight',
+    'decoder.conv_norm_out.weight',
+    'encoder.mid_block.attentions.0.group_norm.weight',
+  ])
+    expect(n, Math.sqrt(1e-6) / scale);
+  for (const n of [
+    'encoder.down_blocks.0.resnets.0.norm1.bias',
+    'encoder.down_blocks.0.downsamplers.0.conv.weight',
+    'encoder.down_blocks.2.resnets.0.conv_shortcut.weight',
+    'encoder.conv_out.weight',
+    'quant_conv.weight',
+    'post_quant_conv.bias',
+    'decoder.conv_out.weight',
+    'quantize.embedding.weight',
+  ])
+    expect(n, 1);
+  assert.throws(() => softNormScales(specs, 0), /soft-norm scale/);
+
+  const events: { event: string; [k: string]: unknown }[] = [];
+  const out = path.join(tmp, 'soft-trained');
+  const lr = 3e-3;
+  const steps = 8;
+  const r = await trainVq({
+    config: SMALL_CONFIG,
+    out,
+    state: path.join(tmp, 'soft-state'),
+    batchSize: 2,
+    lr,
+    seed: 1,
+    threads: 2,
+    softNorm: scale,
+    steps,
+    resume: false,
+    image: (i: number) => crop32(vqTrainImage(1, 0.1, i)),
+    evalImages: vqEvalImages(1, 0.1, 2).map(crop32),
+    warmupSteps: 1,
+    logEverySteps: 1,
+    log: (e: { event: string }) => events.push(e),
+  });
+  const losses = events.filter((e) => e.event === 'step').map((e) => e['loss'] as number);
+  assert.ok(losses[losses.length - 1]! < losses[0]!, 'loss falls');
+  assert.ok(Number.isFinite(r.psnr) && r.psnr > 0);
+  // The folder holds weight = scale * v (AdamW moves v by <= ~lr a step), not v.
+  const st = SafetensorsFile.open(path.join(out, VQ_WEIGHTS_FILE));
+  const maxAbs = (n: string) => Math.max(...readTensorFloat32(st.tensors.get(n)!).map(Math.abs));
+  const bound = 1 / Math.sqrt(27) + 2 * steps * lr;
+  const convIn = maxAbs('encoder.conv_in.weight');
+  assert.ok(convIn > 0.5 * scale * (1 / Math.sqrt(27)) && convIn < scale * bound, `${convIn}`);
+  const gain = maxAbs('decoder.conv_norm_out.weight');
+  assert.ok(Math.abs(gain / (Math.sqrt(1e-6) / scale) - 1) < 2 * steps * lr, `gain ${gain}`);
+  assert.ok(maxAbs('decoder.conv_out.weight') > 0.05, 'unscaled weights keep their size');
 });
 
 function writeConfig(config: Record<string, unknown>): string {

@@ -38,6 +38,7 @@ import {
   loadVqConfig,
   parseVqConfig,
   VQ_CONFIG_FILE,
+  VQ_NORM_EPS,
   VQ_WEIGHTS_FILE,
   type VqConfig,
   type VqTensorSpec,
@@ -94,6 +95,15 @@ export interface VqTrainOptions {
    * representation (colour included) before quantisation starts (default 0).
    */
   aeWarmupSteps?: number;
+  /**
+   * Soft-norm reparametrisation (0 or absent: off). The weights that write the
+   * tensors every GroupNorm reads (conv_in, the resnets' conv1/conv2) start
+   * and move at this scale, and the norms' gains at sqrt(eps) / scale, so the
+   * normalised variances start far below GroupNorm's eps: each norm then acts as
+   * a fixed gain, not a per-picture one, and learns like an unnormalised network
+   * (see softNormScales). The saved weights are the plain VQModel's.
+   */
+  softNorm?: number;
   /** L1 reconstruction weight on top of the MSE (default 0). */
   l1?: number;
   warmupSteps?: number;
@@ -199,6 +209,37 @@ export function initVqParams(
 }
 
 const CODEBOOK = 'quantize.embedding.weight';
+
+/**
+ * Per-element scales of the soft-norm reparametrisation: weight = scale * v,
+ * AdamW moves v (gradient scale * dL/dweight), so every weight learns at its
+ * own scale. `scale` goes to the weights that write a normalised tensor, whose
+ * values then stay ~scale (variance far below eps, so GroupNorm is nearly
+ * (x - mean) / sqrt(eps): a fixed gain); sqrt(eps) / scale goes to the norms'
+ * gains, which bring the signal back to unit size. Others: 1.
+ */
+export function softNormScales(specs: readonly VqTensorSpec[], scale: number): Float32Array {
+  if (!(scale > 0 && scale <= 1))
+    throw new DimooError(`soft-norm scale must be in (0, 1], got ${scale}`, 'E_PARAM');
+  const total = specs.reduce((s, p) => s + numel(p.shape), 0);
+  const out = new Float32Array(total).fill(1);
+  const gain = Math.sqrt(VQ_NORM_EPS) / scale;
+  let off = 0;
+  for (const p of specs) {
+    const n = numel(p.shape);
+    const writesNormed =
+      /(^encoder|^decoder)\.conv_in\.(weight|bias)$/.test(p.name) ||
+      /\.resnets\.\d+\.conv[12]\.(weight|bias)$/.test(p.name) ||
+      /\.attentions\.\d+\.to_out\.0\.(weight|bias)$/.test(p.name) ||
+      // Stream-to-stream convolutions keep their weights' scale, but their biases add to the stream.
+      /\.(conv_shortcut|downsamplers\.0\.conv|upsamplers\.0\.conv)\.bias$/.test(p.name);
+    const normGain = /(norm\d|norm_out|group_norm)\.weight$/.test(p.name);
+    if (writesNormed) out.fill(scale, off, off + n);
+    else if (normGain) out.fill(gain, off, off + n);
+    off += n;
+  }
+  return out;
+}
 
 /**
  * One EMA codebook step: decay every code's count and sum, add this batch's
@@ -420,6 +461,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   // A decoder-only run keeps the codebook and decodes codes from its first step.
   const ema = decoderOnly ? 0 : (o.codebookEma ?? 0);
   const aeWarmup = decoderOnly ? 0 : (o.aeWarmupSteps ?? 0);
+  const softNorm = o.softNorm ?? 0;
   if (!(ema >= 0 && ema < 1))
     throw new DimooError(`codebook EMA decay must be in [0, 1), got ${ema}`, 'E_PARAM');
   const trainableName = (name: string): boolean =>
@@ -447,6 +489,8 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const K = c.numVqEmbeddings;
   const D = c.vqEmbedDim;
 
+  const scales = softNorm > 0 ? softNormScales(specs, softNorm) : null;
+
   makeDirs(o.state);
   const stateFile = path.join(o.state, VQ_STATE_FILE);
   let s: State;
@@ -472,6 +516,8 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       emaCount: new Float32Array(K),
       emaSum: new Float32Array(K * D),
     };
+    // Random weights start at their reparametrised scale; given ones are used as they are.
+    if (scales && o.init === undefined) for (let i = 0; i < total; i++) s.params[i]! *= scales[i]!;
   }
   const meta = {
     config: o.config,
@@ -483,6 +529,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     decoderOnly,
     codebookEma: ema,
     aeWarmupSteps: aeWarmup,
+    softNorm,
   };
   log({
     event: 'start',
@@ -589,6 +636,8 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
         const gr = out[VQ_TRAIN_IO.grad(p.name)]!.data as Float32Array;
         grad.set(gr, offsets[i]!);
       });
+      // AdamW works on v = weight / scale: its gradient is scale * dL/dweight.
+      if (scales) for (let i = 0; i < total; i++) grad[i]! *= scales[i]!;
       for (let i = 0; i < total; i++) sq += grad[i]! * grad[i]!;
       const gradNorm = Math.sqrt(sq);
       const idx = out[VQ_TRAIN_IO.indices]!.data as BigInt64Array;
@@ -618,14 +667,20 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       const aFeeds: Record<string, ort.Tensor> = Object.fromEntries(
         ADAMW_SCALARS.map((k) => [k, new ort.Tensor('float32', Float32Array.of(scalars[k]), [])]),
       );
+      let pIn = s.params;
+      if (scales) {
+        pIn = new Float32Array(total);
+        for (let i = 0; i < total; i++) pIn[i] = s.params[i]! / scales[i]!;
+      }
       const upd = await adamw.run({
         ...aFeeds,
-        p: new ort.Tensor('float32', s.params, [total]),
+        p: new ort.Tensor('float32', pIn, [total]),
         m: new ort.Tensor('float32', s.m, [total]),
         v: new ort.Tensor('float32', s.v, [total]),
         g: new ort.Tensor('float32', grad, [total]),
       });
       s.params = upd.p_out!.data as Float32Array;
+      if (scales) for (let i = 0; i < total; i++) s.params[i]! *= scales[i]!;
       s.m = upd.m_out!.data as Float32Array;
       s.v = upd.v_out!.data as Float32Array;
       if (ema > 0) emaCodebookStep(s, idx, lat, ema, cbOff, K, D);

@@ -18,7 +18,12 @@ import {
   type Rate,
 } from '../../shapes/eval.js';
 import { describeScene } from '../../shapes/language.js';
-import { SHAPES_VQ_AE_WARMUP, SHAPES_VQ_EMA, SHAPES_VQ_LR } from '../../shapes/model.js';
+import {
+  SHAPES_VQ_AE_WARMUP,
+  SHAPES_VQ_EMA,
+  SHAPES_VQ_LR,
+  SHAPES_VQ_SOFT_NORM,
+} from '../../shapes/model.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
 import { registerShapesTrain } from './shapes-train.js';
@@ -108,6 +113,7 @@ interface TrainVqFlags {
   decoderOnly?: boolean;
   ema: number;
   aeWarmup: number;
+  softNorm: number;
   json?: boolean;
 }
 
@@ -138,6 +144,7 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
     decoderOnly: f.decoderOnly === true,
     codebookEma: f.ema,
     aeWarmupSteps: f.aeWarmup,
+    softNorm: f.softNorm,
     state: path.resolve(f.state ?? `${out}.state`),
     ...(f.steps !== undefined && { steps: f.steps }),
     ...(f.minutes !== undefined && { minutes: f.minutes }),
@@ -519,6 +526,12 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       'first steps as a plain autoencoder (no quantisation) while the codes follow the encoder',
       intOpt('--ae-warmup', { min: 0 }),
       SHAPES_VQ_AE_WARMUP,
+    )
+    .option(
+      '--soft-norm <scale>',
+      'train the weights that feed GroupNorms at this scale, so the norms start as fixed gains (0: off)',
+      numOpt('--soft-norm', { min: 0, max: 1 }),
+      SHAPES_VQ_SOFT_NORM,
     )
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
