@@ -15,8 +15,10 @@ import { SafetensorsFile, readTensorFloat32 } from '../src/checkpoint/safetensor
 import { loadVqConfig, VQ_WEIGHTS_FILE } from '../src/checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../src/graph/vq-train.js';
 import { writeRandomVq } from '../src/tools/random-vq.js';
+import { cellThumbnail, FILLER, thumbnailCodebook } from '../src/shapes/vq-dictionary.js';
 import {
   emaCodebookStep,
+  initVqParams,
   softNormScales,
   trainVq,
   VQ_STATE_FILE,
@@ -403,6 +405,130 @@ test('soft norm: what feeds a GroupNorm trains at the scale, the gains at sqrt(e
   const gain = maxAbs('decoder.conv_norm_out.weight');
   assert.ok(Math.abs(gain / (Math.sqrt(1e-6) / scale) - 1) < 2 * steps * lr, `gain ${gain}`);
   assert.ok(maxAbs('decoder.conv_out.weight') > 0.05, 'unscaled weights keep their size');
+});
+
+test('thumbnail codebook: most frequent cells first, fillers after; the training graph regresses the same thumbnails', async () => {
+  // Two 8x8 pictures of 4x4 cells: three distinct cells, one of them most frequent.
+  const pic = (f: (x: number, y: number) => number[]) => {
+    const data = new Uint8Array(8 * 8 * 3);
+    for (let y = 0; y < 8; y++) for (let x = 0; x < 8; x++) data.set(f(x, y), (y * 8 + x) * 3);
+    return { data, width: 8, height: 8, channels: 3 as const };
+  };
+  const a = pic((x, y) => (x >= 4 && y < 4 ? [255, 0, 0] : [0, 0, 0]));
+  const b = pic((x) => (x < 2 ? [255, 255, 255] : [0, 0, 0]));
+  const tc = thumbnailCodebook([a, b], { K: 4, T: 2, cell: 4 });
+  assert.equal(tc.distinct, 3);
+  assert.equal(tc.used, 3);
+  assert.deepEqual(
+    Array.from(tc.codebook.subarray(0, 12)),
+    Array(12).fill(0),
+    'black: 5 of 8 cells',
+  );
+  // Half-white cell (2 of 8): the left block column is white in every channel.
+  assert.deepEqual(Array.from(tc.codebook.subarray(12, 24)), [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]);
+  // Red cell (1 of 8): the R channel's four block means are 1, G and B 0.
+  assert.deepEqual(Array.from(tc.codebook.subarray(24, 36)), [1, 1, 1, 1, ...Array(8).fill(0)]);
+  assert.ok(tc.codebook.subarray(36).every((v) => v === FILLER));
+  const capped = thumbnailCodebook([a, b], { K: 2, T: 2, cell: 4 });
+  assert.equal(capped.used, 2);
+  assert.equal(capped.distinct, 3);
+  assert.throws(() => thumbnailCodebook([a], { K: 4, T: 3, cell: 4 }), /does not divide/);
+
+  // The graph's target is cellThumbnail's: its commitment term is mean((z - thumbnail)^2).
+  const config = { ...SMALL_CONFIG, latent_channels: 12 };
+  const c = loadVqConfig(writeConfig(config));
+  const { bytes, params } = buildVqTrainGraph(c, {
+    batch: 2,
+    height: 32,
+    width: 32,
+    beta: 0.25,
+    thumbnail: 2,
+  });
+  assert.throws(
+    () => buildVqTrainGraph(c, { batch: 1, height: 32, width: 32, beta: 0.25, thumbnail: 1 }),
+    /vq_embed_dim 3/,
+  );
+  const imgs = [0, 1].map((i) => crop32(vqTrainImage(3, 0.1, i)));
+  const w = initVqParams(params, c, 4);
+  const feeds: Record<string, ort.Tensor> = {};
+  let off = 0;
+  for (const p of params) {
+    const n = p.shape.reduce((x, y) => x * y, 1);
+    feeds[p.name] = new ort.Tensor('float32', w.slice(off, off + n), p.shape);
+    off += n;
+  }
+  const px = new Float32Array(2 * 3 * 32 * 32);
+  imgs.forEach((im, k) => {
+    for (let ch = 0; ch < 3; ch++)
+      for (let i = 0; i < 1024; i++) px[k * 3072 + ch * 1024 + i] = im.data[i * 3 + ch]! / 255;
+  });
+  feeds[VQ_TRAIN_IO.pixels] = new ort.Tensor('float32', px, [2, 3, 32, 32]);
+  feeds[VQ_TRAIN_IO.quantGate] = new ort.Tensor('float32', Float32Array.of(1), []);
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 2 });
+  const out = await session.run(feeds);
+  await session.release();
+  const lat = out[VQ_TRAIN_IO.latents]!.data as Float32Array;
+  const th = new Float32Array(12);
+  let sq = 0;
+  for (let k = 0; k < 2; k++)
+    for (let r = 0; r < 8; r++)
+      for (let col = 0; col < 8; col++) {
+        cellThumbnail(imgs[k]!, 4, 2, r, col, th);
+        for (let j = 0; j < 12; j++) sq += (lat[((k * 8 + r) * 8 + col) * 12 + j]! - th[j]!) ** 2;
+      }
+  const commit = (out[VQ_TRAIN_IO.commit]!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(commit - sq / (128 * 12)) < 1e-5 * Math.max(1, commit), `${commit}`);
+  assert.equal((out[VQ_TRAIN_IO.codebook]!.data as Float32Array)[0], 0);
+});
+
+test('trainer with a thumbnail codebook: the codebook never moves, no code is re-seeded, the loss falls', async () => {
+  const config = { ...SMALL_CONFIG, latent_channels: 12 };
+  const image = (i: number) => crop32(vqTrainImage(1, 0.1, i));
+  const pics = Array.from({ length: 50 }, (_, i) => image(i));
+  const tc = thumbnailCodebook(pics, { K: 32, T: 2, cell: 4 });
+  const events: { event: string; [k: string]: unknown }[] = [];
+  const out = path.join(tmp, 'thumb-trained');
+  await trainVq({
+    config,
+    out,
+    state: path.join(tmp, 'thumb-state'),
+    thumbnails: { codebook: tc.codebook, T: 2 },
+    codebookEma: 0.9, // ignored: the codebook is fixed
+    aeWarmupSteps: 5, // ignored
+    batchSize: 2,
+    lr: 3e-3,
+    seed: 1,
+    threads: 2,
+    steps: 10,
+    resume: false,
+    image,
+    evalImages: vqEvalImages(1, 0.1, 2).map(crop32),
+    warmupSteps: 1,
+    logEverySteps: 1,
+    log: (e: { event: string }) => events.push(e),
+  });
+  assert.ok(!events.some((e) => e.event === 'reseed'));
+  const losses = events.filter((e) => e.event === 'step').map((e) => e['loss'] as number);
+  assert.ok(losses[losses.length - 1]! < losses[0]!, 'loss falls');
+  const st = SafetensorsFile.open(path.join(out, VQ_WEIGHTS_FILE));
+  const cb = readTensorFloat32(st.tensors.get('quantize.embedding.weight')!);
+  assert.deepEqual(Array.from(cb), Array.from(tc.codebook));
+  await assert.rejects(
+    trainVq({
+      config,
+      out: path.join(tmp, 'thumb-bad'),
+      state: path.join(tmp, 'thumb-bad-state'),
+      thumbnails: { codebook: new Float32Array(7), T: 2 },
+      batchSize: 1,
+      lr: 1e-3,
+      seed: 1,
+      steps: 1,
+      resume: false,
+      image,
+      evalImages: [image(0)],
+    }),
+    /thumbnail codebook has 7 values, the config needs 32 x 12/,
+  );
 });
 
 function writeConfig(config: Record<string, unknown>): string {

@@ -60,6 +60,16 @@ export interface VqTrainGraphOptions {
   l1?: number;
   /** Which weights get gradients (default all); the others are inputs the backward pass stops at. */
   trainable?: (name: string) => boolean;
+  /**
+   * Thumbnail targets (a fixed thumbnail codebook, shapes/vq-dictionary.ts):
+   * each cell's target latent is its T x T block means (D must be
+   * in_channels * T * T), the encoder learns it by regression (weight
+   * `encoderWeight`, default 1; reported as the commitment term) and the
+   * decoder learns to redraw the picture from the targets themselves, which
+   * are the codes a right encoder picks. The codebook then gets no gradient.
+   */
+  thumbnail?: number;
+  encoderWeight?: number;
 }
 
 export interface VqTrainGraph {
@@ -158,7 +168,12 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   const g = new GraphBuilder('dimoo_vq_train');
   const t = new Tape(g, 'float32');
   const params = expectedVqTensors(c);
-  const trainable = new Set(params.map((p) => p.name).filter((n) => opts.trainable?.(n) ?? true));
+  // A thumbnail codebook is fixed: nothing in the loss reaches it.
+  const fixedCodebook = (n: string): boolean =>
+    opts.thumbnail !== undefined && n === 'quantize.embedding.weight';
+  const trainable = new Set(
+    params.map((p) => p.name).filter((n) => !fixedCodebook(n) && (opts.trainable?.(n) ?? true)),
+  );
   if (trainable.size === 0) throw new Error('VQ training graph: no trainable weight');
   const w = new Map(
     params.map((p) => [p.name, t.input(p.name, 'float32', p.shape, trainable.has(p.name))]),
@@ -193,14 +208,35 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   const zf = t.reshape(t.transpose(z, [0, 2, 3, 1]), [cells, D]);
   const codebook = L.p('quantize.embedding.weight');
   const idx = nearestCode(g, g.identity(zf), g.identity(codebook));
-  const q = t.gather(codebook, idx, [cells]); // [cells, D], gradient into the codebook rows
-  const zs = t.stopGradient(zf);
-  const qs = t.stopGradient(q);
-  const codebookLoss = t.reduceMean(t.pow(t.sub(q, zs), 2), [0, 1], false);
-  const commitLoss = t.reduceMean(t.pow(t.sub(zf, qs), 2), [0, 1], false);
   const gate = t.input(VQ_TRAIN_IO.quantGate, 'float32', []);
-  const zq = t.add(zf, t.mul(t.stopGradient(t.sub(qs, zs)), gate)); // gate 1: value q, gradient to z
-  let d = t.transpose(t.reshape(zq, [B, h0, w0, D]), [0, 3, 1, 2]);
+  let d: TVal;
+  let codebookLoss: TVal;
+  let commitLoss: TVal;
+  let quantLoss: TVal;
+  const T = opts.thumbnail;
+  if (T !== undefined) {
+    const b = s / T;
+    if (!Number.isInteger(b) || D !== c.inChannels * T * T)
+      throw new Error(
+        `VQ training graph: ${T}x${T} thumbnails need a ${s}-pixel cell divisible by ${T} and vq_embed_dim ${c.inChannels * T * T} (got ${D})`,
+      );
+    // Block means per cell, ordered (channel, block row, block column).
+    const blocks = t.reduceMean(t.reshape(x, [B, c.inChannels, h0, T, b, w0, T, b]), [4, 7], false);
+    const thumb = t.reshape(t.transpose(blocks, [0, 2, 4, 1, 3, 5]), [cells, D]);
+    commitLoss = t.reduceMean(t.pow(t.sub(zf, thumb), 2), [0, 1], false);
+    codebookLoss = t.scalar(0);
+    quantLoss = t.mul(commitLoss, t.scalar(opts.encoderWeight ?? 1));
+    d = t.transpose(t.reshape(thumb, [B, h0, w0, D]), [0, 3, 1, 2]);
+  } else {
+    const q = t.gather(codebook, idx, [cells]); // [cells, D], gradient into the codebook rows
+    const zs = t.stopGradient(zf);
+    const qs = t.stopGradient(q);
+    codebookLoss = t.reduceMean(t.pow(t.sub(q, zs), 2), [0, 1], false);
+    commitLoss = t.reduceMean(t.pow(t.sub(zf, qs), 2), [0, 1], false);
+    const zq = t.add(zf, t.mul(t.stopGradient(t.sub(qs, zs)), gate)); // gate 1: value q, gradient to z
+    quantLoss = t.add(codebookLoss, t.mul(t.mul(commitLoss, gate), t.scalar(opts.beta)));
+    d = t.transpose(t.reshape(zq, [B, h0, w0, D]), [0, 3, 1, 2]);
+  }
 
   d = L.conv(d, 'post_quant_conv');
   d = L.conv(d, 'decoder.conv_in');
@@ -219,7 +255,7 @@ export function buildVqTrainGraph(c: VqConfig, opts: VqTrainGraphOptions): VqTra
   const all = [0, 1, 2, 3];
   const diff = t.sub(recon, x);
   const mse = t.reduceMean(t.pow(diff, 2), all, false);
-  let loss = t.add(t.add(mse, codebookLoss), t.mul(t.mul(commitLoss, gate), t.scalar(opts.beta)));
+  let loss = t.add(mse, quantLoss);
   const l1w = opts.l1 ?? 0;
   let l1: TVal | null = null;
   if (l1w > 0) {

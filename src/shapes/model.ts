@@ -82,14 +82,14 @@ export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze
   force_upcast: false,
   in_channels: 3,
   out_channels: 3,
-  latent_channels: 16,
+  latent_channels: 48,
   vq_embed_dim: null,
   layers_per_block: 1,
   lookup_from_codebook: true,
   mid_block_add_attention: false,
   norm_num_groups: 1,
   norm_type: 'group',
-  num_vq_embeddings: 2048,
+  num_vq_embeddings: 8192,
   sample_size: 128,
   scaling_factor: 0.18215,
 });
@@ -123,6 +123,15 @@ export const SHAPES_VQ_SOFT_NORM = 3e-4;
  * without it the decoded colours were still wrong after 10 minutes.
  */
 export const SHAPES_VQ_AE_WARMUP = 800;
+
+/**
+ * The shapes VQ-VAE's codes are the world's 4x4 cell thumbnails (48 values,
+ * shapes/vq-dictionary.ts): a fixed codebook the encoder regresses.
+ */
+export const SHAPES_VQ_THUMBNAIL = 4;
+
+/** Training scenes whose cells make the thumbnail codebook (the count of distinct cells stops growing near 20 000). */
+export const SHAPES_VQ_DICTIONARY_SCENES = 20_000;
 
 /**
  * Understanding records train with an answer + padding block of this many

@@ -104,6 +104,14 @@ export interface VqTrainOptions {
    * (see softNormScales). The saved weights are the plain VQModel's.
    */
   softNorm?: number;
+  /**
+   * A fixed codebook of cell thumbnails (shapes/vq-dictionary.ts) instead of a
+   * learnt one: its rows are written into the codebook, which then never
+   * moves (no gradient, EMA or re-seeding); the encoder regresses each cell's
+   * T x T thumbnail and the decoder learns to draw from the thumbnails
+   * (VqTrainGraphOptions.thumbnail). `codebook` is [K, in_channels * T * T].
+   */
+  thumbnails?: { codebook: Float32Array; T: number; encoderWeight?: number };
   /** L1 reconstruction weight on top of the MSE (default 0). */
   l1?: number;
   warmupSteps?: number;
@@ -458,14 +466,17 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const clip = o.clipGrad ?? 1;
   const log = o.log ?? (() => {});
   const decoderOnly = o.decoderOnly === true;
-  // A decoder-only run keeps the codebook and decodes codes from its first step.
-  const ema = decoderOnly ? 0 : (o.codebookEma ?? 0);
-  const aeWarmup = decoderOnly ? 0 : (o.aeWarmupSteps ?? 0);
+  const thumbs = o.thumbnails;
+  // A decoder-only run keeps the codebook and decodes codes from its first
+  // step; a thumbnail codebook is fixed and needs no warm-up.
+  const fixedCodes = decoderOnly || thumbs !== undefined;
+  const ema = fixedCodes ? 0 : (o.codebookEma ?? 0);
+  const aeWarmup = fixedCodes ? 0 : (o.aeWarmupSteps ?? 0);
   const softNorm = o.softNorm ?? 0;
   if (!(ema >= 0 && ema < 1))
     throw new DimooError(`codebook EMA decay must be in [0, 1), got ${ema}`, 'E_PARAM');
   const trainableName = (name: string): boolean =>
-    decoderOnly ? isDecoderWeight(name) : !(ema > 0 && name === CODEBOOK);
+    decoderOnly ? isDecoderWeight(name) : !((ema > 0 || thumbs !== undefined) && name === CODEBOOK);
   const {
     bytes,
     params: specs,
@@ -477,6 +488,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     beta,
     l1: o.l1 ?? 0,
     trainable: trainableName,
+    ...(thumbs && { thumbnail: thumbs.T, encoderWeight: thumbs.encoderWeight ?? 1 }),
   });
   const offsets: number[] = [];
   let total = 0;
@@ -488,6 +500,11 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const cbOff = offsets[cbIndex]!;
   const K = c.numVqEmbeddings;
   const D = c.vqEmbedDim;
+  if (thumbs && thumbs.codebook.length !== K * D)
+    throw new DimooError(
+      `thumbnail codebook has ${thumbs.codebook.length} values, the config needs ${K} x ${D}`,
+      'E_PARAM',
+    );
 
   const scales = softNorm > 0 ? softNormScales(specs, softNorm) : null;
 
@@ -518,6 +535,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     };
     // Random weights start at their reparametrised scale; given ones are used as they are.
     if (scales && o.init === undefined) for (let i = 0; i < total; i++) s.params[i]! *= scales[i]!;
+    if (thumbs) s.params.set(thumbs.codebook, cbOff);
   }
   const meta = {
     config: o.config,
@@ -530,6 +548,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     codebookEma: ema,
     aeWarmupSteps: aeWarmup,
     softNorm,
+    thumbnails: thumbs?.T ?? 0,
   };
   log({
     event: 'start',
@@ -687,7 +706,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
 
       // Dead codes: early (the codebook starts tiny: these re-seeds are its data-driven
       // initialisation), then every reseedEvery steps.
-      if (!decoderOnly && (t === 10 || t === 30 || t % reseedEvery === 0)) {
+      if (!fixedCodes && (t === 10 || t === 30 || t % reseedEvery === 0)) {
         let dead = 0;
         for (let k = 0; k < K; k++) {
           if (s.usage[k]! > 0 || poolFill === 0) continue;

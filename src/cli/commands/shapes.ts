@@ -23,6 +23,7 @@ import {
   SHAPES_VQ_EMA,
   SHAPES_VQ_LR,
   SHAPES_VQ_SOFT_NORM,
+  SHAPES_VQ_THUMBNAIL,
 } from '../../shapes/model.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
 import type { CliContext } from '../context.js';
@@ -114,6 +115,7 @@ interface TrainVqFlags {
   ema: number;
   aeWarmup: number;
   softNorm: number;
+  thumbnails: number;
   json?: boolean;
 }
 
@@ -137,7 +139,34 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
     f.init !== undefined ? loadVqConfig(path.resolve(f.init)).raw : { ...SHAPES_VQ_CONFIG };
   const { vqEvalImages, vqTrainImage } = await import('../../shapes/vq-data.js');
   const out = path.resolve(f.out);
+  let thumbnails: { codebook: Float32Array; T: number } | undefined;
+  if (f.thumbnails > 0 && !f.decoderOnly) {
+    const { thumbnailCodebook } = await import('../../shapes/vq-dictionary.js');
+    const { parseVqConfig } = await import('../../checkpoint/vq-config.js');
+    const { SHAPES_VQ_DICTIONARY_SCENES } = await import('../../shapes/model.js');
+    const c = parseVqConfig(config, 'VQ config');
+    if (c.vqEmbedDim !== c.inChannels * f.thumbnails ** 2)
+      throw new DimooError(
+        `--thumbnails ${f.thumbnails}: the codes would have ${c.inChannels * f.thumbnails ** 2} values, the config's vq_embed_dim is ${c.vqEmbedDim} (pass --thumbnails 0 for a learnt codebook)`,
+        'E_PARAM',
+      );
+    const pictures = function* () {
+      for (let i = 0; i < SHAPES_VQ_DICTIONARY_SCENES; i++)
+        yield vqTrainImage(f.seed, f.holdout, i);
+    };
+    const tc = thumbnailCodebook(pictures(), {
+      K: c.numVqEmbeddings,
+      T: f.thumbnails,
+      cell: c.scaleFactor,
+    });
+    if (!f.json)
+      ctx.stdout.write(
+        `codebook: ${tc.used} cell thumbnails of ${SHAPES_VQ_DICTIONARY_SCENES} training scenes (${tc.distinct} distinct)\n`,
+      );
+    thumbnails = { codebook: tc.codebook, T: f.thumbnails };
+  }
   await trainVq({
+    ...(thumbnails && { thumbnails }),
     config,
     out,
     ...(f.init !== undefined && { init: path.resolve(f.init) }),
@@ -532,6 +561,12 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       'train the weights that feed GroupNorms at this scale, so the norms start as fixed gains (0: off)',
       numOpt('--soft-norm', { min: 0, max: 1 }),
       SHAPES_VQ_SOFT_NORM,
+    )
+    .option(
+      '--thumbnails <T>',
+      "fixed codebook of the world's TxT cell thumbnails, regressed by the encoder (0: a learnt codebook)",
+      intOpt('--thumbnails', { min: 0, max: 64 }),
+      SHAPES_VQ_THUMBNAIL,
     )
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
