@@ -65,12 +65,10 @@ export function shapesVocabulary(): string[] {
 /**
  * The shapes VQ-VAE (diffusers VQModel config): 16x downsampling (5 blocks) so a
  * 128x128 picture is an 8x8 token grid; slim at full resolution, where a
- * training step on this 2-core machine spends most of its time; 16-dim codes
- * (low-dimensional codebooks stay better used); 2048 codes. One norm group:
- * a group of 2 channels (8 groups of 16) normalises a flat-coloured picture's
- * two-level feature maps to little more than their sign (the decoder came out
- * with two colours, orange and blue, for six). One group did not learn colour
- * faster either: per-picture normalisation itself is the brake (docs/shapes.md).
+ * training step on this 2-core machine spends most of its time. Its codes are
+ * 48 values, a cell's 4x4 RGB thumbnail (SHAPES_VQ_THUMBNAIL), in 8192 rows:
+ * the world has ~7 800 distinct cells. One norm group; the norms start as
+ * fixed gains (SHAPES_VQ_SOFT_NORM). Why, with measurements: docs/shapes.md.
  */
 export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
   _class_name: 'VQModel',
