@@ -304,12 +304,7 @@ test('trainer with an EMA codebook: trains, saves the averages and resumes', asy
   // Every code with a count sits at its EMA mean (sum / count).
   const sum = readTensorFloat32(st.tensors.get('ema_sum')!);
   const params = readTensorFloat32(st.tensors.get('params')!);
-  const specs = buildVqTrainGraph(loadVqConfig(writeConfig(config)), {
-    batch: 1,
-    height: 32,
-    width: 32,
-    beta: 0.25,
-  }).params;
+  const specs = specsOf(config);
   let off = 0;
   for (const p of specs) {
     if (p.name === 'quantize.embedding.weight') break;
@@ -326,12 +321,7 @@ test('trainer with an EMA codebook: trains, saves the averages and resumes', asy
 
 test('soft norm: what feeds a GroupNorm trains at the scale, the gains at sqrt(eps)/scale; the saved weights are the plain ones', async () => {
   const config = { ...SMALL_CONFIG, mid_block_add_attention: true };
-  const specs = buildVqTrainGraph(loadVqConfig(writeConfig(config)), {
-    batch: 1,
-    height: 32,
-    width: 32,
-    beta: 0.25,
-  }).params;
+  const specs = specsOf(config);
   const scale = 1e-4;
   const sc = softNormScales(specs, scale);
   const at = new Map<string, number>();
@@ -530,6 +520,16 @@ test('trainer with a thumbnail codebook: the codebook never moves, no code is re
     /thumbnail codebook has 7 values, the config needs 32 x 12/,
   );
 });
+
+/** The weights (in the trainer's order) of a VQ config. */
+function specsOf(config: Record<string, unknown>) {
+  return buildVqTrainGraph(loadVqConfig(writeConfig(config)), {
+    batch: 1,
+    height: 32,
+    width: 32,
+    beta: 0.25,
+  }).params;
+}
 
 function writeConfig(config: Record<string, unknown>): string {
   const dir = fs.mkdtempSync(path.join(tmp, 'cfg-'));
