@@ -91,6 +91,12 @@ export interface TrainGraphOptions {
   recompute?: boolean;
   /** MatMulNBits accuracy_level for quantized bases (default 0: float activations). */
   accuracyLevel?: number;
+  /**
+   * A constant [vocabulary] added to the logits before the loss. A compact
+   * vocabulary (training/vocab-rows.ts) puts log(N) on the row that stands for
+   * N tied rows, so the softmax is the full vocabulary's.
+   */
+  logitOffset?: Float32Array;
 }
 
 export interface TrainGraph {
@@ -386,6 +392,13 @@ export function buildTrainGraph(opts: TrainGraphOptions): TrainGraph {
     } else {
       logits = t.linear(rows, param(headName, [V, D]), hb);
     }
+  }
+  if (opts.logitOffset) {
+    if (opts.logitOffset.length !== V)
+      throw new Error(
+        `train graph: logitOffset has ${opts.logitOffset.length} entries, expected ${V}`,
+      );
+    logits = t.add(logits, t.wrap(g.constF32(opts.logitOffset, [V]), [V]));
   }
   const nll = t.crossEntropy(logits, labelIds, opts.softmaxLanes ?? 8, opts.laneSum ?? 'cumsum'); // [M]
   const lossSum = t.reduceSum(nll, [0], false);

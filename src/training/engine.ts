@@ -57,6 +57,15 @@ import {
   type TrainableTensor,
 } from '../graph/train-graph.js';
 import { Prng } from '../samplers/prng.js';
+import {
+  compactTable,
+  compactVocab,
+  expandTable,
+  logitOffset,
+  toCompactId,
+  type CompactVocab,
+  type VocabRanges,
+} from './vocab-rows.js';
 
 export interface TrainBatch {
   /** [batchSize * seqLen] token ids, right-padded with id 0. */
@@ -102,6 +111,13 @@ export interface TrainEngineOptions {
    * compute. Default: on for quantized bases (QLoRA), off otherwise.
    */
   recompute?: boolean;
+  /**
+   * Full fine-tuning of only these embedding/head rows ([start, end) ranges):
+   * the rows left out must be zero in the embedding and equal in the head, and
+   * then training is the same as with every row (training/vocab-rows.ts), at the
+   * cost of the rows kept. Batches may use only these ids.
+   */
+  vocabRows?: VocabRanges;
 }
 
 export interface TensorState {
@@ -126,6 +142,8 @@ export interface TrainEngine {
   accumulate(batch: TrainBatch, weight: number): Promise<{ lossSum: number; labelCount: number }>;
   step(opt: AdamWConfig): Promise<{ gradNorm: number }>;
   parameters(): Map<string, { shape: number[]; data: Float32Array }>;
+  /** Values the optimiser updates (with vocabulary rows: the kept rows, not the full tables). */
+  readonly trainedCount: number;
   /** The accumulated gradients since the last step, by trainable name (absent: none yet). Read-only views. */
   gradients(): Map<string, Float32Array>;
   /** Optimiser steps taken so far. */
@@ -245,6 +263,8 @@ class OrtTrainEngine implements TrainEngine {
     private readonly maxLabelRows: number,
     init: (t: TrainableTensor, index: number) => Float32Array,
     readonly lora?: LoraSpec,
+    /** Compact vocabulary: the embedding and head tensors hold only its rows. */
+    private readonly vocab?: { cv: CompactVocab; embedding: string; head: string },
   ) {
     this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta);
     trainable.forEach((t, i) => {
@@ -258,6 +278,10 @@ class OrtTrainEngine implements TrainEngine {
     return this.step_;
   }
 
+  get trainedCount(): number {
+    return this.trainable.reduce((n, t) => n + numel(t.shape), 0);
+  }
+
   async accumulate(
     batch: TrainBatch,
     weight: number,
@@ -266,12 +290,21 @@ class OrtTrainEngine implements TrainEngine {
     if (!Number.isFinite(weight))
       throw new DimooError(`accumulate: weight must be a finite number, got ${weight}`, E);
     const { batchSize: B, seqLen: L } = batch;
+    const cv = this.vocab?.cv;
+    let inputIds: ArrayLike<number> = batch.inputIds;
+    if (cv) {
+      const ids = new Int32Array(B * L);
+      for (let i = 0; i < B * L; i++)
+        ids[i] = toCompactId(cv, batch.inputIds[i]!, `batch: inputIds[${i}]`);
+      inputIds = ids;
+    }
     const rows: number[] = [];
     const targets: number[] = [];
     for (let i = 0; i < B * L; i++) {
-      if (batch.labels[i] !== -100) {
+      const l = batch.labels[i]!;
+      if (l !== -100) {
         rows.push(i);
-        targets.push(batch.labels[i]!);
+        targets.push(cv ? toCompactId(cv, l, `batch: labels[${i}]`) : l);
       }
     }
     if (rows.length === 0) return { lossSum: 0, labelCount: 0 };
@@ -281,7 +314,7 @@ class OrtTrainEngine implements TrainEngine {
     );
     const hd = this.config.headDim;
     const feeds: Record<string, ort.Tensor> = {
-      [TRAIN_INPUTS.ids]: i64(batch.inputIds, [B, L]),
+      [TRAIN_INPUTS.ids]: i64(inputIds, [B, L]),
       [TRAIN_INPUTS.cos]: f32(cos, [L, hd]),
       [TRAIN_INPUTS.sin]: f32(sin, [L, hd]),
       [TRAIN_INPUTS.weight]: scalar(weight),
@@ -314,6 +347,23 @@ class OrtTrainEngine implements TrainEngine {
 
   async step(opt: AdamWConfig): Promise<{ gradNorm: number }> {
     checkAdamW(opt);
+    // Compact vocabulary: each tied head row's gradient is the rest row's / N, and
+    // the norm counts it N times (vocab-rows.ts).
+    const tiedExtra = new Map<string, number>();
+    const vocab = this.vocab;
+    if (vocab && vocab.cv.rest >= 0) {
+      const gr = this.acc.get(vocab.head);
+      if (gr) {
+        const D = this.config.dModel;
+        const row = gr.subarray(vocab.cv.rest * D, (vocab.cv.rest + 1) * D);
+        let ss = 0;
+        for (let j = 0; j < D; j++) {
+          row[j] = Math.fround(row[j]! / vocab.cv.tied);
+          ss += row[j]! * row[j]!;
+        }
+        tiedExtra.set(vocab.head, (vocab.cv.tied - 1) * ss);
+      }
+    }
     // clip_grad_norm_: the norm of the per-tensor norms (float32, as PyTorch).
     const norms: number[] = [];
     for (const t of this.trainable) {
@@ -323,7 +373,8 @@ class OrtTrainEngine implements TrainEngine {
         continue;
       }
       const out = await this.sumsq.run({ g: f32(gr, [gr.length]) });
-      norms.push(Math.fround(Math.sqrt((out.sumsq!.data as Float32Array)[0]!)));
+      const ss = (out.sumsq!.data as Float32Array)[0]! + (tiedExtra.get(t.name) ?? 0);
+      norms.push(Math.fround(Math.sqrt(ss)));
     }
     const gradNorm = Math.fround(Math.sqrt(norms.reduce((s, n) => s + n * n, 0)));
     // PyTorch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1, always applied.
@@ -362,14 +413,32 @@ class OrtTrainEngine implements TrainEngine {
     return { gradNorm };
   }
 
+  /** A compact tensor in the full vocabulary's shape (other tensors as they are). */
+  private full(
+    name: string,
+    shape: readonly number[],
+    data: Float32Array,
+    grad: boolean,
+  ): { shape: number[]; data: Float32Array } {
+    const v = this.vocab;
+    if (!v || (name !== v.embedding && name !== v.head)) return { shape: [...shape], data };
+    const D = this.config.dModel;
+    const kind = name === v.embedding ? 'zero' : grad ? 'share' : 'tied';
+    return { shape: [v.cv.full, D], data: expandTable(v.cv, data, D, kind) };
+  }
+
   parameters(): Map<string, { shape: number[]; data: Float32Array }> {
     return new Map(
-      this.trainable.map((t) => [t.name, { shape: [...t.shape], data: this.params.get(t.name)! }]),
+      this.trainable.map((t) => [
+        t.name,
+        this.full(t.name, t.shape, this.params.get(t.name)!, false),
+      ]),
     );
   }
 
   gradients(): Map<string, Float32Array> {
-    return new Map(this.acc);
+    const shapes = new Map(this.trainable.map((t) => [t.name, t.shape]));
+    return new Map([...this.acc].map(([k, g]) => [k, this.full(k, shapes.get(k)!, g, true).data]));
   }
 
   exportState(): TrainEngineState {
@@ -466,10 +535,29 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     );
   const targets = opts.lora ? checkLora(opts.lora) : undefined;
   const device = opts.device ?? 'cpu';
+  let vocab: { cv: CompactVocab; embedding: string; head: string } | undefined;
+  if (opts.vocabRows) {
+    if (opts.lora)
+      throw new DimooError(
+        'vocabulary rows apply to full fine-tuning (LoRA trains no embedding rows)',
+        E,
+      );
+    if (c.weightTying || c.includeBias)
+      throw new DimooError(
+        `${ckpt.dir}: vocabulary rows need an untied head without bias (weight_tying and include_bias false)`,
+        E,
+      );
+    vocab = {
+      cv: compactVocab(opts.vocabRows, c.embeddingSize),
+      embedding: 'model.transformer.wte.weight',
+      head: 'model.transformer.ff_out.weight',
+    };
+  }
   // The same sources as inference: a Hugging Face cache snapshot's links resolve inside one folder.
   const sources = weightSources(ckpt);
   const graph = buildTrainGraph({
-    config: c,
+    config: vocab ? { ...c, embeddingSize: vocab.cv.size, vocabSize: vocab.cv.size } : c,
+    logitOffset: vocab ? logitOffset(vocab.cv) : undefined,
     weight: sources.weight,
     quantized: quantized ? sources.quantized : undefined,
     lora:
@@ -502,13 +590,24 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     if (opts.lora) return loraInit(t, seed, index);
     const info = ckpt.weights.get(t.name);
     if (!info) throw new DimooError(`${ckpt.dir}: weight ${t.name} is missing`, 'E_CHECKPOINT');
-    return readTensorFloat32(info);
+    const data = readTensorFloat32(info);
+    if (vocab && (t.name === vocab.embedding || t.name === vocab.head))
+      return compactTable(
+        vocab.cv,
+        data,
+        c.dModel,
+        t.name === vocab.embedding ? 'zero' : 'tied',
+        `${ckpt.dir}: ${t.name}`,
+      );
+    return data;
   };
   // WebGPU: ORT's kernels go wrong on [rows, vocabulary] tensors beyond 128 MiB (measured on
   // lavapipe: 486 x 134548 gives -inf rows, 200 x 134548 is right), WebGPU's default
   // maxStorageBufferBindingSize; the CPU has no such limit.
   const maxLabelRows =
-    device === 'webgpu' ? Math.max(1, Math.floor(2 ** 27 / (4 * c.embeddingSize))) : Infinity;
+    device === 'webgpu'
+      ? Math.max(1, Math.floor(2 ** 27 / (4 * (vocab?.cv.size ?? c.embeddingSize))))
+      : Infinity;
   return new OrtTrainEngine(
     c,
     graph.trainable,
@@ -519,5 +618,6 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     maxLabelRows,
     init,
     opts.lora,
+    vocab,
   );
 }

@@ -74,6 +74,12 @@ export interface TrainerConfig {
    * length at inference (the checkpoint's generation_config.json says so).
    */
   answerBlock: number;
+  /**
+   * Which embedding/head rows train (full fine-tuning): 'all'; 'auto', the
+   * rows whose embedding is not zero; or ranges "start:end,..." (see
+   * vocab-rows.ts: the same training, only the rows kept cost time).
+   */
+  vocabRows: string;
 }
 
 /** The original's defaults (xllmx finetune solver + its AdamW betas). */
@@ -94,6 +100,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainerConfig> = Object.freeze({
   shuffle: true,
   maskPadding: false,
   answerBlock: ANSWER_BLOCK,
+  vocabRows: 'all',
 });
 
 export interface StepReport {

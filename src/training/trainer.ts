@@ -29,6 +29,8 @@ import {
   type TrainRecord,
 } from './data.js';
 import { lossCurveSvg } from './loss-curve.js';
+import { nonZeroRows, parseVocabRows, type VocabRanges } from './vocab-rows.js';
+import { readTensorFloat32 } from '../checkpoint/safetensors.js';
 import { ANSWER_BLOCK } from './recipe.js';
 import {
   TRAIN_DEFAULTS,
@@ -126,6 +128,16 @@ function fingerprint(files: readonly string[]): string {
   return h.digest('hex');
 }
 
+/** The --vocab-rows setting as ranges (undefined: every row). */
+function resolveVocabRows(spec: string, ckpt: Checkpoint): VocabRanges | undefined {
+  if (spec === 'all') return undefined;
+  if (spec !== 'auto') return parseVocabRows(spec);
+  const name = 'model.transformer.wte.weight';
+  const info = ckpt.weights.get(name);
+  if (!info) throw new DimooError(`${ckpt.dir}: weight ${name} is missing`, 'E_CHECKPOINT');
+  return nonZeroRows(readTensorFloat32(info), ckpt.config.embeddingSize, ckpt.config.dModel);
+}
+
 /** Settings that must match the saved run for a bit-identical continuation. */
 const FIXED_ON_RESUME: ReadonlyArray<keyof TrainerConfig> = [
   'batchSize',
@@ -134,6 +146,7 @@ const FIXED_ON_RESUME: ReadonlyArray<keyof TrainerConfig> = [
   'shuffle',
   'maskPadding',
   'answerBlock',
+  'vocabRows',
 ];
 
 export class Trainer {
@@ -185,8 +198,13 @@ export class Trainer {
         }
       }
       // Runs saved before a setting existed ran with its default.
-      const savedBlock = (s.config as Partial<TrainerConfig>).answerBlock;
-      config = { ...s.config, answerBlock: savedBlock ?? TRAIN_DEFAULTS.answerBlock, ...explicit };
+      const old = s.config as Partial<TrainerConfig>;
+      config = {
+        ...s.config,
+        answerBlock: old.answerBlock ?? TRAIN_DEFAULTS.answerBlock,
+        vocabRows: old.vocabRows ?? TRAIN_DEFAULTS.vocabRows,
+        ...explicit,
+      };
       if (explicit.steps === undefined && explicit.epochs !== undefined) delete config.steps;
       if (lora && JSON.stringify(lora) !== JSON.stringify(s.lora)) {
         throw new DimooError(
@@ -210,6 +228,8 @@ export class Trainer {
       }
     }
 
+    // Checked before the data is read; the engine checks the rows against the weights.
+    const vocabRows = resolveVocabRows(config.vocabRows, ckpt);
     const files = typeof opts.data === 'string' ? [opts.data] : [...opts.data];
     const maxLen = opts.maxLen ?? DEFAULT_MAX_LEN;
     if (!Number.isSafeInteger(maxLen) || maxLen < 1) {
@@ -249,6 +269,7 @@ export class Trainer {
       lora,
       maskPadding: config.maskPadding,
       seed: config.seed,
+      vocabRows,
     });
     try {
       if (saved) engine.importState(saved.engine);
@@ -320,6 +341,11 @@ export class Trainer {
   /** The trained tensors (checkpoint names, or PEFT keys with LoRA). */
   parameters(): Map<string, { shape: number[]; data: Float32Array }> {
     return this.engine.parameters();
+  }
+
+  /** Values the optimiser updates (fewer than parameters() holds with --vocab-rows). */
+  get trainedCount(): number {
+    return this.engine.trainedCount;
   }
 
   /** The loss curve so far as SVG. */

@@ -51,6 +51,7 @@ interface TrainFlags {
   device?: 'cpu' | 'webgpu';
   maskPadding?: boolean;
   answerBlock?: number;
+  vocabRows?: string;
   lora?: number;
   loraAlpha?: number;
   loraTargets?: string[];
@@ -210,6 +211,12 @@ export function registerTrain(program: Command, ctx: CliContext): void {
       intOpt('--answer-block', { min: 1 }),
     )
     .option(
+      '--vocab-rows <all|auto|ranges>',
+      'embedding/head rows that train: all (default); auto, the rows whose embedding is not zero; ' +
+        'or start:end,... ranges. The left-out rows must be zero in the embedding and equal in the head: ' +
+        'the result is the same as training all rows, at the cost of the rows kept',
+    )
+    .option(
       '--lora <r>',
       'train LoRA adapters of rank r instead of every weight',
       intOpt('--lora', { min: 1 }),
@@ -266,6 +273,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     if (given('shuffle')) cfg.shuffle = f.shuffle !== false;
     if (f.maskPadding) cfg.maskPadding = true;
     set('answerBlock', 'answerBlock', f.answerBlock);
+    set('vocabRows', 'vocabRows', f.vocabRows);
 
     // Image files in the data are encoded with the checkpoint's VQ-VAE, loaded on first need.
     let api: DimooApi | undefined;
@@ -343,12 +351,15 @@ async function trainLoop(
   bar: ReturnType<typeof createProgressBar>,
 ): Promise<void> {
   for (const s of trainer.skipped) ctx.stderr.write(`skipped ${s.where}: ${s.error}\n`);
-  const params = [...trainer.parameters().values()].reduce((n, p) => n + p.data.length, 0);
+  const params = trainer.trainedCount;
   ctx.stderr.write(
     `training ${trainer.records.length} records` +
       (trainer.skipped.length ? ` (${trainer.skipped.length} bad lines skipped)` : '') +
       `, ${params.toLocaleString('en-US')} trainable parameters` +
       (trainer.lora ? ` (LoRA r=${trainer.lora.r})` : '') +
+      (trainer.config.vocabRows !== 'all'
+        ? ` (vocabulary rows: ${trainer.config.vocabRows})`
+        : '') +
       `, steps ${trainer.step + 1}..${trainer.totalSteps}\n`,
   );
   fs.mkdirSync(f.out, { recursive: true });
