@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/graph/onnx/builder.js';
 import { quantizeChannelRows, quantizeRows } from '../src/checkpoint/quant-blocks.js';
 import { emitIntegerGemm } from '../src/graph/transformer.js';
+import { int8GemmSaturates } from '../src/models/device.js';
 import { DEFAULT_BLOCK_SIZE } from '../src/tools/quantize.js';
 
 /** int8/int4: MatMulNBits blocks; int8_qgemm: integer GEMM, per-row activation scales; int8_qgemm_tensor: DynamicQuantizeMatMul. */
@@ -57,7 +58,16 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize?: numb
     quantizeChannelRows(w, N, K, 0, N, q);
     const b = g.initializer('w_i8', 'int8', [K, N], q.data);
     const sc = g.initializer('w_scales', 'float32', [N], q.scales);
-    y = emitIntegerGemm(g, a, b, sc, kind === 'int8_qgemm' ? 'row' : 'tensor');
+    // The levels inference uses on this CPU (7-bit activations where the kernel saturates).
+    y = emitIntegerGemm(
+      g,
+      a,
+      b,
+      sc,
+      kind === 'int8_qgemm' ? 'row' : 'tensor',
+      false,
+      int8GemmSaturates() ? 63 : 127,
+    );
   } else {
     const bits = kind === 'int8' ? 8 : 4;
     blockSize ??= DEFAULT_BLOCK_SIZE[bits];

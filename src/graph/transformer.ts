@@ -82,6 +82,13 @@ export interface TransformerGraphOptions {
    * per row (default; MatMulIntegerToFloat) or one per tensor (DynamicQuantizeMatMul).
    */
   int8Activations?: 'row' | 'tensor';
+  /**
+   * Largest quantized activation magnitude of per-row integer GEMMs: 127 (8 bits,
+   * default) or 63 (7 bits). x86 CPUs without VNNI multiply uint8 x int8 with
+   * vpmaddubsw, which adds pairs of products in saturating int16: 2 x 255 x 127
+   * overflows, 2 x 127 x 127 does not (measured: logits relative L2 0.23 with 8 bits).
+   */
+  int8ActivationLevels?: 127 | 63;
   /** First id and size of the image-token block of the vocabulary. */
   imageVocabStart: number;
   imageVocabSize: number;
@@ -177,13 +184,14 @@ export function quantizedRows(
   };
 }
 
-const zeroPoints = new WeakMap<GraphBuilder, Value>();
+const zeroPoints = new WeakMap<GraphBuilder, Map<number, Value>>();
 
 /**
  * x [M, K] @ dequant(B) on ONNX Runtime's integer GEMM (MLAS QGEMM: uint8
  * activations x int8 weights, VNNI), B int8 [K, N] with scales [N].
- * `row`: each row of x gets its own scale max|x_row| / 127 (symmetric around
- * the zero point 128), so a row of small values keeps its precision; the row
+ * `row`: each row of x gets its own scale max|x_row| / `levels` (symmetric
+ * around the zero point levels + 1: 128 for 8 bits, 64 for 7 bits on CPUs whose
+ * kernel saturates), so a row of small values keeps its precision; the row
  * and column scales multiply the int32 sums in the GEMM's output stage
  * (MatMulIntegerToFloat). `tensor`: DynamicQuantizeMatMul, one scale and zero
  * point for the whole of x. M may be 0. `noUint8Expand` (WebGPU, whose Expand
@@ -197,22 +205,27 @@ export function emitIntegerGemm(
   bScale: Value,
   activations: 'row' | 'tensor',
   noUint8Expand = false,
+  levels: 127 | 63 = 127,
 ): Value {
   if (activations === 'tensor') return g.dynamicQuantizeMatMul(x, B, bScale);
-  let zp = zeroPoints.get(g);
+  // Symmetric around the zero point levels + 1: values 1 .. 2 * levels + 1.
+  const zpValue = levels + 1;
+  let perGraph = zeroPoints.get(g);
+  if (!perGraph) zeroPoints.set(g, (perGraph = new Map()));
+  let zp = perGraph.get(zpValue);
   if (!zp) {
-    zp = g.initializer('int8_act_zero_point', 'uint8', [], new Uint8Array([128]));
-    zeroPoints.set(g, zp);
+    zp = g.initializer(`int8_act_zero_point_${zpValue}`, 'uint8', [], Uint8Array.of(zpValue));
+    perGraph.set(zpValue, zp);
   }
   // (+1e-30: an all-zero row gets a non-zero scale and quantizes to exact zeros.)
   const flat = g.reshape(
-    g.mul(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), g.scalarF32(1 / 127)),
+    g.mul(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), g.scalarF32(1 / levels)),
     [-1],
   ); // [M]
   // Reshaped, not keepdims: ORT's ReduceMax of an empty [0, K] input keeps its shape.
   const rowScale = g.reshape(flat, [-1, 1]);
   const xq = noUint8Expand
-    ? g.quantizeLinear(g.add(x, g.mul(rowScale, g.scalarF32(128))), flat, null, 0)
+    ? g.quantizeLinear(g.add(x, g.mul(rowScale, g.scalarF32(zpValue))), flat, null, 0)
     : g.quantizeLinear(x, flat, g.expand(zp, g.shape(flat)), 0);
   return g.matMulIntegerToFloat(xq, B, rowScale, bScale, zp);
 }
@@ -293,7 +306,15 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
     return v;
   };
   const integerGemm = (x: Value, B: Value, bScale: Value): Value =>
-    emitIntegerGemm(g, x, B, bScale, perRow ? 'row' : 'tensor', opts.avoidUint8Expand === true);
+    emitIntegerGemm(
+      g,
+      x,
+      B,
+      bScale,
+      perRow ? 'row' : 'tensor',
+      opts.avoidUint8Expand === true,
+      opts.int8ActivationLevels ?? 127,
+    );
   const linearFrom = (
     x: Value,
     name: string,

@@ -18,6 +18,7 @@ import {
   Tensor,
   type InferenceSession,
   requireFp16,
+  int8GemmSaturates,
   type Device,
 } from './device.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
@@ -227,6 +228,15 @@ export class Transformer {
     const precision = opts.precision ?? 'fp32';
     const adapters = opts.lora?.length ? loadLoraAdapters(opts.lora, c) : undefined;
     if (precision !== 'fp32') await requireFp16(device, precision);
+    const int8Activations = opts.int8Activations ?? defaultInt8Activations();
+    const saturates = int8GemmSaturates();
+    // DynamicQuantizeMatMul quantizes to 8 bits inside ORT: nothing to narrow.
+    const channel = [...(ckpt.quantized?.values() ?? [])].some((q) => q.layout === 'channel');
+    if (saturates && int8Activations === 'tensor' && channel)
+      throw new DimooError(
+        "per-tensor int8 activations (DynamicQuantizeMatMul) overflow on this CPU's integer GEMM (x86 without VNNI): use per-row activations ('row', the default)",
+        'E_PARAM',
+      );
     const bytes = buildTransformerGraph({
       config: c,
       weight,
@@ -238,7 +248,8 @@ export class Transformer {
             : 'float32',
       quantized: ckpt.quantized ? quantized : undefined,
       accuracyLevel: opts.accuracyLevel,
-      int8Activations: opts.int8Activations ?? defaultInt8Activations(),
+      int8Activations,
+      int8ActivationLevels: saturates ? 63 : 127,
       headChunkBytes: opts.headChunkBytes,
       padEmptyReductions: device === 'webgpu',
       avoidUint8Expand: device === 'webgpu',
