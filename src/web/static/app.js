@@ -17,6 +17,7 @@ const CELL = 16;
 // ---------------------------------------------------------------- API access
 
 class ApiError extends Error {
+  /** @param {string} message @param {number} status @param {string} [code] */
   constructor(message, status, code) {
     super(message);
     this.status = status;
@@ -54,12 +55,17 @@ async function request(path, { method = 'GET', json, body, signal } = {}) {
       signal,
     });
   } catch (e) {
-    if (e.name === 'AbortError') throw e;
-    throw new ApiError(`cannot reach the server (${e.message})`, 0, 'E_NETWORK');
+    if (e instanceof Error && e.name === 'AbortError') throw e;
+    throw new ApiError(`cannot reach the server (${errorMessage(e)})`, 0, 'E_NETWORK');
   }
 }
 
-/** The server's JSON error (OpenAI style) as an ApiError with its message. */
+/** A thrown value's message. @param {unknown} e @returns {string} */
+function errorMessage(e) {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** The server's JSON error (OpenAI style) as an ApiError with its message. @param {Response} res */
 async function failure(res) {
   let message = `HTTP ${res.status}`;
   let code;
@@ -77,14 +83,16 @@ async function failure(res) {
   return new ApiError(message, res.status, code);
 }
 
+/** @param {string} path @param {RequestOptions} [opts] @returns {Promise<any>} */
 async function apiJson(path, opts) {
   const res = await request(path, opts);
   if (!res.ok) throw await failure(res);
   return res.json();
 }
 
-/** Server-Sent Events from a fetch response (EventSource cannot send the API key). */
+/** Server-Sent Events from a fetch response (EventSource cannot send the API key). @param {Response} res */
 async function* readSse(res) {
+  if (!res.body) throw new ApiError('the server sent no event stream', res.status);
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = '';
   for (;;) {
@@ -139,10 +147,11 @@ async function runJob(body, { onStart, onProgress, onPreview } = {}) {
   );
 }
 
+/** @param {File} file @returns {Promise<string>} */
 function readFileAsDataUrl(file) {
   return new Promise((resolve, reject) => {
     const r = new FileReader();
-    r.onload = () => resolve(r.result);
+    r.onload = () => resolve(/** @type {string} */ (r.result));
     r.onerror = () => reject(new ApiError(`cannot read ${file.name}`, 0, 'E_FILE'));
     r.readAsDataURL(file);
   });
@@ -151,6 +160,7 @@ function readFileAsDataUrl(file) {
 // ------------------------------------------------------------------ helpers
 
 const globalError = $('global-error');
+/** @param {unknown} e */
 function showError(e) {
   globalError.textContent = e instanceof Error ? e.message : String(e);
   globalError.hidden = false;
@@ -160,12 +170,14 @@ function clearError() {
   globalError.textContent = '';
 }
 
+/** @param {HTMLElement} el @param {string} text @param {string} state */
 function setStatus(el, text, state) {
   el.textContent = text;
   el.dataset.state = state;
   el.classList.toggle('error', state === 'error');
 }
 
+/** @param {HTMLInputElement} input */
 function intOrUndefined(input) {
   const v = input.value.trim();
   if (v === '') return undefined;
@@ -173,16 +185,18 @@ function intOrUndefined(input) {
   return Number.isFinite(n) ? Math.trunc(n) : undefined;
 }
 
+/** @param {HTMLInputElement} input @param {number} fallback */
 function numberValue(input, fallback) {
   const n = Number(input.value);
   return input.value.trim() !== '' && Number.isFinite(n) ? n : fallback;
 }
 
-/** Previews every k steps: about 16 per run. */
+/** Previews every k steps: about 16 per run. @param {number} steps */
 function previewEvery(steps) {
   return Math.max(1, Math.round(steps / 16));
 }
 
+/** @param {HTMLImageElement} img */
 function markSmall(img) {
   img.classList.toggle('small-image', img.naturalWidth > 0 && img.naturalWidth < 384);
 }
@@ -198,16 +212,15 @@ function showResult(panelId) {
   panel.classList.add('has-result');
   const box = panel.querySelector('.result');
   const r = box?.getBoundingClientRect();
-  if (r && (r.top < 0 || r.top > window.innerHeight / 2)) box.scrollIntoView({ block: 'start' });
+  if (box && r && (r.top < 0 || r.top > window.innerHeight / 2))
+    box.scrollIntoView({ block: 'start' });
 }
 
 /**
  * Runs a job for one panel: disables its button, wires Cancel, shows
  * progress and the server's error message if any. Resolves to the final
  * job status, or null when it failed or was cancelled.
- */
-/**
- * @param {any} ui
+ * @param {PanelUi} ui
  * @param {Record<string, unknown>} body
  * @param {{ onPreview?: (p: any) => void, busy?: (running: boolean) => void }} [options]
  */
@@ -218,6 +231,7 @@ async function runPanelJob(ui, body, { onPreview, busy } = {}) {
   ui.progress.value = 0;
   busy?.(true);
   setStatus(ui.status, 'submitting…', 'running');
+  /** @type {string | null} */
   let jobId = null;
   const t0 = performance.now();
   ui.cancel.onclick = async () => {
@@ -254,8 +268,9 @@ async function runPanelJob(ui, body, { onPreview, busy } = {}) {
     setStatus(ui.status, `done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, 'done');
     return done;
   } catch (e) {
-    if (e.code === 'E_CANCELLED') setStatus(ui.status, 'cancelled', 'cancelled');
-    else setStatus(ui.status, `error: ${e.message}`, 'error');
+    if (e instanceof ApiError && e.code === 'E_CANCELLED')
+      setStatus(ui.status, 'cancelled', 'cancelled');
+    else setStatus(ui.status, `error: ${errorMessage(e)}`, 'error');
     return null;
   } finally {
     ui.run.disabled = false;
@@ -265,11 +280,13 @@ async function runPanelJob(ui, body, { onPreview, busy } = {}) {
   }
 }
 
+/** @typedef {{ run: PageElement, cancel: PageElement, progress: HTMLProgressElement, status: PageElement }} PanelUi */
+/** @param {string} prefix @returns {PanelUi} */
 function panelUi(prefix) {
   return {
     run: $(`${prefix}-run`),
     cancel: $(`${prefix}-cancel`),
-    progress: $(`${prefix}-progress`),
+    progress: /** @type {HTMLProgressElement} */ (document.getElementById(`${prefix}-progress`)),
     status: $(`${prefix}-status`),
   };
 }
@@ -279,12 +296,13 @@ function panelUi(prefix) {
 const tabs = [
   .../** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('[role="tab"]')),
 ];
+/** @param {HTMLElement} tab */
 function selectTab(tab, focus = true) {
   for (const t of tabs) {
     const on = t === tab;
     t.setAttribute('aria-selected', String(on));
     t.tabIndex = on ? 0 : -1;
-    $(t.getAttribute('aria-controls')).hidden = !on;
+    $(t.getAttribute('aria-controls') ?? '').hidden = !on;
   }
   if (focus) tab.focus();
   if (tab.id === 'tab-retouch') requestAnimationFrame(resizeOverlay);
@@ -311,7 +329,8 @@ async function checkServer() {
     await apiJson('/v1/models');
     clearError();
   } catch (e) {
-    if (e.status === 401) showError(`${e.message}. Enter the server's API key under Settings.`);
+    if (e instanceof ApiError && e.status === 401)
+      showError(`${e.message}. Enter the server's API key under Settings.`);
     else {
       el.textContent = 'server unreachable';
       showError(e);
@@ -321,6 +340,7 @@ async function checkServer() {
 
 // ----------------------------------------------------------------- generate
 
+/** @type {Record<string, [number, number]>} */
 const ASPECTS = {
   '1:1': [1, 1],
   '3:2': [3, 2],
@@ -332,6 +352,7 @@ const ASPECTS = {
   '2:1': [2, 1],
   '1:2': [1, 2],
 };
+/** @param {number} x */
 const round16 = (x) => Math.max(CELL, Math.round(x / CELL) * CELL);
 
 function generateSize() {
@@ -339,7 +360,7 @@ function generateSize() {
   if (aspect === 'custom')
     return [intOrUndefined($('gen-width')) ?? 0, intOrUndefined($('gen-height')) ?? 0];
   const r = Number($('gen-res').value);
-  const [a, b] = ASPECTS[aspect];
+  const [a, b] = ASPECTS[aspect] ?? [1, 1];
   return [round16(r * Math.sqrt(a / b)), round16(r * Math.sqrt(b / a))];
 }
 
@@ -356,6 +377,7 @@ updateSize();
 
 /** Once: a model trained at its own size (the shapes model: 128²) starts the size picker there. */
 let sizeAdopted = false;
+/** @param {unknown} size */
 function adoptDefaultSize(size) {
   if (sizeAdopted || !Array.isArray(size)) return;
   sizeAdopted = true;
@@ -372,6 +394,11 @@ function adoptDefaultSize(size) {
   updateSize();
 }
 
+/**
+ * A picture the retouch panel can start from or show.
+ * @typedef {{ tokens: any, imageUrl: string, jobId?: string, label?: string, mask?: string }} Version
+ */
+/** @type {Version | null} */
 let lastGenerated = null;
 const genImg = $('gen-image');
 genImg.addEventListener('load', () => markSmall(genImg));
@@ -387,6 +414,7 @@ $('gen-form').addEventListener('submit', async (e) => {
   }
   const [width, height] = generateSize();
   const steps = intOrUndefined($('gen-steps')) ?? 64;
+  /** @type {Record<string, unknown>} */
   const body = {
     task: 'generate',
     prompt,
@@ -432,6 +460,12 @@ $('gen-to-retouch').addEventListener('click', () => {
 
 // ------------------------------------------------------------------ retouch
 
+/**
+ * @typedef {{ x: number, y: number }} Cell
+ * @type {{ versions: Version[], current: number, mask: Uint8Array, gridW: number, gridH: number,
+ *   cursor: number, painting: boolean, hover: boolean, focused: boolean, last: Cell | null,
+ *   dragStart: Cell | null, dragEnd: Cell | null, compare: boolean, running: boolean }}
+ */
 const rt = {
   versions: [],
   current: -1,
@@ -450,12 +484,13 @@ const rt = {
 };
 const rtImg = $('rt-image');
 const overlay = $('rt-overlay');
-const octx = overlay.getContext('2d');
+const octx = /** @type {CanvasRenderingContext2D} */ (overlay.getContext('2d'));
 
 function currentVersion() {
   return rt.versions[rt.current];
 }
 
+/** @param {Version} version */
 function startRetouch(version) {
   rt.versions = [{ ...version, label: version.label ?? 'original' }];
   rt.current = 0;
@@ -557,6 +592,7 @@ function drawOverlay() {
   if (!rt.gridW) return;
   const cw = W / rt.gridW;
   const ch = H / rt.gridH;
+  /** @param {number} x @param {number} y */
   const marked = (x, y) =>
     x >= 0 && y >= 0 && x < rt.gridW && y < rt.gridH && rt.mask[y * rt.gridW + x] === 1;
   // Lighter when idle, so a fresh result under the marks stays visible.
@@ -640,7 +676,7 @@ function drawOverlay() {
   }
 }
 
-/** Pointer position in image pixels. */
+/** Pointer position in image pixels. @param {PointerEvent} e */
 function imagePoint(e) {
   const r = overlay.getBoundingClientRect();
   const v = currentVersion();
@@ -665,7 +701,7 @@ function markValue() {
   return $('rt-erase').checked ? 0 : 1;
 }
 
-/** Marks every cell the round brush at (x, y) touches. */
+/** Marks every cell the round brush at (x, y) touches. @param {Cell} p */
 function brushAt(p) {
   const r = Number($('rt-brush').value) / 2;
   const v = markValue();
@@ -682,6 +718,7 @@ function brushAt(p) {
   }
 }
 
+/** @param {Cell} from @param {Cell} to */
 function brushStroke(from, to) {
   const r = Number($('rt-brush').value) / 2;
   const d = Math.hypot(to.x - from.x, to.y - from.y);
@@ -724,7 +761,7 @@ overlay.addEventListener('pointermove', (e) => {
   if (!rt.painting) return;
   const p = imagePoint(e);
   if (tool() === 'brush') {
-    brushStroke(rt.last, p);
+    brushStroke(rt.last ?? p, p);
     rt.last = p;
   } else rt.dragEnd = p;
   drawOverlay();
@@ -764,6 +801,7 @@ overlay.addEventListener('blur', () => {
 });
 overlay.addEventListener('keydown', (e) => {
   if (!rt.gridW) return;
+  /** @type {Record<string, [number, number]>} */
   const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
   const x = rt.cursor % rt.gridW;
   const y = Math.floor(rt.cursor / rt.gridW);
@@ -805,7 +843,7 @@ $('rt-compare-toggle').addEventListener('click', () => {
 });
 
 $('rt-upload').addEventListener('change', async () => {
-  const file = $('rt-upload').files[0];
+  const file = $('rt-upload').files?.[0];
   if (!file) return;
   clearError();
   const status = $('rt-status');
@@ -821,7 +859,7 @@ $('rt-upload').addEventListener('change', async () => {
       'done',
     );
   } catch (e) {
-    setStatus(status, `error: ${e.message}`, 'error');
+    setStatus(status, `error: ${errorMessage(e)}`, 'error');
   }
 });
 
@@ -842,7 +880,7 @@ $('rt-run').addEventListener('click', async () => {
     preview_every: previewEvery(steps),
   };
   const seed = intOrUndefined($('rt-seed'));
-  if (seed !== undefined) body.seed = seed;
+  if (seed !== undefined) Object.assign(body, { seed });
   const done = await runPanelJob(panelUi('rt'), body, {
     onPreview: (p) => {
       rtImg.src = p.image;
@@ -887,6 +925,7 @@ $('ed-mode').addEventListener('input', updateEditMode);
 $('ed-type').addEventListener('input', updateEditMode);
 updateEditMode();
 
+/** @type {Version | null} */
 let lastEdited = null;
 const edImg = $('ed-image');
 edImg.addEventListener('load', () => markSmall(edImg));
@@ -894,7 +933,7 @@ edImg.addEventListener('load', () => markSmall(edImg));
 $('ed-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const ui = panelUi('ed');
-  const file = $('ed-upload').files[0];
+  const file = $('ed-upload').files?.[0];
   const prompt = $('ed-prompt').value.trim();
   if (!file) {
     setStatus(ui.status, 'error: choose an image first', 'error');
@@ -920,7 +959,7 @@ $('ed-form').addEventListener('submit', async (e) => {
     };
     if (mode === 'edit') {
       body.edit_type = $('ed-type').value;
-      const ref = $('ed-ref').files[0];
+      const ref = $('ed-ref').files?.[0];
       if (body.edit_type === 'image_ref_transfer' && ref)
         body.ref_image = { data_url: await readFileAsDataUrl(ref) };
     } else {
@@ -929,7 +968,7 @@ $('ed-form').addEventListener('submit', async (e) => {
       };
     }
   } catch (err) {
-    setStatus(ui.status, `error: ${err.message}`, 'error');
+    setStatus(ui.status, `error: ${errorMessage(err)}`, 'error');
     return;
   }
   const seed = intOrUndefined($('ed-seed'));
@@ -971,7 +1010,7 @@ $('ask-upload').addEventListener('change', async () => {
   const list = $('ask-thumbs');
   list.replaceChildren();
   try {
-    for (const file of $('ask-upload').files) {
+    for (const file of $('ask-upload').files ?? []) {
       const img = document.createElement('img');
       img.className = 'thumb';
       img.alt = `Image ${list.children.length + 1}: ${file.name}`;
@@ -983,6 +1022,7 @@ $('ask-upload').addEventListener('change', async () => {
   }
 });
 
+/** @type {AbortController | null} */
 let askAbort = null;
 $('ask-cancel').addEventListener('click', () => askAbort?.abort());
 
@@ -991,7 +1031,7 @@ $('ask-form').addEventListener('submit', async (e) => {
   clearError();
   const status = $('ask-status');
   const answer = $('ask-answer');
-  const files = [...$('ask-upload').files];
+  const files = [...($('ask-upload').files ?? [])];
   const question = $('ask-question').value.trim();
   if (!question) {
     setStatus(status, 'error: write a question first', 'error');
@@ -1038,8 +1078,9 @@ $('ask-form').addEventListener('submit', async (e) => {
     }
     setStatus(status, 'done', 'done');
   } catch (err) {
-    if (err.name === 'AbortError') setStatus(status, 'stopped', 'cancelled');
-    else setStatus(status, `error: ${err.message}`, 'error');
+    if (err instanceof Error && err.name === 'AbortError')
+      setStatus(status, 'stopped', 'cancelled');
+    else setStatus(status, `error: ${errorMessage(err)}`, 'error');
   } finally {
     askAbort = null;
     $('ask-run').disabled = false;
