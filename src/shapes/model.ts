@@ -25,6 +25,7 @@ import {
 } from '../checkpoint/generation-config.js';
 import { loadVqConfig, VQ_CONFIG_FILE, VQ_WEIGHTS_FILE } from '../checkpoint/vq-config.js';
 import { END_ADDED_ID, FIRST_ADDED_ID, IMAGE_TOKEN_OFFSET } from '../tools/tokenizer-files.js';
+import { seedImageRowsFromCodebook } from './codebook-rows.js';
 
 /** d_model 256, 8 layers: ~6.3M parameters besides the 134548-row embedding and head. */
 export const SHAPES_MODEL_SIZES: Readonly<RandomModelSizes> = Object.freeze({
@@ -164,6 +165,11 @@ export interface ShapesCheckpointOptions {
   vqDir?: string;
   /** Understanding answer block the model will train with (default SHAPES_ANSWER_BLOCK). */
   answerBlock?: number;
+  /**
+   * Start the image codes' embedding and head rows from the VQ-VAE's thumbnail
+   * codebook (codebook-rows.ts). Default: on with `vqDir` (a trained VQ-VAE).
+   */
+  codebookRows?: boolean;
 }
 
 /**
@@ -219,6 +225,8 @@ export async function writeShapesCheckpoint(
       ...(writeVq && { writeVq }),
     },
   );
+  if (opts.codebookRows ?? opts.vqDir !== undefined)
+    seedImageRowsFromCodebook(result.dir, IMAGE_TOKEN_OFFSET, seed);
   // Same file names and layout as the generic tokenizer, with the world's words.
   writeTokenizerFiles(result.dir, words);
   writeGenerationDefaults(

@@ -447,17 +447,28 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       'understanding answer length the model will train with (written to generation_config.json)',
       intOpt('--answer-block', { min: 1, max: 8192 }),
     )
+    .option(
+      '--no-codebook-rows',
+      "with --vq: keep the image codes' embedding and head rows random (default: start them from the VQ-VAE's thumbnails)",
+    )
     .option('--json', 'print a summary as JSON')
     .action(
       async (
         dir: string,
-        f: { seed: number; vq?: string; answerBlock?: number; json?: boolean },
+        f: {
+          seed: number;
+          vq?: string;
+          answerBlock?: number;
+          codebookRows: boolean;
+          json?: boolean;
+        },
       ) => {
         const { writeShapesCheckpoint } = await import('../../shapes/model.js');
         const r = await writeShapesCheckpoint(dir, {
           seed: f.seed,
           ...(f.vq !== undefined && { vqDir: f.vq }),
           ...(f.answerBlock !== undefined && { answerBlock: f.answerBlock }),
+          codebookRows: f.vq !== undefined && f.codebookRows,
         });
         const c = r.config;
         const summary = {
