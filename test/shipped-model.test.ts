@@ -37,13 +37,20 @@ function storedBytes(d: string): number {
   return n;
 }
 
-async function loadDefault(): Promise<Dimoo> {
+/** Runs f on the model loaded with no model named (and no $DIMOO_MODEL), then disposes it. */
+async function withDefault(f: (d: Dimoo) => Promise<void>): Promise<void> {
   const saved = process.env[DEFAULT_MODEL_ENV];
   delete process.env[DEFAULT_MODEL_ENV];
+  let d: Dimoo;
   try {
-    return await Dimoo.load(undefined, { threads: 2 });
+    d = await Dimoo.load(undefined, { threads: 2 });
   } finally {
     if (saved !== undefined) process.env[DEFAULT_MODEL_ENV] = saved;
+  }
+  try {
+    await f(d);
+  } finally {
+    await d.dispose();
   }
 }
 
@@ -68,9 +75,8 @@ const SCENES: SceneFacts[] = [
 test(
   'text-to-image: at fixed seeds the checker reads back every requested attribute',
   { skip },
-  async () => {
-    const d = await loadDefault();
-    try {
+  () =>
+    withDefault(async (d) => {
       assert.equal(path.resolve(d.info().dir), path.resolve(dir));
       for (const [i, scene] of SCENES.entries()) {
         const prompt = describeScene(scene);
@@ -82,26 +88,19 @@ test(
           `"${prompt}" (seed ${i}): read ${describeScene(det)}: ${JSON.stringify(s.attributes)}`,
         );
       }
-    } finally {
-      await d.dispose();
-    }
-  },
+    }),
 );
 
 test(
   'understanding: questions about rendered held-out pictures get the exact answer',
   { skip },
-  async () => {
-    const d = await loadDefault();
-    try {
+  () =>
+    withDefault(async (d) => {
       const report = await runShapesEval(d, { tasks: ['mmu'], limit: 5, seed: 0 });
       const wrong = report.items.filter((x) => !x.pass);
       assert.ok(
         wrong.length <= 1,
         `wrong answers: ${wrong.map((x) => `"${x.prompt}" -> "${x.got}" (want "${x.expected}")`).join('; ')}`,
       );
-    } finally {
-      await d.dispose();
-    }
-  },
+    }),
 );
