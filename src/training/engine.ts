@@ -144,7 +144,7 @@ export interface TrainEngine {
   parameters(): Map<string, { shape: number[]; data: Float32Array }>;
   /** Values the optimiser updates (with vocabulary rows: the kept rows, not the full tables). */
   readonly trainedCount: number;
-  /** The accumulated gradients since the last step, by trainable name (absent: none yet). Read-only views. */
+  /** The accumulated gradients since the last step, by trainable name (empty: none yet). Copies. */
   gradients(): Map<string, Float32Array>;
   /** Optimiser steps taken so far. */
   readonly stepCount: number;
@@ -249,7 +249,16 @@ class OrtTrainEngine implements TrainEngine {
   private readonly params = new Map<string, Float32Array>();
   private m = new Map<string, Float32Array>();
   private v = new Map<string, Float32Array>();
+  /**
+   * Gradient accumulators. They, the parameters and the Adam moments are
+   * written in place by the graphs (pre-allocated outputs aliasing the inputs:
+   * each output element depends only on the same element of its input), so a
+   * step allocates nothing and never holds two copies of a tensor (fresh
+   * outputs were four new float32 copies of the trainable values per step).
+   */
   private acc = new Map<string, Float32Array>();
+  /** Gradients were accumulated since the last optimiser step. */
+  private pending = false;
   private readonly invFreq: Float32Array;
 
   constructor(
@@ -331,15 +340,18 @@ class OrtTrainEngine implements TrainEngine {
     // Labelled rows in runs of at most maxLabelRows (each run recomputes the transformer;
     // gradients add up in the accumulators).
     let lossSum = 0;
+    const fetches: Record<string, ort.Tensor | null> = { [TRAIN_OUTPUTS.lossSum]: null };
+    for (const t of this.trainable) {
+      const a = this.acc.get(t.name)!;
+      feeds[TRAIN_INPUTS.acc(t.name)] = f32(a, t.shape);
+      fetches[TRAIN_OUTPUTS.grad(t.name)] = f32(a, t.shape); // in place: grad = acc + w * dL
+    }
     for (let start = 0; start < rows.length; start += this.maxLabelRows) {
       const end = Math.min(rows.length, start + this.maxLabelRows);
       feeds[TRAIN_INPUTS.labelRows] = i64(rows.slice(start, end), [end - start]);
       feeds[TRAIN_INPUTS.labelIds] = i64(targets.slice(start, end), [end - start]);
-      for (const t of this.trainable)
-        feeds[TRAIN_INPUTS.acc(t.name)] = f32(this.acc.get(t.name)!, t.shape);
-      const out = await this.train.run(feeds);
-      for (const t of this.trainable)
-        this.acc.set(t.name, out[TRAIN_OUTPUTS.grad(t.name)]!.data as Float32Array);
+      this.pending = true;
+      const out = await this.train.run(feeds, fetches);
       lossSum += (out[TRAIN_OUTPUTS.lossSum]!.data as Float32Array)[0]!;
     }
     return { lossSum, labelCount: rows.length };
@@ -398,18 +410,17 @@ class OrtTrainEngine implements TrainEngine {
     for (const tt of this.trainable) {
       const n = numel(tt.shape);
       const gr = this.acc.get(tt.name) ?? new Float32Array(n);
-      const out = await this.adamw.run({
-        ...sFeeds,
-        p: f32(this.params.get(tt.name)!, [n]),
-        m: f32(this.m.get(tt.name)!, [n]),
-        v: f32(this.v.get(tt.name)!, [n]),
-        g: f32(gr, [n]),
-      });
-      this.params.set(tt.name, out.p_out!.data as Float32Array);
-      this.m.set(tt.name, out.m_out!.data as Float32Array);
-      this.v.set(tt.name, out.v_out!.data as Float32Array);
+      const p = f32(this.params.get(tt.name)!, [n]);
+      const m = f32(this.m.get(tt.name)!, [n]);
+      const v = f32(this.v.get(tt.name)!, [n]);
+      // In place (optimizer-graph.ts reads each old value before the node that overwrites it).
+      await this.adamw.run(
+        { ...sFeeds, p, m, v, g: f32(gr, [n]) },
+        { p_out: p, m_out: m, v_out: v },
+      );
     }
-    this.acc.clear();
+    for (const a of this.acc.values()) a.fill(0);
+    this.pending = false;
     return { gradNorm };
   }
 
@@ -429,20 +440,29 @@ class OrtTrainEngine implements TrainEngine {
 
   parameters(): Map<string, { shape: number[]; data: Float32Array }> {
     return new Map(
-      this.trainable.map((t) => [
-        t.name,
-        this.full(t.name, t.shape, this.params.get(t.name)!, false),
-      ]),
+      this.trainable.map((t) => {
+        const p = this.params.get(t.name)!;
+        const r = this.full(t.name, t.shape, p, false);
+        // A copy: the live tensor is updated in place by the next step.
+        return [t.name, r.data === p ? { shape: r.shape, data: p.slice() } : r];
+      }),
     );
   }
 
   gradients(): Map<string, Float32Array> {
+    if (!this.pending) return new Map();
     const shapes = new Map(this.trainable.map((t) => [t.name, t.shape]));
-    return new Map([...this.acc].map(([k, g]) => [k, this.full(k, shapes.get(k)!, g, true).data]));
+    // Copies: the accumulators are reused (zeroed) by the next step.
+    return new Map(
+      [...this.acc].map(([k, g]) => {
+        const d = this.full(k, shapes.get(k)!, g, true).data;
+        return [k, d === g ? g.slice() : d];
+      }),
+    );
   }
 
   exportState(): TrainEngineState {
-    if (this.acc.size > 0)
+    if (this.pending)
       throw new DimooError(
         'exportState: gradients are accumulated but not applied (call step first)',
         E,
@@ -495,6 +515,7 @@ class OrtTrainEngine implements TrainEngine {
     }
     this.step_ = state.step;
     this.acc.clear();
+    this.pending = false;
   }
 
   async dispose(): Promise<void> {
