@@ -12,6 +12,9 @@
  *      p  = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),  step_size = lr / (1 - beta1^t)
  *    The scalars come in as inputs (computed in float64 on the host, as PyTorch does in Python);
  *    products are grouped as PyTorch's addcmul/addcdiv kernels group them.
+ *    The engine binds p_out, m_out and v_out to the very buffers it feeds as p, m and v
+ *    (training/engine.ts): keep every use of an old value upstream of the node that
+ *    writes its output, elementwise.
  */
 import { GraphBuilder } from './onnx/builder.js';
 

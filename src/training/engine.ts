@@ -424,7 +424,11 @@ class OrtTrainEngine implements TrainEngine {
     return { gradNorm };
   }
 
-  /** A compact tensor in the full vocabulary's shape (other tensors as they are). */
+  /**
+   * A copy of a trainable tensor (or its accumulator) for callers: compact
+   * tables expanded to the full vocabulary's shape, other tensors copied (the
+   * live buffers are updated in place by the next step).
+   */
   private full(
     name: string,
     shape: readonly number[],
@@ -432,7 +436,8 @@ class OrtTrainEngine implements TrainEngine {
     grad: boolean,
   ): { shape: number[]; data: Float32Array } {
     const v = this.vocab;
-    if (!v || (name !== v.embedding && name !== v.head)) return { shape: [...shape], data };
+    if (!v || (name !== v.embedding && name !== v.head))
+      return { shape: [...shape], data: data.slice() };
     const D = this.config.dModel;
     const kind = name === v.embedding ? 'zero' : grad ? 'share' : 'tied';
     return { shape: [v.cv.full, D], data: expandTable(v.cv, data, D, kind) };
@@ -440,25 +445,17 @@ class OrtTrainEngine implements TrainEngine {
 
   parameters(): Map<string, { shape: number[]; data: Float32Array }> {
     return new Map(
-      this.trainable.map((t) => {
-        const p = this.params.get(t.name)!;
-        const r = this.full(t.name, t.shape, p, false);
-        // A copy: the live tensor is updated in place by the next step.
-        return [t.name, r.data === p ? { shape: r.shape, data: p.slice() } : r];
-      }),
+      this.trainable.map((t) => [
+        t.name,
+        this.full(t.name, t.shape, this.params.get(t.name)!, false),
+      ]),
     );
   }
 
   gradients(): Map<string, Float32Array> {
     if (!this.pending) return new Map();
     const shapes = new Map(this.trainable.map((t) => [t.name, t.shape]));
-    // Copies: the accumulators are reused (zeroed) by the next step.
-    return new Map(
-      [...this.acc].map(([k, g]) => {
-        const d = this.full(k, shapes.get(k)!, g, true).data;
-        return [k, d === g ? g.slice() : d];
-      }),
-    );
+    return new Map([...this.acc].map(([k, g]) => [k, this.full(k, shapes.get(k)!, g, true).data]));
   }
 
   exportState(): TrainEngineState {
