@@ -110,8 +110,16 @@ export interface VqTrainOptions {
    * moves (no gradient, EMA or re-seeding); the encoder regresses each cell's
    * T x T thumbnail and the decoder learns to draw from the thumbnails
    * (VqTrainGraphOptions.thumbnail). `codebook` is [K, in_channels * T * T].
+   * `encoder`: given weights for every encoder.* and quant_conv tensor (e.g.
+   * the exact thumbnail encoder, shapes/exact-encoder.ts), kept frozen; then
+   * only the decoder trains and the encoder's regression term is dropped.
    */
-  thumbnails?: { codebook: Float32Array; T: number; encoderWeight?: number };
+  thumbnails?: {
+    codebook: Float32Array;
+    T: number;
+    encoderWeight?: number;
+    encoder?: ReadonlyMap<string, { data: Float32Array }>;
+  };
   /** L1 reconstruction weight on top of the MSE (default 0). */
   l1?: number;
   warmupSteps?: number;
@@ -475,8 +483,11 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
   const softNorm = o.softNorm ?? 0;
   if (!(ema >= 0 && ema < 1))
     throw new DimooError(`codebook EMA decay must be in [0, 1), got ${ema}`, 'E_PARAM');
+  const exact = thumbs?.encoder ?? null;
   const trainableName = (name: string): boolean =>
-    decoderOnly ? isDecoderWeight(name) : !((ema > 0 || thumbs !== undefined) && name === CODEBOOK);
+    decoderOnly || exact
+      ? isDecoderWeight(name)
+      : !((ema > 0 || thumbs !== undefined) && name === CODEBOOK);
   const {
     bytes,
     params: specs,
@@ -488,7 +499,8 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     beta,
     l1: o.l1 ?? 0,
     trainable: trainableName,
-    ...(thumbs && { thumbnail: thumbs.T, encoderWeight: thumbs.encoderWeight ?? 1 }),
+    // A frozen exact encoder needs no regression term.
+    ...(thumbs && { thumbnail: thumbs.T, encoderWeight: exact ? 0 : (thumbs.encoderWeight ?? 1) }),
   });
   const offsets: number[] = [];
   let total = 0;
@@ -536,6 +548,17 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     // Random weights start at their reparametrised scale; given ones are used as they are.
     if (scales && o.init === undefined) for (let i = 0; i < total; i++) s.params[i]! *= scales[i]!;
     if (thumbs) s.params.set(thumbs.codebook, cbOff);
+    if (exact)
+      specs.forEach((sp, i) => {
+        if (isDecoderWeight(sp.name) || sp.name === CODEBOOK) return;
+        const w = exact.get(sp.name);
+        if (!w || w.data.length !== numel(sp.shape))
+          throw new DimooError(
+            `given encoder: no ${numel(sp.shape)}-value tensor ${sp.name}`,
+            'E_PARAM',
+          );
+        s.params.set(w.data, offsets[i]);
+      });
   }
   const meta = {
     config: o.config,
@@ -549,6 +572,7 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     aeWarmupSteps: aeWarmup,
     softNorm,
     thumbnails: thumbs?.T ?? 0,
+    exactEncoder: exact !== null,
   };
   log({
     event: 'start',

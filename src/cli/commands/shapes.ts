@@ -116,6 +116,7 @@ interface TrainVqFlags {
   aeWarmup: number;
   softNorm: number;
   thumbnails: number;
+  learntEncoder?: boolean;
   json?: boolean;
 }
 
@@ -139,7 +140,9 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
     f.init !== undefined ? loadVqConfig(path.resolve(f.init)).raw : { ...SHAPES_VQ_CONFIG };
   const { vqEvalImages, vqTrainImage } = await import('../../shapes/vq-data.js');
   const out = path.resolve(f.out);
-  let thumbnails: { codebook: Float32Array; T: number } | undefined;
+  let thumbnails:
+    | { codebook: Float32Array; T: number; encoder?: Map<string, { data: Float32Array }> }
+    | undefined;
   if (f.thumbnails > 0 && !f.decoderOnly) {
     const { thumbnailCodebook } = await import('../../shapes/vq-dictionary.js');
     const { parseVqConfig } = await import('../../checkpoint/vq-config.js');
@@ -164,6 +167,10 @@ async function trainVqCommand(ctx: CliContext, f: TrainVqFlags): Promise<void> {
         `codebook: ${tc.used} cell thumbnails of ${SHAPES_VQ_DICTIONARY_SCENES} training scenes (${tc.distinct} distinct)\n`,
       );
     thumbnails = { codebook: tc.codebook, T: f.thumbnails };
+    if (f.learntEncoder !== true) {
+      const { exactThumbnailEncoder } = await import('../../shapes/exact-encoder.js');
+      thumbnails.encoder = exactThumbnailEncoder(c, f.thumbnails);
+    }
   }
   await trainVq({
     ...(thumbnails && { thumbnails }),
@@ -575,9 +582,13 @@ export function registerShapes(program: Command, ctx: CliContext): void {
     )
     .option(
       '--thumbnails <T>',
-      "fixed codebook of the world's TxT cell thumbnails, regressed by the encoder (0: a learnt codebook)",
+      "fixed codebook of the world's TxT cell thumbnails (0: a learnt codebook)",
       intOpt('--thumbnails', { min: 0, max: 64 }),
       SHAPES_VQ_THUMBNAIL,
+    )
+    .option(
+      '--learnt-encoder',
+      'with --thumbnails: train the encoder to regress the thumbnails (default: set it to compute them exactly, frozen)',
     )
     .option('--json', 'one JSON object per line for every log event (the last one: "done")')
     .action(async (f: TrainVqFlags) => trainVqCommand(ctx, f));
