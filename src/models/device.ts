@@ -92,6 +92,11 @@ export function sessionOptions(spec: SessionSpec): ort.InferenceSession.SessionO
     ...(spec.threads ? { intraOpNumThreads: spec.threads } : {}),
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    // Per-node timings for finding where a run's time goes: ORT writes
+    // PREFIX_<date>.json when the session is released.
+    ...(process.env.DIMOO_ORT_PROFILE
+      ? { enableProfiling: true, profileFilePrefix: process.env.DIMOO_ORT_PROFILE }
+      : {}),
     ...(spec.cpuMemArena !== undefined ? { enableCpuMemArena: spec.cpuMemArena } : {}),
     ...(spec.memPattern !== undefined ? { enableMemPattern: spec.memPattern } : {}),
     // External data is resolved inside this folder (ORT refuses paths that leave it).
