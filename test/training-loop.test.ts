@@ -16,12 +16,15 @@ import {
 } from '../src/training/data.js';
 import { learningRate } from '../src/training/schedule.js';
 import {
+  LENGTH_GROUP_BATCHES,
   TRAIN_DEFAULTS,
   TrainLoop,
+  groupByLength,
   type AdamWSettings,
   type StepEngine,
 } from '../src/training/loop.js';
 import type { Batch } from '../src/training/data.js';
+import { Prng } from '../src/samplers/prng.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 
 const dir = goldenCheckpointDir();
@@ -364,5 +367,95 @@ test('loop: settings are checked before any step', async () => {
     new TrainLoop(new RecordingEngine(), { records, tokens: T }, { ...TRAIN_DEFAULTS, epochs: 3 })
       .totalSteps,
     6,
+  );
+});
+
+test('groupByLength: whole batches of one length group, shuffled; the remainder stays last', () => {
+  const b = 4;
+  const n = LENGTH_GROUP_BATCHES * b * 2 + 3 * b + 2; // two full groups, a short one, 2 left over
+  const lenRng = new Prng(7);
+  const len = Array.from({ length: n }, () => lenRng.randint(10, 200));
+  const shuffled = Array.from({ length: n }, (_, i) => i);
+  const sRng = new Prng(8);
+  for (let i = n - 1; i > 0; i--) {
+    const j = sRng.randint(0, i + 1);
+    [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+  }
+  const out = groupByLength(shuffled, (i) => len[i]!, b, new Prng(9));
+  assert.deepEqual(
+    [...out].sort((x, y) => x - y),
+    Array.from({ length: n }, (_, i) => i),
+    'a permutation',
+  );
+  assert.deepEqual(out.slice(-2), shuffled.slice(-2), 'the records after the last whole batch');
+  assert.deepEqual(
+    out,
+    groupByLength(shuffled, (i) => len[i]!, b, new Prng(9)),
+    'deterministic',
+  );
+  // Every batch comes from one group of the input order, sorted longest first.
+  const groupOf = new Map(shuffled.map((r, k) => [r, Math.floor(k / (LENGTH_GROUP_BATCHES * b))]));
+  const padded = (o: number[]) => {
+    let sum = 0;
+    for (let k = 0; k + b <= n; k += b)
+      sum += b * Math.max(...o.slice(k, k + b).map((r) => len[r]!));
+    return sum;
+  };
+  const batchGroups: number[] = [];
+  for (let k = 0; k + b <= n; k += b) {
+    const batch = out.slice(k, k + b);
+    assert.equal(new Set(batch.map((r) => groupOf.get(r))).size, 1, `batch at ${k}: one group`);
+    const ls = batch.map((r) => len[r]!);
+    assert.deepEqual(
+      ls,
+      [...ls].sort((x, y) => y - x),
+      `batch at ${k}: longest first`,
+    );
+    batchGroups.push(groupOf.get(batch[0]!)!);
+  }
+  assert.notDeepEqual(
+    batchGroups,
+    [...batchGroups].sort(),
+    'the batches are shuffled across groups',
+  );
+  assert.ok(
+    padded(out) < 0.8 * padded(shuffled),
+    `padded tokens ${padded(out)} vs ${padded(shuffled)} ungrouped`,
+  );
+});
+
+test('loop: --group-by-length pads less, and resuming replays it exactly', async () => {
+  const d = tmpdir();
+  const file = path.join(d, 'v.jsonl');
+  const it = golden.items[0]!;
+  // Prompts of 0..11 extra words: records of 12 different lengths.
+  writeJsonl(
+    file,
+    Array.from({ length: 48 }, (_, i) => ({
+      system_prompt: it.system_prompt,
+      user_prompt: it.user_prompt + ' more'.repeat(i % 12),
+      answer_image: it.grids.answer_image,
+    })),
+  );
+  const records = (await loadTrainingData(file, ctx())).records;
+  const cfg = { ...TRAIN_DEFAULTS, batchSize: 4, steps: 24, seed: 5, groupByLength: true };
+  const padded = (e: RecordingEngine) => e.calls.reduce((s, c) => s + c.ids.length, 0);
+  const grouped = new RecordingEngine();
+  await new TrainLoop(grouped, { records, tokens: T }, cfg).run();
+  const plain = new RecordingEngine();
+  await new TrainLoop(plain, { records, tokens: T }, { ...cfg, groupByLength: false }).run();
+  assert.ok(
+    padded(grouped) < padded(plain),
+    `padded tokens: ${padded(grouped)} grouped vs ${padded(plain)}`,
+  );
+  const first = new RecordingEngine();
+  const ac = new AbortController();
+  const loop = new TrainLoop(first, { records, tokens: T }, cfg);
+  await loop.run({ signal: ac.signal, onStep: (s) => void (s.step === 15 && ac.abort()) });
+  const rest = new RecordingEngine();
+  await new TrainLoop(rest, { records, tokens: T }, cfg, { startStep: 15 }).run();
+  assert.deepEqual(
+    [...first.calls, ...rest.calls].map((c) => c.ids),
+    grouped.calls.map((c) => c.ids),
   );
 });

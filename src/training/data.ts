@@ -338,6 +338,11 @@ export function recordLayout(
   return layoutItem(rec.item, choices, tokens, opts);
 }
 
+/** A record's sequence length when its condition is kept (its longest layout). */
+export function recordLength(rec: TrainRecord, opts: LayoutOptions = {}): number {
+  return rec.kind === 'processed' ? rec.inputIds.length : layoutLength(rec.item, opts);
+}
+
 export interface Batch {
   inputIds: Int32Array;
   labels: Int32Array;

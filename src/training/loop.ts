@@ -13,6 +13,8 @@
  * optimiser step, and epochs follow one another without a gap. Each use of
  * an item record draws its masks from stream (seed, 2, e, record index), so
  * an epoch re-masks every item; processed records are used as they are.
+ * With `groupByLength` the epoch's order is then regrouped (groupByLength,
+ * stream (seed, 3, e)) so each batch holds records of similar length.
  *
  * Loss normalisation (the original's train_one_epoch): each micro-batch's
  * loss is the mean cross entropy over its labelled positions, divided by
@@ -27,7 +29,14 @@
 import { DimooError } from '../errors.js';
 import type { SpecialTokens } from '../checkpoint/special-tokens.js';
 import { Prng } from '../samplers/prng.js';
-import { collate, labelCount, recordLayout, type Batch, type TrainRecord } from './data.js';
+import {
+  collate,
+  labelCount,
+  recordLayout,
+  recordLength,
+  type Batch,
+  type TrainRecord,
+} from './data.js';
 import { ANSWER_BLOCK, prngChoices } from './recipe.js';
 import { checkSchedule, learningRate, type LrScheduleKind } from './schedule.js';
 
@@ -66,6 +75,11 @@ export interface TrainerConfig {
   eps: number;
   seed: number;
   shuffle: boolean;
+  /**
+   * Batches of records of similar length (less padding; Hugging Face's
+   * `group_by_length`): see groupByLength.
+   */
+  groupByLength: boolean;
   maskPadding: boolean;
   /**
    * Length of an understanding record's answer + masked padding block. The
@@ -98,6 +112,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainerConfig> = Object.freeze({
   eps: 1e-8,
   seed: 0,
   shuffle: true,
+  groupByLength: false,
   maskPadding: false,
   answerBlock: ANSWER_BLOCK,
   vocabRows: 'all',
@@ -131,6 +146,41 @@ export interface RunOptions {
 
 const STREAM_SHUFFLE = 1;
 const STREAM_MASKS = 2;
+const STREAM_LENGTH_GROUPS = 3;
+
+/** Batches per group sorted by length (Hugging Face's Trainer uses 50 too). */
+export const LENGTH_GROUP_BATCHES = 50;
+
+/**
+ * Reorders an epoch's visiting order so that each run of `batchSize` records
+ * has similar lengths, padding less: the whole batches of `order` are cut
+ * into groups of LENGTH_GROUP_BATCHES batches, each group is sorted by length
+ * (longest first, stable) and cut into batches, and the batches of the epoch
+ * are then shuffled so that kinds of record (which differ in length) stay
+ * mixed from step to step. The records after the last whole batch stay last
+ * (dropped, as without grouping). Pure: the same inputs give the same order.
+ */
+export function groupByLength(
+  order: readonly number[],
+  length: (record: number) => number,
+  batchSize: number,
+  rng: Prng,
+): number[] {
+  const whole = Math.floor(order.length / batchSize) * batchSize;
+  const group = LENGTH_GROUP_BATCHES * batchSize;
+  const batches: number[][] = [];
+  for (let s = 0; s < whole; s += group) {
+    const sorted = order.slice(s, Math.min(s + group, whole)).sort((a, b) => length(b) - length(a));
+    for (let k = 0; k < sorted.length; k += batchSize) batches.push(sorted.slice(k, k + batchSize));
+  }
+  for (let i = batches.length - 1; i > 0; i--) {
+    const j = rng.randint(0, i + 1);
+    const t = batches[i]!;
+    batches[i] = batches[j]!;
+    batches[j] = t;
+  }
+  return [...batches.flat(), ...order.slice(whole)];
+}
 
 function positiveInt(v: number, flag: string): void {
   if (!Number.isSafeInteger(v) || v < 1) {
@@ -265,10 +315,29 @@ export class TrainLoop {
           o[j] = t;
         }
       }
+      if (this.config.groupByLength) {
+        const lengths = this.recordLengths();
+        o = groupByLength(
+          o,
+          (i) => lengths[i]!,
+          this.config.batchSize,
+          new Prng(this.config.seed, STREAM_LENGTH_GROUPS, e),
+        );
+      }
       this.orders.clear();
       this.orders.set(e, o);
     }
     return o;
+  }
+
+  private lengths: number[] | undefined;
+
+  /** Each record's sequence length with its condition kept (the longest its layout can be). */
+  private recordLengths(): number[] {
+    this.lengths ??= this.data.records.map((r) =>
+      recordLength(r, { answerBlock: this.config.answerBlock }),
+    );
+    return this.lengths;
   }
 
   /** Micro-batch number `m` (counted from the start of training) as a padded batch. */

@@ -144,6 +144,7 @@ const FIXED_ON_RESUME: ReadonlyArray<keyof TrainerConfig> = [
   'gradAccum',
   'seed',
   'shuffle',
+  'groupByLength',
   'maskPadding',
   'answerBlock',
   'vocabRows',
@@ -203,6 +204,7 @@ export class Trainer {
         ...s.config,
         answerBlock: old.answerBlock ?? TRAIN_DEFAULTS.answerBlock,
         vocabRows: old.vocabRows ?? TRAIN_DEFAULTS.vocabRows,
+        groupByLength: old.groupByLength ?? TRAIN_DEFAULTS.groupByLength,
         ...explicit,
       };
       if (explicit.steps === undefined && explicit.epochs !== undefined) delete config.steps;
@@ -376,7 +378,9 @@ export class Trainer {
       rng: {
         generator: 'xoshiro128** (samplers/prng.ts)',
         seed: this.config.seed,
-        shuffle: 'epoch e: stream (seed, 1, e)',
+        shuffle: this.config.groupByLength
+          ? 'epoch e: stream (seed, 1, e), then length groups from stream (seed, 3, e)'
+          : 'epoch e: stream (seed, 1, e)',
         masks: 'record i in epoch e: stream (seed, 2, e, i)',
       },
     };

@@ -54,6 +54,8 @@ export interface ShapesPlan {
    * Absent in plans written before it existed: those keep training without.
    */
   maskPadding?: boolean;
+  /** Batches of similar-length records (dimoo train --group-by-length); absent in older plans: off. */
+  groupByLength?: boolean;
 }
 
 interface Flags {
@@ -74,6 +76,7 @@ interface Flags {
   warmupSteps: number;
   answerBlock: number;
   maskPadding: boolean;
+  groupByLength: boolean;
   saveMinutes: number;
   deadline?: string;
   ship?: boolean;
@@ -223,6 +226,7 @@ async function trainShapes(
       warmupSteps: Math.min(f.warmupSteps, Math.max(0, steps - 1)),
       answerBlock: f.answerBlock,
       maskPadding: f.maskPadding,
+      groupByLength: f.groupByLength,
       saveEvery: Math.max(1, Math.round((f.saveMinutes * 60) / f.secPerStep)),
     };
     fs.writeFileSync(planFile, JSON.stringify(plan, null, 2) + '\n');
@@ -370,6 +374,7 @@ async function trainShapes(
       // model trained with it meets a context it never trained on (short text-to-image
       // records carry the most padding). Masking it removes that mismatch.
       ...(plan.maskPadding ? ['--mask-padding'] : []),
+      ...(plan.groupByLength ? ['--group-by-length'] : []),
       '--seed',
       String(plan.seed),
       '--save-every',
@@ -516,6 +521,10 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
     .option(
       '--no-mask-padding',
       'attend to the batch padding as the original train.py does (default: masked)',
+    )
+    .option(
+      '--no-group-by-length',
+      'batches in random order of any length mix (default: batches of similar-length records, less padding)',
     )
     .option(
       '--save-minutes <m>',

@@ -49,6 +49,7 @@ interface TrainFlags {
   saveDtype: SaveDtype;
   threads?: number;
   device?: 'cpu' | 'webgpu';
+  groupByLength?: boolean;
   maskPadding?: boolean;
   answerBlock?: number;
   vocabRows?: string;
@@ -179,6 +180,10 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     )
     .option('--no-shuffle', 'visit the records in file order (batches = consecutive records)')
     .option(
+      '--group-by-length',
+      'batches of records of similar length (less padding, faster steps); the batches still come in random order',
+    )
+    .option(
       '--save-every <n>',
       'also save every n optimiser steps',
       intOpt('--save-every', { min: 1 }),
@@ -271,6 +276,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     if (f.clipGrad !== undefined) cfg.clipGrad = f.clipGrad === 'none' ? null : f.clipGrad;
     set('seed', 'seed', f.seed);
     if (given('shuffle')) cfg.shuffle = f.shuffle !== false;
+    if (f.groupByLength) cfg.groupByLength = true;
     if (f.maskPadding) cfg.maskPadding = true;
     set('answerBlock', 'answerBlock', f.answerBlock);
     set('vocabRows', 'vocabRows', f.vocabRows);
