@@ -27,6 +27,7 @@ import {
   buildTransformerGraph,
   TRANSFORMER_INPUTS as IN,
   TRANSFORMER_OUTPUTS as OUT,
+  type Int8Activations,
   type QuantizedLinearSource,
 } from '../graph/transformer.js';
 
@@ -64,7 +65,7 @@ export interface TransformerLoadOptions {
    * (default; env DIMOO_INT8_ACTIVATIONS=row|tensor overrides) or one per
    * tensor (DynamicQuantizeMatMul). docs/performance.md has both measured.
    */
-  int8Activations?: 'row' | 'tensor';
+  int8Activations?: Int8Activations;
   /** Float32 bytes per row chunk of the full output head (default 256 MiB; tests use small ones). */
   headChunkBytes?: number;
   /**
@@ -160,9 +161,9 @@ export function defaultQuantPrepack(bits: 4 | 8): boolean {
 }
 
 /** Activation scales of qgemm linears unless told (env DIMOO_INT8_ACTIVATIONS=row|tensor). */
-export function defaultInt8Activations(): 'row' | 'tensor' {
+export function defaultInt8Activations(): Int8Activations {
   const env = process.env.DIMOO_INT8_ACTIVATIONS;
-  return env === 'tensor' ? 'tensor' : 'row';
+  return env === 'tensor' || env === 'rownorm' ? env : 'row';
 }
 
 function i64(values: ArrayLike<number>): Tensor {
@@ -232,7 +233,7 @@ export class Transformer {
     const saturates = int8GemmSaturates();
     // DynamicQuantizeMatMul quantizes to 8 bits inside ORT: nothing to narrow.
     const channel = [...(ckpt.quantized?.values() ?? [])].some((q) => q.layout === 'channel');
-    if (saturates && int8Activations === 'tensor' && channel)
+    if (saturates && int8Activations !== 'row' && channel)
       throw new DimooError(
         "per-tensor int8 activations (DynamicQuantizeMatMul) overflow on this CPU's integer GEMM (x86 without VNNI): use per-row activations ('row', the default)",
         'E_PARAM',
