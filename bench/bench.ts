@@ -153,10 +153,10 @@ async function main(): Promise<void> {
   }
   if (want('int8')) {
     log(
-      `int8 kernel table (fp32, MatMulNBits int8, integer GEMM per row / per tensor / rows normalised; M = 1024, 128, 32), ${threads} thread(s)`,
+      `int8 kernel table (fp32, MatMulNBits int8, integer GEMM per row / per tensor; M = 1024, 128, 32), ${threads} thread(s)`,
     );
     const r = await runChild<{ rows: GemmResult[] }>('gemmSet', {
-      kinds: ['fp32', 'int8', 'int8_qgemm', 'int8_qgemm_tensor', 'int8_qgemm_rownorm'],
+      kinds: ['fp32', 'int8', 'int8_qgemm', 'int8_qgemm_tensor'],
       threads,
       Ms: [1024, 128, 32],
       rounds: 5,

@@ -14,13 +14,8 @@ import { emitIntegerGemm } from '../src/graph/transformer.js';
 import { int8GemmSaturates } from '../src/models/device.js';
 import { DEFAULT_BLOCK_SIZE } from '../src/tools/quantize.js';
 
-/**
- * int8/int4: MatMulNBits blocks; int8_qgemm: integer GEMM, per-row activation scales;
- * int8_qgemm_tensor: DynamicQuantizeMatMul; int8_qgemm_rownorm: rows normalised, then
- * DynamicQuantizeMatMul and the row maxima multiplied back.
- */
-export type GemmKind =
-  'fp32' | 'int8' | 'int4' | 'int8_qgemm' | 'int8_qgemm_tensor' | 'int8_qgemm_rownorm';
+/** int8/int4: MatMulNBits blocks; int8_qgemm: integer GEMM, per-row activation scales; int8_qgemm_tensor: DynamicQuantizeMatMul. */
+export type GemmKind = 'fp32' | 'int8' | 'int4' | 'int8_qgemm' | 'int8_qgemm_tensor';
 
 export interface GemmResult {
   kind: GemmKind;
@@ -58,7 +53,7 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize?: numb
     const t = new Float32Array(K * N);
     for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) t[k * N + n] = w[n * K + k]!;
     y = g.matmul(a, g.initializer('w', 'float32', [K, N], t));
-  } else if (kind.startsWith('int8_qgemm')) {
+  } else if (kind === 'int8_qgemm' || kind === 'int8_qgemm_tensor') {
     const q = { data: new Int8Array(K * N), scales: new Float32Array(N) };
     quantizeChannelRows(w, N, K, 0, N, q);
     const b = g.initializer('w_i8', 'int8', [K, N], q.data);
@@ -69,7 +64,7 @@ export function gemmGraph(kind: GemmKind, K: number, N: number, blockSize?: numb
       a,
       b,
       sc,
-      kind === 'int8_qgemm' ? 'row' : kind === 'int8_qgemm_tensor' ? 'tensor' : 'rownorm',
+      kind === 'int8_qgemm' ? 'row' : 'tensor',
       false,
       int8GemmSaturates() ? 63 : 127,
     );

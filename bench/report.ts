@@ -123,7 +123,6 @@ export function buildJson(res: Results, earlier8b?: string): Record<string, unkn
     gemm_gflops_int4_unpacked: gemm('int4', threads, false) ?? null,
     gemm_gflops_int8_qgemm: gemm('int8_qgemm', threads) ?? null,
     gemm_gflops_int8_qgemm_tensor: gemm('int8_qgemm_tensor', threads) ?? null,
-    gemm_gflops_int8_qgemm_rownorm: gemm('int8_qgemm_rownorm', threads) ?? null,
     // Ratios within the interleaved int8 table (same process, same load).
     int8_qgemm_vs_int8_1024: ratio(kernel('int8_qgemm', 1024), kernel('int8', 1024)),
     int8_qgemm_vs_fp32_1024: ratio(kernel('int8_qgemm', 1024), kernel('fp32', 1024)),
@@ -236,7 +235,6 @@ export function renderTable(res: Results, json: Record<string, unknown>): string
       int8: 'MatMulNBits int8, acc. level 4, blocks of 128 (nbits)',
       int8_qgemm: 'integer GEMM, per-row activation scales (qgemm default)',
       int8_qgemm_tensor: 'DynamicQuantizeMatMul, per-tensor activation scale',
-      int8_qgemm_rownorm: 'rows normalised, DynamicQuantizeMatMul, row maxima multiplied back',
     };
     const Ms = [...new Set(res.int8Kernels.map((g) => g.M))];
     const kinds = [...new Set(res.int8Kernels.map((g) => g.kind))];

@@ -81,7 +81,7 @@ export interface TransformerGraphOptions {
    * Channel-layout (integer GEMM) linears: activations quantized with one scale
    * per row (default; MatMulIntegerToFloat) or one per tensor (DynamicQuantizeMatMul).
    */
-  int8Activations?: Int8Activations;
+  int8Activations?: 'row' | 'tensor';
   /**
    * Largest quantized activation magnitude of per-row integer GEMMs: 127 (8 bits,
    * default) or 63 (7 bits). x86 CPUs without VNNI multiply uint8 x int8 with
@@ -187,14 +187,6 @@ export function quantizedRows(
 const zeroPoints = new WeakMap<GraphBuilder, Map<number, Value>>();
 
 /**
- * How integer-GEMM linears quantize their activations: `row`, a scale per row
- * (MatMulIntegerToFloat); `tensor`, one per tensor (DynamicQuantizeMatMul);
- * `rownorm`, rows normalised to a largest magnitude of 1, then one per tensor
- * (DynamicQuantizeMatMul) and the row maxima multiplied back (experimental).
- */
-export type Int8Activations = 'row' | 'tensor' | 'rownorm';
-
-/**
  * x [M, K] @ dequant(B) on ONNX Runtime's integer GEMM (MLAS QGEMM: uint8
  * activations x int8 weights, VNNI), B int8 [K, N] with scales [N].
  * `row`: each row of x gets its own scale max|x_row| / `levels` (symmetric
@@ -211,21 +203,11 @@ export function emitIntegerGemm(
   x: Value,
   B: Value,
   bScale: Value,
-  activations: Int8Activations,
+  activations: 'row' | 'tensor',
   noUint8Expand = false,
   levels: 127 | 63 = 127,
 ): Value {
   if (activations === 'tensor') return g.dynamicQuantizeMatMul(x, B, bScale);
-  if (activations === 'rownorm') {
-    // Each row divided by its largest magnitude, so one per-tensor scale (what
-    // DynamicQuantizeMatMul computes) quantizes every row as finely as a per-row
-    // scale would; the row maxima multiply the output back. (ORT's
-    // MatMulIntegerToFloat applies non-scalar A scales in a separate
-    // single-threaded pass over the output; this keeps the GEMM on the
-    // per-tensor kernel at the cost of two multithreaded elementwise passes.)
-    const rmax = g.reshape(g.add(g.reduceMax(g.abs(x), [-1], false), g.scalarF32(1e-30)), [-1, 1]); // [M, 1] (reshaped, not keepdims: see below)
-    return g.mul(g.dynamicQuantizeMatMul(g.div(x, rmax), B, bScale), rmax);
-  }
   // Symmetric around the zero point levels + 1: values 1 .. 2 * levels + 1.
   const zpValue = levels + 1;
   let perGraph = zeroPoints.get(g);
@@ -306,7 +288,7 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
     return z;
   };
   const accuracyLevel = opts.accuracyLevel ?? 4;
-  const activations = opts.int8Activations ?? 'row';
+  const perRow = (opts.int8Activations ?? 'row') === 'row';
   const channelInits = new Map<string, { data: Value; scales: Value }>();
   /** A channel-layout weight's initializers (one pair per tensor, shared by the head's uses). */
   const channelWeight = (
@@ -329,7 +311,7 @@ function weightsFor(g: GraphBuilder, opts: TransformerGraphOptions): Weights {
       x,
       B,
       bScale,
-      activations,
+      perRow ? 'row' : 'tensor',
       opts.avoidUint8Expand === true,
       opts.int8ActivationLevels ?? 127,
     );

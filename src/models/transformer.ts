@@ -27,7 +27,6 @@ import {
   buildTransformerGraph,
   TRANSFORMER_INPUTS as IN,
   TRANSFORMER_OUTPUTS as OUT,
-  type Int8Activations,
   type QuantizedLinearSource,
 } from '../graph/transformer.js';
 
@@ -65,7 +64,7 @@ export interface TransformerLoadOptions {
    * (default; env DIMOO_INT8_ACTIVATIONS=row|tensor overrides) or one per
    * tensor (DynamicQuantizeMatMul). docs/performance.md has both measured.
    */
-  int8Activations?: Int8Activations;
+  int8Activations?: 'row' | 'tensor';
   /** Float32 bytes per row chunk of the full output head (default 256 MiB; tests use small ones). */
   headChunkBytes?: number;
   /**
@@ -161,9 +160,9 @@ export function defaultQuantPrepack(bits: 4 | 8): boolean {
 }
 
 /** Activation scales of qgemm linears unless told (env DIMOO_INT8_ACTIVATIONS=row|tensor). */
-export function defaultInt8Activations(): Int8Activations {
+export function defaultInt8Activations(): 'row' | 'tensor' {
   const env = process.env.DIMOO_INT8_ACTIVATIONS;
-  return env === 'tensor' || env === 'rownorm' ? env : 'row';
+  return env === 'tensor' ? 'tensor' : 'row';
 }
 
 function i64(values: ArrayLike<number>): Tensor {
@@ -233,7 +232,7 @@ export class Transformer {
     const saturates = int8GemmSaturates();
     // DynamicQuantizeMatMul quantizes to 8 bits inside ORT: nothing to narrow.
     const channel = [...(ckpt.quantized?.values() ?? [])].some((q) => q.layout === 'channel');
-    if (saturates && int8Activations !== 'row' && channel)
+    if (saturates && int8Activations === 'tensor' && channel)
       throw new DimooError(
         "per-tensor int8 activations (DynamicQuantizeMatMul) overflow on this CPU's integer GEMM (x86 without VNNI): use per-row activations ('row', the default)",
         'E_PARAM',
