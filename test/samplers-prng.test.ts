@@ -75,3 +75,25 @@ test('bad seeds and labels are rejected with the parameter named', () => {
   assert.throws(() => new Prng(1, -3), /stream label/);
   assert.throws(() => new Prng(1).fork(2 ** 32), /fork label/);
 });
+
+test('shuffle: an in-place permutation, one randint(0, i + 1) per position from the end', () => {
+  const list = Array.from({ length: 50 }, (_, i) => i);
+  const out = new Prng(5).shuffle(list);
+  assert.equal(out, list, 'in place');
+  assert.deepEqual(
+    [...out].sort((a, b) => a - b),
+    Array.from({ length: 50 }, (_, i) => i),
+  );
+  // The same draws by hand: what resumable data orders rely on.
+  const p = new Prng(5);
+  const want = Array.from({ length: 50 }, (_, i) => i);
+  for (let i = want.length - 1; i > 0; i--) {
+    const j = p.randint(0, i + 1);
+    [want[i], want[j]] = [want[j]!, want[i]!];
+  }
+  assert.deepEqual(out, want);
+  assert.notDeepEqual(
+    out,
+    [...out].sort((a, b) => a - b),
+  );
+});

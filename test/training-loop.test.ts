@@ -375,12 +375,7 @@ test('groupByLength: whole batches of one length group, shuffled; the remainder 
   const n = LENGTH_GROUP_BATCHES * b * 2 + 3 * b + 2; // two full groups, a short one, 2 left over
   const lenRng = new Prng(7);
   const len = Array.from({ length: n }, () => lenRng.randint(10, 200));
-  const shuffled = Array.from({ length: n }, (_, i) => i);
-  const sRng = new Prng(8);
-  for (let i = n - 1; i > 0; i--) {
-    const j = sRng.randint(0, i + 1);
-    [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
-  }
+  const shuffled = new Prng(8).shuffle(Array.from({ length: n }, (_, i) => i));
   const out = groupByLength(shuffled, (i) => len[i]!, b, new Prng(9));
   assert.deepEqual(
     [...out].sort((x, y) => x - y),

@@ -137,6 +137,20 @@ export class Prng {
     return -Math.log(-Math.log(this.uniform()));
   }
 
+  /**
+   * Shuffles `list` in place (Fisher-Yates from the end: one randint(0, i + 1)
+   * per position i = n-1 .. 1) and returns it.
+   */
+  shuffle<T>(list: T[]): T[] {
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = this.randint(0, i + 1);
+      const t = list[i]!;
+      list[i] = list[j]!;
+      list[j] = t;
+    }
+    return list;
+  }
+
   /** Uniform integer in [lo, hi) (hi - lo <= 2^32), by rejection so it is unbiased. */
   randint(lo: number, hi: number): number {
     if (

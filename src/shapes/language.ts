@@ -263,7 +263,7 @@ function others<T>(list: readonly T[], not: T): T[] {
 export function sampleEdit(prng: Prng, s: Scene, kind?: EditKind): Edit | null {
   if (kind) return editOfKind(prng, s, kind);
   // Some kinds cannot apply (nothing to move to, no room to add); background always can.
-  for (const k of shuffled(prng, [...EDIT_KINDS])) {
+  for (const k of prng.shuffle([...EDIT_KINDS])) {
     const e = editOfKind(prng, s, k);
     if (e) return e;
   }
@@ -309,7 +309,7 @@ function editOfKind(prng: Prng, s: Scene, k: EditKind): Edit | null {
       const i = prng.randint(0, objs.length);
       const rest = objs.filter((_, j) => j !== i);
       const o = objs[i]!;
-      for (const cell of shuffled(prng, [...CELLS.keys()])) {
+      for (const cell of prng.shuffle([...CELLS.keys()])) {
         if (cell === o.cell) continue;
         const moved = placeObject(prng, rest, {
           shape: o.shape,
@@ -345,14 +345,6 @@ function editOfKind(prng: Prng, s: Scene, k: EditKind): Edit | null {
       return null;
     }
   }
-}
-
-function shuffled<T>(prng: Prng, list: T[]): T[] {
-  for (let i = list.length - 1; i > 0; i--) {
-    const j = prng.randint(0, i + 1);
-    [list[i], list[j]] = [list[j]!, list[i]!];
-  }
-  return list;
 }
 
 // ---------------------------------------------------------------- questions

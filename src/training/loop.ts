@@ -173,13 +173,7 @@ export function groupByLength(
     const sorted = order.slice(s, Math.min(s + group, whole)).sort((a, b) => length(b) - length(a));
     for (let k = 0; k < sorted.length; k += batchSize) batches.push(sorted.slice(k, k + batchSize));
   }
-  for (let i = batches.length - 1; i > 0; i--) {
-    const j = rng.randint(0, i + 1);
-    const t = batches[i]!;
-    batches[i] = batches[j]!;
-    batches[j] = t;
-  }
-  return [...batches.flat(), ...order.slice(whole)];
+  return [...rng.shuffle(batches).flat(), ...order.slice(whole)];
 }
 
 function positiveInt(v: number, flag: string): void {
@@ -304,17 +298,8 @@ export class TrainLoop {
   private order(e: number): number[] {
     let o = this.orders.get(e);
     if (!o) {
-      const n = this.data.records.length;
-      o = Array.from({ length: n }, (_, i) => i);
-      if (this.config.shuffle) {
-        const rng = new Prng(this.config.seed, STREAM_SHUFFLE, e);
-        for (let i = n - 1; i > 0; i--) {
-          const j = rng.randint(0, i + 1);
-          const t = o[i]!;
-          o[i] = o[j]!;
-          o[j] = t;
-        }
-      }
+      o = Array.from({ length: this.data.records.length }, (_, i) => i);
+      if (this.config.shuffle) new Prng(this.config.seed, STREAM_SHUFFLE, e).shuffle(o);
       if (this.config.groupByLength) {
         const lengths = this.recordLengths();
         o = groupByLength(
