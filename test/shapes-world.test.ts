@@ -6,9 +6,11 @@ import { renderScene } from '../src/shapes/render.js';
 import {
   CANVAS,
   cellAt,
+  cellCentre,
   isHeldOut,
   objectBox,
   boxesTooClose,
+  placeObject,
   sampleScene,
   sceneFacts,
   sceneKey,
@@ -24,6 +26,11 @@ test('scenes: 1-3 objects, distinct cells, centred in their cell, inside the can
     assert.equal(cells.size, s.objects.length);
     for (const o of s.objects) {
       assert.equal(cellAt(o.cx, o.cy), o.cell);
+      // On the token grid (16 px at the VQ-VAE's 16x): an object's codes do not depend on its place.
+      assert.equal(o.cx, cellCentre(o.cell % 3));
+      assert.equal(o.cy, cellCentre(Math.floor(o.cell / 3)));
+      assert.equal(o.cx % 16, 0);
+      assert.equal(o.cy % 16, 0);
       const b = objectBox(o);
       assert.ok(b.x0 >= 0 && b.y0 >= 0 && b.x1 <= CANVAS && b.y1 <= CANVAS, JSON.stringify(o));
       assert.ok(
@@ -39,9 +46,17 @@ test('scenes: 1-3 objects, distinct cells, centred in their cell, inside the can
 });
 
 test('renderer is deterministic and anti-aliased', () => {
-  const s = sampleScene(new Prng(3, 1));
+  // A square's edges fall on pixel boundaries (centres are whole pixels): a circle's cannot.
+  const circle = placeObject(new Prng(3, 0), [], {
+    shape: 'circle',
+    color: 'red',
+    size: 'small',
+    cell: 4,
+  });
+  assert.ok(circle);
+  const s = { background: 'white' as const, objects: [circle] };
   const a = renderScene(s);
-  const b = renderScene(sampleScene(new Prng(3, 1)));
+  const b = renderScene({ background: 'white', objects: [{ ...circle }] });
   assert.deepEqual(a.data, b.data);
   assert.equal(a.width, 128);
   // anti-aliasing: some pixels are neither the background nor an object color

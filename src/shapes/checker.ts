@@ -22,10 +22,10 @@ import {
   type Shape,
 } from './world.js';
 
-/** A pixel belongs to an object color when closer than this (RGB distance). */
+/** A pixel belongs to an object color when closer than this (RGB distance) to its background-to-color segment. */
 export const COLOR_TOLERANCE = 70;
-/** A pixel this share of the way from the background to a color or nearer (see detectScene) is the color's. */
-export const EDGE_SHARE = 0.45;
+/** ... and at least this share of the way from the background to the color (see detectScene). */
+export const EDGE_SHARE = 0.5;
 /** Components smaller than this are noise (a small triangle covers ~500 px). */
 export const MIN_AREA_PX = 120;
 
@@ -119,32 +119,40 @@ export function detectScene(img: {
     );
   }
   const { bg, share } = findBackground(img);
-  const bgRgb = COLOR_RGB[bg];
-  const pal = COLORS.map((c) => COLOR_RGB[c]);
-  // Per color: a pixel more than ~half-way from the background to the color
-  // is the color's, so a soft edge is cut in its middle on every background
-  // (a fixed tolerance alone keeps a dark color's edge pixels on black only
-  // when noise pulls them in, which made small squares read as circles).
-  const tol2 = pal.map(
-    (c) => Math.max(COLOR_TOLERANCE, EDGE_SHARE * Math.sqrt(dist2(c[0], c[1], c[2], bgRgb))) ** 2,
-  );
+  const [b0, b1, b2] = COLOR_RGB[bg];
+  // Per color: where a pixel lies on the segment from the background to the
+  // color (t = 0 the background, 1 the color) and how far it is from it. A
+  // soft edge is a blend of the two, on the segment, so cutting at t =
+  // EDGE_SHARE cuts it in its middle on every background; the nearest palette
+  // color alone gave the edge of an orange square on black to red (a 2/3
+  // orange blend on black is nearer red than orange), which shrank the square
+  // and read it as a circle.
+  const seg = COLORS.map((c) => {
+    const [r, g, b] = COLOR_RGB[c];
+    const d = [r - b0, g - b1, b - b2] as const;
+    return { d, len2: d[0] ** 2 + d[1] ** 2 + d[2] ** 2 };
+  });
+  const tol2 = COLOR_TOLERANCE ** 2;
   // label[i] = color index + 1, 0 = none (flat loops: this runs per pixel).
   const label = new Uint8Array(w * h);
   for (let i = 0; i < w * h; i++) {
-    const r = data[i * 3]!;
-    const g = data[i * 3 + 1]!;
-    const b = data[i * 3 + 2]!;
+    const r = data[i * 3]! - b0;
+    const g = data[i * 3 + 1]! - b1;
+    const b = data[i * 3 + 2]! - b2;
     let best = -1;
-    let bd = Infinity;
-    for (let k = 0; k < pal.length; k++) {
-      const c = pal[k]!;
-      const d = (r - c[0]) ** 2 + (g - c[1]) ** 2 + (b - c[2]) ** 2;
-      if (d <= tol2[k]! && d < bd) {
-        bd = d;
+    let bd = tol2;
+    for (let k = 0; k < seg.length; k++) {
+      const { d, len2 } = seg[k]!;
+      const t = (r * d[0] + g * d[1] + b * d[2]) / len2;
+      if (t < EDGE_SHARE) continue;
+      const u = Math.min(1, t);
+      const e = (r - u * d[0]) ** 2 + (g - u * d[1]) ** 2 + (b - u * d[2]) ** 2;
+      if (e <= bd) {
+        bd = e;
         best = k;
       }
     }
-    if (best >= 0 && bd < dist2(r, g, b, bgRgb)) label[i] = best + 1;
+    if (best >= 0) label[i] = best + 1;
   }
   const seen = new Uint8Array(w * h);
   const stack: number[] = [];

@@ -93,6 +93,21 @@ export function cellCol(cell: number): number {
   return cell % 3;
 }
 
+/**
+ * Centre (px) of the layout's column or row `i` (0..2): a quarter, a half and
+ * three quarters of the canvas (32, 64, 96 on 128 px). Every centre is then a
+ * multiple of the VQ-VAE's 16-px cell, so a drawing covers the same token
+ * cells around its centre wherever it stands: an object's codes depend on
+ * what it is (shape, size, colour, background), not on where it is, and the
+ * transformer learns one set of codes per object, placed by the caption.
+ * (Centres at thirds of the canvas, until 2026-12-02, gave each of the nine
+ * places its own sub-cell offsets and codes: ~7 700 cell codes, too many to
+ * learn from this world's data; see docs/shapes.md.)
+ */
+export function cellCentre(i: number): number {
+  return ((i + 1) * CANVAS) / 4;
+}
+
 /** The cell holding pixel (x, y) of a canvas of the given size. */
 export function cellAt(x: number, y: number, width = CANVAS, height = CANVAS): number {
   const col = Math.min(2, Math.max(0, Math.floor((x * 3) / width)));
@@ -139,12 +154,8 @@ export function placeObject(
   const extent = prng.randint(lo, hi + 1);
   const r = extent / 2;
   const clamp = (v: number): number => Math.min(CANVAS - EDGE_PX - r, Math.max(EDGE_PX + r, v));
-  const cx = clamp(
-    ((cellCol(spec.cell) + 0.5) * CANVAS) / 3 + prng.randint(-JITTER_PX, JITTER_PX + 1),
-  );
-  const cy = clamp(
-    ((cellRow(spec.cell) + 0.5) * CANVAS) / 3 + prng.randint(-JITTER_PX, JITTER_PX + 1),
-  );
+  const cx = clamp(cellCentre(cellCol(spec.cell)) + prng.randint(-JITTER_PX, JITTER_PX + 1));
+  const cy = clamp(cellCentre(cellRow(spec.cell)) + prng.randint(-JITTER_PX, JITTER_PX + 1));
   const obj: ShapeObject = { ...spec, cx, cy, extent };
   // Clamping must not carry the centre out of its cell (the checker reads the cell from it).
   if (cellAt(cx, cy) !== spec.cell) return null;
