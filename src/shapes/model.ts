@@ -68,7 +68,8 @@ export function shapesVocabulary(): string[] {
  * 128x128 picture is an 8x8 token grid; slim at full resolution, where a
  * training step on this 2-core machine spends most of its time. Its codes are
  * 48 values, a cell's 4x4 RGB thumbnail (SHAPES_VQ_THUMBNAIL), in 8192 rows:
- * the world has ~7 800 distinct cells. One norm group; the norms start as
+ * the world has 873 distinct cells (~7 800 before its places moved onto the
+ * token grid). One norm group; the norms start as
  * fixed gains (SHAPES_VQ_SOFT_NORM). Why, with measurements: docs/shapes.md.
  */
 export const SHAPES_VQ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({

@@ -1,10 +1,10 @@
 /**
  * The shapes VQ-VAE's codebook as a dictionary of the world's token cells.
  *
- * Without jitter the world has few distinct 16x16 cells: ~7 800 over 20 000
- * scenes, and the count stops growing. Their T x T block means (thumbnails,
- * 3 * T * T values in [0, 1]) are nearly one-to-one with the cells (T = 4:
- * 7 775 thumbnails for 7 785 cells), so they fit an 8192-row codebook. A
+ * Without jitter the world has few distinct 16x16 cells: 873 in 5 000 scenes
+ * as in 20 000, since objects stand on the token grid (~7 800 before). Their
+ * T x T block means (thumbnails, 3 * T * T values in [0, 1]) are one-to-one
+ * with the cells at T = 4, and fit an 8192-row codebook. A
  * learnt codebook merged colours (a red and an orange object got the same
  * codes: no decoder can undo that); with this one every colour keeps its own
  * codes, the encoder learns to output the thumbnail of its cell (a regression
