@@ -4,12 +4,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as ort from 'onnxruntime-node';
 import { DimooError } from '../src/errors.js';
-import { buildSumSquaresGraph } from '../src/graph/optimizer-graph.js';
 import {
   createTrainEngine,
-  packGroups,
   type AdamWConfig,
   type TrainBatch,
   type TrainEngine,
@@ -158,32 +155,4 @@ test('bad batches, options and optimiser settings are named', async () => {
       { lossSum: 0, labelCount: 0 },
     );
   });
-});
-
-test('optimiser groups: tensors packed in order under the cap; one run gives every tensor its sum of squares', async () => {
-  const ts = [[3], [2, 2], [5], [1], [9]].map((shape) => ({ shape }));
-  const groups = packGroups(ts, 8);
-  // 3 + 4 fit under 8, then 5 + 1, and 9 (over the cap) stands alone.
-  assert.deepEqual(
-    groups.map((g) => g.map((t) => t.shape.join('x'))),
-    [['3', '2x2'], ['5', '1'], ['9']],
-  );
-  assert.deepEqual(packGroups([], 8), []);
-  const sizes = [3, 4, 5, 1];
-  const g = Float32Array.from({ length: 13 }, (_, i) => (i % 5) - 1.5);
-  const s = await ort.InferenceSession.create(buildSumSquaresGraph(sizes));
-  try {
-    const out = (await s.run({ g: new ort.Tensor('float32', g, [13]) })).sumsq!;
-    assert.deepEqual(out.dims, [4]);
-    let off = 0;
-    sizes.forEach((n, i) => {
-      let want = 0;
-      for (let j = off; j < off + n; j++) want += g[j]! * g[j]!;
-      assert.ok(Math.abs((out.data as Float32Array)[i]! - want) < 1e-5, `tensor ${i}`);
-      off += n;
-    });
-  } finally {
-    await s.release();
-  }
-  assert.throws(() => buildSumSquaresGraph([]), /sizes must be positive/);
 });

@@ -1,7 +1,7 @@
 /**
- * Optimiser graphs, run once per flat group of parameter tensors (packed end to end):
+ * Optimiser graphs, run once per parameter tensor (flattened to 1-D, any length):
  *
- *  - `buildSumSquaresGraph`: each tensor's sum(g * g), for the total gradient norm
+ *  - `buildSumSquaresGraph`: g [n] -> sum(g * g) [], for the total gradient norm
  *    that clip_grad_norm_ computes (per-tensor norms, then the norm of those);
  *  - `buildAdamWGraph`: one AdamW step with PyTorch's single-tensor arithmetic,
  *    clipping included:
@@ -30,25 +30,11 @@ export const ADAMW_SCALARS = [
 ] as const;
 export type AdamWScalar = (typeof ADAMW_SCALARS)[number];
 
-/**
- * g [sum(sizes)], tensors packed end to end -> sumsq [sizes.length], each
- * tensor's sum of squares (the same ReduceSum over the same values as one run
- * per tensor: one run per group instead).
- */
-export function buildSumSquaresGraph(sizes: readonly number[]): Uint8Array {
-  if (sizes.length === 0 || sizes.some((n) => !Number.isSafeInteger(n) || n <= 0))
-    throw new Error(`sum of squares: sizes must be positive integers, got [${sizes.join(', ')}]`);
+export function buildSumSquaresGraph(): Uint8Array {
   const g = new GraphBuilder('dimoo_sumsq');
-  const total = sizes.reduce((a, b) => a + b, 0);
-  const x = g.input('g', 'float32', [total]);
-  let off = 0;
-  const parts = sizes.map((n) => {
-    const part = g.slice(x, [off], [off + n], [0]);
-    off += n;
-    return g.reduceSum(g.mul(part, part), [0], true);
-  });
-  g.output(parts.length === 1 ? parts[0]! : g.concat(parts, 0), 'sumsq', 'float32', [sizes.length]);
-  return g.toBytes('sums of squares');
+  const x = g.input('g', 'float32', ['n']);
+  g.output(g.reduceSum(g.mul(x, x), [0], false), 'sumsq', 'float32', []);
+  return g.toBytes('sum of squares');
 }
 
 export function buildAdamWGraph(): Uint8Array {

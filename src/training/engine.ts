@@ -244,55 +244,11 @@ const f32 = (data: Float32Array, dims: readonly number[]): ort.Tensor =>
   new ort.Tensor('float32', data, [...dims]);
 const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(x), []);
 
-/** Most values of one flat optimiser group (1 GiB of float32; a typed array holds at most 2^32). */
-const GROUP_MAX = 2 ** 28;
-
-/**
- * Trainable tensors packed end to end: the parameters, the Adam moments and
- * the gradient accumulators of a group live in four flat buffers (the maps
- * below hold views into them), so the gradient norm and AdamW are one graph
- * run per group, not one per tensor: the 75 runs of a shapes step cost 12% of
- * it. AdamW is elementwise, so the arithmetic is the same.
- */
-interface FlatGroup {
-  tensors: TrainableTensor[];
-  total: number;
-  p: Float32Array;
-  m: Float32Array;
-  v: Float32Array;
-  acc: Float32Array;
-  /** Per-tensor sums of squares of `acc` (sumsq graph of this group's sizes). */
-  sumsq: ort.InferenceSession;
-}
-
-/** Tensors in order, cut into groups of at most `max` values (a larger tensor is a group alone). */
-export function packGroups<T extends { shape: readonly number[] }>(
-  trainable: readonly T[],
-  max = GROUP_MAX,
-): T[][] {
-  const groups: T[][] = [];
-  let cur: T[] = [];
-  let n = 0;
-  for (const t of trainable) {
-    const k = numel(t.shape);
-    if (cur.length > 0 && n + k > max) {
-      groups.push(cur);
-      cur = [];
-      n = 0;
-    }
-    cur.push(t);
-    n += k;
-  }
-  if (cur.length > 0) groups.push(cur);
-  return groups;
-}
-
 class OrtTrainEngine implements TrainEngine {
   private step_ = 0;
   private readonly params = new Map<string, Float32Array>();
-  private readonly m = new Map<string, Float32Array>();
-  private readonly v = new Map<string, Float32Array>();
-  private readonly groups: FlatGroup[];
+  private m = new Map<string, Float32Array>();
+  private v = new Map<string, Float32Array>();
   /**
    * Gradient accumulators. They, the parameters and the Adam moments are
    * written in place by the graphs (pre-allocated outputs aliasing the inputs:
@@ -300,7 +256,7 @@ class OrtTrainEngine implements TrainEngine {
    * step allocates nothing and never holds two copies of a tensor (fresh
    * outputs were four new float32 copies of the trainable values per step).
    */
-  private readonly acc = new Map<string, Float32Array>();
+  private acc = new Map<string, Float32Array>();
   /** Gradients were accumulated since the last optimiser step. */
   private pending = false;
   private readonly invFreq: Float32Array;
@@ -309,7 +265,7 @@ class OrtTrainEngine implements TrainEngine {
     readonly config: LladaConfig,
     private readonly trainable: TrainableTensor[],
     private readonly train: ort.InferenceSession,
-    sumsq: ort.InferenceSession[],
+    private readonly sumsq: ort.InferenceSession,
     private readonly adamw: ort.InferenceSession,
     private readonly maskPadding: boolean,
     /** Labelled rows per graph run (bounds the [rows, vocabulary] logits). */
@@ -320,30 +276,10 @@ class OrtTrainEngine implements TrainEngine {
     private readonly vocab?: { cv: CompactVocab; embedding: string; head: string },
   ) {
     this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta);
-    const index = new Map(trainable.map((t, i) => [t, i]));
-    this.groups = packGroups(trainable).map((tensors, gi) => {
-      const total = tensors.reduce((n, t) => n + numel(t.shape), 0);
-      const g: FlatGroup = {
-        tensors,
-        total,
-        p: new Float32Array(total),
-        m: new Float32Array(total),
-        v: new Float32Array(total),
-        acc: new Float32Array(total),
-        sumsq: sumsq[gi]!,
-      };
-      let off = 0;
-      for (const t of tensors) {
-        const n = numel(t.shape);
-        const view = (b: Float32Array): Float32Array => b.subarray(off, off + n);
-        g.p.set(init(t, index.get(t)!), off);
-        this.params.set(t.name, view(g.p));
-        this.m.set(t.name, view(g.m));
-        this.v.set(t.name, view(g.v));
-        this.acc.set(t.name, view(g.acc));
-        off += n;
-      }
-      return g;
+    trainable.forEach((t, i) => {
+      this.params.set(t.name, init(t, i));
+      this.m.set(t.name, new Float32Array(numel(t.shape)));
+      this.v.set(t.name, new Float32Array(numel(t.shape)));
     });
   }
 
@@ -399,6 +335,7 @@ class OrtTrainEngine implements TrainEngine {
     }
     for (const t of this.trainable) {
       feeds[t.name] = f32(this.params.get(t.name)!, t.shape);
+      if (!this.acc.has(t.name)) this.acc.set(t.name, new Float32Array(numel(t.shape)));
     }
     // Labelled rows in runs of at most maxLabelRows (each run recomputes the transformer;
     // gradients add up in the accumulators).
@@ -441,12 +378,15 @@ class OrtTrainEngine implements TrainEngine {
     }
     // clip_grad_norm_: the norm of the per-tensor norms (float32, as PyTorch).
     const norms: number[] = [];
-    for (const g of this.groups) {
-      const out = await g.sumsq.run({ g: f32(g.acc, [g.total]) });
-      const ss = out.sumsq!.data as Float32Array;
-      g.tensors.forEach((t, i) =>
-        norms.push(Math.fround(Math.sqrt(ss[i]! + (tiedExtra.get(t.name) ?? 0)))),
-      );
+    for (const t of this.trainable) {
+      const gr = this.acc.get(t.name);
+      if (!gr) {
+        norms.push(0);
+        continue;
+      }
+      const out = await this.sumsq.run({ g: f32(gr, [gr.length]) });
+      const ss = (out.sumsq!.data as Float32Array)[0]! + (tiedExtra.get(t.name) ?? 0);
+      norms.push(Math.fround(Math.sqrt(ss)));
     }
     const gradNorm = Math.fround(Math.sqrt(norms.reduce((s, n) => s + n * n, 0)));
     // PyTorch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1, always applied.
@@ -467,17 +407,19 @@ class OrtTrainEngine implements TrainEngine {
       neg_step_size: -(opt.lr / bc1),
     };
     const sFeeds = Object.fromEntries(ADAMW_SCALARS.map((k) => [k, scalar(scalars[k])]));
-    for (const g of this.groups) {
-      const p = f32(g.p, [g.total]);
-      const m = f32(g.m, [g.total]);
-      const v = f32(g.v, [g.total]);
+    for (const tt of this.trainable) {
+      const n = numel(tt.shape);
+      const gr = this.acc.get(tt.name) ?? new Float32Array(n);
+      const p = f32(this.params.get(tt.name)!, [n]);
+      const m = f32(this.m.get(tt.name)!, [n]);
+      const v = f32(this.v.get(tt.name)!, [n]);
       // In place (optimizer-graph.ts reads each old value before the node that overwrites it).
       await this.adamw.run(
-        { ...sFeeds, p, m, v, g: f32(g.acc, [g.total]) },
+        { ...sFeeds, p, m, v, g: f32(gr, [n]) },
         { p_out: p, m_out: m, v_out: v },
       );
     }
-    for (const g of this.groups) g.acc.fill(0);
+    for (const a of this.acc.values()) a.fill(0);
     this.pending = false;
     return { gradNorm };
   }
@@ -564,18 +506,18 @@ class OrtTrainEngine implements TrainEngine {
       );
     for (const t of this.trainable) {
       const s = byName.get(t.name)!;
-      this.params.get(t.name)!.set(s.param);
-      this.m.get(t.name)!.set(s.m);
-      this.v.get(t.name)!.set(s.v);
+      this.params.set(t.name, s.param.slice());
+      this.m.set(t.name, s.m.slice());
+      this.v.set(t.name, s.v.slice());
     }
     this.step_ = state.step;
-    for (const g of this.groups) g.acc.fill(0);
+    this.acc.clear();
     this.pending = false;
   }
 
   async dispose(): Promise<void> {
     await this.train.release();
-    for (const g of this.groups) await g.sumsq.release();
+    await this.sumsq.release();
     await this.adamw.release();
   }
 }
@@ -659,15 +601,7 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
   );
   // The optimiser is elementwise over float32 copies on the host side: CPU.
   const small = { device: 'cpu' as const, threads: opts.threads };
-  const sumsq = await Promise.all(
-    packGroups(graph.trainable).map((ts) =>
-      createSession(
-        buildSumSquaresGraph(ts.map((t) => numel(t.shape))),
-        small,
-        'sum-of-squares graph',
-      ),
-    ),
-  );
+  const sumsq = await createSession(buildSumSquaresGraph(), small, 'sum-of-squares graph');
   const adamw = await createSession(buildAdamWGraph(), small, 'AdamW graph');
   const seed = opts.seed ?? 0;
   const init = (t: TrainableTensor, index: number): Float32Array => {
