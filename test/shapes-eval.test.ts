@@ -287,6 +287,25 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
   assert.equal(copy.retouch!.changed.rate, 0);
   assert.equal(copy.inpaint!.changed.rate, 0);
   assert.equal(copy.retouch!.rest.rate, 0, 'an extra object is missing, so the count is off');
+  // cfgImg reaches every edit when given, and is left to the library otherwise.
+  for (const cfgImg of [0, undefined]) {
+    const seen: unknown[] = [];
+    const base = oracle(false, ['edit']);
+    const spy: DimooApi = {
+      ...base,
+      edit: async (p, r) => {
+        seen.push(p.cfgImg);
+        return base.edit(p, r);
+      },
+    };
+    await runShapesEval(spy, {
+      limit,
+      seed: 5,
+      tasks: ['edit'],
+      ...(cfgImg !== undefined && { cfgImg }),
+    });
+    assert.deepEqual(seen, new Array(limit).fill(cfgImg));
+  }
 });
 
 test('dimoo eval on a random checkpoint: a well-formed report and grid', async () => {

@@ -75,6 +75,13 @@ export interface EvalOptions {
   holdout?: number;
   /** Image sampling (timesteps, cfg, temperature, ML-Cache); the library's defaults otherwise. */
   image?: Omit<ImageSamplingParams, 'seed'>;
+  /**
+   * Image guidance scale of the edits (the library's default otherwise). A
+   * model trained with the original recipe never sees a prompt with its text
+   * but not its picture (the condition drop removes both), so its
+   * image-unconditional branch is out of its training: 0 turns it off.
+   */
+  cfgImg?: number;
   /** Understanding settings (answer length, steps, caches). */
   mmu?: Omit<UnderstandParams, 'question' | 'image'>;
   /** Called after every item. */
@@ -427,6 +434,7 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
                 editType: p.editType as 'edit',
                 image: { tokens: grid },
                 ...sampling,
+                ...(o.cfgImg !== undefined && { cfgImg: o.cfgImg }),
               },
               run,
             )

@@ -279,6 +279,7 @@ interface EvalFlags extends ModelCommandFlags {
   timesteps: number;
   temperature: number;
   cfgScale?: number;
+  cfgImg?: number;
   useCache?: boolean;
   cacheRatio: number;
   warmupRatio: number;
@@ -325,6 +326,7 @@ async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
         tasks: f.tasks,
         seed: f.seed,
         holdout: f.holdout,
+        ...(f.cfgImg !== undefined && { cfgImg: f.cfgImg }),
         image: {
           timesteps: f.timesteps,
           temperature: f.temperature,
@@ -625,6 +627,11 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       '--cfg-scale <s>',
       "text guidance scale (default: each task's own)",
       numOpt('--cfg-scale', { min: 0 }),
+    )
+    .option(
+      '--cfg-img <s>',
+      "image guidance scale of the edits (default: the library's, 4)",
+      numOpt('--cfg-img', { min: 0 }),
     )
     .option('--use-cache', 'ML-Cache for image tasks')
     .option(
