@@ -7,6 +7,8 @@ import {
   CANVAS,
   cellAt,
   cellCentre,
+  cellCol,
+  cellRow,
   isHeldOut,
   objectBox,
   boxesTooClose,
@@ -27,8 +29,8 @@ test('scenes: 1-3 objects, distinct cells, centred in their cell, inside the can
     for (const o of s.objects) {
       assert.equal(cellAt(o.cx, o.cy), o.cell);
       // On the token grid (16 px at the VQ-VAE's 16x): an object's codes do not depend on its place.
-      assert.equal(o.cx, cellCentre(o.cell % 3));
-      assert.equal(o.cy, cellCentre(Math.floor(o.cell / 3)));
+      assert.equal(o.cx, cellCentre(cellCol(o.cell)));
+      assert.equal(o.cy, cellCentre(cellRow(o.cell)));
       assert.equal(o.cx % 16, 0);
       assert.equal(o.cy % 16, 0);
       const b = objectBox(o);
