@@ -173,10 +173,11 @@ test('shapes checkpoint: loads through the ordinary loader; every world text enc
   try {
     const r = await writeShapesCheckpoint(dir, {
       seed: 1,
-      overrides: { dModel: 32, nHeads: 4, nLayers: 1, mlpHiddenSize: 64 },
+      overrides: { dModel: 32, nHeads: 4, nLayers: 1, mlpHiddenSize: 64, ropeTheta: 10000 },
     });
     const ck = openCheckpoint(dir);
     assert.equal(ck.config.embeddingSize, 134548);
+    assert.equal(ck.config.ropeTheta, 10000, 'shapes init --rope-theta reaches config.json');
     assert.equal(r.sizes.nLayers, 1);
     assert.ok(fs.existsSync(path.join(dir, 'vqvae', 'config.json')));
     const tok = TextTokenizer.fromFile(path.join(dir, 'tokenizer.json'));

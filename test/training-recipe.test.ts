@@ -19,6 +19,7 @@ import {
   type RecipeChoices,
   type TokenizedItem,
 } from '../src/training/recipe.js';
+import { buildImageToImage, imageBlock } from '../src/pipelines/prompts.js';
 import { goldenCheckpointDir, readGoldenJson } from './helpers/golden.js';
 
 interface GoldenGrid {
@@ -153,4 +154,53 @@ test('seeded layouts: same stream, same layout; masks are the labelled positions
   }
   // 400 t2i/i2i layouts at 10%: 40 expected; the bounds are ~6 sigma wide.
   assert.ok(drops > 5 && drops < 80, `condition drops ${drops}`);
+});
+
+test("i2iDrop 'guidance': a dropped edit trains each context the edit sampler's guidance asks about", async () => {
+  const g = readGoldenJson<GoldenTrainCase>('train_t2i_i2i_padded.json');
+  const items = await Promise.all(g.items.map(tokenize));
+  const item = items.find((it) => it.kind === 'i2i');
+  assert.ok(item, 'the golden case has an image-to-image record');
+  const u = item.userImage!;
+  const a = item.answerImage!;
+  // What the sampler feeds its three branches for this record's text and picture.
+  const lay = buildImageToImage(
+    {
+      promptIds: item.instruction,
+      uncondTextIds: item.uncondInstruction!,
+      images: [imageBlock(u.codes, u.gridH, u.gridW, T)],
+      gridH: a.gridH,
+      gridW: a.gridW,
+    },
+    T,
+  );
+  const cond = lay.sequence.slice(0, lay.codeStart - 2);
+  const prefixes = [item.uncondInstruction!, lay.uncondTextPrefix, lay.uncondImagePrefix];
+  const forced = (drop: boolean, variant: number): RecipeChoices => ({
+    maskPositions: (n) => Array.from({ length: n }, (_, i) => i),
+    dropCondition: () => drop,
+    dropVariant: () => variant,
+  });
+  const prefixOf = (ids: number[]) => ids.slice(0, ids.lastIndexOf(T.boa));
+  for (const [v, want] of prefixes.entries()) {
+    const out = layoutItem(item, forced(true, v), T, { i2iDrop: 'guidance' });
+    assert.deepEqual(prefixOf(out.inputIds), [...want], `variant ${v}`);
+    assert.ok(out.dropped);
+    assert.ok(out.inputIds.length <= layoutLength(item, { i2iDrop: 'guidance' }));
+  }
+  // Kept condition: the conditional branch, with either setting.
+  for (const i2iDrop of ['original', 'guidance'] as const)
+    assert.deepEqual(prefixOf(layoutItem(item, forced(false, 1), T, { i2iDrop }).inputIds), cond);
+  // The original drops text and picture together whatever dropVariant would say.
+  assert.deepEqual(prefixOf(layoutItem(item, forced(true, 1), T).inputIds), [
+    ...item.uncondInstruction!,
+  ]);
+  // Seeded: all three contexts occur, in about equal shares of the drops.
+  const seen = [0, 0, 0];
+  for (let s = 0; s < 3000; s++) {
+    const out = layoutItem(item, prngChoices(new Prng(11, s)), T, { i2iDrop: 'guidance' });
+    if (out.dropped) seen[prefixes.findIndex((p) => p.join() === prefixOf(out.inputIds).join())]!++;
+  }
+  // ~300 drops, ~100 each: bounds ~5 sigma wide.
+  for (const n of seen) assert.ok(n > 50 && n < 160, `drop contexts ${seen.join('/')}`);
 });

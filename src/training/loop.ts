@@ -37,7 +37,7 @@ import {
   type Batch,
   type TrainRecord,
 } from './data.js';
-import { ANSWER_BLOCK, prngChoices } from './recipe.js';
+import { ANSWER_BLOCK, I2I_DROPS, prngChoices, type I2iDrop } from './recipe.js';
 import { checkSchedule, learningRate, type LrScheduleKind } from './schedule.js';
 
 export interface AdamWSettings {
@@ -88,6 +88,8 @@ export interface TrainerConfig {
    * length at inference (the checkpoint's generation_config.json says so).
    */
   answerBlock: number;
+  /** The condition drop of image-to-image records (recipe.ts I2iDrop; the original's: 'original'). */
+  i2iDrop: I2iDrop;
   /**
    * Which embedding/head rows train (full fine-tuning): 'all'; 'auto', the
    * rows whose embedding is not zero; or ranges "start:end,..." (see
@@ -115,6 +117,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainerConfig> = Object.freeze({
   groupByLength: false,
   maskPadding: false,
   answerBlock: ANSWER_BLOCK,
+  i2iDrop: 'original',
   vocabRows: 'all',
 });
 
@@ -203,6 +206,11 @@ export function checkTrainerConfig(c: TrainerConfig): void {
   num(c.eps, 'eps', 0, Infinity, true);
   if (c.clipGrad !== null) num(c.clipGrad, '--clip-grad', 0, Infinity, true);
   positiveInt(c.answerBlock, '--answer-block');
+  if (!I2I_DROPS.includes(c.i2iDrop))
+    throw new DimooError(
+      `--i2i-drop must be one of ${I2I_DROPS.join(', ')}, got ${String(c.i2iDrop)}`,
+      'E_PARAM',
+    );
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) {
     throw new DimooError(`--seed must be a non-negative integer, got ${c.seed}`, 'E_PARAM');
   }
@@ -320,7 +328,7 @@ export class TrainLoop {
   /** Each record's sequence length with its condition kept (the longest its layout can be). */
   private recordLengths(): number[] {
     this.lengths ??= this.data.records.map((r) =>
-      recordLength(r, { answerBlock: this.config.answerBlock }),
+      recordLength(r, { answerBlock: this.config.answerBlock, i2iDrop: this.config.i2iDrop }),
     );
     return this.lengths;
   }
@@ -338,6 +346,7 @@ export class TrainLoop {
       layouts.push(
         recordLayout(this.data.records[idx]!, choices, this.data.tokens, {
           answerBlock: this.config.answerBlock,
+          i2iDrop: this.config.i2iDrop,
         }),
       );
     }

@@ -56,11 +56,31 @@ export interface RecipeChoices {
   maskPositions(n: number, always: boolean): readonly number[];
   /** The 10% condition drop of t2i/i2i records. */
   dropCondition(): boolean;
+  /**
+   * Which context a dropped image-to-image record trains with `i2iDrop:
+   * 'guidance'`: 0, 1 or 2 (see I2iDrop), uniformly. Drawn only then, so
+   * the original recipe's stream of choices is unchanged.
+   */
+  dropVariant?(): number;
 }
+
+/**
+ * What the condition drop of an image-to-image record removes. 'original'
+ * (train.py): the text and the input picture together. 'guidance': one of
+ * the three contexts the image-to-image sampler's guidance asks the model
+ * about, uniformly: both removed (0), the text only (1: `<uncondition>` with
+ * the picture) or the picture only (2: the instruction without it). The
+ * original never trains 1 and 2, so a model that cannot generalise to them
+ * answers noise there, and image guidance amplifies it (docs/shapes.md).
+ */
+export type I2iDrop = 'original' | 'guidance';
+export const I2I_DROPS: readonly I2iDrop[] = ['original', 'guidance'];
 
 export interface LayoutOptions {
   /** Answer + padding length of understanding records (the original's 1024). */
   answerBlock?: number;
+  /** The condition drop of image-to-image records (default 'original'). */
+  i2iDrop?: I2iDrop;
 }
 
 export interface Layout {
@@ -143,6 +163,9 @@ export function prngChoices(prng: Prng): RecipeChoices {
     },
     dropCondition(): boolean {
       return prng.uniform() < DROP_CONDITION_P;
+    },
+    dropVariant(): number {
+      return prng.randint(0, 3);
     },
   };
 }
@@ -259,8 +282,16 @@ export function layoutItem(
     if (!item.uncondInstruction) {
       throw new DimooError('the condition drop needs the <uncondition> instruction', 'E_PARAM');
     }
-    // A dropped i2i record keeps neither its text nor its input image.
-    instr = item.uncondInstruction.slice();
+    // The original: a dropped i2i record keeps neither its text nor its input image.
+    let variant = 0;
+    if (item.kind === 'i2i' && opts.i2iDrop === 'guidance') {
+      if (!choices.dropVariant)
+        throw new DimooError("i2iDrop 'guidance' needs choices with dropVariant()", 'E_PARAM');
+      variant = choices.dropVariant();
+    }
+    if (variant === 1) instr = splice(item.uncondInstruction, imageTokens(item.userImage!, t));
+    else if (variant === 2) instr = item.instruction.slice();
+    else instr = item.uncondInstruction.slice();
   } else if (item.kind === 'i2i') {
     instr = splice(item.instruction, imageTokens(item.userImage!, t));
   } else {
@@ -288,7 +319,8 @@ export function layoutLength(item: TokenizedItem, opts: LayoutOptions = {}): num
     return item.instruction.length + img(item.userImage) + 1 + Math.max(a, block);
   }
   const user = item.kind === 'i2i' ? img(item.userImage) : 0;
-  // instruction (+ user image) + <answer> + image block + </answer>
-  const instr = Math.max(item.instruction.length + user, item.uncondInstruction?.length ?? 0);
+  // instruction (+ user image) + <answer> + image block + </answer>; a dropped
+  // i2i record may keep its picture with the <uncondition> text (i2iDrop 'guidance').
+  const instr = Math.max(item.instruction.length, item.uncondInstruction?.length ?? 0) + user;
   return instr + 1 + img(item.answerImage) + 1;
 }

@@ -147,6 +147,7 @@ const FIXED_ON_RESUME: ReadonlyArray<keyof TrainerConfig> = [
   'groupByLength',
   'maskPadding',
   'answerBlock',
+  'i2iDrop',
   'vocabRows',
 ];
 
@@ -205,6 +206,7 @@ export class Trainer {
         answerBlock: old.answerBlock ?? TRAIN_DEFAULTS.answerBlock,
         vocabRows: old.vocabRows ?? TRAIN_DEFAULTS.vocabRows,
         groupByLength: old.groupByLength ?? TRAIN_DEFAULTS.groupByLength,
+        i2iDrop: old.i2iDrop ?? TRAIN_DEFAULTS.i2iDrop,
         ...explicit,
       };
       if (explicit.steps === undefined && explicit.epochs !== undefined) delete config.steps;

@@ -30,7 +30,8 @@ import {
 import { SHAPES_ANSWER_BLOCK } from '../../shapes/model.js';
 import type { CliContext } from '../context.js';
 import { CancelledError } from '../errors.js';
-import { intOpt, numOpt } from '../options.js';
+import { choiceOpt, intOpt, numOpt } from '../options.js';
+import { I2I_DROPS, type I2iDrop } from '../../training/recipe.js';
 
 const TRAINER_STATE = 'trainer_state.json';
 /** Left out of the final model: they only serve resuming. */
@@ -56,6 +57,10 @@ export interface ShapesPlan {
   maskPadding?: boolean;
   /** Batches of similar-length records (dimoo train --group-by-length); absent in older plans: off. */
   groupByLength?: boolean;
+  /** The transformer's RoPE base (shapes init --rope-theta); absent in older plans: the official 500 000. */
+  ropeTheta?: number;
+  /** dimoo train --i2i-drop; absent in older plans: the original's. */
+  i2iDrop?: I2iDrop;
 }
 
 interface Flags {
@@ -77,6 +82,8 @@ interface Flags {
   answerBlock: number;
   maskPadding: boolean;
   groupByLength: boolean;
+  ropeTheta?: number;
+  i2iDrop: I2iDrop;
   saveMinutes: number;
   deadline?: string;
   ship?: boolean;
@@ -227,6 +234,8 @@ async function trainShapes(
       answerBlock: f.answerBlock,
       maskPadding: f.maskPadding,
       groupByLength: f.groupByLength,
+      ...(f.ropeTheta !== undefined && { ropeTheta: f.ropeTheta }),
+      i2iDrop: f.i2iDrop,
       saveEvery: Math.max(1, Math.round((f.saveMinutes * 60) / f.secPerStep)),
     };
     fs.writeFileSync(planFile, JSON.stringify(plan, null, 2) + '\n');
@@ -286,6 +295,7 @@ async function trainShapes(
         String(plan.seed),
         '--answer-block',
         String(plan.answerBlock),
+        ...(plan.ropeTheta !== undefined ? ['--rope-theta', String(plan.ropeTheta)] : []),
       ]),
       'shapes init',
     );
@@ -375,6 +385,9 @@ async function trainShapes(
       // records carry the most padding). Masking it removes that mismatch.
       ...(plan.maskPadding ? ['--mask-padding'] : []),
       ...(plan.groupByLength ? ['--group-by-length'] : []),
+      // The edits' guidance asks about a picture with <uncondition> text and the text
+      // without its picture; the original's drop trains neither (docs/shapes.md).
+      ...(plan.i2iDrop ? ['--i2i-drop', plan.i2iDrop] : []),
       '--seed',
       String(plan.seed),
       '--save-every',
@@ -525,6 +538,17 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
     .option(
       '--no-group-by-length',
       'batches in random order of any length mix (default: batches of similar-length records, less padding)',
+    )
+    .option(
+      '--i2i-drop <original|guidance>',
+      "the edits' condition drop (dimoo train --i2i-drop): guidance also trains the two contexts the edit sampler's guidance uses",
+      choiceOpt('--i2i-drop', I2I_DROPS),
+      'guidance',
+    )
+    .option(
+      '--rope-theta <x>',
+      "the transformer's RoPE base (default: the official config's 500000)",
+      numOpt('--rope-theta', { min: 1 }),
     )
     .option(
       '--save-minutes <m>',

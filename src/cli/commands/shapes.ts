@@ -457,6 +457,11 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       intOpt('--answer-block', { min: 1, max: 8192 }),
     )
     .option(
+      '--rope-theta <x>',
+      "the transformer's RoPE base (default: the official config's 500000)",
+      numOpt('--rope-theta', { min: 1 }),
+    )
+    .option(
       '--no-codebook-rows',
       "with --vq: keep the image codes' embedding and head rows random (default: start them from the VQ-VAE's thumbnails)",
     )
@@ -468,6 +473,7 @@ export function registerShapes(program: Command, ctx: CliContext): void {
           seed: number;
           vq?: string;
           answerBlock?: number;
+          ropeTheta?: number;
           codebookRows: boolean;
           json?: boolean;
         },
@@ -477,6 +483,7 @@ export function registerShapes(program: Command, ctx: CliContext): void {
           seed: f.seed,
           ...(f.vq !== undefined && { vqDir: f.vq }),
           ...(f.answerBlock !== undefined && { answerBlock: f.answerBlock }),
+          ...(f.ropeTheta !== undefined && { overrides: { ropeTheta: f.ropeTheta } }),
           codebookRows: f.vq !== undefined && f.codebookRows,
         });
         const c = r.config;

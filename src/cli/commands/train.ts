@@ -20,7 +20,7 @@ import {
   type SaveDtype,
 } from '../../training/save.js';
 import type { Trainer, TrainOptions } from '../../training/trainer.js';
-import { ANSWER_BLOCK } from '../../training/recipe.js';
+import { ANSWER_BLOCK, I2I_DROPS, type I2iDrop } from '../../training/recipe.js';
 import type { CliContext } from '../context.js';
 import { CancelledError } from '../errors.js';
 import { checkModelDir } from '../model.js';
@@ -51,6 +51,7 @@ interface TrainFlags {
   device?: 'cpu' | 'webgpu';
   groupByLength?: boolean;
   maskPadding?: boolean;
+  i2iDrop?: I2iDrop;
   answerBlock?: number;
   vocabRows?: string;
   lora?: number;
@@ -210,6 +211,11 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     )
     .option('--mask-padding', 'do not attend to batch padding (the original does)')
     .option(
+      '--i2i-drop <original|guidance>',
+      "what the 10% condition drop of an image-to-image record removes: original (train.py): text and picture together; guidance: one of the three contexts the image-to-image sampler's guidance uses (both, the text only, the picture only)",
+      choiceOpt('--i2i-drop', I2I_DROPS),
+    )
+    .option(
       '--answer-block <n>',
       `understanding answer + masked padding length in tokens (default ${ANSWER_BLOCK}, the original's); ` +
         'a shorter block is written into the saved generation_config.json as the answer length to generate',
@@ -279,6 +285,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     if (f.groupByLength) cfg.groupByLength = true;
     if (f.maskPadding) cfg.maskPadding = true;
     set('answerBlock', 'answerBlock', f.answerBlock);
+    set('i2iDrop', 'i2iDrop', f.i2iDrop);
     set('vocabRows', 'vocabRows', f.vocabRows);
 
     // Image files in the data are encoded with the checkpoint's VQ-VAE, loaded on first need.
