@@ -22,7 +22,7 @@
 import { DimooError } from '../errors.js';
 import type { SpecialTokens } from '../checkpoint/special-tokens.js';
 import { SPECIAL_TOKEN_STRINGS } from '../checkpoint/special-tokens.js';
-import { addBreakLines } from '../pipelines/prompts.js';
+import { addBreakLines, imageBlock, spliceBeforeLast } from '../pipelines/prompts.js';
 import type { Prng } from '../samplers/prng.js';
 
 export type ItemKind = 't2i' | 'i2i' | 'mmu';
@@ -230,16 +230,10 @@ function checkGrid(g: GridCodes, what: string, t: Tokens): void {
   });
 }
 
-/** <IMAGE> rows-with-newlines </IMAGE> of an unmasked grid. */
-function imageTokens(g: GridCodes, t: Tokens): number[] {
-  const ids = g.codes.map((c) => t.imageOffset + c);
-  return [t.boi, ...addBreakLines(ids, g.gridH, g.gridW, t.newline), t.eoi];
-}
-
-/** ids[:-1] + middle + ids[-1:] (the original's image splice before </user>). */
-function splice(ids: readonly number[], middle: readonly number[]): number[] {
-  if (ids.length === 0) throw new DimooError('empty instruction', 'E_DATA');
-  return [...ids.slice(0, -1), ...middle, ids[ids.length - 1]!];
+/** The picture spliced before the instruction's last id (</user>), as the samplers lay it out. */
+function withImage(instruction: readonly number[], g: GridCodes, t: Tokens): number[] {
+  if (instruction.length === 0) throw new DimooError('empty instruction', 'E_DATA');
+  return spliceBeforeLast(instruction, imageBlock(g.codes, g.gridH, g.gridW, t));
 }
 
 /** The layout of one item; `choices` decides masks and the condition drop. */
@@ -255,7 +249,7 @@ export function layoutItem(
       throw new DimooError('understanding record needs a user image and an answer', 'E_DATA');
     }
     checkGrid(item.userImage, 'user_image', t);
-    const instr = splice(item.instruction, imageTokens(item.userImage, t));
+    const instr = withImage(item.instruction, item.userImage, t);
     const [answer, answerLabels] = maskSpan(item.answer, choices, false, t.mask, 'answer');
     // The original pads answer + padding to `block` tokens and masks the padding too.
     const padLen = Math.max(0, block - item.answer.length);
@@ -289,11 +283,11 @@ export function layoutItem(
         throw new DimooError("i2iDrop 'guidance' needs choices with dropVariant()", 'E_PARAM');
       variant = choices.dropVariant();
     }
-    if (variant === 1) instr = splice(item.uncondInstruction, imageTokens(item.userImage!, t));
+    if (variant === 1) instr = withImage(item.uncondInstruction, item.userImage!, t);
     else if (variant === 2) instr = item.instruction.slice();
     else instr = item.uncondInstruction.slice();
   } else if (item.kind === 'i2i') {
-    instr = splice(item.instruction, imageTokens(item.userImage!, t));
+    instr = withImage(item.instruction, item.userImage!, t);
   } else {
     instr = item.instruction.slice();
   }
