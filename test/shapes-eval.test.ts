@@ -18,6 +18,7 @@ import { Prng } from '../src/samplers/prng.js';
 import { detectScene } from '../src/shapes/checker.js';
 import { generateDataset, type ShapesRecord } from '../src/shapes/dataset.js';
 import {
+  DEFAULT_EVAL_TASKS,
   EVAL_TASKS,
   cellsUnder,
   planItems,
@@ -216,9 +217,9 @@ test('scoring: the world satisfies its own prompts; changes and answers are told
 test('eval pipeline: a perfect model scores 100% on every task, a copying one fails the changes', async () => {
   const tok = TextTokenizer.fromFile(path.join(ckpt, 'tokenizer.json'));
   const limit = 4;
-  const plans = EVAL_TASKS.flatMap((t) => planItems(t, limit, 5, 0.1));
+  const plans = DEFAULT_EVAL_TASKS.flatMap((t) => planItems(t, limit, 5, 0.1));
   for (const p of plans) assert.ok(isHeldOut(p.scene, 0.1));
-  const oracle = (copy: boolean, tasks: readonly string[] = EVAL_TASKS): DimooApi => {
+  const oracle = (copy: boolean, tasks: readonly string[] = DEFAULT_EVAL_TASKS): DimooApi => {
     // The evaluation runs its items in plan order; the oracle walks the same list.
     const mine = plans.filter((p) => tasks.includes(p.task));
     let k = 0;
@@ -272,7 +273,8 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
     };
   };
   const rep = await runShapesEval(oracle(false), { limit, seed: 5 });
-  assert.equal(rep.items.length, limit * EVAL_TASKS.length);
+  assert.equal(rep.items.length, limit * DEFAULT_EVAL_TASKS.length);
+  assert.ok(!DEFAULT_EVAL_TASKS.includes('probe') && EVAL_TASKS.includes('probe'));
   for (const it of rep.items)
     assert.ok(it.pass, `${it.task} ${it.prompt}: expected ${it.expected}, got ${it.got}`);
   assert.equal(rep.t2i!.all.rate, 1);
@@ -306,6 +308,84 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
     });
     assert.deepEqual(seen, new Array(limit).fill(cfgImg));
   }
+});
+
+test('eval probe: one greedy unguided pass, all cells masked and a random half masked, cells counted by kind', async () => {
+  const limit = 3;
+  // A grid of background code 5 with object codes 7..10 in a block.
+  const truth = new Array<number>(64).fill(5);
+  for (const k of [9, 10, 17, 18]) truth[k] = 6 + (k % 4);
+  const fake = (answer: 'truth' | 'background') => {
+    const seen: Array<Record<string, unknown>> = [];
+    const result = (codes: number[]): ImageResult => ({
+      width: 128,
+      height: 128,
+      gridH: 8,
+      gridW: 8,
+      codes,
+      promptIds: [],
+      codeStart: 0,
+      stepMs: [],
+    });
+    const api: DimooApi = {
+      generate: async (p) => {
+        seen.push({ ...p, call: 'generate' });
+        return result(answer === 'truth' ? truth : truth.map(() => 5));
+      },
+      inpaint: async (p) => {
+        seen.push({ ...p, call: 'inpaint' });
+        const m = p.mask as { kind: 'cells'; cells: Uint8Array };
+        assert.equal(m.kind, 'cells');
+        assert.deepEqual((p.image as { tokens: { codes: number[] } }).tokens.codes, truth);
+        return result(truth.map((c, k) => (m.cells[k] && answer !== 'truth' ? 5 : c)));
+      },
+      edit: async () => assert.fail('no edit'),
+      retouch: async () => assert.fail('no retouch'),
+      outpaint: async () => assert.fail('no outpaint'),
+      understand: async () => assert.fail('no understand'),
+      encodeImage: async () => ({ width: 128, height: 128, codes: truth }),
+      decodeTokens: async () => assert.fail('no decode'),
+      info: () => ({
+        dir: ckpt,
+        name: 'fake',
+        hasVq: true,
+        vqScale: 16,
+        codebookSize: 8192,
+        device: 'cpu',
+        defaults: resolveTaskDefaults({}),
+      }),
+      dispose: async () => {},
+    };
+    return { api, seen };
+  };
+  const good = fake('truth');
+  const rep = await runShapesEval(good.api, { limit, seed: 2, tasks: ['probe'] });
+  assert.equal(rep.probe!.all.rate, 1);
+  assert.equal(rep.probe!.full.object.n, 4 * limit);
+  assert.equal(rep.probe!.full.background.n, 60 * limit);
+  assert.equal(rep.probe!.half.object.rate, 1);
+  for (const p of good.seen) {
+    assert.equal(p.timesteps, 1);
+    assert.equal(p.temperature, 0);
+    assert.equal(p.cfgScale, 0);
+  }
+  assert.deepEqual(
+    good.seen.map((p) => p.call),
+    new Array(limit).fill(['generate', 'inpaint']).flat(),
+  );
+  const bg = await runShapesEval(fake('background').api, { limit, seed: 2, tasks: ['probe'] });
+  assert.equal(bg.probe!.all.rate, 0);
+  assert.equal(bg.probe!.full.object.pass, 0);
+  assert.equal(bg.probe!.full.background.rate, 1);
+  assert.equal(bg.probe!.half.object.pass, 0);
+  // About half the cells are masked in the second pass, the same half for the same seed.
+  const n = bg.probe!.half.background.n + bg.probe!.half.object.n;
+  assert.ok(n > 64 * limit * 0.3 && n < 64 * limit * 0.7, `${n} cells masked`);
+  assert.deepEqual(
+    (await runShapesEval(fake('background').api, { limit, seed: 2, tasks: ['probe'] })).probe,
+    bg.probe,
+  );
+  assert.match(formatEvalReport(bg), /half masked: object cells\s+0\.0%\s+0\/\d+/);
 });
 
 test('dimoo eval on a random checkpoint: a well-formed report and grid', async () => {

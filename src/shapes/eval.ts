@@ -62,8 +62,21 @@ import {
 /** Longest checkpoint answer length eval uses as is. */
 const SHORT_ANSWER_MAX = 256;
 
-export const EVAL_TASKS = ['t2i', 'edit', 'inpaint', 'retouch', 'mmu'] as const;
+export const EVAL_TASKS = ['t2i', 'edit', 'inpaint', 'retouch', 'mmu', 'probe'] as const;
 export type EvalTask = (typeof EVAL_TASKS)[number];
+/**
+ * What an evaluation runs unless told: every task but the probe, which
+ * measures what the model knows rather than what it draws.
+ */
+export const DEFAULT_EVAL_TASKS: readonly EvalTask[] = EVAL_TASKS.filter((t) => t !== 'probe');
+
+/** Cells of one probe item read right / asked, by kind. */
+export interface ProbeCells {
+  /** Every cell masked: the caption alone. */
+  full: { background: [number, number]; object: [number, number] };
+  /** A seeded random half of the cells masked: the caption and the other half. */
+  half: { background: [number, number]; object: [number, number] };
+}
 
 export interface EvalOptions {
   /** Items per task (default 20). */
@@ -98,8 +111,10 @@ export interface EvalItem {
   /** What the checker read (pictures) or the answer (mmu). */
   got: string;
   pass: boolean;
-  /** t2i: per requested attribute; edits/painting: changed / rest. */
+  /** t2i: per requested attribute; edits/painting: changed / rest; probe: full / half. */
   checks: Record<string, boolean>;
+  /** probe: masked cells whose greedy code is the true one. */
+  cells?: ProbeCells;
   /** Input picture (edit, painting, mmu) and output picture (image tasks), for the grid. */
   input?: RgbImage;
   output?: RgbImage;
@@ -131,6 +146,15 @@ export interface EvalReport {
   inpaint?: { all: Rate; changed: Rate; rest: Rate };
   retouch?: { all: Rate; changed: Rate; rest: Rate };
   mmu?: { all: Rate; byType: Record<string, Rate> };
+  /**
+   * probe: share of masked cells whose greedy code is the true one ("object"
+   * = cells that are not the picture's most common code, its background).
+   */
+  probe?: {
+    all: Rate;
+    full: { background: Rate; object: Rate };
+    half: { background: Rate; object: Rate };
+  };
   items: EvalItem[];
   totalMs: number;
 }
@@ -200,7 +224,8 @@ export function planItems(
     const prng = new Prng(seed, 0x5e7a1 ^ (label << 8), i);
     if (i > limit * 50) throw new DimooError(`could not plan ${limit} ${task} items`, 'E_STATE');
     switch (task) {
-      case 't2i': {
+      case 't2i':
+      case 'probe': {
         // Cycle object counts so 1, 2 and 3-object prompts all get items.
         const want = (out.length % 3) + 1;
         let scene = next();
@@ -346,7 +371,7 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
   const limit = o.limit ?? 20;
   const seed = o.seed ?? 0;
   const holdout = o.holdout ?? 0.1;
-  const tasks = [...(o.tasks ?? EVAL_TASKS)];
+  const tasks = [...(o.tasks ?? DEFAULT_EVAL_TASKS)];
   if (!Number.isSafeInteger(limit) || limit < 1)
     throw new DimooError(`limit must be a positive integer, got ${limit}`, 'E_PARAM');
   for (const t of tasks)
@@ -404,6 +429,29 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
         pass: s.pass,
         checks: s.attributes as Record<string, boolean>,
         output: r.image!,
+      };
+    } else if (p.task === 'probe') {
+      const { rgb, grid } = await encode(p.scene);
+      const cells = await probeCells(api, p.prompt, grid, seed + i, run);
+      const f = cells.full;
+      const h = cells.half;
+      const right = (x: [number, number]): boolean => x[0] === x[1];
+      const frac = (x: [number, number]): string => `${x[0]}/${x[1]}`;
+      item = {
+        task: p.task,
+        kind: p.kind,
+        prompt: p.prompt,
+        expected: factsText(sceneFacts(p.scene)),
+        got:
+          `all masked: object cells ${frac(f.object)}, background ${frac(f.background)}; ` +
+          `half masked: object cells ${frac(h.object)}, background ${frac(h.background)}`,
+        pass: right(f.object) && right(f.background),
+        checks: {
+          full: right(f.object) && right(f.background),
+          half: right(h.object) && right(h.background),
+        },
+        cells,
+        input: rgb,
       };
     } else if (p.task === 'mmu') {
       const { rgb, grid } = await encode(p.scene);
@@ -516,5 +564,80 @@ export async function runShapesEval(api: DimooApi, o: EvalOptions = {}): Promise
     const it = of('mmu');
     report.mmu = { all: rate(it), byType: groupRates(it) };
   }
+  if (tasks.includes('probe')) {
+    const it = of('probe');
+    const sum = (pick: (c: ProbeCells) => [number, number]): Rate => {
+      let pass = 0;
+      let n = 0;
+      for (const x of it) {
+        const [a, b] = pick(x.cells!);
+        pass += a;
+        n += b;
+      }
+      return { n, pass, rate: n ? pass / n : 0 };
+    };
+    report.probe = {
+      all: rate(it),
+      full: { background: sum((c) => c.full.background), object: sum((c) => c.full.object) },
+      half: { background: sum((c) => c.half.background), object: sum((c) => c.half.object) },
+    };
+  }
   return report;
+}
+
+/** The most common code of a grid (the background of a shapes picture); the lowest on ties. */
+function mostCommon(codes: readonly number[]): number {
+  const count = new Map<number, number>();
+  let best = codes[0]!;
+  for (const c of codes) {
+    const n = (count.get(c) ?? 0) + 1;
+    count.set(c, n);
+    const b = count.get(best)!;
+    if (n > b || (n === b && c < best)) best = c;
+  }
+  return best;
+}
+
+/**
+ * What the model knows of a caption's picture, without sampling noise: one
+ * greedy pass (one MaskGIT step at temperature 0, no guidance) over the
+ * grid with every cell masked, and one with a seeded random half masked (the
+ * other half given, through inpainting); each masked cell's code is compared
+ * with the true one. The contexts are those the recipe trains.
+ */
+async function probeCells(
+  api: DimooApi,
+  prompt: string,
+  grid: TokenGrid,
+  seed: number,
+  run: RunOptions,
+): Promise<ProbeCells> {
+  const truth = grid.codes;
+  const bg = mostCommon(truth);
+  const greedy = { timesteps: 1, temperature: 0, cfgScale: 0, seed };
+  const tally = (
+    got: readonly number[],
+    masked: (k: number) => boolean,
+  ): { background: [number, number]; object: [number, number] } => {
+    const out = { background: [0, 0] as [number, number], object: [0, 0] as [number, number] };
+    truth.forEach((c, k) => {
+      if (!masked(k)) return;
+      const t = c === bg ? out.background : out.object;
+      t[1]++;
+      if (got[k] === c) t[0]++;
+    });
+    return out;
+  };
+  const full = await api.generate(
+    { prompt, width: grid.width, height: grid.height, ...greedy },
+    run,
+  );
+  const prng = new Prng(seed, 0x9b0e);
+  const half = new Uint8Array(truth.length).map(() => (prng.uniform() < 0.5 ? 1 : 0));
+  if (!half.includes(1)) half[prng.randint(0, half.length)] = 1;
+  const part = await api.inpaint(
+    { prompt, image: { tokens: grid }, mask: { kind: 'cells', cells: half }, ...greedy },
+    run,
+  );
+  return { full: tally(full.codes, () => true), half: tally(part.codes, (k) => half[k] === 1) };
 }

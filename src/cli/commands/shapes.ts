@@ -11,6 +11,7 @@ import type { DimooApi } from '../../pipelines/types.js';
 import { detectScene } from '../../shapes/checker.js';
 import { generateDataset } from '../../shapes/dataset.js';
 import {
+  DEFAULT_EVAL_TASKS,
   EVAL_TASKS,
   runShapesEval,
   type EvalReport,
@@ -267,6 +268,14 @@ export function formatEvalReport(rep: EvalReport): string {
   if (rep.mmu) {
     add('understanding', 'exact answer', rep.mmu.all);
     for (const [k, r] of Object.entries(rep.mmu.byType)) add('', `- ${k}`, r);
+  }
+  if (rep.probe) {
+    const p = rep.probe;
+    add('probe', 'every cell right from the caption alone', p.all);
+    add('', '- all masked: object cells', p.full.object);
+    add('', '- all masked: background cells', p.full.background);
+    add('', '- half masked: object cells', p.half.object);
+    add('', '- half masked: background cells', p.half.background);
   }
   return `${formatTable(['task', 'measure', 'score', 'passed'], rows)}\n`;
 }
@@ -608,9 +617,12 @@ export function registerShapes(program: Command, ctx: CliContext): void {
       'evaluate a checkpoint on held-out shapes prompts and pictures (rule-based checker)',
     )
     .option('--limit <n>', 'items per task', intOpt('--limit', { min: 1, max: 100_000 }), 20)
-    .option('--tasks <list>', `comma-separated: ${EVAL_TASKS.join(',')}`, parseTasks, [
-      ...EVAL_TASKS,
-    ])
+    .option(
+      '--tasks <list>',
+      `comma-separated: ${EVAL_TASKS.join(',')} (probe: greedy one-pass cell accuracy from the caption alone and with half the picture given; not run by default)`,
+      parseTasks,
+      [...DEFAULT_EVAL_TASKS],
+    )
     .option('--seed <n>', 'seed of the items and of sampling', intOpt('--seed', { min: 0 }), 0)
     .option(
       '--holdout <f>',
