@@ -47,6 +47,19 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+/** What a test double of the library says about itself: the tiny checkpoint, 16x VQ, library defaults. */
+function fakeInfo(name: string): ReturnType<DimooApi['info']> {
+  return {
+    dir: ckpt,
+    name,
+    hasVq: true,
+    vqScale: 16,
+    codebookSize: 8192,
+    device: 'cpu',
+    defaults: resolveTaskDefaults({}),
+  };
+}
+
 function cli(args: string[]) {
   const r = spawnSync(process.execPath, ['bin/dimoo.js', ...args], {
     encoding: 'utf8',
@@ -260,15 +273,7 @@ test('eval pipeline: a perfect model scores 100% on every task, a copying one fa
       },
       encodeImage: async () => ({ width: 128, height: 128, codes: new Array<number>(64).fill(0) }),
       decodeTokens: async () => pic(plans[0]!.scene),
-      info: () => ({
-        dir: ckpt,
-        name: 'oracle',
-        hasVq: true,
-        vqScale: 16,
-        codebookSize: 8192,
-        device: 'cpu',
-        defaults: resolveTaskDefaults({}),
-      }),
+      info: () => fakeInfo('oracle'),
       dispose: async () => {},
     };
   };
@@ -345,15 +350,7 @@ test('eval probe: one greedy unguided pass, all cells masked and a random half m
       understand: async () => assert.fail('no understand'),
       encodeImage: async () => ({ width: 128, height: 128, codes: truth }),
       decodeTokens: async () => assert.fail('no decode'),
-      info: () => ({
-        dir: ckpt,
-        name: 'fake',
-        hasVq: true,
-        vqScale: 16,
-        codebookSize: 8192,
-        device: 'cpu',
-        defaults: resolveTaskDefaults({}),
-      }),
+      info: () => fakeInfo('fake'),
       dispose: async () => {},
     };
     return { api, seen };
