@@ -32,6 +32,12 @@ import type { CliContext } from '../context.js';
 import { CancelledError } from '../errors.js';
 import { choiceOpt, intOpt, numOpt } from '../options.js';
 import { I2I_DROPS, type I2iDrop } from '../../training/recipe.js';
+import {
+  FINAL_MIX_WEIGHTS,
+  SINGLE_OBJECT_WEIGHTS,
+  writePhaseData,
+  type PhaseWeights,
+} from '../../shapes/curriculum.js';
 
 const TRAINER_STATE = 'trainer_state.json';
 /** Left out of the final model: they only serve resuming. */
@@ -61,6 +67,176 @@ export interface ShapesPlan {
   ropeTheta?: number;
   /** dimoo train --i2i-drop; absent in older plans: the original's. */
   i2iDrop?: I2iDrop;
+  /**
+   * The curriculum after the first (mixed) run: each phase a `dimoo train` from
+   * the previous phase's last checkpoint on train.jsonl's records weighted by
+   * kind (shapes/curriculum.ts). Absent in older plans: none.
+   */
+  phases?: ShapesPhase[];
+}
+
+export interface ShapesPhase {
+  /** Its run folder is WORK/run-<name>. */
+  name: string;
+  weights: PhaseWeights;
+  steps: number;
+  lr: number;
+  minLr: number;
+  schedule: 'constant' | 'cosine';
+  warmupSteps: number;
+  seed: number;
+}
+
+/** A phase as the pipeline runs it (the first one is WORK/run on train.jsonl). */
+interface PhaseRun extends Omit<ShapesPhase, 'weights'> {
+  runDir: string;
+  /** The checkpoint it starts from. */
+  model: string;
+  data: string;
+  weights?: PhaseWeights;
+}
+
+/**
+ * The curriculum after the mixed run (docs/shapes.md, the seventh run): single-object
+ * text-to-image records alone at a constant rate, which teaches where a caption puts
+ * an object; then every record with text-to-image weighted up, the rate decaying to
+ * --min-lr.
+ */
+function curriculumPhases(f: Flags): ShapesPhase[] {
+  const out: ShapesPhase[] = [];
+  if (f.singleSteps > 0)
+    out.push({
+      name: 'single',
+      weights: { ...SINGLE_OBJECT_WEIGHTS },
+      steps: f.singleSteps,
+      lr: PHASE_LR,
+      minLr: PHASE_LR,
+      schedule: 'constant',
+      warmupSteps: Math.min(PHASE_WARMUP, f.singleSteps - 1),
+      seed: f.seed + 1,
+    });
+  if (f.finalSteps > 0)
+    out.push({
+      name: 'final',
+      weights: { ...FINAL_MIX_WEIGHTS },
+      steps: f.finalSteps,
+      lr: PHASE_LR,
+      minLr: f.minLr,
+      schedule: 'cosine',
+      warmupSteps: Math.min(PHASE_WARMUP, f.finalSteps - 1),
+      seed: f.seed + 2,
+    });
+  return out;
+}
+
+/** Peak learning rate of the curriculum's phases (measured: binding appeared at 1e-3 within 300-600 steps). */
+const PHASE_LR = 1e-3;
+/** Each phase starts a fresh optimiser: a short warm-up keeps the first steps of new Adam moments small. */
+const PHASE_WARMUP = 20;
+
+/** The run folder of the last phase that has saved a checkpoint. */
+function lastStarted(phases: readonly PhaseRun[]): string {
+  for (let i = phases.length - 1; i > 0; i--)
+    if (latestCheckpoint(phases[i]!.runDir)) return phases[i]!.runDir;
+  return phases[0]!.runDir;
+}
+
+/**
+ * One phase's `dimoo train`, resumed from its own latest checkpoint when it has
+ * one; skipped when complete. Returns whether the time budget stopped it.
+ */
+async function trainPhase(
+  ctx: CliContext,
+  plan: ShapesPlan,
+  ph: PhaseRun,
+  threads: string,
+  stopAt: number,
+): Promise<boolean> {
+  const before = latestCheckpoint(ph.runDir);
+  if (before && before.step >= ph.steps) {
+    log(
+      ctx,
+      `transformer, phase ${ph.name}: ${before.dir} is at step ${before.step} of ${ph.steps}, skipped`,
+    );
+    return false;
+  }
+  if (Date.now() >= stopAt) return true;
+  const args = [
+    'train',
+    '--model',
+    ph.model,
+    '--data',
+    ph.data,
+    '--out',
+    ph.runDir,
+    '--steps',
+    String(ph.steps),
+    '--batch-size',
+    String(plan.batchSize),
+    '--lr',
+    String(ph.lr),
+    '--min-lr',
+    String(ph.minLr),
+    '--warmup-steps',
+    String(ph.warmupSteps),
+    '--lr-schedule',
+    ph.schedule,
+    '--answer-block',
+    String(plan.answerBlock),
+    // Only the rows the world uses (its words, the specials, the image codes) train:
+    // the same training as all 134 548 rows (training/vocab-rows.ts), ~4x faster.
+    '--vocab-rows',
+    'auto',
+    // The original attends to its right-padding; sampling never sees padding, so a
+    // model trained with it meets a context it never trained on (short text-to-image
+    // records carry the most padding). Masking it removes that mismatch.
+    ...(plan.maskPadding ? ['--mask-padding'] : []),
+    ...(plan.groupByLength ? ['--group-by-length'] : []),
+    // The edits' guidance asks about a picture with <uncondition> text and the text
+    // without its picture; the original's drop trains neither (docs/shapes.md).
+    ...(plan.i2iDrop ? ['--i2i-drop', plan.i2iDrop] : []),
+    '--seed',
+    String(ph.seed),
+    '--save-every',
+    String(plan.saveEvery),
+    '--threads',
+    threads,
+    '--json',
+    '--no-progress',
+    ...(before ? ['--resume', ph.runDir] : []),
+  ];
+  let losses: number[] = [];
+  const r = await runDimoo(ctx, args, {
+    stopAt,
+    onLine: (line) => {
+      let e: Record<string, unknown>;
+      try {
+        e = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        ctx.stdout.write(line + '\n');
+        return;
+      }
+      if (e.event === 'step') {
+        losses.push(e.loss as number);
+        const s = e.step as number;
+        if (s % 10 === 0 || s === e.totalSteps) {
+          const mean = losses.reduce((a, b) => a + b, 0) / losses.length;
+          log(
+            ctx,
+            `${ph.name} step ${s}/${e.totalSteps}: loss ${mean.toFixed(4)} (mean of ${losses.length}), lr ${(e.lr as number).toExponential(2)}, ${(e.tokensPerS as number).toFixed(0)} tok/s, ${(e.seconds as number).toFixed(2)} s/step`,
+          );
+          losses = [];
+        }
+      } else if (e.event === 'saved') {
+        log(ctx, `saved ${String(e.checkpoint)} (${String(e.reason)})`);
+        prune(ph.runDir, 2);
+      }
+    },
+  });
+  // A stop by the time budget exits like Ctrl-C (130) after saving.
+  if (!(r.code === 0 || (r.stopped && r.code === 130)))
+    must(r, `transformer training (phase ${ph.name})`);
+  return r.stopped;
 }
 
 interface Flags {
@@ -84,6 +260,9 @@ interface Flags {
   groupByLength: boolean;
   ropeTheta?: number;
   i2iDrop: I2iDrop;
+  curriculum: boolean;
+  singleSteps: number;
+  finalSteps: number;
   saveMinutes: number;
   deadline?: string;
   ship?: boolean;
@@ -220,7 +399,15 @@ async function trainShapes(
 
   let plan = readPlan(planFile);
   if (!plan) {
-    const steps = f.steps ?? Math.max(1, Math.floor((f.minutes * 60) / f.secPerStep));
+    const phases = f.curriculum ? curriculumPhases(f) : [];
+    const later = phases.reduce((n, p) => n + p.steps, 0);
+    const budget = Math.floor((f.minutes * 60) / f.secPerStep) - later;
+    if (f.steps === undefined && budget < 1)
+      throw new DimooError(
+        `--minutes ${f.minutes} at --sec-per-step ${f.secPerStep} leaves no step for the first phase after the curriculum's ${later}: give --steps or more --minutes`,
+        'E_PARAM',
+      );
+    const steps = f.steps ?? budget;
     plan = {
       seed: f.seed,
       scenes: f.scenes,
@@ -236,6 +423,7 @@ async function trainShapes(
       groupByLength: f.groupByLength,
       ...(f.ropeTheta !== undefined && { ropeTheta: f.ropeTheta }),
       i2iDrop: f.i2iDrop,
+      ...(phases.length > 0 && { phases }),
       saveEvery: Math.max(1, Math.round((f.saveMinutes * 60) / f.secPerStep)),
     };
     fs.writeFileSync(planFile, JSON.stringify(plan, null, 2) + '\n');
@@ -337,112 +525,73 @@ async function trainShapes(
     fs.renameSync(tmp, dataDir);
   }
 
-  // 4. the transformer: text-to-image, edits and questions together
-  const before = latestCheckpoint(runDir);
-  let last = '';
-  let stopped = false;
-  if (before && before.step >= plan.steps) {
-    log(ctx, `transformer: ${before.dir} is at step ${before.step} of ${plan.steps}, skipped`);
-  } else {
-    let stopAt = Date.now() + f.minutes * 60_000;
-    if (f.deadline !== undefined) {
-      const d = Date.parse(f.deadline);
-      if (!Number.isFinite(d))
-        throw new DimooError(
-          `--deadline ${f.deadline}: not a date/time (e.g. 2026-11-30T21:00:00Z)`,
-          'E_PARAM',
-        );
-      stopAt = Math.min(stopAt, d);
-    }
-    const args = [
-      'train',
-      '--model',
-      initDir,
-      '--data',
-      path.join(dataDir, 'train.jsonl'),
-      '--out',
-      runDir,
-      '--steps',
-      String(plan.steps),
-      '--batch-size',
-      String(plan.batchSize),
-      '--lr',
-      String(plan.lr),
-      '--min-lr',
-      String(plan.minLr),
-      '--warmup-steps',
-      String(plan.warmupSteps),
-      '--lr-schedule',
-      'cosine',
-      '--answer-block',
-      String(plan.answerBlock),
-      // Only the rows the world uses (its words, the specials, the image codes) train:
-      // the same training as all 134 548 rows (training/vocab-rows.ts), ~4x faster.
-      '--vocab-rows',
-      'auto',
-      // The original attends to its right-padding; sampling never sees padding, so a
-      // model trained with it meets a context it never trained on (short text-to-image
-      // records carry the most padding). Masking it removes that mismatch.
-      ...(plan.maskPadding ? ['--mask-padding'] : []),
-      ...(plan.groupByLength ? ['--group-by-length'] : []),
-      // The edits' guidance asks about a picture with <uncondition> text and the text
-      // without its picture; the original's drop trains neither (docs/shapes.md).
-      ...(plan.i2iDrop ? ['--i2i-drop', plan.i2iDrop] : []),
-      '--seed',
-      String(plan.seed),
-      '--save-every',
-      String(plan.saveEvery),
-      '--threads',
-      threads,
-      '--json',
-      '--no-progress',
-      ...(before ? ['--resume', runDir] : []),
-    ];
-    let losses: number[] = [];
-    const r = await runDimoo(ctx, args, {
-      stopAt,
-      onLine: (line) => {
-        let e: Record<string, unknown>;
-        try {
-          e = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          ctx.stdout.write(line + '\n');
-          return;
-        }
-        if (e.event === 'step') {
-          losses.push(e.loss as number);
-          const s = e.step as number;
-          if (s % 10 === 0 || s === e.totalSteps) {
-            const mean = losses.reduce((a, b) => a + b, 0) / losses.length;
-            log(
-              ctx,
-              `step ${s}/${e.totalSteps}: loss ${mean.toFixed(4)} (mean of ${losses.length}), lr ${(e.lr as number).toExponential(2)}, ${(e.tokensPerS as number).toFixed(0)} tok/s, ${(e.seconds as number).toFixed(2)} s/step`,
-            );
-            losses = [];
-          }
-        } else if (e.event === 'saved') {
-          last = e.checkpoint as string;
-          log(ctx, `saved ${last} (${String(e.reason)})`);
-          prune(runDir, 2);
-        }
-      },
-    });
-    stopped = r.stopped;
-    // A stop by the time budget exits like Ctrl-C (130) after saving.
-    if (!(r.code === 0 || (stopped && r.code === 130))) must(r, 'transformer training');
+  // 4. the transformer: text-to-image, edits and questions together, then the
+  // curriculum's phases, each from the previous one's last checkpoint.
+  let stopAt = Date.now() + f.minutes * 60_000;
+  if (f.deadline !== undefined) {
+    const d = Date.parse(f.deadline);
+    if (!Number.isFinite(d))
+      throw new DimooError(
+        `--deadline ${f.deadline}: not a date/time (e.g. 2026-11-30T21:00:00Z)`,
+        'E_PARAM',
+      );
+    stopAt = Math.min(stopAt, d);
   }
+  const phases: Array<PhaseRun> = [
+    {
+      name: 'mix',
+      runDir,
+      model: initDir,
+      data: path.join(dataDir, 'train.jsonl'),
+      steps: plan.steps,
+      lr: plan.lr,
+      minLr: plan.minLr,
+      schedule: 'cosine',
+      warmupSteps: plan.warmupSteps,
+      seed: plan.seed,
+    },
+  ];
+  for (const ph of plan.phases ?? []) {
+    const prev = phases[phases.length - 1]!;
+    phases.push({
+      name: ph.name,
+      runDir: path.join(work, `run-${ph.name}`),
+      model: path.join(prev.runDir, `checkpoint-${prev.steps}`),
+      data: '', // written when the phase starts (its weights over train.jsonl)
+      weights: ph.weights,
+      steps: ph.steps,
+      lr: ph.lr,
+      minLr: ph.minLr,
+      schedule: ph.schedule,
+      warmupSteps: ph.warmupSteps,
+      seed: ph.seed,
+    });
+  }
+  let stopped = false;
+  for (const ph of phases) {
+    if (ph.weights) {
+      const w = writePhaseData(dataDir, ph.weights);
+      ph.data = w.file;
+      log(ctx, `phase ${ph.name}: ${path.basename(w.file)} ${JSON.stringify(w.counts)}`);
+    }
+    stopped = await trainPhase(ctx, plan, ph, threads, stopAt);
+    if (stopped) break;
+  }
+  const lastRun = phases[phases.length - 1]!.runDir;
 
   // 5. the model: the latest checkpoint without its optimizer state
-  const done = latestCheckpoint(runDir);
-  if (!done) throw new DimooError(`no checkpoint in ${runDir}`, 'E_TRAIN');
+  const done = latestCheckpoint(stopped ? lastStarted(phases) : lastRun);
+  if (!done) throw new DimooError(`no checkpoint in ${lastRun}`, 'E_TRAIN');
   const state = JSON.parse(fs.readFileSync(path.join(done.dir, TRAINER_STATE), 'utf8')) as {
     history: Array<{ step: number; loss: number }>;
   };
   const tail = state.history.slice(-20);
+  const phase = phases.find((p) => done.dir.startsWith(p.runDir + path.sep))!;
   const summary = {
+    phase: phase.name,
     step: done.step,
-    totalSteps: plan.steps,
-    complete: done.step >= plan.steps,
+    totalSteps: phase.steps,
+    complete: phase === phases[phases.length - 1] && done.step >= phase.steps,
     lossLast20: tail.length ? tail.reduce((a, b) => a + b.loss, 0) / tail.length : null,
     plan,
     vqvae: vqDir,
@@ -452,7 +601,7 @@ async function trainShapes(
   exportModel(done.dir, finalDir, summary);
   log(
     ctx,
-    `model: ${finalDir} (step ${done.step} of ${plan.steps}${summary.complete ? '' : ': resumable, rerun to continue'}), mean loss of the last ${tail.length} steps ${summary.lossLast20?.toFixed(4)}`,
+    `model: ${finalDir} (phase ${phase.name}, step ${done.step} of ${phase.steps}${summary.complete ? '' : ': resumable, rerun to continue'}), mean loss of the last ${tail.length} steps ${summary.lossLast20?.toFixed(4)}`,
   );
   if (f.ship) {
     const ship = shippedModelDir();
@@ -507,9 +656,9 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
     )
     .option(
       '--sec-per-step <s>',
-      'expected seconds per transformer step (measured at batch 16, mixed records, 2 AVX2 cores: 1.5-2.4, 2.05 on average over a 2950-step run)',
+      'expected seconds per transformer step, to plan --steps from --minutes (measured at batch 16 on 2 cores: 0.5-1.0 since the world moved onto the token grid, AVX-512; 1.5-2.4 before, AVX2)',
       numOpt('--sec-per-step', { min: 0.001 }),
-      2.4,
+      1.0,
     )
     .option('--batch-size <n>', 'records per step', intOpt('--batch-size', { min: 1 }), 16)
     .option(
@@ -544,6 +693,22 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
       "the edits' condition drop (dimoo train --i2i-drop): guidance also trains the two contexts the edit sampler's guidance uses",
       choiceOpt('--i2i-drop', I2I_DROPS),
       'guidance',
+    )
+    .option(
+      '--no-curriculum',
+      'train only the mixed run (default: then the curriculum: single-object text-to-image, then a weighted mix)',
+    )
+    .option(
+      '--single-steps <n>',
+      'curriculum: steps on single-object text-to-image records alone (0: none)',
+      intOpt('--single-steps', { min: 0 }),
+      1500,
+    )
+    .option(
+      '--final-steps <n>',
+      'curriculum: steps on every record, text-to-image weighted up (0: none)',
+      intOpt('--final-steps', { min: 0 }),
+      2500,
     )
     .option(
       '--rope-theta <x>',
