@@ -26,6 +26,7 @@ import {
   type EvalReport,
 } from '../src/shapes/eval.js';
 import { formatEvalReport } from '../src/cli/commands/shapes.js';
+import { bindingScore } from '../src/shapes/binding.js';
 import { sampleCaption, sampleEdit, sampleQuestion } from '../src/shapes/language.js';
 import { writeShapesCheckpoint } from '../src/shapes/model.js';
 import { renderScene } from '../src/shapes/render.js';
@@ -466,4 +467,51 @@ test('painting items: the masked token cells cover every changed pixel, and the 
       }
     }
   }
+});
+
+test('binding score: identical maps score 0, maps on their objects score high', () => {
+  const masks = [0, 4, 8].map((cell) => {
+    const m = new Uint8Array(64);
+    const r0 = Math.floor(cell / 3) * 3;
+    const c0 = (cell % 3) * 3;
+    for (let r = r0; r < r0 + 2; r++) for (let c = c0; c < c0 + 2; c++) m[r * 8 + c] = 1;
+    return m;
+  });
+  const prior = Array.from({ length: 64 }, (_, k) => (k % 7) / 10);
+  const same = bindingScore([prior, prior, prior], masks);
+  assert.ok(Math.abs(same.binding) < 1e-12, 'a map the caption does not move');
+  assert.ok(same.insideMinusOutside !== 0, 'the raw contrast keeps the prior');
+  const bound = bindingScore(
+    masks.map((m) => Array.from(m, (x) => x)),
+    masks,
+  );
+  assert.ok(bound.binding > 0.6, `binding ${bound.binding}`);
+  assert.ok(Math.abs(bound.insideMinusOutside - 1) < 1e-12);
+  assert.throws(() => bindingScore([prior], masks), /1 maps for 3 masks/);
+});
+
+test('dimoo shapes binding on a random checkpoint: a report per size, maps in [0, 1]', () => {
+  const r = cli(['shapes', 'binding', '--model', ckpt, '--threads', '1', '--maps', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const reps = JSON.parse(r.stdout) as Array<{
+    size: string;
+    binding: number;
+    places: Array<{ place: string; caption: string; map: number[] }>;
+  }>;
+  assert.deepEqual(
+    reps.map((x) => x.size),
+    ['small', 'large'],
+  );
+  for (const rep of reps) {
+    assert.ok(Number.isFinite(rep.binding) && Math.abs(rep.binding) < 0.5);
+    assert.equal(rep.places.length, 9);
+    assert.match(rep.places[0]!.caption, /top left/);
+    for (const p of rep.places) {
+      assert.equal(p.map.length, 64);
+      for (const x of p.map) assert.ok(x >= 0 && x <= 1);
+    }
+  }
+  const bad = cli(['shapes', 'binding', '--model', ckpt, '--shape', 'hexagon']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--shape/);
 });

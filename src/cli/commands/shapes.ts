@@ -27,11 +27,21 @@ import {
   SHAPES_VQ_THUMBNAIL,
 } from '../../shapes/model.js';
 import { evalGridImage } from '../../shapes/report-grid.js';
+import {
+  BACKGROUNDS,
+  COLORS,
+  SHAPES,
+  SIZES,
+  type Background,
+  type Color,
+  type Shape,
+  type Size,
+} from '../../shapes/world.js';
 import type { CliContext } from '../context.js';
 import { registerShapesTrain } from './shapes-train.js';
 import { addCacheScheduleOptions, addModelOptions, type ModelCommandFlags } from '../common.js';
 import { throwIfCancelled } from '../errors.js';
-import { requireVq, withModel } from '../model.js';
+import { checkModelDir, requireVq, withModel } from '../model.js';
 import { choiceOpt, intOpt, numOpt } from '../options.js';
 import { checkImageOutPath, formatMs, formatTable, writeJson } from '../output.js';
 import { createProgressBar, type ProgressMode } from '../progress.js';
@@ -509,6 +519,86 @@ export function registerShapes(program: Command, ctx: CliContext): void {
           ctx.stdout.write(
             `wrote ${r.dir}: shapes model, d_model ${c.dModel}, ${c.nLayers} layers, ${r.parameters} parameters\n`,
           );
+      },
+    );
+
+  shapes
+    .command('binding')
+    .description(
+      "how far the caption's place moves the model's picture: P(not background) per cell for one object at each of the nine places, every cell masked (docs/shapes.md)",
+    )
+    .requiredOption('--model <dir>', 'checkpoint folder')
+    .option('--shape <s>', 'object shape', choiceOpt('--shape', SHAPES), 'square')
+    .option('--color <c>', 'object colour', choiceOpt('--color', COLORS), 'red')
+    .option(
+      '--size <s>',
+      'object size (both: one report each)',
+      choiceOpt('--size', [...SIZES, 'both'] as const),
+      'both',
+    )
+    .option('--background <b>', 'background', choiceOpt('--background', BACKGROUNDS), 'white')
+    .option('--threads <n>', 'CPU threads', intOpt('--threads', { min: 1, max: 1024 }))
+    .option('--maps', "also print each place's map")
+    .option('--json', 'print the reports as JSON')
+    .action(
+      async (f: {
+        model: string;
+        shape: Shape;
+        color: Color;
+        size: Size | 'both';
+        background: Background;
+        threads?: number;
+        maps?: boolean;
+        json?: boolean;
+      }) => {
+        checkModelDir(f.model);
+        const [{ Dimoo }, { placeBinding }] = await Promise.all([
+          import('../../pipelines/dimoo.js'),
+          import('../../shapes/binding.js'),
+        ]);
+        const d = await Dimoo.load(f.model, f.threads !== undefined ? { threads: f.threads } : {});
+        try {
+          requireVq(d, 'to find the background code');
+          const sizes: Size[] = f.size === 'both' ? [...SIZES] : [f.size];
+          const reports = [];
+          for (const size of sizes) {
+            throwIfCancelled(ctx.signal);
+            reports.push(
+              await placeBinding(d, {
+                shape: f.shape,
+                color: f.color,
+                size,
+                background: f.background,
+              }),
+            );
+          }
+          if (f.json) {
+            writeJson(
+              ctx.stdout,
+              reports.map((r) => (f.maps ? r : { ...r, places: undefined })),
+            );
+            return;
+          }
+          for (const r of reports) {
+            ctx.stdout.write(
+              `${r.size} ${r.color} ${r.shape} on ${r.background}: binding ${r.binding.toFixed(3)} (inside - outside ${r.insideMinusOutside.toFixed(3)})\n`,
+            );
+            if (!f.maps) continue;
+            for (const p of r.places) {
+              const w = Math.round(Math.sqrt(p.map.length));
+              ctx.stdout.write(`  ${p.place}: "${p.caption}"\n`);
+              for (let row = 0; row < p.map.length / w; row++)
+                ctx.stdout.write(
+                  `    ${p.map
+                    .slice(row * w, (row + 1) * w)
+                    .map((x) => x.toFixed(2))
+                    .join(' ')}\n`,
+                );
+            }
+          }
+        } finally {
+          await d.dispose();
+        }
       },
     );
 
