@@ -6,10 +6,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { runDimoo } from './helpers/cli.js';
 import {
   FINAL_MIX_WEIGHTS,
   SINGLE_OBJECT_WEIGHTS,
@@ -27,15 +27,7 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, ['bin/dimoo.js', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, DIMOO_DEBUG: '' },
-    timeout: 300_000,
-    maxBuffer: 64 << 20,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[]) => runDimoo(args);
 
 const lines = (file: string): string[] =>
   fs
