@@ -100,6 +100,8 @@ test('shapes train: the mixed run, then the single-object and final phases, each
     '2',
     '--final-steps',
     '1',
+    '--final-weights',
+    '2,0,1,1',
     '--batch-size',
     '2',
     '--threads',
@@ -124,13 +126,17 @@ test('shapes train: the mixed run, then the single-object and final phases, each
   );
   assert.match(
     r.stdout,
-    /train --model \S+\/run-single\/checkpoint-2 --data \S+\/train-w3-2-1-1\.jsonl --out \S+\/run-final /,
+    /train --model \S+\/run-single\/checkpoint-2 --data \S+\/train-w2-0-1-1\.jsonl --out \S+\/run-final /,
   );
   const summary = JSON.parse(
     fs.readFileSync(path.join(work, 'final', 'training.json'), 'utf8'),
   ) as { phase: string; step: number; complete: boolean };
   assert.deepEqual([summary.phase, summary.step, summary.complete], ['final', 1, true]);
   assert.ok(!fs.existsSync(path.join(work, 'final', 'optimizer.safetensors')));
+
+  const bad = cli([...args.slice(0, 4), '--final-weights', '1,2,x,1']);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--final-weights must be four integers/);
 
   const again = cli(args);
   assert.equal(again.code, 0, again.stderr);

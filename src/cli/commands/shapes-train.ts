@@ -35,6 +35,7 @@ import { I2I_DROPS, type I2iDrop } from '../../training/recipe.js';
 import {
   FINAL_MIX_WEIGHTS,
   SINGLE_OBJECT_WEIGHTS,
+  checkWeights,
   writePhaseData,
   type PhaseWeights,
 } from '../../shapes/curriculum.js';
@@ -118,7 +119,7 @@ function curriculumPhases(f: Flags): ShapesPhase[] {
   if (f.finalSteps > 0)
     out.push({
       name: 'final',
-      weights: { ...FINAL_MIX_WEIGHTS },
+      weights: { ...f.finalWeights },
       steps: f.finalSteps,
       lr: PHASE_LR,
       minLr: f.minLr,
@@ -127,6 +128,19 @@ function curriculumPhases(f: Flags): ShapesPhase[] {
       seed: f.seed + 2,
     });
   return out;
+}
+
+/** `--final-weights a,b,c,d`: four integers, in PhaseWeights order. */
+function parsePhaseWeights(raw: string): PhaseWeights {
+  const v = raw.split(',').map((x) => Number(x.trim()));
+  if (v.length !== 4 || v.some((x) => !Number.isInteger(x)))
+    throw new DimooError(
+      `--final-weights must be four integers a,b,c,d (single-object text-to-image, other text-to-image, edits, questions), got "${raw}"`,
+      'E_PARAM',
+    );
+  const w: PhaseWeights = { t2iSingle: v[0]!, t2iMulti: v[1]!, edit: v[2]!, mmu: v[3]! };
+  checkWeights(w, '--final-weights');
+  return w;
 }
 
 /** Peak learning rate of the curriculum's phases (measured: binding appeared at 1e-3 within 300-600 steps). */
@@ -263,6 +277,7 @@ interface Flags {
   curriculum: boolean;
   singleSteps: number;
   finalSteps: number;
+  finalWeights: PhaseWeights;
   saveMinutes: number;
   deadline?: string;
   ship?: boolean;
@@ -709,6 +724,12 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
       'curriculum: steps on every record, text-to-image weighted up (0: none)',
       intOpt('--final-steps', { min: 0 }),
       2500,
+    )
+    .option(
+      '--final-weights <a,b,c,d>',
+      'curriculum: repeats per record in the final phase of single-object text-to-image, other text-to-image, edits, questions',
+      parsePhaseWeights,
+      { ...FINAL_MIX_WEIGHTS },
     )
     .option(
       '--rope-theta <x>',
