@@ -10,7 +10,8 @@
  * codes.
  */
 import type { Dimoo } from '../pipelines/dimoo.js';
-import { buildTextToImage, textToImagePrompt } from '../pipelines/prompts.js';
+import { buildTextToImage, gridCellPositions, textToImagePrompt } from '../pipelines/prompts.js';
+import { softmaxProbF32 } from '../samplers/maskgit.js';
 import { Prng } from '../samplers/prng.js';
 import { cellsUnder } from './eval.js';
 import { describeScene } from './language.js';
@@ -125,20 +126,10 @@ export async function placeBinding(d: Dimoo, o: BindingOptions = {}): Promise<Bi
       },
       t,
     );
-    const rows = Array.from(
-      { length: gh * gw },
-      (_, i) => lay.codeStart + Math.floor(i / gw) * (gw + 1) + (i % gw),
-    );
+    const rows = gridCellPositions(lay.codeStart, gh, gw);
     const out = await d.model.forward({ ids: lay.sequence, imageRows: rows });
     const V = out.imageLogits.length / rows.length;
-    const map = rows.map((_, k) => {
-      const l = out.imageLogits.subarray(k * V, (k + 1) * V);
-      let m = -Infinity;
-      for (let j = 0; j < V; j++) if (l[j]! > m) m = l[j]!;
-      let s = 0;
-      for (let j = 0; j < V; j++) s += Math.exp(l[j]! - m);
-      return 1 - Math.exp(l[bg]! - m) / s;
-    });
+    const map = Array.from(rows, (_, k) => 1 - softmaxProbF32(out.imageLogits, k * V, V, bg));
     maps.push(map);
     masks.push(cellsUnder(obj, CANVAS, CANVAS, d.vqScale));
     places.push({ place: CELLS[cell]!, caption, map });
