@@ -82,8 +82,11 @@ describe(
             task: 'generate',
             prompt: `a red fox ${i}`,
             size: '64x48',
-            // Long enough that a kill at step 2 lands while the job still runs.
-            steps: 48,
+            // Long enough that a kill at step 2 lands while the job still runs: at 48
+            // steps (~0.2 s of work on the tiny model) a loaded CI machine once
+            // delivered the step-2 progress event after the worker had finished the
+            // job, so nothing failed over. 240 is within the server's maxSteps (256).
+            steps: 240,
             seed: i,
             temperature: 0,
           });
@@ -162,7 +165,7 @@ describe(
         assert.equal(r.status, 202, JSON.stringify(j));
         ids.push(j.id);
       }
-      const long = new Set(ids.filter((_, i) => bodies[i].steps === 48));
+      const long = new Set(ids.filter((_, i) => bodies[i].steps === 240));
       const kill: { victim?: Proc; job?: string } = {};
       const runsOn = (w: Proc, id: string): boolean => {
         const recs = w.records().filter((r) => r.job === id);
