@@ -238,6 +238,18 @@ test('Ctrl-C saves a resumable checkpoint; --resume continues bit-identically', 
   ]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /saved with batchSize = 2; continuing with 1/);
+  // So is changing how the pictures are masked.
+  const masks = await run([
+    ...common,
+    '--out',
+    path.join(tmp, 'part'),
+    '--resume',
+    path.join(tmp, 'part', 'checkpoint-2'),
+    '--image-full-mask',
+    '0.5',
+  ]);
+  assert.equal(masks.code, 1);
+  assert.match(masks.stderr, /saved with imageFullMask = 0; continuing with 0.5/);
 });
 
 test('bad data lines stop before any step, naming file and line; --skip-bad counts them', async () => {

@@ -204,3 +204,38 @@ test("i2iDrop 'guidance': a dropped edit trains each context the edit sampler's 
   // ~300 drops, ~100 each: bounds ~5 sigma wide.
   for (const n of seen) assert.ok(n > 50 && n < 160, `drop contexts ${seen.join('/')}`);
 });
+
+test('imageFullMask: a share of answer pictures is masked whole; 0 keeps the original stream', async () => {
+  const g = readGoldenJson<GoldenTrainCase>('train_t2i_i2i_padded.json');
+  const items = await Promise.all(g.items.map(tokenize));
+  const cellsOf = (it: TokenizedItem) => it.answerImage!.codes.length;
+  for (const item of items.filter((it) => it.kind !== 'mmu')) {
+    const n = cellsOf(item);
+    // Share 0: the very layouts (and PRNG draws) of the original recipe.
+    for (let s = 0; s < 50; s++) {
+      const a = layoutItem(item, prngChoices(new Prng(5, s)), T);
+      const b = layoutItem(item, prngChoices(new Prng(5, s)), T, { imageFullMask: 0 });
+      assert.deepEqual(b, a);
+    }
+    let whole = 0;
+    let partial = 0;
+    for (let s = 0; s < 400; s++) {
+      const out = layoutItem(item, prngChoices(new Prng(7, s)), T, { imageFullMask: 0.5 });
+      const start = out.inputIds.lastIndexOf(T.boi) + 1;
+      const span = out.inputIds.slice(start, out.inputIds.lastIndexOf(T.eoi));
+      const masked = span.filter((id) => id === T.mask).length;
+      const labelled = out.labels.filter((l) => l !== IGNORE).length;
+      // Every masked cell is labelled with its code, the row breaks never.
+      assert.equal(labelled, masked);
+      assert.equal(span.filter((id) => id === T.newline).length, item.answerImage!.gridH);
+      if (masked === n) whole++;
+      else partial++;
+    }
+    // Half masked whole (plus the cosine's own rare full masks): ~200 of 400, bounds ~5 sigma.
+    assert.ok(whole > 150 && whole < 280 && partial > 120, `whole ${whole}, partial ${partial}`);
+  }
+  // Share 1: always whole.
+  const t2i = items.find((it) => it.kind === 't2i')!;
+  const all = layoutItem(t2i, prngChoices(new Prng(1)), T, { imageFullMask: 1 });
+  assert.equal(all.labels.filter((l) => l !== IGNORE).length, cellsOf(t2i));
+});

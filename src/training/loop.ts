@@ -90,6 +90,8 @@ export interface TrainerConfig {
   answerBlock: number;
   /** The condition drop of image-to-image records (recipe.ts I2iDrop; the original's: 'original'). */
   i2iDrop: I2iDrop;
+  /** Share of answer pictures masked whole (recipe.ts LayoutOptions.imageFullMask; the original's: 0). */
+  imageFullMask: number;
   /**
    * Which embedding/head rows train (full fine-tuning): 'all'; 'auto', the
    * rows whose embedding is not zero; or ranges "start:end,..." (see
@@ -118,6 +120,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainerConfig> = Object.freeze({
   maskPadding: false,
   answerBlock: ANSWER_BLOCK,
   i2iDrop: 'original',
+  imageFullMask: 0,
   vocabRows: 'all',
 });
 
@@ -211,6 +214,7 @@ export function checkTrainerConfig(c: TrainerConfig): void {
       `--i2i-drop must be one of ${I2I_DROPS.join(', ')}, got ${String(c.i2iDrop)}`,
       'E_PARAM',
     );
+  num(c.imageFullMask, '--image-full-mask', 0, 1);
   if (!Number.isSafeInteger(c.seed) || c.seed < 0) {
     throw new DimooError(`--seed must be a non-negative integer, got ${c.seed}`, 'E_PARAM');
   }
@@ -347,6 +351,7 @@ export class TrainLoop {
         recordLayout(this.data.records[idx]!, choices, this.data.tokens, {
           answerBlock: this.config.answerBlock,
           i2iDrop: this.config.i2iDrop,
+          imageFullMask: this.config.imageFullMask,
         }),
       );
     }

@@ -62,6 +62,11 @@ export interface RecipeChoices {
    * the original recipe's stream of choices is unchanged.
    */
   dropVariant?(): number;
+  /**
+   * Whether this record's answer picture is masked whole (`imageFullMask`
+   * share p). Drawn only when p > 0, so the original's stream is unchanged.
+   */
+  fullMask?(p: number): boolean;
 }
 
 /**
@@ -81,6 +86,13 @@ export interface LayoutOptions {
   answerBlock?: number;
   /** The condition drop of image-to-image records (default 'original'). */
   i2iDrop?: I2iDrop;
+  /**
+   * Share of answer pictures masked whole instead of by the cosine ratio
+   * (default 0, the original). With the cosine ratio most training contexts
+   * show part of the picture, and the model learns to copy from visible
+   * cells long before it reads the caption (docs/shapes.md, the eighth run).
+   */
+  imageFullMask?: number;
 }
 
 export interface Layout {
@@ -166,6 +178,9 @@ export function prngChoices(prng: Prng): RecipeChoices {
     },
     dropVariant(): number {
       return prng.randint(0, 3);
+    },
+    fullMask(p: number): boolean {
+      return prng.uniform() < p;
     },
   };
 }
@@ -294,7 +309,16 @@ export function layoutItem(
   const g = item.answerImage;
   const cells = g.codes.map((c) => t.imageOffset + c);
   // Masks are drawn over the cells, then the row breaks go in (labels -100 there).
-  const [masked, cellLabels] = maskSpan(cells, choices, false, t.mask, 'answer_image');
+  const share = opts.imageFullMask ?? 0;
+  let whole = false;
+  if (share > 0) {
+    if (!choices.fullMask)
+      throw new DimooError('imageFullMask needs choices with fullMask()', 'E_PARAM');
+    whole = choices.fullMask(share);
+  }
+  const [masked, cellLabels] = whole
+    ? [cells.map(() => t.mask), cells.slice()]
+    : maskSpan(cells, choices, false, t.mask, 'answer_image');
   const rows = addBreakLines(masked, g.gridH, g.gridW, t.newline);
   const rowLabels = addBreakLines(cellLabels, g.gridH, g.gridW, IGNORE);
   return {

@@ -148,6 +148,7 @@ const FIXED_ON_RESUME: ReadonlyArray<keyof TrainerConfig> = [
   'maskPadding',
   'answerBlock',
   'i2iDrop',
+  'imageFullMask',
   'vocabRows',
 ];
 
@@ -207,6 +208,7 @@ export class Trainer {
         vocabRows: old.vocabRows ?? TRAIN_DEFAULTS.vocabRows,
         groupByLength: old.groupByLength ?? TRAIN_DEFAULTS.groupByLength,
         i2iDrop: old.i2iDrop ?? TRAIN_DEFAULTS.i2iDrop,
+        imageFullMask: old.imageFullMask ?? TRAIN_DEFAULTS.imageFullMask,
         ...explicit,
       };
       if (explicit.steps === undefined && explicit.epochs !== undefined) delete config.steps;

@@ -68,6 +68,8 @@ export interface ShapesPlan {
   ropeTheta?: number;
   /** dimoo train --i2i-drop; absent in older plans: the original's. */
   i2iDrop?: I2iDrop;
+  /** dimoo train --image-full-mask; absent in older plans: 0 (the original's cosine ratio only). */
+  imageFullMask?: number;
   /**
    * The curriculum after the first (mixed) run: each phase a `dimoo train` from
    * the previous phase's last checkpoint on train.jsonl's records weighted by
@@ -209,6 +211,9 @@ async function trainPhase(
     // The edits' guidance asks about a picture with <uncondition> text and the text
     // without its picture; the original's drop trains neither (docs/shapes.md).
     ...(plan.i2iDrop ? ['--i2i-drop', plan.i2iDrop] : []),
+    // Pictures masked whole: contexts where only the caption tells the picture
+    // (docs/shapes.md, the eighth run).
+    ...(plan.imageFullMask ? ['--image-full-mask', String(plan.imageFullMask)] : []),
     '--seed',
     String(ph.seed),
     '--save-every',
@@ -274,6 +279,7 @@ interface Flags {
   groupByLength: boolean;
   ropeTheta?: number;
   i2iDrop: I2iDrop;
+  imageFullMask: number;
   curriculum: boolean;
   singleSteps: number;
   finalSteps: number;
@@ -438,6 +444,7 @@ async function trainShapes(
       groupByLength: f.groupByLength,
       ...(f.ropeTheta !== undefined && { ropeTheta: f.ropeTheta }),
       i2iDrop: f.i2iDrop,
+      imageFullMask: f.imageFullMask,
       ...(phases.length > 0 && { phases }),
       saveEvery: Math.max(1, Math.round((f.saveMinutes * 60) / f.secPerStep)),
     };
@@ -708,6 +715,12 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
       "the edits' condition drop (dimoo train --i2i-drop): guidance also trains the two contexts the edit sampler's guidance uses",
       choiceOpt('--i2i-drop', I2I_DROPS),
       'guidance',
+    )
+    .option(
+      '--image-full-mask <p>',
+      'share of answer pictures masked whole (dimoo train --image-full-mask)',
+      numOpt('--image-full-mask', { min: 0, max: 1 }),
+      0.5,
     )
     .option(
       '--no-curriculum',

@@ -52,6 +52,7 @@ interface TrainFlags {
   groupByLength?: boolean;
   maskPadding?: boolean;
   i2iDrop?: I2iDrop;
+  imageFullMask?: number;
   answerBlock?: number;
   vocabRows?: string;
   lora?: number;
@@ -216,6 +217,11 @@ export function registerTrain(program: Command, ctx: CliContext): void {
       choiceOpt('--i2i-drop', I2I_DROPS),
     )
     .option(
+      '--image-full-mask <p>',
+      'share of answer pictures masked whole instead of by the cosine ratio (default 0, the original); more contexts where only the prompt tells the picture',
+      numOpt('--image-full-mask', { min: 0, max: 1 }),
+    )
+    .option(
       '--answer-block <n>',
       `understanding answer + masked padding length in tokens (default ${ANSWER_BLOCK}, the original's); ` +
         'a shorter block is written into the saved generation_config.json as the answer length to generate',
@@ -286,6 +292,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     if (f.maskPadding) cfg.maskPadding = true;
     set('answerBlock', 'answerBlock', f.answerBlock);
     set('i2iDrop', 'i2iDrop', f.i2iDrop);
+    set('imageFullMask', 'imageFullMask', f.imageFullMask);
     set('vocabRows', 'vocabRows', f.vocabRows);
 
     // Image files in the data are encoded with the checkpoint's VQ-VAE, loaded on first need.
