@@ -383,9 +383,13 @@ async function evalCommand(ctx: CliContext, f: EvalFlags): Promise<void> {
       });
       return;
     }
+    // The probe samples nothing (one greedy pass): the sampling settings mean nothing there.
+    const sampling = f.tasks.some((t) => t !== 'probe')
+      ? `${f.timesteps} steps, temperature ${f.temperature}${f.useCache ? ', ML-Cache' : ''}, `
+      : 'greedy one pass, ';
     ctx.stdout.write(
       `shapes eval of ${report.model}: ${f.limit} item(s) per task, seed ${f.seed}, ` +
-        `${f.timesteps} steps, temperature ${f.temperature}${f.useCache ? ', ML-Cache' : ''}, ${formatMs(report.totalMs)}\n`,
+        `${sampling}${formatMs(report.totalMs)}\n`,
     );
     ctx.stdout.write(formatEvalReport(report));
     if (f.showItems) {
