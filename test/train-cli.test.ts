@@ -226,28 +226,20 @@ test('Ctrl-C saves a resumable checkpoint; --resume continues bit-identically', 
       f,
     );
   }
-  // Changing what decides the data order is refused.
-  const bad = await run([
-    ...common,
-    '--out',
-    path.join(tmp, 'part'),
-    '--resume',
-    path.join(tmp, 'part', 'checkpoint-2'),
-    '--batch-size',
-    '1',
-  ]);
+  // Changing what decides the data order, or how the pictures are masked, is refused.
+  const resumeWith = (...flag: string[]) =>
+    run([
+      ...common,
+      '--out',
+      path.join(tmp, 'part'),
+      '--resume',
+      path.join(tmp, 'part', 'checkpoint-2'),
+      ...flag,
+    ]);
+  const bad = await resumeWith('--batch-size', '1');
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /saved with batchSize = 2; continuing with 1/);
-  // So is changing how the pictures are masked.
-  const masks = await run([
-    ...common,
-    '--out',
-    path.join(tmp, 'part'),
-    '--resume',
-    path.join(tmp, 'part', 'checkpoint-2'),
-    '--image-full-mask',
-    '0.5',
-  ]);
+  const masks = await resumeWith('--image-full-mask', '0.5');
   assert.equal(masks.code, 1);
   assert.match(masks.stderr, /saved with imageFullMask = 0; continuing with 0.5/);
 });
