@@ -100,10 +100,11 @@ interface PhaseRun extends Omit<ShapesPhase, 'weights'> {
 }
 
 /**
- * The curriculum after the mixed run (docs/shapes.md, the seventh run): single-object
- * text-to-image records alone at a constant rate, which teaches where a caption puts
- * an object; then every record with text-to-image weighted up, the rate decaying to
- * --min-lr.
+ * The curriculum after the mixed run (docs/shapes.md, the seventh and eighth runs):
+ * optionally single-object text-to-image records alone at a constant rate, which
+ * teaches where a caption puts an object; then every record with single-object
+ * text-to-image weighted up (by default enough that binding and the objects' codes
+ * rise together), the rate decaying to --min-lr.
  */
 function curriculumPhases(f: Flags): ShapesPhase[] {
   const out: ShapesPhase[] = [];
@@ -724,19 +725,19 @@ export function registerShapesTrain(shapes: Command, ctx: CliContext): void {
     )
     .option(
       '--no-curriculum',
-      'train only the mixed run (default: then the curriculum: single-object text-to-image, then a weighted mix)',
+      'train only the mixed run (default: then the curriculum: --single-steps on single-object text-to-image, then a weighted mix)',
     )
     .option(
       '--single-steps <n>',
       'curriculum: steps on single-object text-to-image records alone (0: none)',
       intOpt('--single-steps', { min: 0 }),
-      1500,
+      0,
     )
     .option(
       '--final-steps <n>',
       'curriculum: steps on every record, text-to-image weighted up (0: none)',
       intOpt('--final-steps', { min: 0 }),
-      2500,
+      4400,
     )
     .option(
       '--final-weights <a,b,c,d>',
