@@ -198,15 +198,18 @@ function checkPositions(pos: readonly number[], n: number, what: string): void {
   }
 }
 
-/** Masks `ids` at the chosen positions: [masked ids, labels]. */
+/** Masks `ids` at the chosen positions (every one when `whole`): [masked ids, labels]. */
 function maskSpan(
   ids: readonly number[],
   choices: RecipeChoices,
   always: boolean,
   mask: number,
   what: string,
+  whole = false,
 ): [number[], number[]] {
-  const pos = choices.maskPositions(ids.length, always);
+  const pos = whole
+    ? Array.from({ length: ids.length }, (_, i) => i)
+    : choices.maskPositions(ids.length, always);
   checkPositions(pos, ids.length, what);
   const out = ids.slice();
   const labels = new Array<number>(ids.length).fill(IGNORE);
@@ -316,9 +319,7 @@ export function layoutItem(
       throw new DimooError('imageFullMask needs choices with fullMask()', 'E_PARAM');
     whole = choices.fullMask(share);
   }
-  const [masked, cellLabels] = whole
-    ? [cells.map(() => t.mask), cells.slice()]
-    : maskSpan(cells, choices, false, t.mask, 'answer_image');
+  const [masked, cellLabels] = maskSpan(cells, choices, false, t.mask, 'answer_image', whole);
   const rows = addBreakLines(masked, g.gridH, g.gridW, t.newline);
   const rowLabels = addBreakLines(cellLabels, g.gridH, g.gridW, IGNORE);
   return {
