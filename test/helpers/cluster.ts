@@ -19,6 +19,8 @@ export const FAST_QUEUE = ['--lock-ms', '2000', '--stalled-ms', '1000', '--heart
 export class Proc {
   readonly lines: string[] = [];
   readonly exited: Promise<number | null>;
+  /** Resolves once the process has exited and its stdout/stderr are fully read. */
+  readonly closed: Promise<void>;
   private waiters: { pred: (l: string) => boolean; resolve: (l: string) => void }[] = [];
 
   constructor(readonly proc: ChildProcess) {
@@ -40,6 +42,24 @@ export class Proc {
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
     this.exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+    this.closed = new Promise((r) => proc.once('close', () => r()));
+  }
+
+  /**
+   * Calls `cb` with the first line (already printed or to come) that matches,
+   * synchronously as it is read; returns a function that stops watching.
+   */
+  onFirstLine(pred: (l: string) => boolean, cb: (l: string) => void): () => void {
+    const have = this.lines.find(pred);
+    if (have !== undefined) {
+      cb(have);
+      return () => {};
+    }
+    const w = { pred, resolve: cb };
+    this.waiters.push(w);
+    return () => {
+      this.waiters = this.waiters.filter((x) => x !== w);
+    };
   }
 
   /** Resolves with the first line (already printed or to come) that matches. */
