@@ -41,12 +41,8 @@ import type { QuantizedCheckpoint } from '../checkpoint/quantized.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import { readTensorFloat32, numel } from '../checkpoint/safetensors.js';
 import { weightSources } from '../models/weight-sources.js';
-import {
-  ADAMW_SCALARS,
-  buildAdamWGraph,
-  buildSumSquaresGraph,
-  type AdamWScalar,
-} from '../graph/optimizer-graph.js';
+import { buildSumSquaresGraph } from '../graph/optimizer-graph.js';
+import { adamwScalars, adamwStep } from './adamw.js';
 import {
   buildTrainGraph,
   LORA_TARGETS,
@@ -266,7 +262,6 @@ class OrtTrainEngine implements TrainEngine {
     private readonly trainable: TrainableTensor[],
     private readonly train: ort.InferenceSession,
     private readonly sumsq: ort.InferenceSession,
-    private readonly adamw: ort.InferenceSession,
     private readonly maskPadding: boolean,
     /** Labelled rows per graph run (bounds the [rows, vocabulary] logits). */
     private readonly maxLabelRows: number,
@@ -393,31 +388,11 @@ class OrtTrainEngine implements TrainEngine {
     const clipCoef =
       opt.clipGrad === null ? 1 : Math.min(1, Math.fround(opt.clipGrad / (gradNorm + 1e-6)));
     this.step_ += 1;
-    const t = this.step_;
-    const bc1 = 1 - opt.beta1 ** t;
-    const bc2 = 1 - opt.beta2 ** t;
-    const scalars: Record<AdamWScalar, number> = {
-      clip_coef: clipCoef,
-      decay: 1 - opt.lr * opt.weightDecay,
-      one_minus_beta1: 1 - opt.beta1,
-      beta2: opt.beta2,
-      one_minus_beta2: 1 - opt.beta2,
-      bc2_sqrt: Math.sqrt(bc2),
-      eps: opt.eps,
-      neg_step_size: -(opt.lr / bc1),
-    };
-    const sFeeds = Object.fromEntries(ADAMW_SCALARS.map((k) => [k, scalar(scalars[k])]));
+    const scalars = adamwScalars(opt, this.step_, clipCoef);
     for (const tt of this.trainable) {
       const n = numel(tt.shape);
       const gr = this.acc.get(tt.name) ?? new Float32Array(n);
-      const p = f32(this.params.get(tt.name)!, [n]);
-      const m = f32(this.m.get(tt.name)!, [n]);
-      const v = f32(this.v.get(tt.name)!, [n]);
-      // In place (optimizer-graph.ts reads each old value before the node that overwrites it).
-      await this.adamw.run(
-        { ...sFeeds, p, m, v, g: f32(gr, [n]) },
-        { p_out: p, m_out: m, v_out: v },
-      );
+      adamwStep(this.params.get(tt.name)!, this.m.get(tt.name)!, this.v.get(tt.name)!, gr, scalars);
     }
     for (const a of this.acc.values()) a.fill(0);
     this.pending = false;
@@ -518,7 +493,6 @@ class OrtTrainEngine implements TrainEngine {
   async dispose(): Promise<void> {
     await this.train.release();
     await this.sumsq.release();
-    await this.adamw.release();
   }
 }
 
@@ -599,10 +573,9 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     spec,
     `${ckpt.dir}: ONNX Runtime could not load the training graph`,
   );
-  // The optimiser is elementwise over float32 copies on the host side: CPU.
+  // The gradient norm is a reduction over float32 copies on the host side: CPU.
   const small = { device: 'cpu' as const, threads: opts.threads };
   const sumsq = await createSession(buildSumSquaresGraph(), small, 'sum-of-squares graph');
-  const adamw = await createSession(buildAdamWGraph(), small, 'AdamW graph');
   const seed = opts.seed ?? 0;
   const init = (t: TrainableTensor, index: number): Float32Array => {
     if (opts.lora) return loraInit(t, seed, index);
@@ -631,7 +604,6 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     graph.trainable,
     train,
     sumsq,
-    adamw,
     opts.maskPadding === true,
     maxLabelRows,
     init,

@@ -44,7 +44,7 @@ import {
   type VqTensorSpec,
 } from '../checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../graph/vq-train.js';
-import { ADAMW_SCALARS, buildAdamWGraph, type AdamWScalar } from '../graph/optimizer-graph.js';
+import { adamwScalars, adamwStep } from './adamw.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
 import { makeDirs } from '../util/fs-errors.js';
 
@@ -586,7 +586,6 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
 
   const spec = { device: 'cpu' as const, threads: o.threads };
   const train = await createSession(bytes, spec, 'VQ training graph');
-  const adamw = await createSession(buildAdamWGraph(), spec, 'AdamW graph');
 
   const budgetMs = o.minutes !== undefined ? o.minutes * 60_000 : Infinity;
   const progress = (): number =>
@@ -695,37 +694,14 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
       const lr = lrAt();
       s.step += 1;
       const t = s.step;
-      const b1 = 0.9;
-      const b2 = 0.99;
-      const scalars: Record<AdamWScalar, number> = {
-        clip_coef: Math.min(1, clip / (gradNorm + 1e-6)),
-        decay: 1,
-        one_minus_beta1: 1 - b1,
-        beta2: b2,
-        one_minus_beta2: 1 - b2,
-        bc2_sqrt: Math.sqrt(1 - b2 ** t),
-        eps: 1e-8,
-        neg_step_size: -(lr / (1 - b1 ** t)),
-      };
-      const aFeeds: Record<string, ort.Tensor> = Object.fromEntries(
-        ADAMW_SCALARS.map((k) => [k, new ort.Tensor('float32', Float32Array.of(scalars[k]), [])]),
+      const scalars = adamwScalars(
+        { lr, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0 },
+        t,
+        Math.min(1, clip / (gradNorm + 1e-6)),
       );
-      let pIn = s.params;
-      if (scales) {
-        pIn = new Float32Array(total);
-        for (let i = 0; i < total; i++) pIn[i] = s.params[i]! / scales[i]!;
-      }
-      const upd = await adamw.run({
-        ...aFeeds,
-        p: new ort.Tensor('float32', pIn, [total]),
-        m: new ort.Tensor('float32', s.m, [total]),
-        v: new ort.Tensor('float32', s.v, [total]),
-        g: new ort.Tensor('float32', grad, [total]),
-      });
-      s.params = upd.p_out!.data as Float32Array;
+      if (scales) for (let i = 0; i < total; i++) s.params[i] = s.params[i]! / scales[i]!;
+      adamwStep(s.params, s.m, s.v, grad, scalars);
       if (scales) for (let i = 0; i < total; i++) s.params[i]! *= scales[i]!;
-      s.m = upd.m_out!.data as Float32Array;
-      s.v = upd.v_out!.data as Float32Array;
       if (ema > 0) emaCodebookStep(s, idx, lat, ema, cbOff, K, D);
 
       // Dead codes: early (the codebook starts tiny: these re-seeds are its data-driven
@@ -786,7 +762,6 @@ export async function trainVq(o: VqTrainOptions): Promise<VqTrainResult> {
     }
   } finally {
     await train.release();
-    await adamw.release();
   }
   save();
   const psnr = await evaluate();
