@@ -41,8 +41,7 @@ import type { QuantizedCheckpoint } from '../checkpoint/quantized.js';
 import { ropeInvFreq, ropeTables } from '../graph/rope.js';
 import { readTensorFloat32, numel } from '../checkpoint/safetensors.js';
 import { weightSources } from '../models/weight-sources.js';
-import { buildSumSquaresGraph } from '../graph/optimizer-graph.js';
-import { adamwScalars, adamwStep } from './adamw.js';
+import { adamwScalars, adamwStep, sumOfSquares } from './optimizer.js';
 import {
   buildTrainGraph,
   LORA_TARGETS,
@@ -261,7 +260,6 @@ class OrtTrainEngine implements TrainEngine {
     readonly config: LladaConfig,
     private readonly trainable: TrainableTensor[],
     private readonly train: ort.InferenceSession,
-    private readonly sumsq: ort.InferenceSession,
     private readonly maskPadding: boolean,
     /** Labelled rows per graph run (bounds the [rows, vocabulary] logits). */
     private readonly maxLabelRows: number,
@@ -371,7 +369,7 @@ class OrtTrainEngine implements TrainEngine {
         tiedExtra.set(vocab.head, (vocab.cv.tied - 1) * ss);
       }
     }
-    // clip_grad_norm_: the norm of the per-tensor norms (float32, as PyTorch).
+    // clip_grad_norm_: the norm of the per-tensor norms (each rounded to float32, as PyTorch's).
     const norms: number[] = [];
     for (const t of this.trainable) {
       const gr = this.acc.get(t.name);
@@ -379,8 +377,7 @@ class OrtTrainEngine implements TrainEngine {
         norms.push(0);
         continue;
       }
-      const out = await this.sumsq.run({ g: f32(gr, [gr.length]) });
-      const ss = (out.sumsq!.data as Float32Array)[0]! + (tiedExtra.get(t.name) ?? 0);
+      const ss = Math.fround(sumOfSquares(gr)) + (tiedExtra.get(t.name) ?? 0);
       norms.push(Math.fround(Math.sqrt(ss)));
     }
     const gradNorm = Math.fround(Math.sqrt(norms.reduce((s, n) => s + n * n, 0)));
@@ -492,7 +489,6 @@ class OrtTrainEngine implements TrainEngine {
 
   async dispose(): Promise<void> {
     await this.train.release();
-    await this.sumsq.release();
   }
 }
 
@@ -573,9 +569,6 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     spec,
     `${ckpt.dir}: ONNX Runtime could not load the training graph`,
   );
-  // The gradient norm is a reduction over float32 copies on the host side: CPU.
-  const small = { device: 'cpu' as const, threads: opts.threads };
-  const sumsq = await createSession(buildSumSquaresGraph(), small, 'sum-of-squares graph');
   const seed = opts.seed ?? 0;
   const init = (t: TrainableTensor, index: number): Float32Array => {
     if (opts.lora) return loraInit(t, seed, index);
@@ -603,7 +596,6 @@ export async function createTrainEngine(opts: TrainEngineOptions): Promise<Train
     c,
     graph.trainable,
     train,
-    sumsq,
     opts.maskPadding === true,
     maxLabelRows,
     init,

@@ -1,7 +1,7 @@
 /**
  * VQ-VAE training on ONNX Runtime (CPU): the training graph of graph/vq-train.ts
  * (forward, VQ-VAE loss, gradients), one AdamW step over all weights as one flat
- * vector (graph/optimizer-graph.ts), dead codes re-seeded from recent encoder
+ * vector (training/optimizer.ts), dead codes re-seeded from recent encoder
  * outputs, a resumable state, held-out PSNR through the ordinary inference
  * VqModel, and the result written as a diffusers VQ folder
  * (config.json + diffusion_pytorch_model.safetensors).
@@ -44,7 +44,7 @@ import {
   type VqTensorSpec,
 } from '../checkpoint/vq-config.js';
 import { buildVqTrainGraph, VQ_TRAIN_IO } from '../graph/vq-train.js';
-import { adamwScalars, adamwStep } from './adamw.js';
+import { adamwScalars, adamwStep } from './optimizer.js';
 import { atomicWriteFileSync } from '../util/atomic-write.js';
 import { makeDirs } from '../util/fs-errors.js';
 

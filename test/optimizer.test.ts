@@ -1,11 +1,11 @@
 /**
- * The host AdamW step (training/adamw.ts): PyTorch's arithmetic in float32.
+ * The host optimiser arithmetic (training/optimizer.ts): PyTorch's arithmetic in float32.
  * Whole-model parity is checked against the golden training cases
  * (train-cli.test.ts); these check the step itself.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { adamwScalars, adamwStep } from '../src/training/adamw.js';
+import { adamwScalars, adamwStep, sumOfSquares } from '../src/training/optimizer.js';
 import { Prng } from '../src/samplers/prng.js';
 
 const opt = { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
@@ -59,5 +59,12 @@ describe('adamwStep', () => {
       () => adamwStep(a, a, a, new Float32Array(3), adamwScalars(opt, 1, 1)),
       /lengths differ.*g 3/,
     );
+  });
+});
+
+describe('sumOfSquares', () => {
+  it('is the sum of the squares', () => {
+    assert.equal(sumOfSquares(Float32Array.of(3, -4, 0.5)), 25.25);
+    assert.equal(sumOfSquares(new Float32Array(0)), 0);
   });
 });
